@@ -1,0 +1,34 @@
+// CUDA dropout: one thread per element, the same Philox draw as the CPU twin.
+#include "kernels/dropout.h"
+#include "runtime/cuda_check.h"
+#include "runtime/stream.h"
+
+namespace elmo {
+
+namespace {
+__global__ void dropout_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
+                               float p, float scale, uint64_t seed, uint64_t stream) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e < n) y[e] = x[e] * dropout_scale_at(seed, stream, e, p, scale);
+}
+
+__global__ void copy_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e < n) y[e] = x[e];
+}
+}  // namespace
+
+void dropout_cuda(const float* x, float* y, int64_t n, const DropoutParams& params) {
+  if (n == 0) return;
+  const int threads = 256;
+  const unsigned blocks = static_cast<unsigned>((n + threads - 1) / threads);
+  if (params.p <= 0.0f) {
+    if (x != y) copy_kernel<<<blocks, threads, 0, current_stream()>>>(x, y, n);
+  } else {
+    dropout_kernel<<<blocks, threads, 0, current_stream()>>>(
+        x, y, n, params.p, 1.0f / (1.0f - params.p), params.seed, params.stream);
+  }
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace elmo

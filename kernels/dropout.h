@@ -1,0 +1,42 @@
+// Inverted dropout with counter-based random numbers.
+//
+//   keep[e] = philox_uniform(seed, stream, e) >= p          (e = flat element index)
+//   y[e]    = keep[e] ? x[e] / (1 - p) : 0                   forward
+//   dx[e]   = keep[e] ? dy[e] / (1 - p) : 0                  backward
+//
+// The mask is a pure function of (seed, stream, e), so the CPU and CUDA backends drop the same
+// elements, and backward recomputes the mask instead of storing it. Callers give each dropout
+// site of each step its own stream id (see dropout_stream()).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/hd.h"
+#include "runtime/philox.h"
+#include "runtime/tensor.h"
+
+namespace elmo {
+
+// Stream id of one dropout site at one training step: unique for (step, site < 2^16).
+ELMO_HD uint64_t dropout_stream(uint64_t step, uint32_t site) {
+  return (step << 16) | static_cast<uint64_t>(site & 0xFFFFu);
+}
+
+ELMO_HD float dropout_scale_at(uint64_t seed, uint64_t stream, uint64_t e, float p, float scale) {
+  return philox_uniform(seed, stream, e) >= p ? scale : 0.0f;
+}
+
+struct DropoutParams {
+  float p = 0.0f;  // probability of dropping, in [0, 1)
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+};
+
+// Raw launchers (CPU and CUDA). y may alias x. Backward is the same map applied to dy.
+void dropout_cpu(const float* x, float* y, int64_t n, const DropoutParams& params);
+void dropout_cuda(const float* x, float* y, int64_t n, const DropoutParams& params);
+
+// Entry point: y = dropout(x); dispatches on the device; y may be x (in place).
+void dropout(const Tensor& x, Tensor& y, const DropoutParams& params);
+
+}  // namespace elmo

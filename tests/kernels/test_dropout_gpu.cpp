@@ -1,0 +1,25 @@
+// GPU twin check: CUDA dropout must drop exactly the elements the CPU drops (same Philox draw).
+#include <gtest/gtest.h>
+
+#include "kernels/dropout.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+TEST(DropoutGpu, MatchesCpuBitForBit) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 1 << 20 | 37;  // tail block
+  Tensor x = Tensor::empty({n});
+  for (int64_t e = 0; e < n; ++e) x.data<float>()[e] = static_cast<float>(e % 113) - 50.0f;
+  Tensor cpu_y = Tensor::empty({n});
+  dropout(x, cpu_y, {0.3f, 99, 1234});
+  Tensor gx = x.to(Device::cuda(0));
+  Tensor gy = Tensor::empty({n}, DType::kF32, Device::cuda(0));
+  dropout(gx, gy, {0.3f, 99, 1234});
+  // Tolerance 0: the mask and the scale are the same f32 operations on both sides.
+  EXPECT_TRUE(testing::all_close(gy.to_floats(), cpu_y.to_floats(), 0.0f, 0.0f));
+}
+
+}  // namespace
+}  // namespace elmo

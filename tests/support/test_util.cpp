@@ -1,0 +1,86 @@
+#include "tests/support/test_util.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+namespace elmo::testing {
+
+::testing::AssertionResult all_close(const float* actual, const float* expected, int64_t n,
+                                     float atol, float rtol) {
+  int64_t wrong = 0, first = -1;
+  double worst = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double diff = std::fabs(static_cast<double>(actual[i]) - expected[i]);
+    const double bound = atol + rtol * std::fabs(static_cast<double>(expected[i]));
+    if (!(diff <= bound)) {  // NaN fails too
+      if (first < 0) first = i;
+      ++wrong;
+    }
+    if (std::isfinite(diff)) worst = std::max(worst, diff);
+  }
+  if (wrong == 0) return ::testing::AssertionSuccess() << "max |diff| " << worst;
+  return ::testing::AssertionFailure()
+         << wrong << " of " << n << " elements differ (atol " << atol << ", rtol " << rtol
+         << "); first at " << first << ": got " << actual[first] << ", expected "
+         << expected[first] << "; max |diff| " << worst;
+}
+
+::testing::AssertionResult all_close(const std::vector<float>& actual,
+                                     const std::vector<float>& expected, float atol, float rtol) {
+  if (actual.size() != expected.size())
+    return ::testing::AssertionFailure()
+           << "sizes differ: " << actual.size() << " vs " << expected.size();
+  return all_close(actual.data(), expected.data(), static_cast<int64_t>(actual.size()), atol,
+                   rtol);
+}
+
+double finite_difference(const std::function<double()>& f, float* x, int64_t i, double eps) {
+  const float saved = x[i];
+  x[i] = static_cast<float>(saved + eps);
+  const double up = f();
+  x[i] = static_cast<float>(saved - eps);
+  const double down = f();
+  x[i] = saved;
+  return (up - down) / (2.0 * eps);
+}
+
+::testing::AssertionResult gradient_matches(const std::function<double()>& loss, float* param,
+                                            const float* analytic, int64_t n, double eps,
+                                            double tol, int64_t samples) {
+  const int64_t count = std::min(n, samples);
+  for (int64_t s = 0; s < count; ++s) {
+    const int64_t i = count == n ? s : (s * 7919) % n;
+    const double numeric = finite_difference(loss, param, i, eps);
+    const double a = analytic[i];
+    const double rel = std::fabs(a - numeric) / std::max(1e-2, std::fabs(a) + std::fabs(numeric));
+    if (!(rel <= tol))
+      return ::testing::AssertionFailure()
+             << "gradient at " << i << ": analytic " << a << ", numeric " << numeric
+             << " (relative error " << rel << " > " << tol << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::string data_dir() {
+  const char* env = std::getenv("ELMO_DATA_DIR");
+  std::string dir = env ? env : ELMO_DATA_DIR;
+  return std::filesystem::is_directory(dir) ? dir : "";
+}
+
+std::string source_dir() { return ELMO_SOURCE_DIR; }
+std::string elmo_binary() { return ELMO_BINARY; }
+
+std::string temp_dir(const std::string& tag) {
+  static int counter = 0;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("elmo_test_" + tag + "_" + std::to_string(getpid()) + "_" +
+                    std::to_string(counter++));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+}  // namespace elmo::testing

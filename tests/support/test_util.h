@@ -1,0 +1,50 @@
+// Shared test helpers: tolerant comparison that reports the first wrong element, finite
+// differences, data-folder lookup and GPU skips.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/cuda_memory.h"
+
+namespace elmo::testing {
+
+// Every element must satisfy |a - b| <= atol + rtol * |b|; the first failure is reported.
+::testing::AssertionResult all_close(const float* actual, const float* expected, int64_t n,
+                                     float atol, float rtol);
+::testing::AssertionResult all_close(const std::vector<float>& actual,
+                                     const std::vector<float>& expected, float atol, float rtol);
+
+// Central finite difference of a scalar function f w.r.t. x[i] (x is modified and restored).
+double finite_difference(const std::function<double()>& f, float* x, int64_t i, double eps);
+
+// Compares an analytic gradient with central differences at `samples` evenly spread indices.
+// Uses relative error |a - n| / max(1e-2, |a| + |n|) <= tol.
+::testing::AssertionResult gradient_matches(const std::function<double()>& loss, float* param,
+                                            const float* analytic, int64_t n, double eps,
+                                            double tol, int64_t samples = 64);
+
+// shared/data root (ELMO_DATA_DIR) or "" when absent.
+std::string data_dir();
+std::string source_dir();
+std::string elmo_binary();
+// A fresh, empty temporary folder for this test (removed by the OS, not by the test).
+std::string temp_dir(const std::string& tag);
+
+}  // namespace elmo::testing
+
+#define ELMO_SKIP_WITHOUT_GPU()                                                    \
+  do {                                                                             \
+    if (::elmo::cuda_device_count() == 0) GTEST_SKIP() << "no GPU on this machine"; \
+  } while (0)
+
+#define ELMO_SKIP_WITHOUT_DATA()                                                            \
+  do {                                                                                      \
+    if (::elmo::testing::data_dir().empty())                                                \
+      GTEST_SKIP() << "shared data folder not found (configure with -DELMO_DATA_DIR=...)"; \
+  } while (0)
