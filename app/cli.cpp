@@ -3,20 +3,158 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
 
+#include "app/commands.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
 namespace elmo {
 
+namespace {
+
+void add_train_options(CLI::App& cmd, TrainArgs& args, bool required) {
+  auto* config = cmd.add_option("--config,-c", args.config, "training configuration (TOML)");
+  if (required) config->required();
+  config->check(CLI::ExistingFile);
+  cmd.add_option("--set", args.overrides,
+                 "override a config key, e.g. --set train.batch_size=64 (repeatable)")
+      ->allow_extra_args(false);
+  cmd.add_flag("--resume{latest}", args.resume,
+               "continue from the latest checkpoint of run.dir, or --resume=PATH");
+  cmd.add_option("--device", args.device, "cpu, cuda or cuda:N (overrides train.device)");
+  cmd.add_flag("--no_cuda,--no-cuda", args.no_cuda, "never use a GPU");
+}
+
+}  // namespace
+
 int run_cli(int argc, char** argv) {
-  CLI::App app{"elmo_fast: train ELMo-style bidirectional LSTM language models"};
+  CLI::App app{
+      "elmo_fast: train ELMo-style bidirectional LSTM language models.\n"
+      "  elmo_fast --config run.toml          train (same as `elmo_fast train --config ...`)"};
+  app.set_version_flag("--version", "elmo_fast 0.1.0");
+  app.require_subcommand(0, 1);
+  app.fallthrough(false);
+
+  TrainArgs top_train;
+  add_train_options(app, top_train, false);
+
+  TrainArgs train_args;
+  CLI::App* train = app.add_subcommand("train", "train a biLM from a config");
+  add_train_options(*train, train_args, true);
+
+  VocabArgs vocab_args;
+  CLI::App* vocab = app.add_subcommand("vocab", "build a vocabulary (most frequent first)");
+  vocab->add_option("--corpus", vocab_args.corpus, "file, folder or glob of text")->required();
+  vocab->add_option("--out,-o", vocab_args.out, "vocabulary file to write")->required();
+  vocab->add_option("--min-count", vocab_args.min_count, "drop words seen fewer times")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  vocab->add_option("--max-size", vocab_args.max_size, "keep at most this many words (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+
+  PrepareArgs prepare_args;
+  CLI::App* prepare =
+      app.add_subcommand("prepare", "tokenise the config's corpora into the token cache");
+  prepare->add_option("--config,-c", prepare_args.config, "configuration (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  prepare->add_option("--set", prepare_args.overrides, "override a config key");
+
+  EvalArgs eval_args;
+  CLI::App* eval = app.add_subcommand("eval", "perplexity with the full softmax");
+  eval->add_option("--checkpoint", eval_args.checkpoint, "checkpoint or run folder")->required();
+  eval->add_option("--corpus", eval_args.corpus, "held-out text: file, folder or glob")
+      ->required();
+  eval->add_option("--vocab", eval_args.vocab, "vocabulary (default: the checkpoint's)");
+  eval->add_option("--mode", eval_args.mode, "stream (state carried) or sentence")
+      ->check(CLI::IsMember({"stream", "sentence"}));
+  eval->add_option("--batch-size", eval_args.batch_size, "rows evaluated together (stream)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  eval->add_option("--unroll-steps", eval_args.unroll_steps, "steps per batch (stream)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  eval->add_option("--max-tokens", eval_args.max_tokens, "stop after this many (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
+
+  ImportArgs import_args;
+  CLI::App* import_cmd =
+      app.add_subcommand("import-bilm", "bilm-tf/allennlp HDF5 weights -> checkpoint");
+  import_cmd->add_option("--weights", import_args.weights, "lm_weights.hdf5")
+      ->required()
+      ->check(CLI::ExistingFile);
+  import_cmd->add_option("--embedding", import_args.embedding,
+                         "token embeddings HDF5 (dataset 'embedding'), if not in --weights")
+      ->check(CLI::ExistingFile);
+  import_cmd->add_option("--softmax", import_args.softmax,
+                         "HDF5 with softmax/W and softmax/b, if not in --weights")
+      ->check(CLI::ExistingFile);
+  import_cmd->add_option("--vocab", import_args.vocab, "vocabulary matching the embedding rows")
+      ->required()
+      ->check(CLI::ExistingFile);
+  import_cmd->add_option("--out,-o", import_args.out, "run folder to create")->required();
+  import_cmd->add_option("--cell-clip", import_args.cell_clip, "cell clip of the model (0: off)");
+  import_cmd->add_option("--proj-clip", import_args.proj_clip, "projection clip (0: off)");
+  import_cmd->add_flag("!--no-skip-connections", import_args.skip_connections,
+                       "the model has no residual connections");
+
+  ExportArgs export_args;
+  CLI::App* export_cmd =
+      app.add_subcommand("export-bilm", "checkpoint -> bilm-tf HDF5 (with embedding, softmax)");
+  export_cmd->add_option("--checkpoint", export_args.checkpoint, "checkpoint or run folder")
+      ->required();
+  export_cmd->add_option("--out,-o", export_args.out, "HDF5 file to write")->required();
+
+  EmbedArgs embed_args;
+  CLI::App* embed =
+      app.add_subcommand("embed", "sentences -> per-layer biLM representations (HDF5)");
+  embed->add_option("--checkpoint", embed_args.checkpoint, "checkpoint or run folder")
+      ->required();
+  embed->add_option("--input,-i", embed_args.input, "text, one tokenised sentence per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  embed->add_option("--out,-o", embed_args.out, "HDF5 file to write")->required();
+  embed->add_option("--vocab", embed_args.vocab, "vocabulary (default: the checkpoint's)");
+  embed->add_flag("--stateful", embed_args.stateful,
+                  "carry state: row r of a batch starts where row r of the previous ended "
+                  "(allennlp behaviour)");
+  embed->add_option("--batch-size", embed_args.batch_size, "sentences per batch")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  embed->add_option("--scalar-mix", embed_args.mix_weights,
+                    "mix the L+1 layers with these (softmax-normalised) weights")
+      ->delimiter(',');
+  embed->add_option("--gamma", embed_args.mix_gamma, "scale of the scalar mix");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   }
-  return 0;
+
+  try {
+    if (*train) return train_command(train_args);
+    if (*vocab) return vocab_command(vocab_args);
+    if (*prepare) return prepare_command(prepare_args);
+    if (*eval) return eval_command(eval_args);
+    if (*import_cmd) return import_bilm_command(import_args);
+    if (*export_cmd) return export_bilm_command(export_args);
+    if (*embed) return embed_command(embed_args);
+    if (!top_train.config.empty()) return train_command(top_train);
+    std::fputs(app.help().c_str(), stdout);
+    return 2;
+  } catch (const UsageError& e) {
+    log_error(e.what());
+    return 2;
+  } catch (const Error& e) {
+    log_error(e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    log_error("out of memory: reduce train.batch_size, model sizes or softmax.samples");
+    return 1;
+  } catch (const std::exception& e) {
+    log_error("unexpected failure: ", e.what());
+    return 1;
+  }
 }
 
 }  // namespace elmo

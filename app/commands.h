@@ -1,0 +1,59 @@
+// The subcommands of elmo_fast. Each returns the exit code; errors are thrown (elmo::UsageError
+// -> 2, elmo::Error -> 1) and mapped in run_cli().
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace elmo {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;  // --set section.key=value
+  std::string resume;                  // "" = fresh run (refuses to overwrite), "latest" or a path
+  std::string device;                  // "" = from config
+  bool no_cuda = false;
+};
+int train_command(const TrainArgs& args);
+
+struct VocabArgs {
+  std::string corpus, out;
+  int64_t min_count = 1, max_size = 0;
+};
+int vocab_command(const VocabArgs& args);
+
+struct PrepareArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+int prepare_command(const PrepareArgs& args);
+
+struct EvalArgs {
+  std::string checkpoint, corpus, vocab, mode = "stream";
+  int64_t batch_size = 1, unroll_steps = 20, max_tokens = 0;
+  std::string json_out;
+};
+int eval_command(const EvalArgs& args);
+
+struct ImportArgs {
+  std::string weights, embedding, vocab, out, softmax;
+  float cell_clip = 3.0f, proj_clip = 3.0f;
+  bool skip_connections = true;
+};
+int import_bilm_command(const ImportArgs& args);
+
+struct ExportArgs {
+  std::string checkpoint, out;
+};
+int export_bilm_command(const ExportArgs& args);
+
+struct EmbedArgs {
+  std::string checkpoint, input, out, vocab;
+  bool stateful = false;
+  int64_t batch_size = 32;
+  std::vector<float> mix_weights;  // empty = all layers; else L+1 weights (softmax-normalised)
+  float mix_gamma = 1.0f;
+};
+int embed_command(const EmbedArgs& args);
+
+}  // namespace elmo

@@ -1,0 +1,131 @@
+#include "app/session.h"
+
+#include <filesystem>
+
+#include "io/atomic_file.h"
+#include "io/corpus.h"
+#include "runtime/log.h"
+
+namespace elmo {
+
+namespace fs = std::filesystem;
+
+DataFiles resolve_data_files(const Config& config) {
+  DataFiles files;
+  if (config.data.corpus == kBuiltinSynthetic) {
+    SyntheticFiles generated = ensure_synthetic_corpus(config.synthetic, config.run.dir + "/data");
+    files.train = generated.train;
+    files.valid = config.data.valid.empty() ? generated.valid : config.data.valid;
+    files.synthetic.emplace(config.synthetic);
+  } else {
+    files.train = config.data.corpus;
+    files.valid = config.data.valid;
+  }
+  files.test = config.data.test;
+  return files;
+}
+
+Vocab prepare_vocab(const Config& config, const DataFiles& files, bool rebuild) {
+  fs::create_directories(config.run.dir);
+  const std::string run_vocab = config.run.dir + "/vocab.txt";
+  Vocab vocab;
+  if (!config.data.vocab.empty()) {
+    vocab = Vocab::load(config.data.vocab);
+  } else if (!rebuild && fs::exists(run_vocab)) {
+    vocab = Vocab::load(run_vocab);
+  } else {
+    log_info("building the vocabulary of ", files.train, " (min_count ", config.data.min_count,
+             ")");
+    vocab = build_vocab(resolve_corpus(files.train), config.data.min_count, config.data.max_vocab);
+    log_info("vocabulary: ", vocab.size(), " tokens");
+  }
+  if (!fs::exists(run_vocab) || Vocab::load(run_vocab).hash() != vocab.hash()) vocab.save(run_vocab);
+  return vocab;
+}
+
+std::string cache_dir(const Config& config) {
+  return config.data.cache_dir.empty() ? config.run.dir + "/cache" : config.data.cache_dir;
+}
+
+BilmShape bilm_shape(const Config& config, int64_t vocab_size) {
+  BilmShape shape;
+  shape.vocab = vocab_size;
+  shape.embedding_dim = config.model.input_dim();
+  shape.cell_size = config.model.cell_size;
+  shape.proj_dim = config.model.projection_dim;
+  shape.layers = config.model.layers;
+  shape.cell_clip = static_cast<float>(config.model.cell_clip);
+  shape.proj_clip = static_cast<float>(config.model.proj_clip);
+  shape.skip_connections = config.model.skip_connections;
+  shape.bidirectional = config.model.bidirectional;
+  return shape;
+}
+
+BilmTrainOptions bilm_options(const Config& config) {
+  BilmTrainOptions options;
+  options.softmax = config.softmax.type == "full" ? SoftmaxKind::kFull : SoftmaxKind::kSampled;
+  options.samples = config.softmax.samples;
+  options.dropout = static_cast<float>(config.model.dropout);
+  options.seed = static_cast<uint64_t>(config.run.seed);
+  return options;
+}
+
+NamedTensors model_tensors(const BiLM& model) {
+  NamedTensors out;
+  for (const Parameter* p : model.params().all()) out.emplace_back(p->name, p->value);
+  return out;
+}
+
+void load_model_tensors(BiLM& model, const NamedTensors& tensors, const std::string& origin) {
+  for (Parameter* p : model.params().all()) {
+    const Tensor* found = nullptr;
+    for (const auto& [name, tensor] : tensors)
+      if (name == p->name) found = &tensor;
+    if (found == nullptr)
+      throw Error(str(origin, ": parameter '", p->name, "' is missing"));
+    if (!(found->shape() == p->value.shape()) || found->dtype() != DType::kF32)
+      throw Error(str(origin, ": parameter '", p->name, "' is ", found->describe(),
+                      " but the model needs f32", p->value.shape().str()));
+    p->value.copy_from(*found);
+  }
+}
+
+std::string run_dir_of(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.has_filename() == false) p = p.parent_path();
+  if (fs::is_directory(p / "checkpoints")) return p.string();
+  if (p.filename() == "checkpoints") return p.parent_path().string();
+  if (p.filename().string().rfind("step-", 0) == 0) return p.parent_path().parent_path().string();
+  return p.string();
+}
+
+LoadedModel load_model(const std::string& checkpoint_or_run_dir) {
+  LoadedModel loaded;
+  loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  const nlohmann::json& state = loaded.checkpoint.state;
+  if (!state.contains("config") || !state["config"].is_string() || !state.contains("vocab_size"))
+    throw Error(str(checkpoint_or_run_dir, ": checkpoint state.json lacks the model config"));
+  loaded.config = config_from_string(state["config"].get<std::string>(), "checkpoint config");
+  loaded.run_dir = run_dir_of(checkpoint_or_run_dir);
+  const int64_t vocab_size = state["vocab_size"].get<int64_t>();
+  loaded.model = std::make_unique<BiLM>(bilm_shape(loaded.config, vocab_size),
+                                        bilm_options(loaded.config));
+  const NamedTensors* tensors = loaded.checkpoint.file("model");
+  if (tensors == nullptr) throw Error(str(checkpoint_or_run_dir, ": no model.safetensors"));
+  load_model_tensors(*loaded.model, *tensors, checkpoint_or_run_dir);
+  return loaded;
+}
+
+Vocab load_model_vocab(const LoadedModel& loaded, const std::string& override_path) {
+  const std::string path = override_path.empty() ? loaded.run_dir + "/vocab.txt" : override_path;
+  if (!fs::exists(path))
+    throw UsageError(str("no vocabulary at '", path, "': pass --vocab FILE"));
+  Vocab vocab = Vocab::load(path);
+  const int64_t rows = loaded.model->shape().vocab;
+  if (vocab.size() != rows)
+    throw Error(str("vocabulary '", path, "' has ", vocab.size(), " tokens but the model's ",
+                    "embedding has ", rows, " rows: pass the vocabulary it was trained with"));
+  return vocab;
+}
+
+}  // namespace elmo

@@ -1,0 +1,416 @@
+// `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, checkpoints,
+// metrics, and the final evaluation; resume continues bit-identically from a checkpoint.
+#include <csignal>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "app/commands.h"
+#include "app/evaluate.h"
+#include "app/progress.h"
+#include "app/session.h"
+#include "io/atomic_file.h"
+#include "io/batcher.h"
+#include "io/metrics.h"
+#include "model/optimizer.h"
+#include "runtime/cuda_memory.h"
+#include "runtime/log.h"
+#include "runtime/parallel.h"
+
+namespace elmo {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int signal) { g_stop_signal = signal; }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Resolves train.device/--device/--no_cuda. The CPU backend is the one that trains today; the
+// GPU training path arrives with the GPU kernels (see docs/ARCHITECTURE.md).
+Device choose_device(const Config& config, const TrainArgs& args) {
+  std::string wanted = args.device.empty() ? config.train.device : args.device;
+  if (args.no_cuda || wanted == "auto") return Device::cpu();
+  const Device device = Device::parse(wanted);
+  if (device.is_cuda())
+    throw UsageError(str("train.device = \"", wanted, "\": GPU training is not available in "
+                         "this build yet; use \"cpu\" or \"auto\""));
+  return device;
+}
+
+OptimizerOptions optimizer_settings(const Config& config) {
+  OptimizerOptions s;
+  s.type = config.optimizer.type;
+  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
+  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
+  s.epsilon = static_cast<float>(config.optimizer.epsilon);
+  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
+  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
+  s.decay_after_epochs = config.optimizer.decay_after_epochs;
+  return s;
+}
+
+nlohmann::json rng_to_json(const RngState& s) {
+  return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
+}
+RngState rng_from_json(const nlohmann::json& j) {
+  return {j.at("seed").get<uint64_t>(), j.at("stream").get<uint64_t>(),
+          j.at("position").get<uint64_t>()};
+}
+
+class TrainingRun {
+ public:
+  TrainingRun(Config config, const TrainArgs& args) : config_(std::move(config)), args_(args) {}
+  int run();
+
+ private:
+  void set_up_data();
+  void set_up_model();
+  void resume_from(const std::string& where);
+  void save(bool final_save);
+  void log_interval(bool force);
+  EvalResult evaluate(const std::string& spec, const char* label);
+
+  Config config_;
+  TrainArgs args_;
+  DataFiles files_;
+  Vocab vocab_;
+  TokenCache train_data_;
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<BiLM> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<MetricsLogger> metrics_;
+  LstmState states_[2];
+  Rng sampler_;
+  Progress progress_;
+
+  int64_t step_ = 0, tokens_ = 0, total_steps_ = 0;
+  // Log-interval accumulators.
+  double interval_loss_ = 0.0, interval_nll_[2] = {0, 0};
+  int64_t interval_steps_ = 0, interval_tokens_ = 0;
+  Clock::time_point interval_start_;
+  double last_grad_norm_ = 0.0, last_lr_ = 0.0, last_loss_ = 0.0;
+  // Throughput over the whole run, excluding the first step (allocation warm-up).
+  Clock::time_point timed_start_;
+  int64_t timed_tokens_ = 0, timed_from_step_ = -1;
+  Clock::time_point last_checkpoint_time_;
+  std::string last_checkpoint_;
+};
+
+void TrainingRun::set_up_data() {
+  files_ = resolve_data_files(config_);
+  vocab_ = prepare_vocab(config_, files_, /*rebuild=*/args_.resume.empty());
+  train_data_ = TokenCache::open_or_build(files_.train, vocab_, cache_dir(config_));
+  const TokenStats stats = train_data_.stats();
+  log_info("training corpus: ", stats.sentences, " sentences, ", stats.tokens, " tokens, ",
+           train_data_.num_shards(), " file(s), ", str(100.0 * stats.unknown_rate()).substr(0, 5),
+           "% unknown");
+  BatcherOptions options;
+  options.rows = config_.train.batch_size;
+  options.steps = config_.train.unroll_steps;
+  options.shuffle = config_.data.shuffle;
+  options.seed = static_cast<uint64_t>(config_.run.seed);
+  batcher_ = std::make_unique<Batcher>(train_data_, vocab_, options);
+}
+
+void TrainingRun::set_up_model() {
+  model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_));
+  model_->init(static_cast<uint64_t>(config_.run.seed),
+               static_cast<float>(config_.model.init_scale),
+               static_cast<float>(config_.model.embedding_init_scale));
+  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
+  for (int d = 0; d < model_->shape().directions(); ++d)
+    states_[d] = model_->zero_state(config_.train.batch_size);
+  sampler_ = Rng(static_cast<uint64_t>(config_.run.seed), kRngSampler);
+  log_info("model: ", model_->params().numel(), " parameters (vocab ", vocab_.size(),
+           ", embedding ", model_->shape().embedding_dim, ", cell ", model_->shape().cell_size,
+           ", projection ", model_->shape().proj_dim, ", ", model_->shape().layers, " layers, ",
+           model_->shape().directions() == 2 ? "bidirectional" : "forward only", ")");
+}
+
+void TrainingRun::resume_from(const std::string& where) {
+  const std::string path = where == "latest" ? config_.run.dir : where;
+  CheckpointData ckpt = load_checkpoint(path);
+  const nlohmann::json& s = ckpt.state;
+  const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
+  if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {
+    std::string theirs = "(unknown)";
+    if (s.contains("config") && s["config"].is_string()) {
+      const Config old = config_from_string(s["config"].get<std::string>(), "checkpoint config");
+      theirs = str("cell ", old.model.cell_size, ", projection ", old.model.projection_dim,
+                   ", layers ", old.model.layers, ", embedding ", old.model.input_dim(),
+                   ", vocab ", s.value("vocab_size", int64_t{0}));
+    }
+    throw UsageError(str("cannot resume from ", path, ": the checkpoint's model shape (", theirs,
+                         ") differs from the config's (cell ", config_.model.cell_size,
+                         ", projection ", config_.model.projection_dim, ", layers ",
+                         config_.model.layers, ", embedding ", config_.model.input_dim(),
+                         ", vocab ", vocab_.size(), "); use the config it was trained with"));
+  }
+  if (s.value("vocab_hash", uint64_t{0}) != vocab_.hash())
+    throw UsageError(str("cannot resume from ", path,
+                         ": it was trained with a different vocabulary"));
+  if (s.value("batch_size", int64_t{0}) != config_.train.batch_size ||
+      s.value("unroll_steps", int64_t{0}) != config_.train.unroll_steps)
+    throw UsageError(str("cannot resume from ", path, ": it used train.batch_size = ",
+                         s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
+                         s.value("unroll_steps", int64_t{0}),
+                         "; the carried LSTM state and data positions need the same values"));
+  const NamedTensors* model_file = ckpt.file("model");
+  const NamedTensors* optimizer_file = ckpt.file("optimizer");
+  const NamedTensors* carry_file = ckpt.file("carry");
+  if (!model_file || !optimizer_file || !carry_file)
+    throw Error(str(path, ": checkpoint is incomplete (model, optimizer and carry files needed)"));
+  load_model_tensors(*model_, *model_file, path);
+  for (const auto& [name, tensor] : *optimizer_file) optimizer_->load_state(name, tensor);
+  for (int d = 0; d < model_->shape().directions(); ++d) {
+    const std::string dir = BiLM::direction_name(d);
+    bool found_h = false, found_c = false;
+    for (const auto& [name, tensor] : *carry_file) {
+      if (name == "carry." + dir + ".h") states_[d].h.copy_from(tensor), found_h = true;
+      if (name == "carry." + dir + ".c") states_[d].c.copy_from(tensor), found_c = true;
+    }
+    if (!found_h || !found_c) throw Error(str(path, ": carried state of ", dir, " is missing"));
+  }
+  batcher_->restore(BatcherState::from_json(s.at("batcher")));
+  sampler_ = Rng(rng_from_json(s.at("sampler_rng")));
+  step_ = s.at("step").get<int64_t>();
+  tokens_ = s.at("tokens").get<int64_t>();
+  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
+           batcher_->epochs_done(), ")");
+}
+
+void TrainingRun::save(bool final_save) {
+  CheckpointData ckpt;
+  ckpt.step = step_;
+  nlohmann::json& s = ckpt.state;
+  s["step"] = step_;
+  s["tokens"] = tokens_;
+  s["epoch"] = batcher_->epochs_done();
+  s["config"] = config_to_toml(config_);
+  s["config_hash"] = config_hash(config_);
+  s["model_shape_hash"] = model_shape_hash(config_, vocab_.size());
+  s["vocab_size"] = vocab_.size();
+  s["vocab_hash"] = vocab_.hash();
+  s["batch_size"] = config_.train.batch_size;
+  s["unroll_steps"] = config_.train.unroll_steps;
+  s["world_size"] = 1;
+  s["batcher"] = batcher_->state().to_json();
+  s["sampler_rng"] = rng_to_json(sampler_.state());
+  s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
+  ckpt.files.emplace_back("model", model_tensors(*model_));
+  NamedTensors optimizer_state;
+  for (const auto& [name, tensor] : optimizer_->state_tensors())
+    optimizer_state.emplace_back(name, tensor);
+  ckpt.files.emplace_back("optimizer", optimizer_state);
+  NamedTensors carry;
+  for (int d = 0; d < model_->shape().directions(); ++d) {
+    carry.emplace_back(str("carry.", BiLM::direction_name(d), ".h"), states_[d].h);
+    carry.emplace_back(str("carry.", BiLM::direction_name(d), ".c"), states_[d].c);
+  }
+  ckpt.files.emplace_back("carry", carry);
+  progress_.finish();
+  last_checkpoint_ = save_checkpoint(config_.run.dir, ckpt,
+                                     static_cast<int>(config_.checkpoint.keep_last));
+  last_checkpoint_time_ = Clock::now();
+  log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
+}
+
+void TrainingRun::log_interval(bool force) {
+  if (interval_steps_ == 0) return;
+  const bool due = force || step_ % config_.train.log_every == 0;
+  const double elapsed = std::max(1e-9, seconds_since(interval_start_));
+  const double loss = interval_loss_ / interval_steps_;
+  const double overall_rate =
+      timed_tokens_ > 0 ? timed_tokens_ / std::max(1e-9, seconds_since(timed_start_)) : 0.0;
+  const double rate = interval_tokens_ / elapsed;
+  ProgressSnapshot snap;
+  snap.step = step_;
+  snap.total_steps = total_steps_;
+  snap.tokens_per_s = overall_rate > 0 ? overall_rate : rate;
+  snap.loss = loss;
+  snap.perplexity = std::exp(loss);
+  snap.lr = last_lr_;
+  snap.epoch = batcher_->epochs_done();
+  snap.eta_seconds = snap.tokens_per_s > 0
+                         ? (total_steps_ - step_) * static_cast<double>(config_.train.batch_size *
+                                                                         config_.train.unroll_steps) /
+                               snap.tokens_per_s
+                         : -1.0;
+  progress_.update(snap, due);
+  if (!due) return;
+  Scalars scalars{{"tokens", static_cast<double>(tokens_)},
+                  {"loss", loss},
+                  {"ppl", std::exp(loss)},
+                  {"tokens_per_s", rate},
+                  {"lr", last_lr_},
+                  {"grad_norm", last_grad_norm_},
+                  {"epoch", batcher_->epochs_done()}};
+  if (model_->shape().directions() == 2) {
+    scalars.push_back({"ppl_fwd", std::exp(interval_nll_[0] / interval_steps_)});
+    scalars.push_back({"ppl_bwd", std::exp(interval_nll_[1] / interval_steps_)});
+  }
+  metrics_->log(step_, scalars);
+  last_loss_ = loss;
+  interval_loss_ = interval_nll_[0] = interval_nll_[1] = 0.0;
+  interval_steps_ = interval_tokens_ = 0;
+  interval_start_ = Clock::now();
+}
+
+EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
+  TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
+  EvalSettings settings;
+  settings.mode = config_.eval.mode == "sentence" ? EvalMode::kSentence : EvalMode::kStream;
+  settings.rows = config_.eval.batch_size;
+  settings.steps = config_.eval.unroll_steps;
+  settings.max_tokens = config_.eval.max_tokens;
+  progress_.finish();
+  const auto start = Clock::now();
+  EvalResult result = evaluate_corpus(*model_, data, vocab_, settings);
+  log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
+           format_duration(seconds_since(start)), "]");
+  return result;
+}
+
+int TrainingRun::run() {
+  set_num_threads(static_cast<int>(config_.train.threads));
+  const Device device = choose_device(config_, args_);
+  log_info("device: ", device.str(), ", ", num_threads(), " CPU thread(s)",
+           cuda_device_count() > 0 ? str(" (", cuda_device_count(), " GPU(s) visible)") : "");
+
+  const std::optional<std::string> existing = find_latest_checkpoint(config_.run.dir);
+  if (args_.resume.empty() && existing)
+    throw UsageError(str("run.dir '", config_.run.dir, "' already holds checkpoints (latest ",
+                         *existing, "): pass --resume to continue it, or set another run.dir ",
+                         "(e.g. --set run.dir=runs/new)"));
+  if (!args_.resume.empty() && args_.resume == "latest" && !existing)
+    throw UsageError(str("--resume: no checkpoint in run.dir '", config_.run.dir, "'"));
+
+  set_up_data();
+  set_up_model();
+  if (!args_.resume.empty()) resume_from(args_.resume);
+
+  const int64_t tokens_per_step = config_.train.batch_size * config_.train.unroll_steps;
+  total_steps_ = config_.train.max_steps > 0
+                     ? config_.train.max_steps
+                     : static_cast<int64_t>(std::ceil(config_.train.epochs *
+                                                      batcher_->epoch_positions() /
+                                                      static_cast<double>(tokens_per_step)));
+  total_steps_ = std::max<int64_t>(total_steps_, 1);
+  metrics_ = std::make_unique<MetricsLogger>(config_.run.dir, config_.metrics.jsonl,
+                                             config_.metrics.tensorboard);
+  log_info("training ", total_steps_ - step_, " steps of ", config_.train.batch_size, " x ",
+           config_.train.unroll_steps, " tokens (", config_.softmax.type, " softmax",
+           config_.softmax.type == "sampled" ? str(", ", config_.softmax.samples, " samples") : "",
+           ") into ", config_.run.dir);
+
+  g_stop_signal = 0;
+  auto old_int = std::signal(SIGINT, on_stop_signal);
+  auto old_term = std::signal(SIGTERM, on_stop_signal);
+  struct RestoreSignals {
+    decltype(old_int) i, t;
+    ~RestoreSignals() { std::signal(SIGINT, i), std::signal(SIGTERM, t); }
+  } restore_signals{old_int, old_term};
+
+  interval_start_ = last_checkpoint_time_ = Clock::now();
+  const auto train_start = Clock::now();
+  Batch batch[2];
+  TokenBatch tokens[2];
+  const int dirs = model_->shape().directions();
+  const int64_t first_step = step_;
+  while (step_ < total_steps_ && g_stop_signal == 0) {
+    batcher_->next(&batch[0], &batch[1]);
+    const int64_t epoch = batcher_->epoch();
+    for (int d = 0; d < dirs; ++d)
+      tokens[d] = {batch[d].rows, batch[d].steps, batch[d].inputs.data(),
+                   batch[d].targets.data()};
+    const TrainStepResult result =
+        model_->train_step(tokens, states_, static_cast<uint64_t>(step_), sampler_);
+    if (!std::isfinite(result.loss))
+      throw Error(str("training diverged at step ", step_, ": loss is ", result.loss,
+                      "; lower optimizer.learning_rate or set optimizer.clip_norm"));
+    const Optimizer::StepStats stats = optimizer_->step(epoch);
+    ++step_;
+    tokens_ += tokens_per_step;
+    last_grad_norm_ = stats.grad_norm;
+    last_lr_ = stats.lr;
+    interval_loss_ += result.loss;
+    interval_nll_[0] += result.nll[0];
+    interval_nll_[1] += result.nll[1];
+    ++interval_steps_;
+    interval_tokens_ += tokens_per_step;
+    if (step_ == first_step + 1) {
+      timed_start_ = Clock::now();
+      timed_from_step_ = step_;
+    } else {
+      timed_tokens_ += tokens_per_step;
+    }
+    log_interval(step_ == total_steps_);
+    const bool by_steps =
+        config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
+    const bool by_time = config_.checkpoint.every_minutes > 0 &&
+                         seconds_since(last_checkpoint_time_) >=
+                             60.0 * config_.checkpoint.every_minutes;
+    if ((by_steps || by_time) && step_ < total_steps_) save(false);
+    if (config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0 &&
+        !files_.valid.empty() && step_ < total_steps_) {
+      const EvalResult r = evaluate(files_.valid, "validation");
+      metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    }
+  }
+  const auto loop_end = Clock::now();
+  log_interval(true);
+  const double train_seconds = std::chrono::duration<double>(loop_end - train_start).count();
+  save(true);
+  if (g_stop_signal != 0) {
+    log_warn("stopped by signal ", static_cast<int>(g_stop_signal), " at step ", step_,
+             "; continue with --resume");
+    return 128 + g_stop_signal;
+  }
+
+  nlohmann::json summary;
+  summary["steps"] = step_;
+  summary["tokens"] = tokens_;
+  summary["train_seconds"] = train_seconds;
+  const double timed_seconds = std::chrono::duration<double>(loop_end - timed_start_).count();
+  summary["tokens_per_s"] = timed_tokens_ > 0 ? timed_tokens_ / std::max(1e-9, timed_seconds)
+                                              : tokens_ / std::max(1e-9, train_seconds);
+  summary["final_train_loss"] = last_loss_;
+  summary["checkpoint"] = last_checkpoint_;
+  summary["threads"] = num_threads();
+  if (!files_.valid.empty()) {
+    const EvalResult r = evaluate(files_.valid, "validation");
+    summary["valid"] = r.to_json();
+    metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    if (files_.synthetic) {
+      const double bound = files_.synthetic->perplexity_bound();
+      const double ratio = r.mean_perplexity() / bound;
+      summary["synthetic_bound_ppl"] = bound;
+      summary["ppl_over_bound"] = ratio;
+      log_info("synthetic corpus: best reachable perplexity ", str(bound).substr(0, 7),
+               "; this model ", str(r.mean_perplexity()).substr(0, 7), " (", 
+               str(100.0 * (ratio - 1.0)).substr(0, 5), "% above the bound)");
+    }
+  }
+  if (!files_.test.empty()) summary["test"] = evaluate(files_.test, "test").to_json();
+  write_file_atomic(config_.run.dir + "/summary.json", summary.dump(2) + "\n");
+  log_info("done: ", step_, " steps in ", format_duration(train_seconds), ", ",
+           static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
+           config_.run.dir, "/summary.json");
+  return 0;
+}
+
+}  // namespace
+
+int train_command(const TrainArgs& args) {
+  Config config = load_config(args.config, args.overrides);
+  TrainingRun run(std::move(config), args);
+  return run.run();
+}
+
+}  // namespace elmo

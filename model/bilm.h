@@ -1,0 +1,109 @@
+// BiLM: the whole ELMo-style language model on one device, composed of the pieces in model/:
+// embedding -> per direction an LSTMP stack -> shared softmax (sampled or full).
+//
+// What it is: parameter registration and initialisation, one training step (forward, loss,
+// backward into the parameters' gradients), evaluation with the full softmax, and layer
+// representations for embedding extraction. What it is not: the optimizer (model/optimizer.h),
+// the data pipeline (io/) or the training loop (app/).
+//
+// Batches come row-major [B, T] (as the batcher packs them); internally activations are
+// time-major [T, B, .] so each step's rows are contiguous.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/full_softmax.h"
+#include "model/parameters.h"
+#include "runtime/rng.h"
+
+namespace elmo {
+
+struct BilmShape {
+  int64_t vocab = 0;
+  int64_t embedding_dim = 0;  // E (= P with projection, = C without)
+  int64_t cell_size = 0;      // C
+  int64_t proj_dim = 0;       // P (0 = plain LSTM)
+  int64_t layers = 2;         // L
+  float cell_clip = 3.0f;     // <= 0: off
+  float proj_clip = 3.0f;     // <= 0: off
+  bool skip_connections = true;
+  bool bidirectional = true;
+
+  int64_t hidden() const { return proj_dim > 0 ? proj_dim : cell_size; }  // H
+  int directions() const { return bidirectional ? 2 : 1; }
+};
+
+enum class SoftmaxKind { kSampled, kFull };
+
+struct BilmTrainOptions {
+  SoftmaxKind softmax = SoftmaxKind::kSampled;
+  int64_t samples = 8192;  // S, sampled softmax only
+  float dropout = 0.0f;
+  uint64_t seed = 0;       // dropout masks: philox(seed, dropout_stream(step, site))
+};
+
+// Carried LSTM state of one direction: h [L, B, H] and c [L, B, C] (pre-residual).
+struct LstmState {
+  Tensor h, c;
+  int64_t rows() const { return h.defined() ? h.size(1) : 0; }
+};
+
+// One direction's batch, row-major [B, T].
+struct TokenBatch {
+  int64_t rows = 0, steps = 0;
+  const int32_t* inputs = nullptr;
+  const int32_t* targets = nullptr;
+};
+
+struct TrainStepResult {
+  double loss = 0.0;              // 0.5 * (mean_fwd + mean_bwd), or mean_fwd when forward-only
+  double nll[2] = {0.0, 0.0};     // mean NLL per direction
+};
+
+class BiLM {
+ public:
+  BiLM(const BilmShape& shape, const BilmTrainOptions& options);
+  ~BiLM();
+  BiLM(const BiLM&) = delete;
+  BiLM& operator=(const BiLM&) = delete;
+
+  const BilmShape& shape() const { return shape_; }
+  const BilmTrainOptions& options() const { return options_; }
+  ParameterStore& params() { return params_; }
+  const ParameterStore& params() const { return params_; }
+
+  // Uniform(+-init_scale) LSTM and softmax weights, forget bias 1, embedding uniform
+  // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order.
+  void init(uint64_t seed, float init_scale, float embedding_scale);
+
+  LstmState zero_state(int64_t rows) const;
+
+  // Forward + loss + backward for both directions (direction 1 only when bidirectional).
+  // Gradients (of loss x T) are written into params() (dense .grad and .sparse_grad); the
+  // carried states are advanced to the end of the batch. `sampler` draws the shared samples.
+  TrainStepResult train_step(const TokenBatch* batches, LstmState* states, uint64_t step,
+                             Rng& sampler);
+
+  // Full-softmax NLL of one direction over every position of the batch whose target is not
+  // kIgnoreTarget, no dropout; advances the state through all `steps` positions.
+  NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state);
+
+  // Layer representations of one direction for rows x steps inputs (no dropout):
+  // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual).
+  std::vector<Tensor> representations(int direction, const int32_t* inputs, int64_t rows,
+                                       int64_t steps, LstmState& state);
+
+  static const char* direction_name(int direction) { return direction == 0 ? "fwd" : "bwd"; }
+
+ private:
+  struct Impl;
+  BilmShape shape_;
+  BilmTrainOptions options_;
+  ParameterStore params_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace elmo
