@@ -41,13 +41,13 @@ __device__ float block_reduce(float v, float* shared) {
 
 __global__ void chunk_lse_kernel(const float* __restrict__ logits, int64_t ld,
                                  const float* __restrict__ bias,
-                                 const int32_t* __restrict__ targets, int64_t chunk,
-                                 int64_t begin, float* __restrict__ row_max,
-                                 double* __restrict__ row_sum, float* __restrict__ target_logit) {
+                                 const int32_t* __restrict__ targets, int64_t chunk, int64_t begin,
+                                 float* __restrict__ row_max, double* __restrict__ row_sum,
+                                 float* __restrict__ target_logit) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   const int64_t t = targets[r];
-  if (t < 0) return;  // uniform over the block
+  if (t < 0) return;                 // uniform over the block
   const float* l = logits + r * ld;  // [C]
   float max = -INFINITY;
   for (int64_t j = threadIdx.x; j < chunk; j += blockDim.x) max = fmaxf(max, l[j] + bias[j]);
@@ -81,9 +81,8 @@ __global__ void chunk_grad_kernel(float* __restrict__ logits, int64_t ld,
 }  // namespace
 
 void full_softmax_chunk_lse_cuda(const float* logits, int64_t ld, const float* bias,
-                                 const int32_t* targets, int64_t rows, int64_t chunk,
-                                 int64_t begin, float* row_max, double* row_sum,
-                                 float* target_logit) {
+                                 const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
+                                 float* row_max, double* row_sum, float* target_logit) {
   if (rows == 0 || chunk == 0) return;
   chunk_lse_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, current_stream()>>>(
       logits, ld, bias, targets, chunk, begin, row_max, row_sum, target_logit);

@@ -43,13 +43,11 @@ ELMO_HD float full_softmax_grad(float z, float lse, bool is_target, float scale)
 //   logits [N, C] raw h @ W_c^T (row stride ld), bias [C] = bias of ids [begin, begin + C)
 //   row_max [N], row_sum [N] running state; target_logit [N] written when the target is here
 void full_softmax_chunk_lse_cpu(const float* logits, int64_t ld, const float* bias,
-                                const int32_t* targets, int64_t rows, int64_t chunk,
-                                int64_t begin, float* row_max, double* row_sum,
-                                float* target_logit);
+                                const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
+                                float* row_max, double* row_sum, float* target_logit);
 void full_softmax_chunk_lse_cuda(const float* logits, int64_t ld, const float* bias,
-                                 const int32_t* targets, int64_t rows, int64_t chunk,
-                                 int64_t begin, float* row_max, double* row_sum,
-                                 float* target_logit);
+                                 const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
+                                 float* row_max, double* row_sum, float* target_logit);
 
 // logits [N, C] in: raw h @ W_c^T, out: scale * dNLL/dz;  lse [N] of every row.
 void full_softmax_chunk_grad_cpu(float* logits, int64_t ld, const float* bias,

@@ -44,9 +44,9 @@ ELMO_HD double log_expected_count(int64_t id, int64_t tries, int64_t vocab) {
 
 // The samples of one training step.
 struct SampleSet {
-  std::vector<int32_t> ids;           // [S] distinct, in draw order
-  int64_t tries = 0;                  // draws made to get S distinct ids (>= S)
-  std::vector<float> log_expected;    // [S] log_expected_count(ids[j], tries, vocab)
+  std::vector<int32_t> ids;         // [S] distinct, in draw order
+  int64_t tries = 0;                // draws made to get S distinct ids (>= S)
+  std::vector<float> log_expected;  // [S] log_expected_count(ids[j], tries, vocab)
 };
 
 // Draws `samples` distinct ids from [0, vocab) with one rng.uniform_double() per draw.

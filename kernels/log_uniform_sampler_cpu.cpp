@@ -1,9 +1,8 @@
 // Host implementation of the unique log-uniform sampler (see kernels/log_uniform_sampler.h).
-#include "kernels/log_uniform_sampler.h"
-
 #include <algorithm>
 #include <limits>
 
+#include "kernels/log_uniform_sampler.h"
 #include "runtime/error.h"
 
 namespace elmo {

@@ -42,17 +42,16 @@ __device__ float block_reduce(float v, float* shared) {
 }
 
 __global__ void target_logits_kernel(const float* __restrict__ weight,
-                                     const float* __restrict__ bias,
-                                     const float* __restrict__ h,
-                                     const int32_t* __restrict__ targets, int64_t rows,
-                                     int64_t dim, int64_t tries, int64_t vocab,
+                                     const float* __restrict__ bias, const float* __restrict__ h,
+                                     const int32_t* __restrict__ targets, int64_t rows, int64_t dim,
+                                     int64_t tries, int64_t vocab,
                                      float* __restrict__ true_logits) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const int32_t t = targets[r];
   const float* w = weight + static_cast<int64_t>(t) * dim;  // [dim]
-  const float* x = h + r * dim;                              // [dim]
+  const float* x = h + r * dim;                             // [dim]
   float dot = 0.0f;
   for (int64_t d = lane; d < dim; d += 32) dot += x[d] * w[d];
   dot = warp_sum(dot);
@@ -79,8 +78,7 @@ __global__ void rows_kernel(float* __restrict__ logits, float* __restrict__ true
   max = block_reduce<true>(max, shared);
   float sum = 0.0f;
   for (int64_t j = threadIdx.x; j < samples; j += blockDim.x) {
-    const float z =
-        grad ? row[j] : sampled_softmax_logit(row[j], correction[j], sample_ids[j], t);
+    const float z = grad ? row[j] : sampled_softmax_logit(row[j], correction[j], sample_ids[j], t);
     const float e = sampled_softmax_exp(z, max);
     if (grad) row[j] = e;
     sum += e;
@@ -111,8 +109,8 @@ void sampled_softmax_rows_cuda(float* logits, float* true_logits, const float* c
                                const SampledSoftmaxRowsParams& params) {
   if (params.rows == 0) return;
   rows_kernel<<<static_cast<unsigned>(params.rows), kRowThreads, 0, current_stream()>>>(
-      logits, true_logits, correction, sample_ids, targets, loss, params.samples,
-      params.grad_scale, params.compute_grad);
+      logits, true_logits, correction, sample_ids, targets, loss, params.samples, params.grad_scale,
+      params.compute_grad);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 

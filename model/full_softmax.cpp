@@ -24,9 +24,8 @@ void check_inputs(int64_t vocab, int64_t dim, const int32_t* targets, int64_t n,
 }
 
 // Sweep 1: running log-sum-exp over all chunks; fills ws.lse and returns the NLL sum.
-NllSum lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t dim,
-                 const float* h, const int32_t* targets, int64_t n, int64_t chunk,
-                 FullSoftmaxWorkspace& ws) {
+NllSum lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t dim, const float* h,
+                 const int32_t* targets, int64_t n, int64_t chunk, FullSoftmaxWorkspace& ws) {
   chunk = std::min(chunk, vocab);
   if (static_cast<int64_t>(ws.logits.size()) < n * chunk)
     ws.logits.resize(static_cast<size_t>(n * chunk));
@@ -66,10 +65,9 @@ NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, i
 }
 
 NllSum full_softmax_forward_backward(const float* weight, const float* bias, int64_t vocab,
-                                     int64_t dim, const float* h, const int32_t* targets,
-                                     int64_t n, float grad_scale, float* dh, float* dweight,
-                                     float* dbias, int64_t chunk,
-                                     FullSoftmaxWorkspace* workspace) {
+                                     int64_t dim, const float* h, const int32_t* targets, int64_t n,
+                                     float grad_scale, float* dh, float* dweight, float* dbias,
+                                     int64_t chunk, FullSoftmaxWorkspace* workspace) {
   check_inputs(vocab, dim, targets, n, chunk);
   if (n == 0) return {};
   ELMO_CHECK(dweight != nullptr && dbias != nullptr,
@@ -87,8 +85,7 @@ NllSum full_softmax_forward_backward(const float* weight, const float* bias, int
                                 grad_scale);
     // dh [N, P] += dz [N, c] @ W_c [c, P]
     if (dh != nullptr)
-      cpu_gemm(false, false, n, dim, c, 1.0f, dz, chunk, weight + begin * dim, dim, 1.0f, dh,
-               dim);
+      cpu_gemm(false, false, n, dim, c, 1.0f, dz, chunk, weight + begin * dim, dim, 1.0f, dh, dim);
     // dW_c [c, P] += dz^T [c, N] @ h [N, P]
     cpu_gemm(true, false, c, dim, n, 1.0f, dz, chunk, h, dim, 1.0f, dweight + begin * dim, dim);
     // db_c [c] += column sums of dz (threads own columns, rows in order)

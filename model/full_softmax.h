@@ -44,9 +44,9 @@ NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, i
 // grad_scale * d(sum NLL)/dh (dh may be null) and ADDS grad_scale * d(sum NLL)/dW into
 // dweight [V, P] and /db into dbias [V] (dense).
 NllSum full_softmax_forward_backward(const float* weight, const float* bias, int64_t vocab,
-                                     int64_t dim, const float* h, const int32_t* targets,
-                                     int64_t n, float grad_scale, float* dh, float* dweight,
-                                     float* dbias, int64_t chunk = kFullSoftmaxChunk,
+                                     int64_t dim, const float* h, const int32_t* targets, int64_t n,
+                                     float grad_scale, float* dh, float* dweight, float* dbias,
+                                     int64_t chunk = kFullSoftmaxChunk,
                                      FullSoftmaxWorkspace* workspace = nullptr);
 
 }  // namespace elmo

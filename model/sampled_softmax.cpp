@@ -174,10 +174,9 @@ double SampledSoftmax::forward_loss(const float* weight, const float* bias, cons
 void SampledSoftmax::finish_step(Parameter& weight, Parameter& bias) {
   ELMO_CHECK(step_open_, "SampledSoftmax::finish_step called without begin_step");
   ELMO_CHECK(weight.rows() == vocab_ && weight.row_dim() == dim_, "sampled softmax: parameter ",
-             weight.name, " is ", weight.value.describe(), ", expected [", vocab_, ", ", dim_,
-             "]");
-  ELMO_CHECK(bias.rows() == vocab_ && bias.row_dim() == 1, "sampled softmax: parameter ",
-             bias.name, " is ", bias.value.describe(), ", expected [", vocab_, "]");
+             weight.name, " is ", weight.value.describe(), ", expected [", vocab_, ", ", dim_, "]");
+  ELMO_CHECK(bias.rows() == vocab_ && bias.row_dim() == 1, "sampled softmax: parameter ", bias.name,
+             " is ", bias.value.describe(), ", expected [", vocab_, "]");
   const int64_t u = static_cast<int64_t>(touched_.size()), p = dim_;
   float* gw = grad_w_.data<float>();
   float* gb = grad_b_.data<float>();
@@ -193,7 +192,7 @@ void SampledSoftmax::finish_step(Parameter& weight, Parameter& bias) {
   weight.sparse_grad.ids = touched_;
   weight.sparse_grad.values = grad_w_.rows(0, u);  // [|U|, P]
   bias.sparse_grad.ids = touched_;
-  bias.sparse_grad.values = grad_b_.rows(0, u);    // [|U|, 1]
+  bias.sparse_grad.values = grad_b_.rows(0, u);  // [|U|, 1]
   gathered_weight_ = gathered_bias_ = nullptr;
   step_open_ = false;
 }

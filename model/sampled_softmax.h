@@ -40,7 +40,8 @@ class SampledSoftmax {
   // Draws this step's samples from rng (stream kRngSampler is the caller's choice) and fixes
   // U from the targets of every direction ({pointer, count} per direction). Zeroes the
   // accumulated gradients. Every target must be in [0, V).
-  void begin_step(Rng& rng, const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
+  void begin_step(Rng& rng,
+                  const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
 
   // One direction. weight [V, P], bias [V], h [N, P], targets [N] (each passed to begin_step).
   // Returns the mean NLL over the N rows; writes dh [N, P] = grad_scale * d(sum NLL)/dh and
@@ -70,28 +71,28 @@ class SampledSoftmax {
   void check_targets(const int32_t* targets, int64_t n, bool must_be_touched) const;
   void gather_samples(const float* weight, const float* bias);
   // Fills logits_ [N, S] and true_ [N] and runs the row pass; returns the summed NLL.
-  double rows_pass(const float* weight, const float* bias, const float* h,
-                   const int32_t* targets, int64_t n, float grad_scale, bool compute_grad);
+  double rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,
+                   int64_t n, float grad_scale, bool compute_grad);
 
   int64_t vocab_, dim_, num_samples_;
   SampleSet samples_;
-  std::vector<uint8_t> seen_;          // [V] sampler scratch, all zero between calls
-  std::vector<int32_t> slot_;          // [V] index in U of each id, -1 outside U
-  std::vector<int32_t> touched_;       // U, ascending
-  std::vector<int32_t> sample_slot_;   // [S] index in U of each sample
+  std::vector<uint8_t> seen_;         // [V] sampler scratch, all zero between calls
+  std::vector<int32_t> slot_;         // [V] index in U of each id, -1 outside U
+  std::vector<int32_t> touched_;      // U, ascending
+  std::vector<int32_t> sample_slot_;  // [S] index in U of each sample
   bool step_open_ = false;
   const float* gathered_weight_ = nullptr;  // weight whose sample rows are in sample_w_
   const float* gathered_bias_ = nullptr;
 
-  std::vector<float> sample_w_;       // [S, P] weight rows of the samples
-  std::vector<float> correction_;     // [S] b[s_j] - log E(s_j)
-  std::vector<float> logits_;         // [N, S] logits, then dlogits
-  std::vector<float> true_;           // [N] corrected true logits, then dtrue
-  std::vector<float> loss_;           // [N]
-  std::vector<float> sample_dw_;      // [S, P] accumulated dW of the sample rows
-  std::vector<double> sample_db_;     // [S] accumulated db of the sample rows
-  Tensor grad_w_;                     // [capacity, P]; rows [0, |U|) = dW of U
-  Tensor grad_b_;                     // [capacity, 1]
+  std::vector<float> sample_w_;    // [S, P] weight rows of the samples
+  std::vector<float> correction_;  // [S] b[s_j] - log E(s_j)
+  std::vector<float> logits_;      // [N, S] logits, then dlogits
+  std::vector<float> true_;        // [N] corrected true logits, then dtrue
+  std::vector<float> loss_;        // [N]
+  std::vector<float> sample_dw_;   // [S, P] accumulated dW of the sample rows
+  std::vector<double> sample_db_;  // [S] accumulated db of the sample rows
+  Tensor grad_w_;                  // [capacity, P]; rows [0, |U|) = dW of U
+  Tensor grad_b_;                  // [capacity, 1]
 };
 
 }  // namespace elmo

@@ -1,12 +1,11 @@
 // CPU chunk kernels of the full softmax: the online merge over chunks (with a tail chunk)
 // against a one-pass double log-sum-exp, and the chunk gradient.
-#include "kernels/full_softmax.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "kernels/full_softmax.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -24,8 +23,8 @@ TEST(FullSoftmaxChunks, OnlineMergeMatchesOnePassWithTailChunk) {
   std::vector<double> row_sum(n, 0.0);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(),
-                               n, c, begin, row_max.data(), row_sum.data(), target_logit.data());
+    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(), n,
+                               c, begin, row_max.data(), row_sum.data(), target_logit.data());
   }
   for (int64_t r = 0; r < n; ++r) {
     if (targets[r] < 0) {
@@ -33,8 +32,10 @@ TEST(FullSoftmaxChunks, OnlineMergeMatchesOnePassWithTailChunk) {
       continue;
     }
     double max = -INFINITY, sum = 0.0;
-    for (int64_t k = 0; k < vocab; ++k) max = std::max(max, double(logits[r * vocab + k]) + bias[k]);
-    for (int64_t k = 0; k < vocab; ++k) sum += std::exp(double(logits[r * vocab + k]) + bias[k] - max);
+    for (int64_t k = 0; k < vocab; ++k)
+      max = std::max(max, double(logits[r * vocab + k]) + bias[k]);
+    for (int64_t k = 0; k < vocab; ++k)
+      sum += std::exp(double(logits[r * vocab + k]) + bias[k] - max);
     const double lse = max + std::log(sum);
     // f32 logits + bias and f32 exp per chunk: 1e-5 relative.
     EXPECT_NEAR(row_max[r] + std::log(row_sum[r]), lse, 1e-5 * std::fabs(lse) + 1e-5) << r;
@@ -53,9 +54,9 @@ TEST(FullSoftmaxChunks, GradientIsScaledSoftmaxMinusOneHot) {
   std::vector<float> expected(n * chunk, 0.0f);
   for (int64_t r = 0; r < 2; ++r)
     for (int64_t j = 0; j < chunk; ++j)
-      expected[r * chunk + j] = static_cast<float>(
-          0.5 * (std::exp(double(logits[r * chunk + j]) + bias[j] - lse[r]) -
-                 (begin + j == targets[r] ? 1.0 : 0.0)));
+      expected[r * chunk + j] =
+          static_cast<float>(0.5 * (std::exp(double(logits[r * chunk + j]) + bias[j] - lse[r]) -
+                                    (begin + j == targets[r] ? 1.0 : 0.0)));
   full_softmax_chunk_grad_cpu(logits.data(), chunk, bias.data(), targets.data(), lse.data(), n,
                               chunk, begin, 0.5f);
   EXPECT_TRUE(testing::all_close(logits, expected, 1e-6f, 1e-5f));  // f32 expf
@@ -70,8 +71,8 @@ TEST(FullSoftmaxChunks, MergeOfEmptyStateTakesTheChunk) {
   log_sum_exp_merge(max, sum, 1.0f, 1.0);  // smaller chunk max
   EXPECT_NEAR(max + std::log(sum), std::log(2.0 * std::exp(3.0) + std::exp(1.0)), 1e-12);
   log_sum_exp_merge(max, sum, 10.0f, 1.0);  // larger chunk max rescales the state
-  EXPECT_NEAR(max + std::log(sum),
-              std::log(2.0 * std::exp(3.0) + std::exp(1.0) + std::exp(10.0)), 1e-12);
+  EXPECT_NEAR(max + std::log(sum), std::log(2.0 * std::exp(3.0) + std::exp(1.0) + std::exp(10.0)),
+              1e-12);
 }
 
 }  // namespace

@@ -48,12 +48,11 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_sum = device_copy(c_sum, DType::kI64);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(),
-                               n, c, begin, c_max.data(), c_sum.data(), c_target.data());
-    full_softmax_chunk_lse_cuda(g_logits.data<float>() + begin, vocab,
-                                g_bias.data<float>() + begin, g_targets.data<int32_t>(), n, c,
-                                begin, g_max.data<float>(), static_cast<double*>(g_sum.raw()),
-                                g_target.data<float>());
+    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(), n,
+                               c, begin, c_max.data(), c_sum.data(), c_target.data());
+    full_softmax_chunk_lse_cuda(g_logits.data<float>() + begin, vocab, g_bias.data<float>() + begin,
+                                g_targets.data<int32_t>(), n, c, begin, g_max.data<float>(),
+                                static_cast<double*>(g_sum.raw()), g_target.data<float>());
   }
   const std::vector<double> g_sum_host = host_copy<double>(g_sum);
   const std::vector<float> g_max_host = g_max.to_floats();
@@ -70,8 +69,8 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_lse_dev = device_copy(c_lse, DType::kF32);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_grad_cpu(logits.data() + begin, vocab, bias.data() + begin,
-                                targets.data(), c_lse.data(), n, c, begin, 0.25f);
+    full_softmax_chunk_grad_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(),
+                                c_lse.data(), n, c, begin, 0.25f);
     full_softmax_chunk_grad_cuda(g_logits.data<float>() + begin, vocab,
                                  g_bias.data<float>() + begin, g_targets.data<int32_t>(),
                                  g_lse_dev.data<float>(), n, c, begin, 0.25f);

@@ -1,11 +1,10 @@
-#include "kernels/log_uniform_sampler.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
 #include <string>
 
+#include "kernels/log_uniform_sampler.h"
 #include "runtime/error.h"
 
 namespace elmo {
@@ -57,9 +56,9 @@ TEST(LogUniformSampler, UniqueSamplesAreDistinctInRangeWithCorrectExpectedCounts
     EXPECT_GE(id, 0);
     EXPECT_LT(id, vocab);
     // Direct computation: expected count = 1 - (1 - p)^tries (long double, no expm1/log1p).
-    const long double p = (std::log(static_cast<long double>(id) + 2) -
-                           std::log(static_cast<long double>(id) + 1)) /
-                          std::log(static_cast<long double>(vocab) + 1);
+    const long double p =
+        (std::log(static_cast<long double>(id) + 2) - std::log(static_cast<long double>(id) + 1)) /
+        std::log(static_cast<long double>(vocab) + 1);
     const long double direct = 1.0L - std::pow(1.0L - p, static_cast<long double>(set.tries));
     // Stored as float: relative 1e-6 on the log is float rounding.
     EXPECT_NEAR(set.log_expected[j], static_cast<double>(std::log(direct)),

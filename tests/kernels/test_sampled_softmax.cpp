@@ -1,11 +1,10 @@
 // CPU row kernels of the sampled softmax against a double-precision reference.
-#include "kernels/sampled_softmax.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "kernels/sampled_softmax.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -36,8 +35,8 @@ RowsCase make_case(int64_t n, int64_t s, float spread, uint64_t seed) {
 }
 
 // Reference: loss and gradients (scale * dNLL/dz) in double.
-void reference(const RowsCase& c, double scale, std::vector<double>& loss,
-               std::vector<double>& dz, std::vector<double>& dtrue) {
+void reference(const RowsCase& c, double scale, std::vector<double>& loss, std::vector<double>& dz,
+               std::vector<double>& dtrue) {
   loss.assign(c.n, 0.0);
   dz.assign(c.n * c.s, 0.0);
   dtrue.assign(c.n, 0.0);
@@ -88,14 +87,12 @@ TEST(SampledSoftmaxRows, LossOnlyLeavesInputsAndGivesTheSameLoss) {
   RowsCase c = make_case(9, 40, 2.0f, 5);
   const RowsCase saved = c;
   std::vector<float> loss_only(c.n), loss_grad(c.n);
-  sampled_softmax_rows_cpu(c.logits.data(), c.true_logits.data(), c.correction.data(),
-                           c.ids.data(), c.targets.data(), loss_only.data(),
-                           {c.n, c.s, 1.0f, false});
+  sampled_softmax_rows_cpu(c.logits.data(), c.true_logits.data(), c.correction.data(), c.ids.data(),
+                           c.targets.data(), loss_only.data(), {c.n, c.s, 1.0f, false});
   EXPECT_EQ(c.logits, saved.logits);
   EXPECT_EQ(c.true_logits, saved.true_logits);
-  sampled_softmax_rows_cpu(c.logits.data(), c.true_logits.data(), c.correction.data(),
-                           c.ids.data(), c.targets.data(), loss_grad.data(),
-                           {c.n, c.s, 1.0f, true});
+  sampled_softmax_rows_cpu(c.logits.data(), c.true_logits.data(), c.correction.data(), c.ids.data(),
+                           c.targets.data(), loss_grad.data(), {c.n, c.s, 1.0f, true});
   // Same operations except the stored intermediate: equal to f32 rounding.
   EXPECT_TRUE(testing::all_close(loss_only, loss_grad, 1e-6f, 1e-6f));
 }
@@ -112,7 +109,8 @@ TEST(SampledSoftmaxRows, TargetLogitsSubtractTheTargetsLogExpectedCount) {
                                     tries, vocab, out.data());
   for (int64_t r = 0; r < n; ++r) {
     double dot = bias[targets[r]];
-    for (int64_t d = 0; d < dim; ++d) dot += static_cast<double>(h[r * dim + d]) * weight[targets[r] * dim + d];
+    for (int64_t d = 0; d < dim; ++d)
+      dot += static_cast<double>(h[r * dim + d]) * weight[targets[r] * dim + d];
     const double p = log_uniform_prob(targets[r], vocab);
     const double expected = dot - std::log(1.0 - std::pow(1.0 - p, tries));
     EXPECT_NEAR(out[r], expected, 1e-5 * std::max(1.0, std::fabs(expected))) << r;

@@ -40,9 +40,9 @@ TEST(SampledSoftmaxGpu, RowsMatchCpu) {
       const SampledSoftmaxRowsParams params{n, s, 0.3f, grad};
       sampled_softmax_rows_cpu(c_logits.data(), c_true.data(), correction.data(), ids.data(),
                                targets.data(), c_loss.data(), params);
-      sampled_softmax_rows_cuda(g_logits.data<float>(), g_true.data<float>(),
-                                g_corr.data<float>(), g_ids.data<int32_t>(),
-                                g_targets.data<int32_t>(), g_loss.data<float>(), params);
+      sampled_softmax_rows_cuda(g_logits.data<float>(), g_true.data<float>(), g_corr.data<float>(),
+                                g_ids.data<int32_t>(), g_targets.data<int32_t>(),
+                                g_loss.data<float>(), params);
       // f32 block reductions in another order than the CPU's double sums: 1e-5 relative.
       EXPECT_TRUE(testing::all_close(g_loss.to_floats(), c_loss, 1e-5f, 1e-5f)) << s;
       EXPECT_TRUE(testing::all_close(g_logits.to_floats(), c_logits, 1e-7f, 1e-5f)) << s;

@@ -1,12 +1,11 @@
 // Chunked full softmax: NLL against a naive double reference (tail chunk, single chunk,
 // ignored rows) and finite-difference checks of its training gradients.
-#include "model/full_softmax.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "model/full_softmax.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
@@ -81,12 +80,11 @@ TEST(FullSoftmax, TrainingGradientsMatchFiniteDifferencesAndAccumulate) {
   for (int64_t d = 0; d < p.dim; ++d) EXPECT_EQ(dh[2 * p.dim + d], 0.0f);  // ignored row
   auto loss = [&] { return scale * p.reference().nll; };
   // eps 1e-3 on O(1) f32 values; reference in double.
-  EXPECT_TRUE(testing::gradient_matches(loss, p.h.data(), dh.data(), p.n * p.dim, 1e-3, 1e-3,
-                                        p.n * p.dim));
+  EXPECT_TRUE(
+      testing::gradient_matches(loss, p.h.data(), dh.data(), p.n * p.dim, 1e-3, 1e-3, p.n * p.dim));
   EXPECT_TRUE(testing::gradient_matches(loss, p.w.data(), dw.data(), p.vocab * p.dim, 1e-3, 1e-3,
                                         p.vocab * p.dim));
-  EXPECT_TRUE(testing::gradient_matches(loss, p.b.data(), db.data(), p.vocab, 1e-3, 1e-3,
-                                        p.vocab));
+  EXPECT_TRUE(testing::gradient_matches(loss, p.b.data(), db.data(), p.vocab, 1e-3, 1e-3, p.vocab));
   // dweight and dbias accumulate: a second call adds the same again.
   std::vector<float> dw2 = dw, db2 = db;
   full_softmax_forward_backward(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(),
@@ -100,13 +98,13 @@ TEST(FullSoftmax, TrainingGradientsMatchFiniteDifferencesAndAccumulate) {
 TEST(FullSoftmax, BadTargetIsAnError) {
   Problem p(10, 4, 3, 1);
   p.targets[1] = 10;
-  EXPECT_THROW(full_softmax_nll(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(),
-                                p.targets.data(), p.n),
-               Error);
+  EXPECT_THROW(
+      full_softmax_nll(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(), p.targets.data(), p.n),
+      Error);
   p.targets[1] = -5;
-  EXPECT_THROW(full_softmax_nll(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(),
-                                p.targets.data(), p.n),
-               Error);
+  EXPECT_THROW(
+      full_softmax_nll(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(), p.targets.data(), p.n),
+      Error);
 }
 
 }  // namespace

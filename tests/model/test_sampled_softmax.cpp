@@ -1,7 +1,5 @@
 // SampledSoftmax layer: loss against a double-precision reference, finite-difference checks of
 // dh and of the sparse weight/bias rows, the touched-row set and per-id summation.
-#include "model/sampled_softmax.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model/sampled_softmax.h"
 #include "runtime/error.h"
 #include "tests/support/test_util.h"
 
@@ -25,7 +24,8 @@ double reference_sum_nll(const std::vector<float>& weight, const std::vector<flo
                          const SampleSet& samples, int64_t vocab, int64_t dim) {
   auto logit = [&](int64_t r, int32_t id) {
     double z = bias[id];
-    for (int64_t d = 0; d < dim; ++d) z += static_cast<double>(h[r * dim + d]) * weight[id * dim + d];
+    for (int64_t d = 0; d < dim; ++d)
+      z += static_cast<double>(h[r * dim + d]) * weight[id * dim + d];
     const double p = log_uniform_prob(id, vocab);
     return z - std::log(1.0 - std::pow(1.0 - p, static_cast<double>(samples.tries)));
   };
@@ -83,10 +83,10 @@ std::pair<double, double> run_step(Fixture& f, SampledSoftmax& layer, float gs_f
   layer.begin_step(rng, {{f.t_fwd.data(), kRows}, {f.t_bwd.data(), kRows}});
   dh_fwd.assign(kRows * kDim, 0.0f);
   dh_bwd.assign(kRows * kDim, 0.0f);
-  const double fwd = layer.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(),
-                                            f.t_fwd.data(), kRows, gs_fwd, dh_fwd.data());
-  const double bwd = layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(),
-                                            f.t_bwd.data(), kRows, gs_bwd, dh_bwd.data());
+  const double fwd = layer.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(), f.t_fwd.data(),
+                                            kRows, gs_fwd, dh_fwd.data());
+  const double bwd = layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(),
+                                            kRows, gs_bwd, dh_bwd.data());
   layer.finish_step(*f.weight, *f.bias);
   return {fwd, bwd};
 }
@@ -99,9 +99,11 @@ TEST(SampledSoftmax, LossMatchesDoubleReferenceAndSamplesAreTheRngsDraws) {
   EXPECT_EQ(layer.samples().ids, f.expected_samples.ids);
   EXPECT_EQ(layer.samples().tries, f.expected_samples.tries);
   const double ref_fwd =
-      reference_sum_nll(f.w, f.b, f.h_fwd.data(), f.t_fwd, f.expected_samples, kVocab, kDim) / kRows;
+      reference_sum_nll(f.w, f.b, f.h_fwd.data(), f.t_fwd, f.expected_samples, kVocab, kDim) /
+      kRows;
   const double ref_bwd =
-      reference_sum_nll(f.w, f.b, f.h_bwd.data(), f.t_bwd, f.expected_samples, kVocab, kDim) / kRows;
+      reference_sum_nll(f.w, f.b, f.h_bwd.data(), f.t_bwd, f.expected_samples, kVocab, kDim) /
+      kRows;
   // f32 GEMM logits, f32 log expected counts: 1e-5 relative.
   EXPECT_NEAR(fwd, ref_fwd, 1e-5 * ref_fwd);
   EXPECT_NEAR(bwd, ref_bwd, 1e-5 * ref_bwd);
@@ -199,8 +201,8 @@ TEST(SampledSoftmax, BadSizesAndTargetsAreErrors) {
   layer.begin_step(rng, {{f.t_fwd.data(), kRows}});
   std::vector<float> dh(kRows * kDim);
   // t_bwd holds ids that were not passed to begin_step.
-  EXPECT_THROW(layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(),
-                                      kRows, 1.0f, dh.data()),
+  EXPECT_THROW(layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(), kRows,
+                                      1.0f, dh.data()),
                Error);
 }
 
