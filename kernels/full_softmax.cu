@@ -1,0 +1,101 @@
+// CUDA twins of the chunked full-softmax row kernels (see kernels/full_softmax.h): one block
+// per row, block-wide max and sum reductions, the merge into the running state by thread 0.
+#include "kernels/full_softmax.h"
+#include "runtime/cuda_check.h"
+#include "runtime/stream.h"
+
+namespace elmo {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Block-wide max (kMax) or sum; every thread gets the result. shared: [32].
+template <bool kMax>
+__device__ float block_reduce(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float identity = kMax ? -INFINITY : 0.0f;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>(blockDim.x >> 5) ? shared[lane] : identity;
+    v = kMax ? warp_max(v) : warp_sum(v);
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  return shared[0];
+}
+
+__global__ void chunk_lse_kernel(const float* __restrict__ logits, int64_t ld,
+                                 const float* __restrict__ bias,
+                                 const int32_t* __restrict__ targets, int64_t chunk, int64_t begin,
+                                 float* __restrict__ row_max, double* __restrict__ row_sum,
+                                 float* __restrict__ target_logit) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const int64_t t = targets[r];
+  if (t < 0) return;                 // uniform over the block
+  const float* l = logits + r * ld;  // [C]
+  float max = -INFINITY;
+  for (int64_t j = threadIdx.x; j < chunk; j += blockDim.x) max = fmaxf(max, l[j] + bias[j]);
+  max = block_reduce<true>(max, shared);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < chunk; j += blockDim.x) sum += expf(l[j] + bias[j] - max);
+  sum = block_reduce<false>(sum, shared);
+  if (threadIdx.x == 0) {
+    log_sum_exp_merge(row_max[r], row_sum[r], max, static_cast<double>(sum));
+    if (t >= begin && t < begin + chunk) target_logit[r] = l[t - begin] + bias[t - begin];
+  }
+}
+
+__global__ void chunk_grad_kernel(float* __restrict__ logits, int64_t ld,
+                                  const float* __restrict__ bias,
+                                  const int32_t* __restrict__ targets,
+                                  const float* __restrict__ lse, int64_t chunk, int64_t begin,
+                                  float grad_scale) {
+  const int64_t r = blockIdx.x;
+  const int64_t t = targets[r];
+  float* l = logits + r * ld;  // [C]
+  if (t < 0) {
+    for (int64_t j = threadIdx.x; j < chunk; j += blockDim.x) l[j] = 0.0f;
+    return;
+  }
+  const float row_lse = lse[r];
+  for (int64_t j = threadIdx.x; j < chunk; j += blockDim.x)
+    l[j] = full_softmax_grad(l[j] + bias[j], row_lse, begin + j == t, grad_scale);
+}
+
+}  // namespace
+
+void full_softmax_chunk_lse_cuda(const float* logits, int64_t ld, const float* bias,
+                                 const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
+                                 float* row_max, double* row_sum, float* target_logit) {
+  if (rows == 0 || chunk == 0) return;
+  chunk_lse_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, current_stream()>>>(
+      logits, ld, bias, targets, chunk, begin, row_max, row_sum, target_logit);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+void full_softmax_chunk_grad_cuda(float* logits, int64_t ld, const float* bias,
+                                  const int32_t* targets, const float* lse, int64_t rows,
+                                  int64_t chunk, int64_t begin, float grad_scale) {
+  if (rows == 0 || chunk == 0) return;
+  chunk_grad_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, current_stream()>>>(
+      logits, ld, bias, targets, lse, chunk, begin, grad_scale);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace elmo

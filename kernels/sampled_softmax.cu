@@ -1,0 +1,117 @@
+// CUDA twins of the sampled-softmax row kernels (see kernels/sampled_softmax.h):
+// target logits one warp per row; the fused masked log-sum-exp / loss / gradient pass one
+// block per row with block-wide max and sum reductions. Same ELMO_HD math as the CPU twin.
+#include "kernels/sampled_softmax.h"
+#include "runtime/cuda_check.h"
+#include "runtime/stream.h"
+
+namespace elmo {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+constexpr int kWarpsPerBlock = 8;
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Block-wide max (kMax) or sum; every thread gets the result. shared: [32].
+template <bool kMax>
+__device__ float block_reduce(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float identity = kMax ? -FLT_MAX : 0.0f;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  __syncthreads();  // shared may still be read from the previous reduction
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>(blockDim.x >> 5) ? shared[lane] : identity;
+    v = kMax ? warp_max(v) : warp_sum(v);
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  return shared[0];
+}
+
+__global__ void target_logits_kernel(const float* __restrict__ weight,
+                                     const float* __restrict__ bias, const float* __restrict__ h,
+                                     const int32_t* __restrict__ targets, int64_t rows, int64_t dim,
+                                     int64_t tries, int64_t vocab,
+                                     float* __restrict__ true_logits) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int32_t t = targets[r];
+  const float* w = weight + static_cast<int64_t>(t) * dim;  // [dim]
+  const float* x = h + r * dim;                             // [dim]
+  float dot = 0.0f;
+  for (int64_t d = lane; d < dim; d += 32) dot += x[d] * w[d];
+  dot = warp_sum(dot);
+  if (lane == 0)
+    true_logits[r] = dot + bias[t] - static_cast<float>(log_expected_count(t, tries, vocab));
+}
+
+__global__ void rows_kernel(float* __restrict__ logits, float* __restrict__ true_logits,
+                            const float* __restrict__ correction,
+                            const int32_t* __restrict__ sample_ids,
+                            const int32_t* __restrict__ targets, float* __restrict__ loss,
+                            int64_t samples, float grad_scale, bool grad) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const int32_t t = targets[r];
+  const float z_true = true_logits[r];
+  float* row = logits + r * samples;  // [S]
+  float max = z_true;
+  for (int64_t j = threadIdx.x; j < samples; j += blockDim.x) {
+    const float z = sampled_softmax_logit(row[j], correction[j], sample_ids[j], t);
+    if (grad) row[j] = z;
+    max = fmaxf(max, z);
+  }
+  max = block_reduce<true>(max, shared);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < samples; j += blockDim.x) {
+    const float z = grad ? row[j] : sampled_softmax_logit(row[j], correction[j], sample_ids[j], t);
+    const float e = sampled_softmax_exp(z, max);
+    if (grad) row[j] = e;
+    sum += e;
+  }
+  const float e_true = expf(z_true - max);
+  sum = block_reduce<false>(sum, shared) + e_true;
+  if (threadIdx.x == 0) loss[r] = max + logf(sum) - z_true;
+  if (!grad) return;
+  const float scale = grad_scale / sum;
+  for (int64_t j = threadIdx.x; j < samples; j += blockDim.x) row[j] *= scale;
+  if (threadIdx.x == 0) true_logits[r] = grad_scale * (e_true / sum - 1.0f);
+}
+
+}  // namespace
+
+void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, const float* h,
+                                        const int32_t* targets, int64_t rows, int64_t dim,
+                                        int64_t tries, int64_t vocab, float* true_logits) {
+  if (rows == 0) return;
+  const unsigned blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  target_logits_kernel<<<blocks, kWarpsPerBlock * 32, 0, current_stream()>>>(
+      weight, bias, h, targets, rows, dim, tries, vocab, true_logits);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+void sampled_softmax_rows_cuda(float* logits, float* true_logits, const float* correction,
+                               const int32_t* sample_ids, const int32_t* targets, float* loss,
+                               const SampledSoftmaxRowsParams& params) {
+  if (params.rows == 0) return;
+  rows_kernel<<<static_cast<unsigned>(params.rows), kRowThreads, 0, current_stream()>>>(
+      logits, true_logits, correction, sample_ids, targets, loss, params.samples, params.grad_scale,
+      params.compute_grad);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace elmo

@@ -1,0 +1,69 @@
+// CPU twin of the sampled-softmax row kernels (see kernels/sampled_softmax.h): rows in
+// parallel, each row in three passes (mask + max, exp + sum, normalise); sums in double.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/sampled_softmax.h"
+#include "runtime/parallel.h"
+
+namespace elmo {
+
+void sampled_softmax_target_logits_cpu(const float* weight, const float* bias, const float* h,
+                                       const int32_t* targets, int64_t rows, int64_t dim,
+                                       int64_t tries, int64_t vocab, float* true_logits) {
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t r = begin; r < end; ++r) {
+                   const int32_t t = targets[r];
+                   const float* w = weight + static_cast<int64_t>(t) * dim;  // [dim]
+                   const float* x = h + r * dim;                             // [dim]
+                   float dot = 0.0f;
+                   for (int64_t d = 0; d < dim; ++d) dot += x[d] * w[d];
+                   true_logits[r] =
+                       dot + bias[t] - static_cast<float>(log_expected_count(t, tries, vocab));
+                 }
+               });
+}
+
+void sampled_softmax_rows_cpu(float* logits, float* true_logits, const float* correction,
+                              const int32_t* sample_ids, const int32_t* targets, float* loss,
+                              const SampledSoftmaxRowsParams& params) {
+  const int64_t s = params.samples;
+  const bool grad = params.compute_grad;
+  parallel_for(params.rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t r = begin; r < end; ++r) {
+                   const int32_t t = targets[r];
+                   const float z_true = true_logits[r];
+                   float* row = logits + r * s;  // [S]
+                   float max = z_true;
+                   for (int64_t j = 0; j < s; ++j) {
+                     const float z = sampled_softmax_logit(row[j], correction[j], sample_ids[j], t);
+                     if (grad) row[j] = z;
+                     max = std::max(max, z);
+                   }
+                   const float e_true = std::exp(z_true - max);
+                   double sum = e_true;
+                   if (grad) {
+                     for (int64_t j = 0; j < s; ++j) {
+                       const float e = sampled_softmax_exp(row[j], max);
+                       row[j] = e;
+                       sum += e;
+                     }
+                   } else {
+                     for (int64_t j = 0; j < s; ++j)
+                       sum += sampled_softmax_exp(
+                           sampled_softmax_logit(row[j], correction[j], sample_ids[j], t), max);
+                   }
+                   loss[r] = static_cast<float>(static_cast<double>(max) + std::log(sum) - z_true);
+                   if (grad) {
+                     const float scale = static_cast<float>(params.grad_scale / sum);
+                     for (int64_t j = 0; j < s; ++j) row[j] *= scale;
+                     true_logits[r] = static_cast<float>(params.grad_scale *
+                                                         (static_cast<double>(e_true) / sum - 1.0));
+                   }
+                 }
+               });
+}
+
+}  // namespace elmo

@@ -1,0 +1,52 @@
+// Full softmax over the whole vocabulary, CPU backend: evaluation NLL and (PTB-style training)
+// its gradients, computed in vocabulary chunks so no [N, V] matrix ever exists.
+//
+//   z[r, k] = h[r] . W[k] + b[k]            k in [0, V)
+//   NLL_r   = logsumexp_k z[r, k] - z[r, targets[r]]
+// Per chunk of `chunk` vocabulary rows: one GEMM h @ W_c^T ([N, chunk]) and an online
+// log-sum-exp merge (kernels/full_softmax.h). Training runs a second sweep that recomputes
+// each chunk's logits, turns them into grad_scale * (softmax - onehot) and does
+// dh += dz @ W_c, dW_c += dz^T @ h, db_c += column sums.
+// Rows with target kIgnoreTarget (-1) are skipped: not counted, zero dh.
+// What it is not: the sampled softmax used for training the big models (model/sampled_softmax.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/full_softmax.h"
+
+namespace elmo {
+
+inline constexpr int64_t kFullSoftmaxChunk = 4096;
+
+struct NllSum {
+  double nll = 0.0;   // summed NLL over the counted rows
+  int64_t count = 0;  // rows whose target is not kIgnoreTarget
+};
+
+// Scratch reused across calls (grows to the largest N * chunk seen).
+struct FullSoftmaxWorkspace {
+  std::vector<float> logits;        // [N, chunk]
+  std::vector<float> row_max;       // [N]
+  std::vector<double> row_sum;      // [N]
+  std::vector<float> target_logit;  // [N]
+  std::vector<float> lse;           // [N]
+};
+
+// weight [V, P], bias [V], h [N, P], targets [N] in [0, V) or kIgnoreTarget.
+NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
+                        const float* h, const int32_t* targets, int64_t n,
+                        int64_t chunk = kFullSoftmaxChunk,
+                        FullSoftmaxWorkspace* workspace = nullptr);
+
+// Training: returns the (unscaled) summed NLL and count; writes dh [N, P] =
+// grad_scale * d(sum NLL)/dh (dh may be null) and ADDS grad_scale * d(sum NLL)/dW into
+// dweight [V, P] and /db into dbias [V] (dense).
+NllSum full_softmax_forward_backward(const float* weight, const float* bias, int64_t vocab,
+                                     int64_t dim, const float* h, const int32_t* targets, int64_t n,
+                                     float grad_scale, float* dh, float* dweight, float* dbias,
+                                     int64_t chunk = kFullSoftmaxChunk,
+                                     FullSoftmaxWorkspace* workspace = nullptr);
+
+}  // namespace elmo

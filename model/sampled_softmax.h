@@ -1,0 +1,98 @@
+// Sampled softmax layer of the biLM (DESIGN.md §4), CPU backend.
+//
+// One softmax weight [V, P] and bias [V] shared by both directions. Per training step:
+//   begin_step        draws S unique log-uniform ids (shared by the whole batch and both
+//                     directions) and fixes the touched rows U = sorted unique(targets ∪ samples)
+//   forward_backward  once per direction: NLL of every row over [true, sampled...] with the
+//                     log-expected-count correction and accidental hits masked; dh, and the
+//                     weight/bias gradient rows of U accumulated inside the layer
+//   finish_step       hands the summed rows to the parameters as SparseRows over U
+//
+// Scale convention: forward_backward returns the mean NLL over its N rows (unscaled) and
+// produces gradients of grad_scale * sum_r NLL_r. The trainer wants gradients of
+// loss * T with loss = 0.5 * (mean_fwd + mean_bwd), so it passes grad_scale = 0.5 * T / N
+// per direction.
+//
+// Per direction: logits [N, S] = h @ W_s^T (one GEMM over the gathered sample rows), true
+// logits by dot products, one fused row pass (kernels/sampled_softmax.h), then
+// dh = dlogits @ W_s + dtrue * w_target, dW_s += dlogits^T @ h, and the target rows summed per
+// unique id in row order (deterministic). Buffers grow to the largest step and are reused.
+// What it is not: the full softmax used for evaluation (model/full_softmax.h), nor a GPU path
+// (the CUDA row kernels exist in kernels/sampled_softmax.cu; the device layer is future work).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "kernels/log_uniform_sampler.h"
+#include "model/parameters.h"
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+
+namespace elmo {
+
+class SampledSoftmax {
+ public:
+  // 0 < samples < vocab (elmo::Error otherwise, naming the values), dim > 0.
+  SampledSoftmax(int64_t vocab, int64_t dim, int64_t samples);
+
+  // Draws this step's samples from rng (stream kRngSampler is the caller's choice) and fixes
+  // U from the targets of every direction ({pointer, count} per direction). Zeroes the
+  // accumulated gradients. Every target must be in [0, V).
+  void begin_step(Rng& rng,
+                  const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
+
+  // One direction. weight [V, P], bias [V], h [N, P], targets [N] (each passed to begin_step).
+  // Returns the mean NLL over the N rows; writes dh [N, P] = grad_scale * d(sum NLL)/dh and
+  // accumulates grad_scale * d(sum NLL)/d(weight, bias) for the rows of U. dh may be null
+  // (no input gradient wanted). The weight and bias must not change between begin_step and
+  // finish_step (the sample rows are gathered once per step).
+  double forward_backward(const float* weight, const float* bias, const float* h,
+                          const int32_t* targets, int64_t n, float grad_scale, float* dh);
+
+  // Loss only (no gradient, nothing accumulated) over the current samples: mean NLL over the
+  // N rows. Targets need not have been passed to begin_step; they must be in [0, V).
+  double forward_loss(const float* weight, const float* bias, const float* h,
+                      const int32_t* targets, int64_t n);
+
+  // weight.sparse_grad = {U, [|U|, P]}, bias.sparse_grad = {U, [|U|, 1]} (replacing what was
+  // there). The value tensors are views of this layer's buffers: valid until the next
+  // begin_step; copy them to keep them longer.
+  void finish_step(Parameter& weight, Parameter& bias);
+
+  const SampleSet& samples() const { return samples_; }
+  const std::vector<int32_t>& touched_ids() const { return touched_; }  // U, ascending
+  int64_t vocab() const { return vocab_; }
+  int64_t dim() const { return dim_; }
+  int64_t num_samples() const { return num_samples_; }
+
+ private:
+  void check_targets(const int32_t* targets, int64_t n, bool must_be_touched) const;
+  void gather_samples(const float* weight, const float* bias);
+  // Fills logits_ [N, S] and true_ [N] and runs the row pass; returns the summed NLL.
+  double rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,
+                   int64_t n, float grad_scale, bool compute_grad);
+
+  int64_t vocab_, dim_, num_samples_;
+  SampleSet samples_;
+  std::vector<uint8_t> seen_;         // [V] sampler scratch, all zero between calls
+  std::vector<int32_t> slot_;         // [V] index in U of each id, -1 outside U
+  std::vector<int32_t> touched_;      // U, ascending
+  std::vector<int32_t> sample_slot_;  // [S] index in U of each sample
+  bool step_open_ = false;
+  const float* gathered_weight_ = nullptr;  // weight whose sample rows are in sample_w_
+  const float* gathered_bias_ = nullptr;
+
+  std::vector<float> sample_w_;    // [S, P] weight rows of the samples
+  std::vector<float> correction_;  // [S] b[s_j] - log E(s_j)
+  std::vector<float> logits_;      // [N, S] logits, then dlogits
+  std::vector<float> true_;        // [N] corrected true logits, then dtrue
+  std::vector<float> loss_;        // [N]
+  std::vector<float> sample_dw_;   // [S, P] accumulated dW of the sample rows
+  std::vector<double> sample_db_;  // [S] accumulated db of the sample rows
+  Tensor grad_w_;                  // [capacity, P]; rows [0, |U|) = dW of U
+  Tensor grad_b_;                  // [capacity, 1]
+};
+
+}  // namespace elmo
