@@ -1,0 +1,44 @@
+// Word embedding of the biLM: the row-sparse parameter "embedding.weight" [V, E], its
+// initialisation, the forward gather and the backward reduction into SparseRows.
+//
+// Both directions read the same rows, so backward takes every (ids, d_emb) pair of the step
+// and produces one SparseRows (ids ascending unique, rows summed in (id, position) order, the
+// positions counting through the pairs in the order given). An existing sparse gradient is
+// kept and added to (it enters the sum first), so backward may be called more than once.
+// What it is not: the optimizer update (model/optimizer.h) or the distributed row store.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/parameters.h"
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+
+namespace elmo {
+
+inline constexpr const char* kEmbeddingWeight = "embedding.weight";
+
+// Registers "embedding.weight" [vocab, dim] (row_sparse, zero) on `device`.
+Parameter& register_embedding(ParameterStore& params, int64_t vocab, int64_t dim,
+                              Device device = Device::cpu());
+
+// value[e] = (2 u - 1) * scale, u uniform in [0, 1), drawn in row-major order from rng.
+void init_uniform(Parameter& param, float scale, Rng& rng);
+// value[e] = normal * scale, drawn in row-major order from rng.
+void init_normal(Parameter& param, float scale, Rng& rng);
+
+// ids i32 [n] -> out f32 [n, E] (allocated when undefined or of the wrong shape), on the
+// parameter's device. An id outside [0, V) is an Error naming it.
+void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& out);
+
+// One (ids [n], d_emb [n, E]) pair of the backward pass.
+struct EmbeddingGrad {
+  Tensor ids;  // i32 [n]
+  Tensor dy;   // f32 [n, E]
+};
+
+// Adds the gradient of every pair to embedding.sparse_grad (see the header comment).
+void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads);
+
+}  // namespace elmo

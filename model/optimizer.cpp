@@ -1,0 +1,171 @@
+#include "model/optimizer.h"
+
+#include <cmath>
+
+#include "kernels/adagrad.h"
+#include "kernels/grad_norm.h"
+#include "kernels/sgd.h"
+
+namespace elmo {
+
+namespace {
+constexpr const char* kAccumulatorSuffix = ".adagrad_acc";
+
+Tensor filled(const Shape& shape, float value, Device device) {
+  Tensor host = Tensor::empty(shape);
+  host.fill_(value);
+  return host.to(device);
+}
+}  // namespace
+
+Optimizer::Optimizer(ParameterStore& params, const OptimizerConfig& config)
+    : params_(params), config_(config) {
+  ELMO_REQUIRE(config.type == "adagrad" || config.type == "sgd", "optimizer.type \"", config.type,
+               "\" is not known; use \"adagrad\" or \"sgd\"");
+  adagrad_ = config.type == "adagrad";
+  ELMO_REQUIRE(std::isfinite(config.learning_rate) && config.learning_rate > 0.0f,
+               "optimizer.learning_rate must be a positive number, got ", config.learning_rate);
+  ELMO_REQUIRE(std::isfinite(config.initial_accumulator) && config.initial_accumulator >= 0.0f,
+               "optimizer.initial_accumulator must be >= 0, got ", config.initial_accumulator);
+  ELMO_REQUIRE(std::isfinite(config.epsilon) && config.epsilon >= 0.0f,
+               "optimizer.epsilon must be >= 0, got ", config.epsilon);
+  ELMO_REQUIRE(!adagrad_ || config.initial_accumulator > 0.0f || config.epsilon > 0.0f,
+               "optimizer.initial_accumulator and optimizer.epsilon are both 0: Adagrad would "
+               "divide by zero; make one of them positive");
+  ELMO_REQUIRE(std::isfinite(config.clip_norm) && config.clip_norm >= 0.0f,
+               "optimizer.clip_norm must be >= 0 (0 turns clipping off), got ", config.clip_norm);
+  ELMO_REQUIRE(std::isfinite(config.lr_decay) && config.lr_decay > 0.0f,
+               "optimizer.lr_decay must be a positive number, got ", config.lr_decay);
+  ELMO_REQUIRE(config.decay_after_epochs >= 0, "optimizer.decay_after_epochs must be >= 0, got ",
+               config.decay_after_epochs);
+  for (Parameter* p : params.all()) {
+    Slot slot{p, Tensor()};
+    if (adagrad_)
+      slot.accumulator = filled(p->value.shape(), config.initial_accumulator, p->value.device());
+    slots_.push_back(std::move(slot));
+  }
+}
+
+float Optimizer::learning_rate(int64_t epoch) const {
+  const int64_t exponent = std::max<int64_t>(epoch + 1 - config_.decay_after_epochs, 0);
+  return static_cast<float>(
+      static_cast<double>(config_.learning_rate) *
+      std::pow(static_cast<double>(config_.lr_decay), static_cast<double>(exponent)));
+}
+
+void Optimizer::check_sparse_grad(const Parameter& p) const {
+  const SparseRows& g = p.sparse_grad;
+  if (g.ids.empty()) return;
+  const int64_t n = static_cast<int64_t>(g.ids.size());
+  ELMO_CHECK(
+      g.values.defined() && g.values.dtype() == DType::kF32 && g.values.numel() == n * p.row_dim(),
+      "sparse gradient of '", p.name, "': ", n, " ids need f32 values of ", n, " x ", p.row_dim(),
+      " elements, got ", g.values.defined() ? g.values.describe() : std::string("undefined"));
+  ELMO_CHECK(g.values.device() == p.value.device(), "sparse gradient of '", p.name, "' is on ",
+             g.values.device().str(), ", the parameter on ", p.value.device().str());
+  for (int64_t k = 0; k < n; ++k) {
+    ELMO_CHECK(g.ids[k] >= 0 && g.ids[k] < p.rows(), "sparse gradient of '", p.name, "': id ",
+               g.ids[k], " is outside the ", p.rows(), " rows");
+    ELMO_CHECK(k == 0 || g.ids[k - 1] < g.ids[k], "sparse gradient of '", p.name,
+               "': ids must be unique and ascending (", g.ids[k - 1], " then ", g.ids[k], " at ", k,
+               ")");
+  }
+}
+
+double Optimizer::global_grad_norm() const {
+  std::vector<Tensor> grads;  // registry order
+  for (const Slot& slot : slots_) {
+    const Parameter& p = *slot.param;
+    if (p.row_sparse) {
+      check_sparse_grad(p);
+      if (!p.sparse_grad.ids.empty()) grads.push_back(p.sparse_grad.values);
+    } else {
+      grads.push_back(p.grad);
+    }
+  }
+  return std::sqrt(sum_of_squares(grads));
+}
+
+float Optimizer::clip_scale(double norm) const {
+  if (config_.clip_norm > 0.0f && norm > config_.clip_norm)
+    return static_cast<float>(static_cast<double>(config_.clip_norm) / norm);
+  return 1.0f;
+}
+
+void Optimizer::apply(float lr, float grad_scale) {
+  ELMO_CHECK(slots_.size() == params_.size(), "optimizer: ", params_.size() - slots_.size(),
+             " parameters were registered after the optimizer was created; create it last");
+  const float eps = config_.epsilon;
+  for (Slot& slot : slots_) {
+    Parameter& p = *slot.param;
+    const bool cpu = p.value.device().is_cpu();
+    float* value = p.value.data<float>();
+    float* acc = adagrad_ ? slot.accumulator.data<float>() : nullptr;
+    if (!p.row_sparse) {
+      check_tensor(p.grad, str("gradient of ", p.name).c_str(), DType::kF32, p.value.shape());
+      check_same_device(p.value, p.grad, p.name.c_str());
+      const float* g = p.grad.data<float>();
+      const int64_t n = p.value.numel();
+      if (adagrad_)
+        (cpu ? adagrad_dense_cpu : adagrad_dense_cuda)(value, acc, g, n, lr, eps, grad_scale);
+      else
+        (cpu ? sgd_dense_cpu : sgd_dense_cuda)(value, g, n, lr, grad_scale);
+      continue;
+    }
+    check_sparse_grad(p);
+    const SparseRows& sg = p.sparse_grad;
+    if (sg.ids.empty()) continue;
+    const int64_t n_ids = static_cast<int64_t>(sg.ids.size()), dim = p.row_dim();
+    const float* rows = sg.values.data<float>();
+    const int32_t* ids = sg.ids.data();
+    Tensor device_ids;
+    if (!cpu) {
+      Tensor host_ids = Tensor::empty({n_ids}, DType::kI32);
+      std::copy(sg.ids.begin(), sg.ids.end(), host_ids.data<int32_t>());
+      device_ids = host_ids.to(p.value.device());
+      ids = device_ids.data<int32_t>();
+    }
+    if (adagrad_)
+      (cpu ? adagrad_rows_cpu : adagrad_rows_cuda)(value, acc, dim, ids, rows, n_ids, lr, eps,
+                                                   grad_scale);
+    else
+      (cpu ? sgd_rows_cpu : sgd_rows_cuda)(value, dim, ids, rows, n_ids, lr, grad_scale);
+  }
+}
+
+Optimizer::StepStats Optimizer::step(int64_t epoch) {
+  StepStats stats;
+  stats.grad_norm = global_grad_norm();
+  ELMO_CHECK(std::isfinite(stats.grad_norm), "gradient norm is ", stats.grad_norm,
+             ": the loss diverged (lower optimizer.learning_rate or enable optimizer.clip_norm)");
+  stats.lr = learning_rate(epoch);
+  stats.grad_scale = clip_scale(stats.grad_norm);
+  apply(stats.lr, stats.grad_scale);
+  params_.zero_grads();
+  return stats;
+}
+
+std::vector<std::pair<std::string, Tensor>> Optimizer::state_tensors() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (!adagrad_) return out;
+  for (Slot& slot : slots_)
+    out.emplace_back(slot.param->name + kAccumulatorSuffix, slot.accumulator);
+  return out;
+}
+
+void Optimizer::load_state(const std::string& name, const Tensor& value) {
+  for (Slot& slot : slots_) {
+    if (!adagrad_ || name != slot.param->name + kAccumulatorSuffix) continue;
+    ELMO_CHECK(value.defined() && value.dtype() == DType::kF32 &&
+                   value.shape() == slot.accumulator.shape(),
+               "optimizer state '", name, "': expected f32", slot.accumulator.shape().str(),
+               ", got ", value.defined() ? value.describe() : std::string("undefined"),
+               " (checkpoint from a different model size?)");
+    slot.accumulator.copy_from(value);
+    return;
+  }
+  throw Error(str("optimizer state '", name, "' is unknown to the ", config_.type,
+                  " optimizer (checkpoint from a different model or optimizer?)"));
+}
+
+}  // namespace elmo
