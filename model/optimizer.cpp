@@ -18,7 +18,7 @@ Tensor filled(const Shape& shape, float value, Device device) {
 }
 }  // namespace
 
-Optimizer::Optimizer(ParameterStore& params, const OptimizerConfig& config)
+Optimizer::Optimizer(ParameterStore& params, const OptimizerOptions& config)
     : params_(params), config_(config) {
   ELMO_REQUIRE(config.type == "adagrad" || config.type == "sgd", "optimizer.type \"", config.type,
                "\" is not known; use \"adagrad\" or \"sgd\"");

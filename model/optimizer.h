@@ -26,7 +26,7 @@
 
 namespace elmo {
 
-struct OptimizerConfig {
+struct OptimizerOptions {
   std::string type = "adagrad";  // "adagrad" | "sgd"
   float learning_rate = 0.2f;    // bilm-tf / lapse-elmo
   float initial_accumulator = 1.0f;
@@ -39,9 +39,9 @@ struct OptimizerConfig {
 class Optimizer {
  public:
   // Validates the config (UsageError naming the key) and creates the accumulators.
-  Optimizer(ParameterStore& params, const OptimizerConfig& config);
+  Optimizer(ParameterStore& params, const OptimizerOptions& config);
 
-  const OptimizerConfig& config() const { return config_; }
+  const OptimizerOptions& config() const { return config_; }
   float learning_rate(int64_t epoch) const;
 
   struct StepStats {
@@ -71,7 +71,7 @@ class Optimizer {
   void check_sparse_grad(const Parameter& p) const;
 
   ParameterStore& params_;
-  OptimizerConfig config_;
+  OptimizerOptions config_;
   bool adagrad_ = true;
   std::vector<Slot> slots_;
 };

@@ -91,7 +91,7 @@ struct Reference {
 
 TEST(Optimizer, PtbSmallLearningRateSchedule) {
   ParameterStore params;
-  OptimizerConfig config;
+  OptimizerOptions config;
   config.type = "sgd";
   config.learning_rate = 1.0f;
   config.lr_decay = 0.5f;
@@ -102,14 +102,14 @@ TEST(Optimizer, PtbSmallLearningRateSchedule) {
   EXPECT_EQ(opt.learning_rate(5), 0.25f);
   EXPECT_EQ(opt.learning_rate(12), 1.0f / 512.0f);
   // Default (no decay): constant.
-  Optimizer adagrad(params, OptimizerConfig{});
+  Optimizer adagrad(params, OptimizerOptions{});
   EXPECT_EQ(adagrad.learning_rate(0), 0.2f);
   EXPECT_EQ(adagrad.learning_rate(9), 0.2f);
 }
 
 TEST(Optimizer, AdagradDenseAndSparseMatchReferenceAndSkipUntouchedRows) {
   Model model;
-  OptimizerConfig config;  // adagrad, lr 0.2, acc 1.0, eps 1e-7, clip 10
+  OptimizerOptions config;  // adagrad, lr 0.2, acc 1.0, eps 1e-7, clip 10
   config.clip_norm = 0.0f;
   Optimizer opt(model.params, config);
   Reference ref(model.params, 1.0);
@@ -158,7 +158,7 @@ TEST(Optimizer, ClipNormCoversDenseAndSparseGradients) {
   Model model;
   model.set_grads({2, 3}, 5, 1.0f);
   const double expected = std::sqrt(model.grad_sum_of_squares());
-  OptimizerConfig config;
+  OptimizerOptions config;
   Optimizer opt(model.params, config);
   EXPECT_NEAR(opt.global_grad_norm(), expected, 1e-12 * expected);
   // The sparse rows count: dropping them lowers the norm.
@@ -169,7 +169,7 @@ TEST(Optimizer, ClipNormCoversDenseAndSparseGradients) {
 TEST(Optimizer, ClipScalesOnlyAboveTheThresholdAndZeroTurnsItOff) {
   for (float clip : {0.5f, 1000.0f, 0.0f}) {
     Model model;
-    OptimizerConfig config;
+    OptimizerOptions config;
     config.clip_norm = clip;
     Optimizer opt(model.params, config);
     Reference ref(model.params, 1.0);
@@ -193,7 +193,7 @@ TEST(Optimizer, ClipScalesOnlyAboveTheThresholdAndZeroTurnsItOff) {
 
 TEST(Optimizer, SgdUpdatesDenseAndTouchedRows) {
   Model model;
-  OptimizerConfig config;
+  OptimizerOptions config;
   config.type = "sgd";
   config.learning_rate = 1.0f;
   config.lr_decay = 0.5f;
@@ -223,7 +223,7 @@ TEST(Optimizer, SgdUpdatesDenseAndTouchedRows) {
 
 TEST(Optimizer, StateTensorsRoundTripAndBadNamesOrShapesAreErrors) {
   Model model;
-  Optimizer opt(model.params, OptimizerConfig{});
+  Optimizer opt(model.params, OptimizerOptions{});
   const auto state = opt.state_tensors();
   ASSERT_EQ(state.size(), 4u);
   EXPECT_EQ(state[0].first, "lstm.fwd.0.weight_ih.adagrad_acc");
@@ -241,23 +241,23 @@ TEST(Optimizer, StateTensorsRoundTripAndBadNamesOrShapesAreErrors) {
 TEST(Optimizer, BadConfigIsAUsageErrorAndBadSparseGradIsAnError) {
   ParameterStore params;
   auto make = [&](auto edit) {
-    OptimizerConfig config;
+    OptimizerOptions config;
     edit(config);
     Optimizer opt(params, config);
   };
-  EXPECT_THROW(make([](OptimizerConfig& c) { c.type = "adam"; }), UsageError);
-  EXPECT_THROW(make([](OptimizerConfig& c) { c.learning_rate = 0; }), UsageError);
-  EXPECT_THROW(make([](OptimizerConfig& c) { c.clip_norm = -1; }), UsageError);
-  EXPECT_THROW(make([](OptimizerConfig& c) { c.lr_decay = 0; }), UsageError);
-  EXPECT_THROW(make([](OptimizerConfig& c) { c.decay_after_epochs = -1; }), UsageError);
-  EXPECT_THROW(make([](OptimizerConfig& c) {
+  EXPECT_THROW(make([](OptimizerOptions& c) { c.type = "adam"; }), UsageError);
+  EXPECT_THROW(make([](OptimizerOptions& c) { c.learning_rate = 0; }), UsageError);
+  EXPECT_THROW(make([](OptimizerOptions& c) { c.clip_norm = -1; }), UsageError);
+  EXPECT_THROW(make([](OptimizerOptions& c) { c.lr_decay = 0; }), UsageError);
+  EXPECT_THROW(make([](OptimizerOptions& c) { c.decay_after_epochs = -1; }), UsageError);
+  EXPECT_THROW(make([](OptimizerOptions& c) {
                  c.initial_accumulator = 0;
                  c.epsilon = 0;
                }),
                UsageError);
 
   Model model;
-  Optimizer opt(model.params, OptimizerConfig{});
+  Optimizer opt(model.params, OptimizerOptions{});
   model.set_grads({4, 2}, 1, 1.0f);  // not ascending
   EXPECT_THROW(opt.step(0), Error);
   model.set_grads({2, 10}, 1, 1.0f);  // out of range

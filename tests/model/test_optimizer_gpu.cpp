@@ -45,7 +45,7 @@ TEST(OptimizerGpu, AdagradWithClipMatchesCpu) {
   ParameterStore cpu, gpu;
   build(cpu, Device::cpu());
   build(gpu, Device::cuda(0));
-  OptimizerConfig config;
+  OptimizerOptions config;
   config.clip_norm = 5.0f;  // the random gradients have norm ~100: clipped
   Optimizer cpu_opt(cpu, config), gpu_opt(gpu, config);
   for (uint64_t step = 0; step < 3; ++step) {

@@ -1,6 +1,9 @@
 #include "tests/support/test_util.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <filesystem>
@@ -63,6 +66,20 @@ double finite_difference(const std::function<double()>& f, float* x, int64_t i, 
   }
   return ::testing::AssertionSuccess();
 }
+
+CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+  const int status = pclose(pipe);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+CommandResult run_elmo(const std::string& args) { return run_command(elmo_binary() + " " + args); }
 
 std::string data_dir() {
   const char* env = std::getenv("ELMO_DATA_DIR");

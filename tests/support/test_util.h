@@ -29,6 +29,16 @@ double finite_difference(const std::function<double()>& f, float* x, int64_t i, 
                                             const float* analytic, int64_t n, double eps,
                                             double tol, int64_t samples = 64);
 
+// Runs a shell command; returns its exit status (-1 if it died by a signal) and what it printed
+// on stdout and stderr together.
+struct CommandResult {
+  int status = 0;
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
+// `elmo_fast <args>` with the built binary.
+CommandResult run_elmo(const std::string& args);
+
 // shared/data root (ELMO_DATA_DIR) or "" when absent.
 std::string data_dir();
 std::string source_dir();
