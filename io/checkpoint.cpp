@@ -1,0 +1,344 @@
+#include "io/checkpoint.h"
+
+#include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "io/atomic_file.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace elmo {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kStateFile = "state.json";
+constexpr const char* kLatestFile = "latest";
+constexpr const char* kReservedKeys[] = {"format", "step", "files"};
+
+// "step-<digits>" -> N; anything else (including "step-5.tmp-123") -> nullopt.
+std::optional<int64_t> parse_step_name(const std::string& name) {
+  if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return std::nullopt;
+  int64_t n = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    n = n * 10 + (name[i] - '0');
+  }
+  return n;
+}
+
+std::string step_name(int64_t step) { return str("step-", step); }
+
+bool valid_file_name(const std::string& name) {
+  if (name.empty() || name == "state" || name[0] == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+// Step folders in `ckpt_dir`, newest (highest step) first.
+std::vector<std::pair<int64_t, fs::path>> list_step_dirs(const fs::path& ckpt_dir) {
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const auto step = parse_step_name(entry.path().filename().string());
+    if (step && entry.is_directory()) steps.emplace_back(*step, entry.path());
+  }
+  std::sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return steps;
+}
+
+// The step folder named by "latest", or nullopt (with the reason) when absent or unusable.
+std::optional<std::string> read_latest_name(const fs::path& ckpt_dir, std::string* why) {
+  const fs::path latest = ckpt_dir / kLatestFile;
+  if (!fs::exists(latest)) {
+    *why = str("no '", kLatestFile, "' file in ", ckpt_dir.string());
+    return std::nullopt;
+  }
+  std::string text = read_file(latest.string());
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  if (!parse_step_name(text)) {
+    *why = str(latest.string(), " holds '", text.substr(0, 64), "', not step-<N>");
+    return std::nullopt;
+  }
+  return text;
+}
+
+// Whether `path` itself is a step folder (rather than a checkpoints or run folder).
+bool looks_like_step_dir(const fs::path& path) {
+  if (parse_step_name(path.filename().string())) return true;
+  if (fs::exists(path / kStateFile)) return true;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(path, ec))
+    if (entry.path().extension() == ".safetensors") return true;
+  return false;
+}
+
+fs::path checkpoints_dir_of(const fs::path& run_or_ckpt_dir) {
+  const fs::path sub = run_or_ckpt_dir / "checkpoints";
+  return fs::is_directory(sub) ? sub : run_or_ckpt_dir;
+}
+
+struct StateJson {
+  int64_t step = 0;
+  std::vector<std::string> files;
+  nlohmann::json state;  // caller part
+};
+
+// Reads and validates <dir>/state.json (not the tensor files).
+StateJson read_state_json(const fs::path& dir) {
+  const fs::path file = dir / kStateFile;
+  const bool is_step = parse_step_name(dir.filename().string()).has_value();
+  if (!fs::exists(file)) {
+    if (is_step)
+      throw Error(str(file.string(), " is missing: checkpoint ", dir.string(),
+                      " is incomplete (its save was interrupted); load the run folder to fall "
+                      "back to the newest complete checkpoint"));
+    throw Error(str(dir.string(), ": not an elmo_fast checkpoint (no ", kStateFile,
+                    "); pass a step-<N> folder, a checkpoints folder or a run folder"));
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(file.string()));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str(file.string(), ": checkpoint ", dir.string(),
+                    " is damaged: state.json is not valid JSON (", e.what(), ")"));
+  }
+  const auto format = j.is_object() ? j.find("format") : j.end();
+  if (!j.is_object() || format == j.end() || !format->is_string() ||
+      format->get<std::string>().rfind("elmo_fast-checkpoint-", 0) != 0)
+    throw Error(str(file.string(), ": not an elmo_fast checkpoint (state.json lacks \"format\": \"",
+                    kCheckpointFormat, "\")"));
+  if (format->get<std::string>() != kCheckpointFormat)
+    throw Error(str(file.string(), ": unsupported checkpoint format '", format->get<std::string>(),
+                    "' (this build reads ", kCheckpointFormat, ")"));
+  StateJson s;
+  const auto step = j.find("step");
+  const auto files = j.find("files");
+  if (step == j.end() || !step->is_number_integer() || files == j.end() || !files->is_array())
+    throw Error(str(file.string(), ": checkpoint ", dir.string(),
+                    " is damaged: state.json needs an integer \"step\" and a \"files\" list"));
+  s.step = step->get<int64_t>();
+  for (const auto& f : *files) {
+    if (!f.is_string() || !valid_file_name(f.get<std::string>()))
+      throw Error(str(file.string(), ": checkpoint ", dir.string(), " is damaged: bad entry ",
+                      f.dump(), " in \"files\""));
+    s.files.push_back(f.get<std::string>());
+  }
+  s.state = j;
+  for (const char* key : kReservedKeys) s.state.erase(key);
+  return s;
+}
+
+// Cheap completeness check used to pick a folder: state.json valid and every file present.
+std::optional<std::string> incomplete_reason(const fs::path& dir) {
+  if (!fs::is_directory(dir)) return str(dir.string(), " does not exist");
+  try {
+    const StateJson s = read_state_json(dir);
+    for (const auto& name : s.files) {
+      const fs::path f = dir / (name + ".safetensors");
+      if (!fs::exists(f)) return str(f.string(), " is missing");
+    }
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::nullopt;
+}
+
+CheckpointData load_step_dir(const fs::path& dir) {
+  StateJson s = read_state_json(dir);
+  CheckpointData data;
+  data.step = s.step;
+  data.state = std::move(s.state);
+  for (const auto& name : s.files) {
+    const fs::path f = dir / (name + ".safetensors");
+    if (!fs::exists(f))
+      throw Error(str(f.string(), " is missing: checkpoint ", dir.string(),
+                      " is incomplete or damaged"));
+    try {
+      data.files.emplace_back(name, load_safetensors(f.string()).tensors);
+    } catch (const Error& e) {
+      throw Error(str("checkpoint ", dir.string(), " is damaged: ", e.what()));
+    }
+  }
+  return data;
+}
+
+// Step folders to try for a checkpoints folder, in order: the one "latest" names, then all
+// others newest first. `note` receives why "latest" was not usable (empty when it is first).
+std::vector<fs::path> candidates(const fs::path& ckpt_dir, std::string* latest_problem) {
+  std::vector<fs::path> out;
+  std::string why;
+  const auto latest = read_latest_name(ckpt_dir, &why);
+  if (latest) {
+    const fs::path p = ckpt_dir / *latest;
+    if (fs::is_directory(p))
+      out.push_back(p);
+    else
+      why = str(ckpt_dir.string(), "/latest names ", *latest, ", which does not exist");
+  }
+  *latest_problem = out.empty() ? why : "";
+  for (const auto& [step, path] : list_step_dirs(ckpt_dir))
+    if (out.empty() || path != out.front()) out.push_back(path);
+  return out;
+}
+
+// Removes leftovers of interrupted saves: "step-*.tmp-*", "step-*.old-*", "latest.tmp-*".
+void remove_leftovers(const fs::path& ckpt_dir, const fs::path& keep) {
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = name.rfind("step-", 0) == 0 || name.rfind(kLatestFile, 0) == 0;
+    const bool temp = name.find(".tmp-") != std::string::npos ||
+                      name.find(".old-") != std::string::npos;
+    if (ours && temp && entry.path() != keep) doomed.push_back(entry.path());
+  }
+  for (const auto& p : doomed) {
+    fs::remove_all(p, ec);
+    if (ec) log_warn("cannot remove leftover ", p.string(), ": ", ec.message());
+  }
+}
+
+// Moves `from` (complete new folder) to `to`, atomically replacing an existing folder.
+void install_dir(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) == 0) return;
+  if (errno != ENOTEMPTY && errno != EEXIST)
+    throw Error(str("cannot rename ", from.string(), " to ", to.string(), ": ",
+                    std::strerror(errno)));
+  // The step folder already exists (a step saved twice): swap in one atomic operation, then
+  // delete the old contents, which now live at `from`.
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(from);
+    return;
+  }
+  // File systems without RENAME_EXCHANGE: move the old folder aside first (a crash in between
+  // leaves "latest" naming a missing folder, and loaders fall back to an older step).
+  const fs::path aside = str(to.string(), ".old-", ::getpid());
+  fs::remove_all(aside);
+  if (::rename(to.c_str(), aside.c_str()) != 0 || ::rename(from.c_str(), to.c_str()) != 0)
+    throw Error(str("cannot replace ", to.string(), " with ", from.string(), ": ",
+                    std::strerror(errno)));
+  fs::remove_all(aside);
+}
+
+void prune(const fs::path& ckpt_dir, int keep_last, const fs::path& just_written) {
+  if (keep_last <= 0) return;
+  std::string why;
+  const auto latest = read_latest_name(ckpt_dir, &why);
+  int kept = 0;
+  for (const auto& [step, path] : list_step_dirs(ckpt_dir)) {
+    const bool is_protected = path == just_written || (latest && path == ckpt_dir / *latest);
+    if (kept < keep_last || is_protected) {
+      ++kept;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (ec) log_warn("cannot remove old checkpoint ", path.string(), ": ", ec.message());
+  }
+}
+
+}  // namespace
+
+const NamedTensors* CheckpointData::file(const std::string& name) const {
+  for (const auto& [n, tensors] : files)
+    if (n == name) return &tensors;
+  return nullptr;
+}
+
+std::string save_checkpoint(const std::string& run_dir, const CheckpointData& data,
+                            int keep_last) {
+  ELMO_CHECK(data.step >= 0, "checkpoint step must be >= 0, got ", data.step);
+  ELMO_CHECK(keep_last >= 0, "keep_last must be >= 0, got ", keep_last);
+  ELMO_CHECK(data.state.is_object() || data.state.is_null(),
+             "checkpoint state must be a JSON object, got ", data.state.type_name());
+  nlohmann::json state = data.state.is_null() ? nlohmann::json::object() : data.state;
+  for (const char* key : kReservedKeys)
+    ELMO_CHECK(!state.contains(key), "checkpoint state may not use the reserved key '", key, "'");
+  std::set<std::string> names;
+  nlohmann::json file_list = nlohmann::json::array();
+  for (const auto& [name, tensors] : data.files) {
+    ELMO_CHECK(valid_file_name(name), "bad checkpoint file name '", name,
+               "' (letters, digits, '_', '-', '.'; not 'state')");
+    ELMO_CHECK(names.insert(name).second, "checkpoint file '", name, "' given twice");
+    file_list.push_back(name);
+  }
+  state["format"] = kCheckpointFormat;
+  state["step"] = data.step;
+  state["files"] = file_list;
+
+  const fs::path ckpt_dir = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckpt_dir, ec);
+  if (ec) throw Error(str("cannot create ", ckpt_dir.string(), ": ", ec.message()));
+  const fs::path final_dir = ckpt_dir / step_name(data.step);
+  const fs::path tmp_dir = ckpt_dir / str(step_name(data.step), ".tmp-", ::getpid());
+  remove_leftovers(ckpt_dir, fs::path());
+  fs::create_directory(tmp_dir, ec);
+  if (ec) throw Error(str("cannot create ", tmp_dir.string(), ": ", ec.message()));
+  try {
+    const std::map<std::string, std::string> meta = {{"format", kCheckpointFormat},
+                                                     {"step", std::to_string(data.step)}};
+    for (const auto& [name, tensors] : data.files)
+      save_safetensors((tmp_dir / (name + ".safetensors")).string(), tensors, meta);
+    write_file_atomic((tmp_dir / kStateFile).string(), state.dump(2) + "\n");  // last inside
+    install_dir(tmp_dir, final_dir);
+    fsync_directory(ckpt_dir.string());
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  write_file_atomic((ckpt_dir / kLatestFile).string(), step_name(data.step) + "\n");
+  prune(ckpt_dir, keep_last, final_dir);
+  return final_dir.string();
+}
+
+CheckpointData load_checkpoint(const std::string& path_text) {
+  const fs::path path(path_text);
+  if (!fs::is_directory(path))
+    throw Error(str(path_text, ": no such checkpoint folder (pass a step-<N> folder, a "
+                               "checkpoints folder or a run folder)"));
+  if (looks_like_step_dir(path)) return load_step_dir(path);
+
+  const fs::path ckpt_dir = checkpoints_dir_of(path);
+  std::string latest_problem;
+  const std::vector<fs::path> tries = candidates(ckpt_dir, &latest_problem);
+  if (tries.empty())
+    throw Error(str(path_text, ": no checkpoint found (no step-<N> folder in ", ckpt_dir.string(),
+                    ")"));
+  std::string first_error;
+  for (size_t i = 0; i < tries.size(); ++i) {
+    try {
+      CheckpointData data = load_step_dir(tries[i]);
+      if (i > 0 || !latest_problem.empty())
+        log_warn("falling back to checkpoint ", tries[i].string(), ": ",
+                 latest_problem.empty() ? first_error : latest_problem);
+      return data;
+    } catch (const Error& e) {
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  throw Error(first_error);
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& run_dir) {
+  const fs::path ckpt_dir = checkpoints_dir_of(run_dir);
+  if (!fs::is_directory(ckpt_dir)) return std::nullopt;
+  std::string latest_problem;
+  for (const auto& dir : candidates(ckpt_dir, &latest_problem))
+    if (!incomplete_reason(dir)) return dir.string();
+  return std::nullopt;
+}
+
+}  // namespace elmo

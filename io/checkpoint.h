@@ -1,0 +1,60 @@
+// Checkpoints: crash-safe directories of safetensors files plus state.json.
+//
+// Layout (DESIGN.md §5):
+//   <run_dir>/checkpoints/step-<N>/<name>.safetensors   one per CheckpointData::files entry
+//                                   state.json           written last inside the folder
+//   <run_dir>/checkpoints/latest                         "step-<N>\n", updated last of all
+// Saving builds "step-<N>.tmp-<pid>" next to the final folder, fsyncs every file, renames the
+// folder into place (atomically replacing an older folder of the same step), fsyncs the parent,
+// then rewrites "latest" atomically and finally prunes old step folders. A crash at any moment
+// leaves the previous checkpoint loadable; leftover "*.tmp-*" entries are ignored by readers and
+// removed by the next save.
+// state.json is the caller's JSON object plus three reserved keys written by save_checkpoint:
+// "format": "elmo_fast-checkpoint-1", "step": N and "files": ["model", "optimizer", ...].
+// What it is not: it does not know what the tensors mean (the trainer fills and reads them).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace elmo {
+
+inline constexpr const char* kCheckpointFormat = "elmo_fast-checkpoint-1";
+
+struct CheckpointData {
+  int64_t step = 0;
+  // Caller state (tokens seen, stream positions, RNG states, config hash, world size...): a JSON
+  // object (or null). The reserved keys "format", "step" and "files" are managed here and are
+  // not returned by load_checkpoint.
+  nlohmann::json state;
+  // {"model", [...]}, {"optimizer", [...]}, {"carry", [...]}: each becomes <name>.safetensors.
+  // Names: letters, digits, '_', '-', '.'; unique.
+  std::vector<std::pair<std::string, NamedTensors>> files;
+
+  // The tensors of file `name`, or nullptr when the checkpoint has no such file.
+  const NamedTensors* file(const std::string& name) const;
+};
+
+// Saves into <run_dir>/checkpoints/step-<step>/ and returns that path. keep_last > 0 keeps only
+// the newest keep_last step folders (by step number; the one just written and the one "latest"
+// names are never deleted); keep_last == 0 keeps all.
+std::string save_checkpoint(const std::string& run_dir, const CheckpointData& data,
+                            int keep_last);
+
+// `path` may be a step folder, a checkpoints folder or a run folder. For the latter two,
+// "latest" is followed; when it is missing or names a missing, incomplete or damaged folder, the
+// newest step folder that loads is used instead, with a warning. Errors name the file and say
+// whether the checkpoint is incomplete, damaged or not an elmo_fast checkpoint at all.
+CheckpointData load_checkpoint(const std::string& path);
+
+// The step folder load_checkpoint(run_dir) would pick (run or checkpoints folder), judged by a
+// complete state.json and the presence of its files; nullopt when there is none.
+std::optional<std::string> find_latest_checkpoint(const std::string& run_dir);
+
+}  // namespace elmo

@@ -1,0 +1,205 @@
+#include "io/checkpoint.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "io/atomic_file.h"
+#include "runtime/error.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+CheckpointData make_data(int64_t step) {
+  CheckpointData d;
+  d.step = step;
+  d.state = {{"tokens_seen", 1000 * step}, {"streams", {{"fwd", {1, 2, 3}}}}, {"seed", 7}};
+  const float s = static_cast<float>(step);
+  d.files = {{"model",
+              {{"embedding.weight", Tensor::from_floats({s, 1, 2, 3, 4, 5}, {3, 2})},
+               {"softmax.bias", Tensor::from_floats({-1, s, 0.5f}, {3})}}},
+             {"optimizer", {{"embedding.weight.adagrad_acc", Tensor::from_floats({1, 1, 1, 1, 1, s}, {3, 2})}}},
+             {"carry", {{"fwd.0.h", Tensor::zeros({2, 4})}}}};
+  return d;
+}
+
+void expect_same(const CheckpointData& a, const CheckpointData& b) {
+  EXPECT_EQ(a.step, b.step);
+  EXPECT_EQ(a.state, b.state);
+  ASSERT_EQ(a.files.size(), b.files.size());
+  for (size_t f = 0; f < a.files.size(); ++f) {
+    EXPECT_EQ(a.files[f].first, b.files[f].first);
+    ASSERT_EQ(a.files[f].second.size(), b.files[f].second.size());
+    for (size_t i = 0; i < a.files[f].second.size(); ++i) {
+      EXPECT_EQ(a.files[f].second[i].first, b.files[f].second[i].first);
+      EXPECT_EQ(a.files[f].second[i].second.to_floats(), b.files[f].second[i].second.to_floats());
+    }
+  }
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    load_checkpoint(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(Checkpoint, SaveAndLoadFromStepCheckpointsAndRunFolders) {
+  const std::string run = testing::temp_dir("ckpt_roundtrip");
+  const CheckpointData data = make_data(5);
+  const std::string path = save_checkpoint(run, data, 0);
+  EXPECT_EQ(path, run + "/checkpoints/step-5");
+  EXPECT_EQ(entries(path), (std::vector<std::string>{"carry.safetensors", "model.safetensors",
+                                                      "optimizer.safetensors", "state.json"}));
+  EXPECT_EQ(read_file(run + "/checkpoints/latest"), "step-5\n");
+  const auto state = nlohmann::json::parse(read_file(path + "/state.json"));
+  EXPECT_EQ(state["format"], kCheckpointFormat);
+  EXPECT_EQ(state["step"], 5);
+  EXPECT_EQ(state["tokens_seen"], 5000);
+  for (const std::string& p : {path, run + "/checkpoints", run}) {
+    SCOPED_TRACE(p);
+    const CheckpointData back = load_checkpoint(p);
+    expect_same(back, data);
+    ASSERT_NE(back.file("carry"), nullptr);
+    EXPECT_EQ(back.file("nope"), nullptr);
+  }
+  EXPECT_EQ(find_latest_checkpoint(run), path);
+  EXPECT_EQ(find_latest_checkpoint(run + "/checkpoints"), path);
+}
+
+TEST(Checkpoint, KeepLastPrunesOldStepsButNeverLatestOrTheNewOne) {
+  const std::string run = testing::temp_dir("ckpt_prune");
+  for (int step = 1; step <= 5; ++step) save_checkpoint(run, make_data(step), 2);
+  EXPECT_EQ(entries(run + "/checkpoints"),
+            (std::vector<std::string>{"latest", "step-4", "step-5"}));
+  // A run resumed from an older point: step 3 is written while step-4/5 exist.
+  save_checkpoint(run, make_data(3), 1);
+  EXPECT_EQ(entries(run + "/checkpoints"),
+            (std::vector<std::string>{"latest", "step-3", "step-5"}));
+  EXPECT_EQ(load_checkpoint(run).step, 3);  // "latest" wins over the higher step number
+  // keep_last 0 keeps everything.
+  const std::string all = testing::temp_dir("ckpt_keep_all");
+  for (int step = 1; step <= 3; ++step) save_checkpoint(all, make_data(step), 0);
+  EXPECT_EQ(entries(all + "/checkpoints"),
+            (std::vector<std::string>{"latest", "step-1", "step-2", "step-3"}));
+}
+
+TEST(Checkpoint, SavingTheSameStepTwiceReplacesIt) {
+  const std::string run = testing::temp_dir("ckpt_twice");
+  save_checkpoint(run, make_data(2), 0);
+  CheckpointData second = make_data(2);
+  second.state["tokens_seen"] = 42;
+  second.files.pop_back();
+  save_checkpoint(run, second, 0);
+  expect_same(load_checkpoint(run), second);
+  EXPECT_EQ(entries(run + "/checkpoints"), (std::vector<std::string>{"latest", "step-2"}));
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/step-2/carry.safetensors"));
+}
+
+TEST(Checkpoint, CrashLeftoversAreIgnoredAndCleanedUp) {
+  const std::string run = testing::temp_dir("ckpt_crash");
+  save_checkpoint(run, make_data(5), 0);
+  // Crash while building step 6: a partial temporary folder and a temporary "latest".
+  const fs::path ckpt = fs::path(run) / "checkpoints";
+  fs::create_directory(ckpt / "step-6.tmp-99999");
+  write_file_atomic((ckpt / "step-6.tmp-99999" / "model.safetensors").string(), "garbage");
+  write_file_atomic((ckpt / "latest.tmp-99999").string(), "step-");
+  EXPECT_EQ(load_checkpoint(run).step, 5);
+  EXPECT_EQ(find_latest_checkpoint(run), (ckpt / "step-5").string());
+  save_checkpoint(run, make_data(7), 0);
+  EXPECT_EQ(entries(ckpt), (std::vector<std::string>{"latest", "step-5", "step-7"}));
+}
+
+TEST(Checkpoint, FallsBackWhenLatestIsMissingOrPointsToAnIncompleteFolder) {
+  const std::string run = testing::temp_dir("ckpt_fallback");
+  save_checkpoint(run, make_data(5), 0);
+  const fs::path ckpt = fs::path(run) / "checkpoints";
+  // An incomplete newer folder (no state.json) that "latest" names.
+  fs::create_directory(ckpt / "step-6");
+  write_file_atomic((ckpt / "step-6" / "model.safetensors").string(), "partial");
+  write_file_atomic((ckpt / "latest").string(), "step-6\n");
+  EXPECT_EQ(load_checkpoint(run).step, 5);
+  EXPECT_EQ(find_latest_checkpoint(run), (ckpt / "step-5").string());
+  // "latest" names a folder that does not exist.
+  write_file_atomic((ckpt / "latest").string(), "step-9\n");
+  EXPECT_EQ(load_checkpoint(run).step, 5);
+  // No "latest" at all.
+  fs::remove(ckpt / "latest");
+  EXPECT_EQ(load_checkpoint(run).step, 5);
+  EXPECT_EQ(find_latest_checkpoint(run), (ckpt / "step-5").string());
+  // A damaged newest checkpoint (truncated tensor file) is skipped too.
+  save_checkpoint(run, make_data(8), 0);
+  fs::resize_file(ckpt / "step-8" / "model.safetensors", 20);
+  EXPECT_EQ(load_checkpoint(run).step, 5);
+}
+
+TEST(Checkpoint, IncompleteOrDamagedStepFoldersNameTheFile) {
+  const std::string run = testing::temp_dir("ckpt_damaged");
+  const std::string path = save_checkpoint(run, make_data(3), 0);
+  const std::string model = path + "/model.safetensors";
+  const std::string saved = read_file(model);
+
+  fs::resize_file(model, saved.size() - 4);
+  EXPECT_THAT(load_error(path), HasSubstr("checkpoint " + path + " is damaged: " + model +
+                                          ": truncated safetensors file"));
+  fs::remove(model);
+  EXPECT_THAT(load_error(path), HasSubstr(model + " is missing: checkpoint " + path +
+                                          " is incomplete or damaged"));
+  write_file_atomic(model, saved);
+  EXPECT_NO_THROW(load_checkpoint(path));
+
+  fs::remove(path + "/state.json");
+  EXPECT_THAT(load_error(path), HasSubstr(path + "/state.json is missing: checkpoint " + path +
+                                          " is incomplete"));
+  EXPECT_FALSE(find_latest_checkpoint(run).has_value());
+  EXPECT_THAT(load_error(run), HasSubstr("is incomplete"));
+
+  write_file_atomic(path + "/state.json", "{\"step\": 3,");
+  EXPECT_THAT(load_error(path), HasSubstr("is damaged: state.json is not valid JSON"));
+}
+
+TEST(Checkpoint, ForeignFoldersAreRecognised) {
+  const std::string dir = testing::temp_dir("ckpt_foreign");
+  write_file_atomic(dir + "/state.json", R"({"step": 3, "files": []})");
+  EXPECT_THAT(load_error(dir), HasSubstr("not an elmo_fast checkpoint"));
+  write_file_atomic(dir + "/state.json",
+                    R"({"format": "elmo_fast-checkpoint-9", "step": 3, "files": []})");
+  EXPECT_THAT(load_error(dir), HasSubstr("unsupported checkpoint format 'elmo_fast-checkpoint-9'"));
+  const std::string hf = testing::temp_dir("ckpt_hf");
+  write_file_atomic(hf + "/model.safetensors", "x");
+  EXPECT_THAT(load_error(hf), HasSubstr("not an elmo_fast checkpoint (no state.json)"));
+  EXPECT_THAT(load_error(testing::temp_dir("ckpt_empty")), HasSubstr("no checkpoint found"));
+  EXPECT_THAT(load_error(dir + "/nowhere"), HasSubstr("no such checkpoint folder"));
+  EXPECT_FALSE(find_latest_checkpoint(dir + "/nowhere").has_value());
+}
+
+TEST(Checkpoint, RejectsReservedStateKeysAndBadFileNames) {
+  const std::string run = testing::temp_dir("ckpt_reserved");
+  CheckpointData d = make_data(1);
+  d.state["format"] = "mine";
+  EXPECT_THROW(save_checkpoint(run, d, 0), Error);
+  d = make_data(1);
+  d.files.push_back({"../evil", {}});
+  EXPECT_THROW(save_checkpoint(run, d, 0), Error);
+  d = make_data(1);
+  d.files.push_back({"model", {}});
+  EXPECT_THROW(save_checkpoint(run, d, 0), Error);
+  EXPECT_FALSE(find_latest_checkpoint(run).has_value());
+}
+
+}  // namespace
+}  // namespace elmo
