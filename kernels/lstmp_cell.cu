@@ -11,16 +11,24 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void lstmp_cell_forward_kernel(int64_t rows, int64_t cell, float cell_clip,
-                                          const float* z,
-                                          const float* __restrict__ c_prev, float* c, float* m,
-                                          float* gates, float* c_raw) {
+                                          const float* z, const float* __restrict__ c_prev,
+                                          float* c, float* m, float* gates, float* c_raw) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // b * C + j
   if (e >= rows * cell) return;
   const int64_t b = e / cell, j = e - b * cell;
-  // gates may alias z: every element reads and writes only its own four positions.
-  lstmp_cell_forward_at(cell, j, z + b * 4 * cell, c_prev ? c_prev[e] : 0.0f, cell_clip,
-                        gates ? gates + b * 4 * cell : nullptr, c + e,
-                        c_raw ? c_raw + e : nullptr, m + e);
+  const float* zi = z + b * 4 * cell + j;  // gate blocks at zi[0], zi[C], zi[2C], zi[3C]
+  const LstmCellForward r = lstmp_cell_forward_math(zi[0], zi[cell], zi[2 * cell], zi[3 * cell],
+                                                    c_prev ? c_prev[e] : 0.0f, cell_clip);
+  c[e] = r.c;
+  m[e] = r.m;
+  if (c_raw) c_raw[e] = r.c_raw;
+  if (gates) {  // may alias z: this thread has read its four positions already
+    float* gi = gates + b * 4 * cell + j;
+    gi[0] = r.i;
+    gi[cell] = r.f;
+    gi[2 * cell] = r.g;
+    gi[3 * cell] = r.o;
+  }
 }
 
 __global__ void lstmp_cell_backward_kernel(int64_t rows, int64_t cell, float cell_clip,
@@ -31,10 +39,16 @@ __global__ void lstmp_cell_backward_kernel(int64_t rows, int64_t cell, float cel
   const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= rows * cell) return;
   const int64_t b = e / cell, j = e - b * cell;
-  const float dcp = lstmp_cell_backward_at(cell, j, gates + b * 4 * cell,
-                                           c_prev ? c_prev[e] : 0.0f, c_raw[e], cell_clip, dm[e],
-                                           dc_next ? dc_next[e] : 0.0f, dz + b * 4 * cell);
-  if (dc_prev) dc_prev[e] = dcp;
+  const float* gi = gates + b * 4 * cell + j;
+  const LstmCellBackward r = lstmp_cell_backward_math(
+      gi[0], gi[cell], gi[2 * cell], gi[3 * cell], c_prev ? c_prev[e] : 0.0f, c_raw[e],
+      cell_clip, dm[e], dc_next ? dc_next[e] : 0.0f);
+  float* dzi = dz + b * 4 * cell + j;  // may alias the gates: read above
+  dzi[0] = r.dzi;
+  dzi[cell] = r.dzf;
+  dzi[2 * cell] = r.dzg;
+  dzi[3 * cell] = r.dzo;
+  if (dc_prev) dc_prev[e] = r.dc_prev;  // may alias dc_next: read above
 }
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }

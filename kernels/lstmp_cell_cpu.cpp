@@ -1,4 +1,13 @@
-// CPU twin of the fused LSTM cell: parallel over rows, the per-element math from lstmp_cell.h.
+// CPU twin of the fused LSTM cell: parallel over rows; within a row, chunks of kChunk columns are
+// computed into local arrays (no aliasing with the outputs, so the loops vectorise) with the
+// per-element math of lstmp_cell.h, then stored.
+//
+// GCC only if-converts (and so vectorises) the clamps and selects of the activations when it may
+// assume that float comparisons do not trap; nothing here reads the FP exception flags. The
+// pragma precedes the includes so the inlined header math is compiled with the same options.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "kernels/lstmp_cell.h"
 
 #include <algorithm>
@@ -8,23 +17,75 @@
 namespace elmo {
 
 namespace {
+constexpr int64_t kChunk = 64;
+constexpr float kZeros[kChunk] = {};
+
 // Rows per parallel chunk: about 16k elements of work per thread before it is worth forking.
 int64_t row_grain(int64_t cell) { return std::max<int64_t>(1, (16384 + cell - 1) / cell); }
+
+void store(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+
+// One chunk of n <= kChunk columns into local arrays. Separate functions with restrict
+// pointers, kept out of line: GCC vectorises these loops, not the same loops inlined into the
+// row loop (the call costs nothing next to 64 elements of work).
+__attribute__((noinline)) void forward_chunk(int64_t n, int64_t cell, float cell_clip, const float* __restrict__ zi,
+                   const float* __restrict__ cp, float* __restrict__ li, float* __restrict__ lf,
+                   float* __restrict__ lg, float* __restrict__ lo, float* __restrict__ lraw,
+                   float* __restrict__ lc, float* __restrict__ lm) {
+  for (int64_t k = 0; k < n; ++k) {
+    const LstmCellForward r = lstmp_cell_forward_math(zi[k], zi[cell + k], zi[2 * cell + k],
+                                                      zi[3 * cell + k], cp[k], cell_clip);
+    li[k] = r.i;
+    lf[k] = r.f;
+    lg[k] = r.g;
+    lo[k] = r.o;
+    lraw[k] = r.c_raw;
+    lc[k] = r.c;
+    lm[k] = r.m;
+  }
+}
+
+__attribute__((noinline)) void backward_chunk(int64_t n, int64_t cell, float cell_clip, const float* __restrict__ gi,
+                    const float* __restrict__ cp, const float* __restrict__ raw,
+                    const float* __restrict__ dm, const float* __restrict__ dcn,
+                    float* __restrict__ li, float* __restrict__ lf, float* __restrict__ lg,
+                    float* __restrict__ lo, float* __restrict__ ldcp) {
+  for (int64_t k = 0; k < n; ++k) {
+    const LstmCellBackward r =
+        lstmp_cell_backward_math(gi[k], gi[cell + k], gi[2 * cell + k], gi[3 * cell + k], cp[k],
+                                 raw[k], cell_clip, dm[k], dcn[k]);
+    li[k] = r.dzi;
+    lf[k] = r.dzf;
+    lg[k] = r.dzg;
+    lo[k] = r.dzo;
+    ldcp[k] = r.dc_prev;
+  }
+}
 }  // namespace
 
 void lstmp_cell_forward_cpu(int64_t rows, int64_t cell, float cell_clip, const float* z,
                             const float* c_prev, float* c, float* m, float* gates, float* c_raw) {
   parallel_for(rows, row_grain(cell), [&](int64_t begin, int64_t end) {
+    float li[kChunk], lf[kChunk], lg[kChunk], lo[kChunk], lraw[kChunk], lc[kChunk], lm[kChunk];
     for (int64_t b = begin; b < end; ++b) {
-      const float* z_row = z + b * 4 * cell;                    // [4C]
-      float* g_row = gates ? gates + b * 4 * cell : nullptr;    // [4C]
-      const float* cp_row = c_prev ? c_prev + b * cell : nullptr;
-      float* c_row = c + b * cell;
-      float* cr_row = c_raw ? c_raw + b * cell : nullptr;
-      float* m_row = m + b * cell;
-      for (int64_t j = 0; j < cell; ++j)
-        lstmp_cell_forward_at(cell, j, z_row, cp_row ? cp_row[j] : 0.0f, cell_clip, g_row,
-                              c_row + j, cr_row ? cr_row + j : nullptr, m_row + j);
+      const float* z_row = z + b * 4 * cell;  // [4C]: i, f, g, o blocks
+      for (int64_t j0 = 0; j0 < cell; j0 += kChunk) {
+        const int64_t n = std::min(kChunk, cell - j0);
+        const float* cp = c_prev ? c_prev + b * cell + j0 : kZeros;
+        forward_chunk(n, cell, cell_clip, z_row + j0, cp, li, lf, lg, lo, lraw, lc, lm);
+        // All of this chunk's z is read: the gates may now overwrite it (gates == z).
+        const int64_t e = b * cell + j0;
+        store(c + e, lc, n);
+        store(m + e, lm, n);
+        if (c_raw) store(c_raw + e, lraw, n);
+        if (gates) {
+          float* g_row = gates + b * 4 * cell + j0;
+          store(g_row, li, n);
+          store(g_row + cell, lf, n);
+          store(g_row + 2 * cell, lg, n);
+          store(g_row + 3 * cell, lo, n);
+        }
+      }
     }
   });
 }
@@ -33,15 +94,20 @@ void lstmp_cell_backward_cpu(int64_t rows, int64_t cell, float cell_clip, const 
                              const float* c_prev, const float* c_raw, const float* dm,
                              const float* dc_next, float* dz, float* dc_prev) {
   parallel_for(rows, row_grain(cell), [&](int64_t begin, int64_t end) {
+    float li[kChunk], lf[kChunk], lg[kChunk], lo[kChunk], ldcp[kChunk];
     for (int64_t b = begin; b < end; ++b) {
-      const float* g_row = gates + b * 4 * cell;  // [4C]
-      float* dz_row = dz + b * 4 * cell;          // [4C]
-      const int64_t o = b * cell;
-      for (int64_t j = 0; j < cell; ++j) {
-        const float dcp = lstmp_cell_backward_at(
-            cell, j, g_row, c_prev ? c_prev[o + j] : 0.0f, c_raw[o + j], cell_clip, dm[o + j],
-            dc_next ? dc_next[o + j] : 0.0f, dz_row);
-        if (dc_prev) dc_prev[o + j] = dcp;
+      for (int64_t j0 = 0; j0 < cell; j0 += kChunk) {
+        const int64_t n = std::min(kChunk, cell - j0);
+        const int64_t e = b * cell + j0;
+        backward_chunk(n, cell, cell_clip, gates + b * 4 * cell + j0, c_prev ? c_prev + e : kZeros,
+                       c_raw + e, dm + e, dc_next ? dc_next + e : kZeros, li, lf, lg, lo, ldcp);
+        // dz may be gates and dc_prev may be dc_next: stored after the chunk is read.
+        float* dz_row = dz + b * 4 * cell + j0;
+        store(dz_row, li, n);
+        store(dz_row + cell, lf, n);
+        store(dz_row + 2 * cell, lg, n);
+        store(dz_row + 3 * cell, lo, n);
+        if (dc_prev) store(dc_prev + e, ldcp, n);
       }
     }
   });
