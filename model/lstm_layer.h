@@ -1,0 +1,110 @@
+// One LSTM-with-projection (LSTMP) layer over T steps of B rows, CPU backend: forward and BPTT.
+//
+// What it is: the DESIGN.md §4 layer
+//   z_t = W_ih x_t + W_hh h_{t-1} + b          gate blocks i, f, g, o (each C wide)
+//   c_t = clip(f*c_{t-1} + i*g, ±cell_clip);  m_t = o*tanh(c_t)
+//   h_t = clip(W_hr m_t, ±proj_clip)           (proj_dim == 0: plain LSTM, h_t = m_t, H = C)
+// with weights in PyTorch layout (weight_ih [4C, in], weight_hh [4C, H], bias [4C],
+// weight_hr [P, C]) and time-major activations (x [T, B, in], y [T, B, H]). A clip value <= 0
+// means no clip. Backward is truncated at the batch boundary: no gradient reaches h0 or c0.
+// What it is not: parameter storage, dropout or residuals (model/lstm_stack.h), or a GPU path.
+//
+// Work per call: one GEMM for the input part of all T steps, then per step the recurrent GEMM,
+// the fused cell (kernels/lstmp_cell.h) and the projection GEMM. Backward batches the weight
+// gradients over all T*B rows (dW_ih = dZ^T X and friends are single GEMMs).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace elmo {
+
+struct LstmLayerShape {
+  int64_t input_dim = 0;
+  int64_t cell_size = 0;
+  int64_t proj_dim = 0;  // 0: no projection
+  float cell_clip = 0.0f;  // <= 0: no clip
+  float proj_clip = 0.0f;  // <= 0: no clip (ignored without projection)
+  int64_t hidden() const { return proj_dim > 0 ? proj_dim : cell_size; }
+  int64_t gates() const { return 4 * cell_size; }
+};
+
+struct LstmLayerWeights {
+  const float* w_ih = nullptr;  // [4C, in]
+  const float* w_hh = nullptr;  // [4C, H]
+  const float* bias = nullptr;  // [4C]
+  const float* w_hr = nullptr;  // [P, C]; nullptr when proj_dim == 0
+};
+
+// Gradients are ACCUMULATED (+=) into these.
+struct LstmLayerGrads {
+  float* w_ih = nullptr;
+  float* w_hh = nullptr;
+  float* bias = nullptr;
+  float* w_hr = nullptr;
+};
+
+// A grow-only f32 buffer (64-byte aligned through Tensor); reallocates only when asked for more.
+class FloatBuffer {
+ public:
+  float* ensure(int64_t n);
+  float* data() const { return tensor_.defined() ? tensor_.data<float>() : nullptr; }
+  int64_t capacity() const { return tensor_.defined() ? tensor_.numel() : 0; }
+
+ private:
+  Tensor tensor_;
+};
+
+// Scratch and saved activations of one layer, allocated on first use and reused: after the
+// first call with the largest (T, B), forward and backward allocate nothing. Training mode
+// keeps what backward needs; backward consumes it (it overwrites the gates with dZ in place), so
+// every backward needs its own training-mode forward.
+class LstmLayerWorkspace {
+ public:
+  int64_t bytes() const;  // memory held
+
+ private:
+  friend void lstm_layer_forward(const LstmLayerShape&, const LstmLayerWeights&, int64_t,
+                                 int64_t, const float*, const float*, const float*, float*,
+                                 float*, float*, LstmLayerWorkspace*, bool);
+  friend void lstm_layer_backward(const LstmLayerShape&, const LstmLayerWeights&, int64_t,
+                                  int64_t, const float*, const float*, LstmLayerWorkspace&,
+                                  const float*, float*, const LstmLayerGrads&);
+
+  FloatBuffer gates_;  // [T, B, 4C]: z, then activated gates (training), then dZ (backward)
+  FloatBuffer c_;      // training [T, B, C] clipped cell states; inference [2, B, C] ping-pong
+  FloatBuffer c_raw_;  // [T, B, C] pre-clip cell states (training with cell_clip > 0)
+  FloatBuffer m_;      // training [T, B, C]; inference [B, C] (projection only)
+  FloatBuffer r_;      // [T, B, P] pre-clip projections (training with proj_clip > 0)
+  FloatBuffer h0_, c0_;  // [B, H], [B, C] copies of the initial state (training)
+  FloatBuffer dr_;     // [T, B, P] gradient w.r.t. the pre-clip projection (backward)
+  FloatBuffer dm_;     // [B, C]
+  FloatBuffer dc_;     // [B, C] cell-state gradient carried backwards in time
+  FloatBuffer ones_;   // [T * B] for the bias-gradient GEMM
+  int64_t ones_filled_ = 0;
+  const float* ones_data_ = nullptr;
+  int64_t saved_T_ = 0, saved_B_ = 0;
+  bool has_h0_ = false, has_c0_ = false;
+  bool ready_for_backward_ = false;
+};
+
+// x [T, B, in]; h0 [B, H] and c0 [B, C] (nullptr = zeros) -> y [T, B, H], h_last [B, H] and
+// c_last [B, C] (each nullable; they may alias h0 / c0 for state carrying).
+// training = true keeps the activations backward needs in `ws`; false saves nothing.
+// ws == nullptr (inference only) uses a temporary workspace: convenient, but allocates per call.
+void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& weights, int64_t T,
+                        int64_t B, const float* x, const float* h0, const float* c0, float* y,
+                        float* h_last, float* c_last, LstmLayerWorkspace* ws, bool training);
+
+// Backward of the last training forward that used `ws`, with the same x and y it read/wrote.
+// dy [T, B, H] -> dx [T, B, in] (overwritten; nullable to skip) and grads += dW_ih, dW_hh, db,
+// dW_hr (w_hr only with projection). Throws if `ws` holds no matching training forward.
+void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& weights, int64_t T,
+                         int64_t B, const float* x, const float* y, LstmLayerWorkspace& ws,
+                         const float* dy, float* dx, const LstmLayerGrads& grads);
+
+// Checks dimensions and weights; throws elmo::Error naming what is wrong.
+void check_lstm_layer_shape(const LstmLayerShape& shape, const char* where);
+
+}  // namespace elmo
