@@ -99,6 +99,7 @@ class TrainingRun {
   Clock::time_point timed_start_;
   int64_t timed_tokens_ = 0, timed_from_step_ = -1;
   Clock::time_point last_checkpoint_time_;
+  Clock::time_point run_start_ = Clock::now();
   std::string last_checkpoint_;
 };
 
@@ -179,7 +180,7 @@ void TrainingRun::resume_from(const std::string& where) {
   }
   batcher_->restore(BatcherState::from_json(s.at("batcher")));
   sampler_ = Rng(rng_from_json(s.at("sampler_rng")));
-  step_ = s.at("step").get<int64_t>();
+  step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
   log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
            batcher_->epochs_done(), ")");
@@ -189,7 +190,6 @@ void TrainingRun::save(bool final_save) {
   CheckpointData ckpt;
   ckpt.step = step_;
   nlohmann::json& s = ckpt.state;
-  s["step"] = step_;
   s["tokens"] = tokens_;
   s["epoch"] = batcher_->epochs_done();
   s["config"] = config_to_toml(config_);
@@ -244,7 +244,8 @@ void TrainingRun::log_interval(bool force) {
                          : -1.0;
   progress_.update(snap, due);
   if (!due) return;
-  Scalars scalars{{"tokens", static_cast<double>(tokens_)},
+  Scalars scalars{{"time", seconds_since(run_start_)},
+                  {"tokens", static_cast<double>(tokens_)},
                   {"loss", loss},
                   {"ppl", std::exp(loss)},
                   {"tokens_per_s", rate},

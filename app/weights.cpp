@@ -75,7 +75,6 @@ int import_bilm_command(const ImportArgs& args) {
   vocab.save(args.out + "/vocab.txt");
   CheckpointData ckpt;
   ckpt.step = 0;
-  ckpt.state["step"] = 0;
   ckpt.state["tokens"] = 0;
   ckpt.state["imported_from"] = args.weights;
   ckpt.state["config"] = config_to_toml(config);

@@ -108,13 +108,16 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
       m.d_top[d] = Tensor::empty({N, H});
       m.d_embedded[d] = Tensor::empty({N, E});
     }
+  }
+  // The directions are independent until the shared softmax: one thread each.
+  run_concurrently(dirs, [&](int d) {
     to_time_major(batches[d].inputs, B, T, m.ids[d].data<int32_t>());
     to_time_major(batches[d].targets, B, T, m.targets[d].data<int32_t>());
     embedding_forward(embedding, m.ids[d], m.embedded[d]);
     float* h = states[d].h.data<float>();
     float* c = states[d].c.data<float>();
     m.stacks[d].forward(T, B, m.embedded[d].data<float>(), h, c, h, c, run);
-  }
+  });
 
   // Gradients of loss x T with loss = mean over directions of the mean NLL per row.
   const float grad_scale = static_cast<float>(T) / static_cast<float>(N * dirs);
@@ -153,11 +156,11 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
     softmax_b.sparse_grad.values = m.full_dbias;
   }
 
-  std::vector<EmbeddingGrad> embedding_grads;
-  for (int d = 0; d < dirs; ++d) {
+  run_concurrently(dirs, [&](int d) {
     m.stacks[d].backward(m.d_top[d].data<float>(), m.d_embedded[d].data<float>());
-    embedding_grads.push_back({m.ids[d], m.d_embedded[d]});
-  }
+  });
+  std::vector<EmbeddingGrad> embedding_grads;
+  for (int d = 0; d < dirs; ++d) embedding_grads.push_back({m.ids[d], m.d_embedded[d]});
   embedding_backward(embedding, embedding_grads);
 
   result.loss = 0.0;

@@ -146,7 +146,7 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
                        c_last ? c_last + l * B * C : nullptr, &layer.ws, run.training);
     if (shape_.skip_connections && l > 0) {
       float* out = layer.out.ensure(n_out);
-      add(y, in, out, n_out);
+      add(y, layer.x, out, n_out);  // bilm-tf: Dropout(Residual(cell)) adds the dropped input
       layer.outp = out;
     } else {
       layer.outp = y;
@@ -194,10 +194,10 @@ void LstmStack::backward(const float* d_output, float* d_input) {
                                layer.w_hr ? layer.w_hr->grad.data<float>() : nullptr};
     lstm_layer_backward(ls, weights(layer), T, B, layer.x, layer.y.data(), layer.ws, g, dx, grads);
     if (!dx) break;
+    if (shape_.skip_connections && l > 0) add_into(dx, g, n_in);  // residual: d x_l += d out_l
     if (drop)
       dropout_cpu(dx, dx, n_in,
                   {run_.dropout, run_.seed, dropout_stream(run_.step, dropout_site(l))});
-    if (shape_.skip_connections && l > 0) add_into(dx, g, n_in);  // residual: d in_l += d out_l
     g = dx;
     cur ^= 1;
   }

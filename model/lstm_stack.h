@@ -4,7 +4,8 @@
 // What it is, per layer l (in_0 = the input embeddings [T, B, E], in_l = out_{l-1}):
 //   x_l   = dropout(in_l)                        training only; site dir*64 + l
 //   y_l   = lstm_l(x_l)                          model/lstm_layer.h, carried state (h, c)_l
-//   out_l = y_l + in_l  if skip_connections and l > 0 (the UNDROPPED input), else y_l
+//   out_l = y_l + x_l   if skip_connections and l > 0 (the DROPPED input, as bilm-tf wraps
+//                       Dropout(Residual(cell))), else y_l
 //   top   = dropout(out_{L-1})                   training only; site dir*64 + 63
 // The carried state of a layer is its pre-residual h_T and c_T. Backward stops at the batch
 // boundary (no gradient to the initial state) and accumulates (+=) into each parameter's .grad.

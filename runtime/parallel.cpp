@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <exception>
 #include <thread>
+#include <vector>
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -17,7 +19,9 @@ void set_num_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   g_threads = threads;
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  // OpenBLAS stays single-threaded: its idle workers spin (sched_yield) and fight OpenMP for
+  // the cores. cpu_gemm splits large products over OpenMP threads instead.
+  openblas_set_num_threads(1);
 }
 
 int num_threads() {
@@ -25,7 +29,25 @@ int num_threads() {
   return g_threads;
 }
 
-void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
+
+void run_concurrently(int n, const std::function<void(int)>& task) {
+  if (n <= 1 || num_threads() <= 1 || omp_in_parallel()) {
+    for (int i = 0; i < n; ++i) task(i);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(n);
+#pragma omp parallel num_threads(n)
+  {
+    const int i = omp_get_thread_num();
+    try {
+      task(i);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;

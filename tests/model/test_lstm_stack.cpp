@@ -1,5 +1,5 @@
 // LSTMP stack of one direction: parameter registration and init, forward semantics (dropout
-// sites, residual of the undropped input, top dropout) against a manual composition of layers,
+// sites, residual of the dropped input, top dropout) against a manual composition of layers,
 // finite-difference gradients with residuals and dropout, state carrying, inference mode and
 // changing T / B.
 #include "model/lstm_stack.h"
@@ -99,7 +99,7 @@ TEST(LstmStack, ForwardMatchesManualComposition) {
     lstm_layer_forward(kShape.layer(1), w(1), T, B, x1.data(), h0.data() + B * H,
                        c0.data() + B * C, y1.data(), h.data() + B * H, c.data() + B * C,
                        nullptr, false);
-    for (size_t e = 0; e < out1.size(); ++e) out1[e] = y1[e] + y0[e];  // undropped input
+    for (size_t e = 0; e < out1.size(); ++e) out1[e] = y1[e] + x1[e];  // the dropped input
     dropout_cpu(out1.data(), top.data(), top.size(), params(63));
 
     const int64_t n = T * B * H;

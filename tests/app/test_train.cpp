@@ -1,0 +1,168 @@
+// train: a tiny end-to-end run (checkpoint, metrics, summary), resume equivalence
+// (N steps == N/2 + --resume N/2, identical parameter bytes) and every bad-input path of
+// must-show 4: one clear line, exit 2 for usage/config, 1 for runtime, checkpoints intact.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_elmo;
+
+// A model small enough to train a few steps in well under a second per step.
+std::string tiny_config(const std::string& run_dir, const std::string& extra = "") {
+  return "[run]\ndir = \"" + run_dir + "\"\nseed = 5\n"
+         "[synthetic]\nvocab_size = 150\nclasses = 4\ntrain_sentences = 3000\n"
+         "valid_sentences = 100\n"
+         "[model]\nembedding_dim = 16\ncell_size = 32\nprojection_dim = 16\nlayers = 2\n"
+         "dropout = 0.1\ncell_clip = 0.5\nproj_clip = 0.5\n"
+         "[softmax]\ntype = \"sampled\"\nsamples = 40\n"
+         "[train]\nbatch_size = 8\nunroll_steps = 10\nmax_steps = 12\nthreads = 2\n"
+         "log_every = 3\n"
+         "[checkpoint]\nevery_steps = 6\nkeep_last = 0\n"
+         "[eval]\nbatch_size = 4\n" +
+         extra;
+}
+
+std::string write_config(const std::string& dir, const std::string& text) {
+  const std::string path = dir + "/run.toml";
+  write_file_atomic(path, text);
+  return path;
+}
+
+TEST(Train, RunsWritesCheckpointMetricsAndSummary) {
+  const std::string dir = testing::temp_dir("train");
+  const std::string run = dir + "/run";
+  const auto r = run_elmo("--config " + write_config(dir, tiny_config(run)));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("best reachable perplexity"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/step-12/model.safetensors"));
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/step-6/optimizer.safetensors"));
+  EXPECT_EQ(read_file(run + "/checkpoints/latest").substr(0, 7), "step-12");
+  const auto summary = nlohmann::json::parse(read_file(run + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 12);
+  EXPECT_GT(summary["tokens_per_s"].get<double>(), 0.0);
+  EXPECT_GT(summary["valid"]["ppl"].get<double>(), 1.0);
+  std::ifstream metrics(run + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(j.contains("step"));
+    ++lines;
+  }
+  EXPECT_GE(lines, 4);
+  bool events = false;
+  for (const auto& e : fs::recursive_directory_iterator(run))
+    events |= e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
+  EXPECT_TRUE(events);
+  // A second fresh run into the same folder refuses instead of overwriting.
+  const auto again = run_elmo("--config " + dir + "/run.toml");
+  EXPECT_EQ(again.status, 2);
+  EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
+}
+
+TEST(Train, ResumeContinuesBitIdentically) {
+  const std::string dir = testing::temp_dir("resume");
+  const std::string full = dir + "/full", half = dir + "/half";
+  fs::create_directories(dir + "/a");
+  fs::create_directories(dir + "/b");
+  const std::string config_full = write_config(dir + "/a", tiny_config(full));
+  const std::string config_half = write_config(dir + "/b", tiny_config(half));
+  ASSERT_EQ(run_elmo("--config " + config_full).status, 0);
+  const auto first = run_elmo("--config " + config_half + " --set train.max_steps=6");
+  ASSERT_EQ(first.status, 0) << first.output;
+  const auto second = run_elmo("--config " + config_half + " --resume");
+  ASSERT_EQ(second.status, 0) << second.output;
+  EXPECT_NE(second.output.find("resumed from step 6"), std::string::npos) << second.output;
+  for (const char* file : {"model.safetensors", "optimizer.safetensors", "carry.safetensors"})
+    EXPECT_TRUE(read_file(full + "/checkpoints/step-12/" + file) ==
+                read_file(half + "/checkpoints/step-12/" + file))
+        << file << " differs after resume";
+}
+
+struct BadCase {
+  const char* name;
+  std::string config_text;  // written as run.toml
+  std::string extra_args;
+  int status;
+  std::string must_mention;
+};
+
+TEST(Train, BadInputGivesOneClearLineAndTheRightExitCode) {
+  const std::string dir = testing::temp_dir("bad");
+  const std::string run = dir + "/run";
+  const std::string empty_file = dir + "/empty.txt", bad_utf8 = dir + "/bad.txt",
+                    empty_vocab = dir + "/vocab.txt";
+  write_file_atomic(empty_file, "\n\n");
+  write_file_atomic(bad_utf8, "a b c\nd \xc3\x28 e\n");
+  write_file_atomic(empty_vocab, "");
+  const std::string base = tiny_config(run);
+  const std::vector<BadCase> cases = {
+      {"malformed toml", base + "[train\n", "", 2, "run.toml:"},
+      {"unknown key", tiny_config(run, "[optimizer]\nlearnin_rate = 1\n"), "", 2, "learning_rate"},
+      {"wrong type", base, "--set train.batch_size='\"big\"'", 2, "train.batch_size"},
+      {"negative size", base, "--set model.cell_size=-3", 2, "model.cell_size"},
+      {"absurd size", base, "--set model.cell_size=100000000", 2, "model.cell_size"},
+      {"missing corpus", base, "--set data.corpus=" + dir + "/nope.txt", 1, "nope.txt"},
+      {"empty corpus", base, "--set data.corpus=" + empty_file, 1, "empty"},
+      {"invalid utf-8", base, "--set data.corpus=" + bad_utf8, 1, "bad.txt:2"},
+      {"empty vocab", base, "--set data.vocab=" + empty_vocab, 1, "empty"},
+      {"samples >= vocab", base, "--set softmax.samples=100000", 2, "softmax.samples"},
+  };
+  for (const BadCase& c : cases) {
+    fs::remove_all(run);
+    const std::string config = write_config(dir, c.config_text);
+    const auto r = run_elmo("--config " + config + " " + c.extra_args);
+    EXPECT_EQ(r.status, c.status) << c.name << ": " << r.output;
+    EXPECT_NE(r.output.find(c.must_mention), std::string::npos) << c.name << ": " << r.output;
+    EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << c.name;
+  }
+}
+
+TEST(Train, BadCheckpointsAreRefusedAndLeftIntact) {
+  const std::string dir = testing::temp_dir("badckpt");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run, ""));
+  ASSERT_EQ(run_elmo("--config " + config + " --set train.max_steps=6").status, 0);
+  const std::string model = run + "/checkpoints/step-6/model.safetensors";
+  const std::string before = read_file(model);
+
+  // A different model shape.
+  auto r = run_elmo("--config " + config + " --resume --set model.cell_size=48");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("model shape"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(model), before);
+
+  const std::string text = dir + "/held_out.txt";
+  write_file_atomic(text, "a b c\n");
+  // A truncated checkpoint file.
+  const std::string copy = dir + "/copy";
+  fs::copy(run, copy, fs::copy_options::recursive);
+  const std::string copied_model = copy + "/checkpoints/step-6/model.safetensors";
+  fs::resize_file(copied_model, fs::file_size(copied_model) / 2);
+  r = run_elmo("eval --checkpoint " + copy + " --corpus " + text);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+
+  // A foreign checkpoint (state.json of something else).
+  const std::string foreign = dir + "/foreign/checkpoints/step-1";
+  fs::create_directories(foreign);
+  write_file_atomic(foreign + "/state.json", "{\"global_step\": 3}");
+  write_file_atomic(dir + "/foreign/checkpoints/latest", "step-1\n");
+  r = run_elmo("eval --checkpoint " + dir + "/foreign --corpus " + run + "/data");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("not an elmo_fast checkpoint"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(model), before);
+}
+
+}  // namespace
+}  // namespace elmo
