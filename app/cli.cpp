@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "app/commands.h"
+#include "io/config.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -124,6 +125,16 @@ int run_cli(int argc, char** argv) {
       ->delimiter(',');
   embed->add_option("--gamma", embed_args.mix_gamma, "scale of the scalar mix");
 
+  std::string show_config;
+  std::vector<std::string> show_overrides;
+  bool show_reference = false;
+  CLI::App* config_cmd = app.add_subcommand(
+      "config", "print the effective config (defaults + file + --set) or the key reference");
+  config_cmd->add_option("--config,-c", show_config, "configuration (TOML)")
+      ->check(CLI::ExistingFile);
+  config_cmd->add_option("--set", show_overrides, "override a config key");
+  config_cmd->add_flag("--reference", show_reference, "print every key as a Markdown table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -139,6 +150,17 @@ int run_cli(int argc, char** argv) {
     if (*import_cmd) return import_bilm_command(import_args);
     if (*export_cmd) return export_bilm_command(export_args);
     if (*embed) return embed_command(embed_args);
+    if (*config_cmd) {
+      if (show_reference) {
+        std::fputs(config_reference_markdown().c_str(), stdout);
+      } else {
+        const Config config = show_config.empty()
+                                  ? config_from_string("", "defaults", show_overrides)
+                                  : load_config(show_config, show_overrides);
+        std::fputs(config_to_toml(config, /*with_comments=*/true).c_str(), stdout);
+      }
+      return 0;
+    }
     if (!top_train.config.empty()) return train_command(top_train);
     std::fputs(app.help().c_str(), stdout);
     return 2;

@@ -3,6 +3,7 @@
 #include <csignal>
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
 
 #include "app/commands.h"
@@ -97,7 +98,8 @@ class TrainingRun {
   double last_grad_norm_ = 0.0, last_lr_ = 0.0, last_loss_ = 0.0;
   // Throughput over the whole run, excluding the first step (allocation warm-up).
   Clock::time_point timed_start_;
-  int64_t timed_tokens_ = 0, timed_from_step_ = -1;
+  int64_t timed_tokens_ = 0;
+  std::vector<double> step_seconds_;
   Clock::time_point last_checkpoint_time_;
   Clock::time_point run_start_ = Clock::now();
   std::string last_checkpoint_;
@@ -325,6 +327,7 @@ int TrainingRun::run() {
   const int dirs = model_->shape().directions();
   const int64_t first_step = step_;
   while (step_ < total_steps_ && g_stop_signal == 0) {
+    const auto step_start = Clock::now();
     batcher_->next(&batch[0], &batch[1]);
     const int64_t epoch = batcher_->epoch();
     for (int d = 0; d < dirs; ++d)
@@ -338,6 +341,7 @@ int TrainingRun::run() {
     const Optimizer::StepStats stats = optimizer_->step(epoch);
     ++step_;
     tokens_ += tokens_per_step;
+    step_seconds_.push_back(seconds_since(step_start));
     last_grad_norm_ = stats.grad_norm;
     last_lr_ = stats.lr;
     interval_loss_ += result.loss;
@@ -347,7 +351,6 @@ int TrainingRun::run() {
     interval_tokens_ += tokens_per_step;
     if (step_ == first_step + 1) {
       timed_start_ = Clock::now();
-      timed_from_step_ = step_;
     } else {
       timed_tokens_ += tokens_per_step;
     }
@@ -381,7 +384,15 @@ int TrainingRun::run() {
   const double timed_seconds = std::chrono::duration<double>(loop_end - timed_start_).count();
   summary["tokens_per_s"] = timed_tokens_ > 0 ? timed_tokens_ / std::max(1e-9, timed_seconds)
                                               : tokens_ / std::max(1e-9, train_seconds);
+  summary["warmup_steps"] = 1;  // tokens_per_s leaves out the first step of this process
+  if (step_seconds_.size() > 1) {
+    std::vector<double> timed(step_seconds_.begin() + 1, step_seconds_.end());
+    std::nth_element(timed.begin(), timed.begin() + timed.size() / 2, timed.end());
+    summary["median_step_ms"] = 1e3 * timed[timed.size() / 2];
+  }
   summary["final_train_loss"] = last_loss_;
+  summary["train_corpus"] = files_.train;
+  summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;
   summary["threads"] = num_threads();
   if (!files_.valid.empty()) {

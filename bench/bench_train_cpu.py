@@ -166,10 +166,16 @@ def reference_flags(cfg, steps, threads, warmup):
 
 
 def corpus_and_vocab(cfg, run_dir, config_path):
-    """The training text and vocab elmo_fast used: the files it wrote for builtin:synthetic."""
+    """The training text and vocab elmo_fast used (summary.json names them)."""
     corpus = cfg["data"]["corpus"]
+    summary_path = os.path.join(run_dir, "summary.json")
+    if os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if os.path.isfile(summary.get("train_corpus", "")) and os.path.isfile(summary.get("vocab", "")):
+            return summary["train_corpus"], summary["vocab"]
     if corpus == "builtin:synthetic":
-        corpus = os.path.join(run_dir, "data", "synthetic.train.txt")
+        fail("summary.json of the elmo_fast run does not name the generated corpus")
     elif not os.path.isabs(corpus) and not os.path.exists(corpus):
         corpus = os.path.join(os.path.dirname(os.path.abspath(config_path)), corpus)
     if not os.path.isfile(corpus):

@@ -1,5 +1,7 @@
 #include "kernels/dropout.h"
 
+#include <algorithm>
+
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -11,9 +13,17 @@ void dropout_cpu(const float* x, float* y, int64_t n, const DropoutParams& param
     return;
   }
   const float scale = 1.0f / (1.0f - params.p);
-  parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e)
-      y[e] = x[e] * dropout_scale_at(params.seed, params.stream, e, params.p, scale);
+  // One Philox call yields the draws of 4 consecutive elements (lanes e & 3 of counter e >> 2):
+  // the same numbers as dropout_scale_at, at a quarter of the cost.
+  const int64_t blocks = (n + 3) / 4;
+  parallel_for(blocks, 1 << 12, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const U32x4 r = philox4x32(params.seed, static_cast<uint64_t>(q), params.stream);
+      const int64_t e0 = 4 * q;
+      const int lanes = static_cast<int>(std::min<int64_t>(4, n - e0));
+      for (int k = 0; k < lanes; ++k)
+        y[e0 + k] = x[e0 + k] * (u32_to_unit_float(r.v[k]) >= params.p ? scale : 0.0f);
+    }
   });
 }
 

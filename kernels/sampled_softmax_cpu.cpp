@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "kernels/sampled_softmax.h"
+
+#include "kernels/lstmp_cell.h"
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -45,11 +47,17 @@ void sampled_softmax_rows_cpu(float* logits, float* true_logits, const float* co
                    const float e_true = std::exp(z_true - max);
                    double sum = e_true;
                    if (grad) {
-                     for (int64_t j = 0; j < s; ++j) {
-                       const float e = sampled_softmax_exp(row[j], max);
-                       row[j] = e;
-                       sum += e;
-                     }
+                     // Branch-free exp (kernels/lstmp_cell.h) so the loop vectorises; masked
+                     // logits give exactly 0. Eight partial sums in a fixed order keep the
+                     // double accumulation fast and deterministic.
+                     for (int64_t j = 0; j < s; ++j)
+                       row[j] = row[j] == -FLT_MAX ? 0.0f : lstm_exp(row[j] - max);
+                     double partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                     int64_t j = 0;
+                     for (; j + 8 <= s; j += 8)
+                       for (int k = 0; k < 8; ++k) partial[k] += row[j + k];
+                     for (; j < s; ++j) partial[j & 7] += row[j];
+                     for (double part : partial) sum += part;
                    } else {
                      for (int64_t j = 0; j < s; ++j)
                        sum += sampled_softmax_exp(
