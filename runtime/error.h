@@ -27,7 +27,7 @@ class UsageError : public Error {
 template <typename... Parts>
 std::string str(const Parts&... parts) {
   std::ostringstream os;
-  (os << ... << parts);
+  if constexpr (sizeof...(parts) > 0) (os << ... << parts);
   return os.str();
 }
 

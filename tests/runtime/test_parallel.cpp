@@ -5,7 +5,7 @@
 #include <atomic>
 #include <vector>
 
-#include "runtime/cpu_blas.h"
+#include "runtime/error.h"
 
 namespace elmo {
 namespace {
@@ -18,23 +18,21 @@ TEST(Parallel, CoversEveryIndexOnce) {
   for (int h : hits) EXPECT_EQ(h, 1);
 }
 
-TEST(CpuBlas, GemmTransposes) {
-  // A [2, 3], B [3, 2]
-  const float a[] = {1, 2, 3, 4, 5, 6};
-  const float b[] = {1, 0, 0, 1, 1, 1};
-  float c[4] = {1, 1, 1, 1};
-  cpu_gemm(false, false, 2, 2, 3, 1.0f, a, 3, b, 2, 1.0f, c, 2);
-  EXPECT_FLOAT_EQ(c[0], 1 + 1 + 3);
-  EXPECT_FLOAT_EQ(c[1], 1 + 2 + 3);
-  EXPECT_FLOAT_EQ(c[2], 1 + 4 + 6);
-  EXPECT_FLOAT_EQ(c[3], 1 + 5 + 6);
-  // A^T B^T with A stored [3, 2] and B stored [2, 3]: (A^T)[2,3] (B^T)[3,2]
-  float d[4] = {0, 0, 0, 0};
-  cpu_gemm(true, true, 2, 2, 3, 1.0f, a, 2, a, 3, 0.0f, d, 2);
-  // A stored [3,2] = [[1,2],[3,4],[5,6]] -> A^T = [[1,3,5],[2,4,6]]
-  // B stored [2,3] = [[1,2,3],[4,5,6]] -> B^T = [[1,4],[2,5],[3,6]]
-  EXPECT_FLOAT_EQ(d[0], 1 * 1 + 3 * 2 + 5 * 3);
-  EXPECT_FLOAT_EQ(d[3], 2 * 4 + 4 * 5 + 6 * 6);
+TEST(Parallel, RunConcurrentlyRunsEveryTaskAndPropagatesErrors) {
+  std::vector<int> hits(2, 0);
+  run_concurrently(2, [&](int i) { hits[i] += 1; });
+  EXPECT_EQ(hits, (std::vector<int>{1, 1}));
+  EXPECT_THROW(run_concurrently(2,
+                                [](int i) {
+                                  if (i == 1) throw Error("task 1 failed");
+                                }),
+               Error);
+  // Inside a concurrent task, parallel_for runs inline and still covers every index.
+  std::vector<int> inner(2, 0);
+  run_concurrently(2, [&](int i) {
+    parallel_for(100, 1, [&](int64_t b, int64_t e) { inner[i] += static_cast<int>(e - b); });
+  });
+  EXPECT_EQ(inner, (std::vector<int>{100, 100}));
 }
 
 }  // namespace

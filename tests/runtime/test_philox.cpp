@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/rng.h"
 
 namespace elmo {
 namespace {
@@ -20,19 +19,6 @@ TEST(Philox, KnownAnswers) {
   EXPECT_EQ(ones.v[1], 0x41c83b0eu);
   EXPECT_EQ(ones.v[2], 0xa20bc7c6u);
   EXPECT_EQ(ones.v[3], 0x6d5451fdu);
-}
-
-TEST(Rng, StateRoundTripsAndUniformIsInRange) {
-  Rng a(42, kRngShuffle);
-  for (int i = 0; i < 10; ++i) a.next_u32();
-  Rng b(a.state());
-  for (int i = 0; i < 100; ++i) {
-    const float u = a.uniform();
-    EXPECT_EQ(u, b.uniform());
-    EXPECT_GE(u, 0.0f);
-    EXPECT_LT(u, 1.0f);
-  }
-  for (int i = 0; i < 1000; ++i) EXPECT_LT(a.below(7), 7u);
 }
 
 }  // namespace
