@@ -65,13 +65,22 @@ def parse_args():
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each program (default: the config's train.threads, "
                    "else 2)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternate the two programs this many times (A B A B ...) and report "
+                   "medians and the median of the per-round ratios (a noisy shared machine "
+                   "makes a single pair unreliable)")
     p.add_argument("--warmup", type=int, default=5,
                    help="first steps the PyTorch run leaves out of its timing (elmo_fast's "
                    "summary.json warmup_steps wins when it has one)")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"),
                    default="passive",
-                   help="OMP_WAIT_POLICY of both programs ('default': leave the environment "
-                   "alone); spinning OpenMP threads make both very slow on a busy machine")
+                   help="OMP_WAIT_POLICY of the PyTorch run (default passive: with spinning "
+                   "OpenMP threads PyTorch ran ~3x slower on this 2-core machine)")
+    p.add_argument("--ours-omp-wait-policy", choices=("passive", "active", "default"),
+                   default="default",
+                   help="OMP_WAIT_POLICY of the elmo_fast run (default: leave the environment "
+                   "alone, libgomp spins briefly then sleeps; forcing passive made elmo_fast "
+                   "2x slower here). Each program runs in its own best setting.")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE",
                    help="config override, passed to elmo_fast and applied to the reference")
@@ -214,13 +223,14 @@ def ensure_torch(python, allow_install):
         fail(f"python3-torch is installed but {python} still cannot import torch")
 
 
-def program_env(a, threads):
-    """The environment of both programs: the same thread counts and OpenMP wait policy."""
+def program_env(a, threads, policy):
+    """The environment of one program: the same thread counts; its OpenMP wait policy."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    if a.omp_wait_policy != "default":
-        env["OMP_WAIT_POLICY"] = a.omp_wait_policy.upper()
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy.upper()
     return env
 
 
@@ -279,7 +289,7 @@ def run_ours(a, cfg, run_dir, steps, threads):
     command += ["--set", f"run.dir={run_dir}", "--set", f"train.max_steps={steps}",
                 "--set", f"train.threads={threads}"]
     run_logged(command, os.path.join(run_dir, "elmo_fast.log"), a.timeout, "elmo_fast",
-               program_env(a, threads))
+               program_env(a, threads, a.ours_omp_wait_policy))
     summary_path = os.path.join(run_dir, "summary.json")
     try:
         with open(summary_path, encoding="utf-8") as f:
@@ -311,7 +321,7 @@ def run_reference(a, cfg, corpus, vocab, steps, threads, warmup, work_dir):
     command += reference_flags(cfg, steps, threads, warmup)
     command += ["--omp-wait-policy", a.omp_wait_policy]
     run_logged(command, os.path.join(work_dir, "pytorch.log"), a.timeout, "pytorch",
-               program_env(a, threads))
+               program_env(a, threads, a.omp_wait_policy))
     with open(out_json, encoding="utf-8") as f:
         return json.load(f)
 
@@ -347,17 +357,25 @@ def main():
     run_dir = os.path.abspath(a.run_dir or tempfile.mkdtemp(prefix="elmo-bench-cpu-"))
     os.makedirs(run_dir, exist_ok=True)
     load_before = os.getloadavg()
+    rounds_ours, rounds_ref = [], []
     try:
-        ours = None
-        warmup = a.warmup
-        if a.reference_only:
-            corpus, vocab = a.corpus, a.vocab
-        else:
-            ours = run_ours(a, cfg, run_dir, steps, threads)
-            if isinstance(ours["warmup_steps"], int) and 0 <= ours["warmup_steps"] < steps:
-                warmup = ours["warmup_steps"]
-            corpus, vocab = corpus_and_vocab(cfg, run_dir, a.config)
-        ref = run_reference(a, cfg, corpus, vocab, steps, threads, warmup, run_dir)
+        for r in range(max(1, a.rounds)):
+            ours = None
+            warmup = a.warmup
+            round_dir = os.path.join(run_dir, f"round-{r}")
+            os.makedirs(round_dir, exist_ok=True)
+            if a.reference_only:
+                corpus, vocab = a.corpus, a.vocab
+            else:
+                ours = run_ours(a, cfg, round_dir, steps, threads)
+                if isinstance(ours["warmup_steps"], int) and 0 <= ours["warmup_steps"] < steps:
+                    warmup = ours["warmup_steps"]
+                corpus, vocab = corpus_and_vocab(cfg, round_dir, a.config)
+            rounds_ref.append(run_reference(a, cfg, corpus, vocab, steps, threads, warmup,
+                                            round_dir))
+            if ours:
+                ours.pop("summary", None)
+                rounds_ours.append(ours)
     finally:
         if temporary and not a.keep_run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -366,19 +384,34 @@ def main():
     load_after = os.getloadavg()
 
     t = cfg["train"]
+    ref = rounds_ref[-1]
     print()
     print(f"CPU training, {threads} threads: B={t['batch_size']} T={t['unroll_steps']} "
           f"E=P={cfg['model']['projection_dim']} C={cfg['model']['cell_size']} "
           f"L={cfg['model']['layers']} S={cfg['softmax']['samples']} V={ref['vocab_size']}")
-    print(f"{'program':<12} {'steps':>6} {'timed':>6} {'tokens/s':>10} {'median step ms':>15}")
-    rows = ([ours] if ours else []) + [ref]
-    for r in rows:
-        timed = r["steps"] - r["warmup_steps"] if r.get("warmup_steps") is not None else None
-        print(f"{r['program']:<12} {r['steps']:>6} {fmt(timed, 'd'):>6} "
-              f"{r['tokens_per_s']:>10.0f} {fmt(r['median_step_ms'], '.1f'):>15}")
-    ratio = ours["tokens_per_s"] / ref["tokens_per_s"] if ours else None
+    print(f"{'round':>5} {'program':<12} {'steps':>6} {'timed':>6} {'tokens/s':>10} "
+          f"{'median step ms':>15}")
+    for i in range(len(rounds_ref)):
+        rows = ([rounds_ours[i]] if rounds_ours else []) + [rounds_ref[i]]
+        for r in rows:
+            timed = r["steps"] - r["warmup_steps"] if r.get("warmup_steps") is not None else None
+            print(f"{i:>5} {r['program']:<12} {r['steps']:>6} {fmt(timed, 'd'):>6} "
+                  f"{r['tokens_per_s']:>10.0f} {fmt(r['median_step_ms'], '.1f'):>15}")
+    ratios = [o["tokens_per_s"] / p["tokens_per_s"] for o, p in zip(rounds_ours, rounds_ref)]
+    ratio = statistics.median(ratios) if ratios else None
+    ours_median = statistics.median(o["tokens_per_s"] for o in rounds_ours) if rounds_ours else None
+    ref_median = statistics.median(p["tokens_per_s"] for p in rounds_ref)
+    print(f"median tokens/s: elmo_fast {fmt(ours_median, '.0f')}, pytorch {ref_median:.0f}")
     if ratio is not None:
-        print(f"ratio elmo_fast / pytorch: {ratio:.2f}x (target >= 2x)")
+        print(f"ratio elmo_fast / pytorch: median {ratio:.2f}x over {len(ratios)} rounds "
+              f"(per round: {', '.join(f'{x:.2f}' for x in ratios)}; target >= 2x)")
+    step_ratios = [p["median_step_ms"] / o["median_step_ms"] for o, p in
+                   zip(rounds_ours, rounds_ref) if o.get("median_step_ms") and p.get("median_step_ms")]
+    step_ratio = statistics.median(step_ratios) if step_ratios else None
+    if step_ratio is not None:
+        print(f"median step time ratio pytorch / elmo_fast: median {step_ratio:.2f}x (per round: "
+              f"{', '.join(f'{x:.2f}' for x in step_ratios)}; robust to the occasional stalled "
+              "interval of a shared machine)")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"(a shared machine makes both numbers noisy)")
 
@@ -389,11 +422,17 @@ def main():
         "overrides": a.overrides,
         "steps": steps,
         "threads": threads,
-        "omp_wait_policy": a.omp_wait_policy,
+        "omp_wait_policy": {"pytorch": a.omp_wait_policy, "elmo_fast": a.ours_omp_wait_policy},
         "tokens_per_step": t["batch_size"] * t["unroll_steps"],
         "machine": dict(machine_info(), load_before=load_before[0], load_after=load_after[0]),
-        "elmo_fast": ours,
-        "pytorch": ref,
+        "rounds": len(rounds_ref),
+        "elmo_fast": rounds_ours,
+        "pytorch": rounds_ref,
+        "elmo_fast_median_tokens_per_s": ours_median,
+        "pytorch_median_tokens_per_s": ref_median,
+        "ratio_per_round": ratios,
+        "median_step_ratio": step_ratio,
+        "median_step_ratio_per_round": step_ratios,
         "ratio": ratio,
         "target_ratio": 2.0,
     }

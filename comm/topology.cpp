@@ -1,6 +1,6 @@
 #include "comm/topology.h"
 
-#include "runtime/error.h"
+#include "runtime/partition.h"
 
 namespace elmo {
 
@@ -9,11 +9,8 @@ std::string Topology::label() const {
 }
 
 RowRange rank_rows(int64_t rows, int rank, int world_size) {
-  ELMO_CHECK(world_size > 0 && rank >= 0 && rank < world_size, "rank ", rank, " of world ",
-             world_size);
-  const int64_t base = rows / world_size, extra = rows % world_size;
-  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
+  const IndexRange range = even_part(rows, rank, world_size);
+  return {range.begin, range.end};
 }
 
 }  // namespace elmo

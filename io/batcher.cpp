@@ -1,5 +1,7 @@
 #include "io/batcher.h"
 
+#include "runtime/partition.h"
+
 #include <algorithm>
 
 #include "runtime/error.h"
@@ -83,11 +85,8 @@ std::vector<int64_t> get_ints(const nlohmann::json& j, const char* key) {
 }  // namespace
 
 RowSplit split_rows(int64_t rows, int rank, int world_size) {
-  ELMO_CHECK(world_size > 0 && rank >= 0 && rank < world_size, "rank ", rank, " of world ",
-             world_size);
-  const int64_t base = rows / world_size, extra = rows % world_size;
-  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
+  const IndexRange range = even_part(rows, rank, world_size);
+  return {range.begin, range.end};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 #include "io/embeddings_hdf5.h"
+#include "io/hdf5_util.h"
 
 #include <fcntl.h>
 #include <hdf5.h>
@@ -18,25 +19,7 @@ namespace {
 
 constexpr const char* kIndexDataset = "sentence_to_index";
 
-// Closes an HDF5 identifier on scope exit.
-class H5Id {
- public:
-  H5Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  ~H5Id() {
-    if (id_ >= 0) close_(id_);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  H5Id(H5Id&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
 
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 H5Id utf8_string_type() {
   H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);

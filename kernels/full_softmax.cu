@@ -1,5 +1,6 @@
 // CUDA twins of the chunked full-softmax row kernels (see kernels/full_softmax.h): one block
 // per row, block-wide max and sum reductions, the merge into the running state by thread 0.
+#include "kernels/block_reduce.cuh"
 #include "kernels/full_softmax.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
@@ -10,34 +11,6 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Block-wide max (kMax) or sum; every thread gets the result. shared: [32].
-template <bool kMax>
-__device__ float block_reduce(float v, float* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float identity = kMax ? -INFINITY : 0.0f;
-  v = kMax ? warp_max(v) : warp_sum(v);
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x >> 5) ? shared[lane] : identity;
-    v = kMax ? warp_max(v) : warp_sum(v);
-    if (lane == 0) shared[0] = v;
-  }
-  __syncthreads();
-  return shared[0];
-}
 
 __global__ void chunk_lse_kernel(const float* __restrict__ logits, int64_t ld,
                                  const float* __restrict__ bias,

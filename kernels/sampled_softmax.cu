@@ -1,6 +1,7 @@
 // CUDA twins of the sampled-softmax row kernels (see kernels/sampled_softmax.h):
 // target logits one warp per row; the fused masked log-sum-exp / loss / gradient pass one
 // block per row with block-wide max and sum reductions. Same ELMO_HD math as the CPU twin.
+#include "kernels/block_reduce.cuh"
 #include "kernels/sampled_softmax.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
@@ -12,34 +13,6 @@ namespace {
 constexpr int kRowThreads = 256;
 constexpr int kWarpsPerBlock = 8;
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Block-wide max (kMax) or sum; every thread gets the result. shared: [32].
-template <bool kMax>
-__device__ float block_reduce(float v, float* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float identity = kMax ? -FLT_MAX : 0.0f;
-  v = kMax ? warp_max(v) : warp_sum(v);
-  __syncthreads();  // shared may still be read from the previous reduction
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x >> 5) ? shared[lane] : identity;
-    v = kMax ? warp_max(v) : warp_sum(v);
-    if (lane == 0) shared[0] = v;
-  }
-  __syncthreads();
-  return shared[0];
-}
 
 __global__ void target_logits_kernel(const float* __restrict__ weight,
                                      const float* __restrict__ bias, const float* __restrict__ h,
