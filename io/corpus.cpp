@@ -132,15 +132,26 @@ bool is_valid_utf8(std::string_view bytes, size_t* bad_offset) {
   return true;
 }
 
+namespace {
+struct SpaceTable {
+  bool space[256] = {};
+  constexpr SpaceTable() {
+    for (int c = 0; c < 256; ++c) space[c] = is_token_space(static_cast<char>(c));
+  }
+};
+constexpr SpaceTable kSpaces;
+}  // namespace
+
 void split_tokens(std::string_view line, std::vector<std::string_view>* tokens) {
   tokens->clear();
-  const char* p = line.data();
-  const char* end = p + line.size();
+  const auto* p = reinterpret_cast<const unsigned char*>(line.data());
+  const auto* end = p + line.size();
   while (p < end) {
-    while (p < end && is_token_space(*p)) ++p;
-    const char* start = p;
-    while (p < end && !is_token_space(*p)) ++p;
-    if (p > start) tokens->emplace_back(start, static_cast<size_t>(p - start));
+    while (p < end && kSpaces.space[*p]) ++p;
+    const auto* start = p;
+    while (p < end && !kSpaces.space[*p]) ++p;
+    if (p > start)
+      tokens->emplace_back(reinterpret_cast<const char*>(start), static_cast<size_t>(p - start));
   }
 }
 

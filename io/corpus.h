@@ -30,7 +30,7 @@ std::vector<std::string> resolve_corpus(const std::string& spec);
 bool is_valid_utf8(std::string_view bytes, size_t* bad_offset);
 
 // Whitespace test used everywhere tokens are split (ASCII space, \t, \n, \v, \f, \r).
-inline bool is_token_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+constexpr bool is_token_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 // Splits a line into whitespace-separated tokens (views into `line`); clears *tokens first.
 void split_tokens(std::string_view line, std::vector<std::string_view>* tokens);

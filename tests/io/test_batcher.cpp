@@ -20,7 +20,7 @@ Vocab golden_vocab() { return Vocab::from_tokens({"<S>", "</S>", "<UNK>", "the",
 // Vocab "<S>" "</S>" "<UNK>" w3 .. w{n-1}.
 Vocab numbered_vocab(int n) {
   std::vector<std::string> t{"<S>", "</S>", "<UNK>"};
-  for (int i = 3; i < n; ++i) t.push_back("w" + std::to_string(i));
+  for (int i = 3; i < n; ++i) t.push_back(std::string("w").append(std::to_string(i)));
   return Vocab::from_tokens(t);
 }
 
@@ -446,6 +446,23 @@ TEST(EvalBatcher, SentenceModeYieldsEachSentenceAlone) {
   EXPECT_EQ(f.steps, 2);
   EXPECT_EQ(f.mask, (std::vector<uint8_t>{1, 1, 0, 0}));  // second row has no sentence
   EXPECT_FALSE(two.next(&f, nullptr));
+}
+
+TEST(EvalBatcher, PtbTestStreamPredictsWordsPlusOneEndPerLine) {
+  ELMO_SKIP_WITHOUT_DATA();
+  const std::string dir = testing::data_dir() + "/ptb/";
+  const Vocab vocab = build_vocab({dir + "ptb.train.txt"}, 1, 0);
+  const TokenCache test = TokenCache::tokenize(dir + "ptb.test.txt", vocab);
+  EXPECT_EQ(test.stats().unknown, 0);  // PTB valid/test have no OOV
+  EvalOptions o;
+  o.rows = 20;
+  o.steps = 35;
+  EvalBatcher e(test, vocab, o);
+  EXPECT_EQ(e.total_positions(), 82430);  // data README: 78,669 words + 3,761 line ends
+  Batch f;
+  int64_t valid = 0;
+  while (e.next(&f, nullptr)) valid += f.valid;
+  EXPECT_EQ(valid, 82430);
 }
 
 TEST(Batcher, Lm1bSampleEpochCoversEveryToken) {

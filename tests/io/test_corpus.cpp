@@ -79,9 +79,9 @@ TEST(Corpus, ReadsSentencesSkippingBlankLines) {
 TEST(Corpus, LinesLongerThanTheBlockAndManyBlocks) {
   const std::string dir = testing::temp_dir("corpus");
   std::string text, long_line;
-  for (int i = 0; i < 3000; ++i) long_line += "w" + std::to_string(i) + " ";
+  for (int i = 0; i < 3000; ++i) long_line.append("w").append(std::to_string(i)).append(" ");
   text += long_line + "\n";
-  for (int i = 0; i < 500; ++i) text += "s" + std::to_string(i) + " x\n";
+  for (int i = 0; i < 500; ++i) text.append("s").append(std::to_string(i)).append(" x\n");
   const auto path = write(dir, "c.txt", text);
   const auto small = read_all(path, 4096);  // buffer must grow and refill many times
   const auto big = read_all(path);

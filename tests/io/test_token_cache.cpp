@@ -142,7 +142,7 @@ TEST(TokenCache, ForeignFileIsReplacedOrReportedWhenItCannotBe) {
   Fixture f;
   std::filesystem::create_directories(f.cache);
   const std::string p0 = token_cache_path(f.cache, f.corpus + "/shard0");
-  write_file_atomic(p0, "PK\x03\x04 some other file format" + std::string(300, '.'));
+  write_file_atomic(p0, std::string("PK\x03\x04 some other file format").append(300, '.'));
   ::testing::internal::CaptureStderr();
   const TokenCache c = TokenCache::open_or_build(f.corpus, f.vocab, f.cache);
   const std::string log = ::testing::internal::GetCapturedStderr();

@@ -142,5 +142,24 @@ TEST(Vocab, BuildOnPtbMatchesItsKnownSize) {
   EXPECT_NE(v.id("<unk>"), v.unk_id());
 }
 
+TEST(Vocab, LoadsTheFixtureVocabularies) {
+  ELMO_SKIP_WITHOUT_DATA();
+  ::testing::internal::CaptureStderr();
+  const Vocab bilm = Vocab::load(testing::data_dir() + "/elmo-fixtures/bilm-tf/data/vocab_test.txt");
+  const Vocab allen = Vocab::load(testing::data_dir() + "/elmo-fixtures/allennlp/elmo/vocab_test.txt");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // specials present: no warning
+  EXPECT_EQ(bilm.size(), 100);
+  EXPECT_EQ(bilm.eos_id(), 0);
+  EXPECT_EQ(bilm.bos_id(), 1);
+  EXPECT_EQ(bilm.unk_id(), 2);
+  EXPECT_EQ(bilm.token(3), "the");
+  // allennlp's test vocab keeps its order (specials in the middle; last line has no newline).
+  EXPECT_EQ(allen.size(), 458);
+  EXPECT_EQ(allen.token(0), "good");
+  EXPECT_EQ(allen.bos_id(), 20);
+  EXPECT_EQ(allen.unk_id(), 117);
+  EXPECT_EQ(allen.eos_id(), 224);
+}
+
 }  // namespace
 }  // namespace elmo
