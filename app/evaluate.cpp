@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kernels/full_softmax.h"
+#include "runtime/parallel.h"
 
 namespace elmo {
 
@@ -59,15 +60,19 @@ EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& voc
       rows = batch[0].rows;
       for (int d = 0; d < result.directions; ++d) state[d] = model.zero_state(rows);
     }
-    for (int d = 0; d < result.directions; ++d) {
+    // The directions are independent: one thread each.
+    NllSum sums[2];
+    run_concurrently(result.directions, [&](int d) {
       Batch& b = batch[d];
       if (!b.mask.empty())
         for (size_t i = 0; i < b.mask.size(); ++i)
           if (!b.mask[i]) b.targets[i] = kIgnoreTarget;
       TokenBatch tokens{b.rows, b.steps, b.inputs.data(), b.targets.data()};
-      const NllSum sum = model.evaluate(d, tokens, state[d]);
-      result.direction[d].nll += sum.nll;
-      result.direction[d].count += sum.count;
+      sums[d] = model.evaluate(d, tokens, state[d]);
+    });
+    for (int d = 0; d < result.directions; ++d) {
+      result.direction[d].nll += sums[d].nll;
+      result.direction[d].count += sums[d].count;
     }
     if (settings.max_tokens > 0 && result.direction[0].count >= settings.max_tokens) break;
   }

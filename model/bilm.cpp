@@ -34,7 +34,7 @@ void to_time_major(const int32_t* row_major, int64_t rows, int64_t steps, int32_
 struct BiLM::Impl {
   std::vector<LstmStack> stacks;  // one per direction
   std::unique_ptr<SampledSoftmax> sampled;
-  FullSoftmaxWorkspace full_workspace;
+  FullSoftmaxWorkspace full_workspace[2];  // per direction: evaluation runs them concurrently
   Tensor full_dweight, full_dbias;  // [V, H], [V] (full softmax training only)
   // Per-direction step buffers, reused across steps.
   Tensor ids[2], targets[2];  // i32 [T * B] time-major
@@ -144,7 +144,7 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
       const NllSum sum = full_softmax_forward_backward(
           w, b, shape_.vocab, H, m.stacks[d].output(), m.targets[d].data<int32_t>(), N,
           grad_scale, m.d_top[d].data<float>(), m.full_dweight.data<float>(),
-          m.full_dbias.data<float>(), kFullSoftmaxChunk, &m.full_workspace);
+          m.full_dbias.data<float>(), kFullSoftmaxChunk, &m.full_workspace[0]);
       result.nll[d] = sum.count ? sum.nll / sum.count : 0.0;
     }
     // Every row is touched: hand the dense gradients over as rows 0..V-1.
@@ -183,7 +183,7 @@ NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) 
   return full_softmax_nll(params_.get("softmax.weight").value.data<float>(),
                           params_.get("softmax.bias").value.data<float>(), shape_.vocab,
                           shape_.hidden(), stack.output(), targets.data<int32_t>(), N,
-                          kFullSoftmaxChunk, &m.full_workspace);
+                          kFullSoftmaxChunk, &m.full_workspace[direction]);
 }
 
 std::vector<Tensor> BiLM::representations(int direction, const int32_t* inputs, int64_t rows,
