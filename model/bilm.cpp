@@ -36,6 +36,7 @@ struct BiLM::Impl {
   std::unique_ptr<SampledSoftmax> sampled;
   FullSoftmaxWorkspace full_workspace[2];  // per direction: evaluation runs them concurrently
   Tensor full_dweight, full_dbias;  // [V, H], [V] (full softmax training only)
+  std::vector<int32_t> all_ids;     // 0 .. V-1, the rows a full-softmax step touches
   // Per-direction step buffers, reused across steps.
   Tensor ids[2], targets[2];  // i32 [T * B] time-major
   Tensor embedded[2];         // [T * B, E]
@@ -148,11 +149,13 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
       result.nll[d] = sum.count ? sum.nll / sum.count : 0.0;
     }
     // Every row is touched: hand the dense gradients over as rows 0..V-1.
-    std::vector<int32_t> all(shape_.vocab);
-    for (int64_t v = 0; v < shape_.vocab; ++v) all[v] = static_cast<int32_t>(v);
-    softmax_w.sparse_grad.ids = all;
+    if (static_cast<int64_t>(m.all_ids.size()) != shape_.vocab) {
+      m.all_ids.resize(shape_.vocab);
+      for (int64_t v = 0; v < shape_.vocab; ++v) m.all_ids[v] = static_cast<int32_t>(v);
+    }
+    softmax_w.sparse_grad.ids = m.all_ids;
     softmax_w.sparse_grad.values = m.full_dweight;
-    softmax_b.sparse_grad.ids = std::move(all);
+    softmax_b.sparse_grad.ids = m.all_ids;
     softmax_b.sparse_grad.values = m.full_dbias;
   }
 
