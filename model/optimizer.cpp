@@ -1,5 +1,8 @@
 #include "model/optimizer.h"
 
+#include "runtime/parallel.h"
+#include "runtime/partition.h"
+
 #include <cmath>
 
 #include "kernels/adagrad.h"
@@ -96,14 +99,57 @@ void Optimizer::apply(float lr, float grad_scale) {
   ELMO_CHECK(slots_.size() == params_.size(), "optimizer: ", params_.size() - slots_.size(),
              " parameters were registered after the optimizer was created; create it last");
   const float eps = config_.epsilon;
+  bool all_cpu = true;
+  for (Slot& slot : slots_) {
+    Parameter& p = *slot.param;
+    all_cpu = all_cpu && p.value.device().is_cpu();
+    if (!p.row_sparse) {
+      check_tensor(p.grad, str("gradient of ", p.name).c_str(), DType::kF32, p.value.shape());
+      check_same_device(p.value, p.grad, p.name.c_str());
+    } else {
+      check_sparse_grad(p);
+    }
+  }
+  if (all_cpu) {
+    // One parallel region for the whole update: thread t updates the t-th even part of every
+    // parameter's elements (dense) or touched rows (sparse). The updates are elementwise, so
+    // the result does not depend on the split.
+    const int threads = num_threads();
+    run_concurrently(threads, [&](int t) {
+      for (Slot& slot : slots_) {
+        Parameter& p = *slot.param;
+        float* value = p.value.data<float>();
+        float* acc = adagrad_ ? slot.accumulator.data<float>() : nullptr;
+        if (!p.row_sparse) {
+          const IndexRange r = even_part(p.value.numel(), t, threads);
+          const float* g = p.grad.data<float>() + r.begin;
+          if (adagrad_)
+            adagrad_dense_cpu(value + r.begin, acc + r.begin, g, r.end - r.begin, lr, eps,
+                              grad_scale);
+          else
+            sgd_dense_cpu(value + r.begin, g, r.end - r.begin, lr, grad_scale);
+          continue;
+        }
+        const SparseRows& sg = p.sparse_grad;
+        const int64_t dim = p.row_dim();
+        const IndexRange r = even_part(static_cast<int64_t>(sg.ids.size()), t, threads);
+        if (r.end == r.begin) continue;
+        const int32_t* ids = sg.ids.data() + r.begin;
+        const float* rows = sg.values.data<float>() + r.begin * dim;
+        if (adagrad_)
+          adagrad_rows_cpu(value, acc, dim, ids, rows, r.end - r.begin, lr, eps, grad_scale);
+        else
+          sgd_rows_cpu(value, dim, ids, rows, r.end - r.begin, lr, grad_scale);
+      }
+    });
+    return;
+  }
   for (Slot& slot : slots_) {
     Parameter& p = *slot.param;
     const bool cpu = p.value.device().is_cpu();
     float* value = p.value.data<float>();
     float* acc = adagrad_ ? slot.accumulator.data<float>() : nullptr;
     if (!p.row_sparse) {
-      check_tensor(p.grad, str("gradient of ", p.name).c_str(), DType::kF32, p.value.shape());
-      check_same_device(p.value, p.grad, p.name.c_str());
       const float* g = p.grad.data<float>();
       const int64_t n = p.value.numel();
       if (adagrad_)
@@ -112,7 +158,6 @@ void Optimizer::apply(float lr, float grad_scale) {
         (cpu ? sgd_dense_cpu : sgd_dense_cuda)(value, g, n, lr, grad_scale);
       continue;
     }
-    check_sparse_grad(p);
     const SparseRows& sg = p.sparse_grad;
     if (sg.ids.empty()) continue;
     const int64_t n_ids = static_cast<int64_t>(sg.ids.size()), dim = p.row_dim();
