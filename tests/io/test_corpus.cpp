@@ -11,20 +11,7 @@
 namespace elmo {
 namespace {
 
-std::string write(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 std::vector<std::vector<std::string>> read_all(const std::string& path, size_t block = 1 << 20) {
   LineReader reader(path, block);
@@ -36,12 +23,12 @@ std::vector<std::vector<std::string>> read_all(const std::string& path, size_t b
 
 TEST(Corpus, ResolvesFileFolderAndGlob) {
   const std::string dir = testing::temp_dir("corpus");
-  write(dir, "news.en-00002-of-00100", "b\n");
-  write(dir, "news.en-00001-of-00100", "a\n");
-  write(dir, ".hidden", "h\n");
-  write(dir, "other.txt", "o\n");
+  testing::write_text_file(dir, "news.en-00002-of-00100", "b\n");
+  testing::write_text_file(dir, "news.en-00001-of-00100", "a\n");
+  testing::write_text_file(dir, ".hidden", "h\n");
+  testing::write_text_file(dir, "other.txt", "o\n");
   std::filesystem::create_directories(dir + "/sub");
-  write(dir + "/sub", "inner", "i\n");
+  testing::write_text_file(dir + "/sub", "inner", "i\n");
 
   EXPECT_EQ(resolve_corpus(dir + "/other.txt"), std::vector<std::string>{dir + "/other.txt"});
   EXPECT_EQ(resolve_corpus(dir),
@@ -61,14 +48,14 @@ TEST(Corpus, MissingPathsAndEmptyCorporaAreErrorsNamingTheSpec) {
   EXPECT_NE(msg.find("matches no"), std::string::npos) << msg;
   msg = error_of([&] { resolve_corpus(dir); });  // empty folder
   EXPECT_NE(msg.find(dir), std::string::npos) << msg;
-  write(dir, "empty", "");
+  testing::write_text_file(dir, "empty", "");
   msg = error_of([&] { resolve_corpus(dir); });
   EXPECT_NE(msg.find("empty"), std::string::npos) << msg;
 }
 
 TEST(Corpus, ReadsSentencesSkippingBlankLines) {
   const std::string dir = testing::temp_dir("corpus");
-  const auto path = write(dir, "c.txt", " the  cat\tsat \r\n\n   \nna\xC3\xAFve caf\xC3\xA9\nlast line");
+  const auto path = testing::write_text_file(dir, "c.txt", " the  cat\tsat \r\n\n   \nna\xC3\xAFve caf\xC3\xA9\nlast line");
   const auto s = read_all(path);
   ASSERT_EQ(s.size(), 3u);
   EXPECT_EQ(s[0], (std::vector<std::string>{"the", "cat", "sat"}));
@@ -82,7 +69,7 @@ TEST(Corpus, LinesLongerThanTheBlockAndManyBlocks) {
   for (int i = 0; i < 3000; ++i) long_line.append("w").append(std::to_string(i)).append(" ");
   text += long_line + "\n";
   for (int i = 0; i < 500; ++i) text.append("s").append(std::to_string(i)).append(" x\n");
-  const auto path = write(dir, "c.txt", text);
+  const auto path = testing::write_text_file(dir, "c.txt", text);
   const auto small = read_all(path, 4096);  // buffer must grow and refill many times
   const auto big = read_all(path);
   ASSERT_EQ(small.size(), 501u);
@@ -93,7 +80,7 @@ TEST(Corpus, LinesLongerThanTheBlockAndManyBlocks) {
 
 TEST(Corpus, InvalidUtf8NamesFileLineAndColumn) {
   const std::string dir = testing::temp_dir("corpus");
-  const auto path = write(dir, "bad.txt", "fine line\n\nab \xC3\x28 cd\n");
+  const auto path = testing::write_text_file(dir, "bad.txt", "fine line\n\nab \xC3\x28 cd\n");
   const std::string msg = error_of([&] { read_all(path); });
   EXPECT_NE(msg.find(path + ":3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("byte 4"), std::string::npos) << msg;

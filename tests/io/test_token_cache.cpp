@@ -15,20 +15,7 @@
 namespace elmo {
 namespace {
 
-std::string write(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name;
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-  return path;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 void set_mtime(const std::string& path, int64_t seconds) {
   struct timeval times[2] = {{seconds, 0}, {seconds, 0}};
@@ -52,8 +39,8 @@ struct Fixture {
     corpus = dir + "/corpus";
     cache = dir + "/cache";
     std::filesystem::create_directories(corpus);
-    write(corpus, "shard0", "the cat .\n\nthe dog .\n");
-    write(corpus, "shard1", "cat\nthe the the");
+    testing::write_text_file(corpus, "shard0", "the cat .\n\nthe dog .\n");
+    testing::write_text_file(corpus, "shard1", "cat\nthe the the");
   }
 };
 
@@ -99,7 +86,7 @@ TEST(TokenCache, RebuildsWhenTheCorpusFileChanges) {
   EXPECT_TRUE(c.shard_info()[1].rebuilt);
   EXPECT_EQ(c.shard_info()[1].reason, "corpus file changed");
   // Content change (size differs) is picked up.
-  write(f.corpus, "shard0", "cat cat\n");
+  testing::write_text_file(f.corpus, "shard0", "cat cat\n");
   const TokenCache d = TokenCache::open_or_build(f.corpus, f.vocab, f.cache);
   EXPECT_TRUE(d.shard_info()[0].rebuilt);
   EXPECT_EQ(sentences_of(d.shard(0)), (std::vector<std::vector<uint32_t>>{{4, 4}}));
@@ -161,10 +148,10 @@ TEST(TokenCache, ForeignFileIsReplacedOrReportedWhenItCannotBe) {
 TEST(TokenCache, EmptyCorpusAndInvalidUtf8AreErrors) {
   const std::string dir = testing::temp_dir("token_cache");
   const Vocab vocab = Vocab::from_tokens({"<S>", "</S>", "<UNK>", "a"});
-  write(dir, "blank", "\n\n   \n");
+  testing::write_text_file(dir, "blank", "\n\n   \n");
   std::string msg = error_of([&] { TokenCache::open_or_build(dir + "/blank", vocab, dir + "/c"); });
   EXPECT_NE(msg.find("empty"), std::string::npos) << msg;
-  write(dir, "bad", "a a\na \xFF a\n");
+  testing::write_text_file(dir, "bad", "a a\na \xFF a\n");
   msg = error_of([&] { TokenCache::open_or_build(dir + "/bad", vocab, dir + "/c"); });
   EXPECT_NE(msg.find(dir + "/bad:2"), std::string::npos) << msg;
   msg = error_of([&] { TokenCache::tokenize(dir + "/bad", vocab); });

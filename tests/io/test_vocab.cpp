@@ -13,24 +13,11 @@
 namespace elmo {
 namespace {
 
-std::string write(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Vocab, LoadsBilmTfFileWithCountsIgnored) {
   const std::string dir = testing::temp_dir("vocab");
-  const std::string path = write(dir, "vocab.txt", "</S>\n<S>\n<UNK>\nthe 120\n. 7\n\nof\t3\n");
+  const std::string path = testing::write_text_file(dir, "vocab.txt", "</S>\n<S>\n<UNK>\nthe 120\n. 7\n\nof\t3\n");
   ::testing::internal::CaptureStderr();
   const Vocab v = Vocab::load(path);
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // nothing missing: no warning
@@ -49,7 +36,7 @@ TEST(Vocab, LoadsBilmTfFileWithCountsIgnored) {
 
 TEST(Vocab, MissingSpecialsAreAddedAtTheFrontWithAWarning) {
   const std::string dir = testing::temp_dir("vocab");
-  const std::string path = write(dir, "vocab.txt", "the\n<S>\n<unk>\n");
+  const std::string path = testing::write_text_file(dir, "vocab.txt", "the\n<S>\n<unk>\n");
   ::testing::internal::CaptureStderr();
   const Vocab v = Vocab::load(path);
   const std::string log = ::testing::internal::GetCapturedStderr();
@@ -66,7 +53,7 @@ TEST(Vocab, MissingSpecialsAreAddedAtTheFrontWithAWarning) {
 
 TEST(Vocab, DuplicateTokenNamesBothLines) {
   const std::string dir = testing::temp_dir("vocab");
-  const std::string path = write(dir, "vocab.txt", "<S>\n</S>\n<UNK>\na\nb 4\n\nb 3\n");
+  const std::string path = testing::write_text_file(dir, "vocab.txt", "<S>\n</S>\n<UNK>\na\nb 4\n\nb 3\n");
   const std::string msg = error_of([&] { Vocab::load(path); });
   EXPECT_NE(msg.find("'b'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("lines 5 and 7"), std::string::npos) << msg;
@@ -75,7 +62,7 @@ TEST(Vocab, DuplicateTokenNamesBothLines) {
 
 TEST(Vocab, EmptyFileIsAnError) {
   const std::string dir = testing::temp_dir("vocab");
-  const std::string path = write(dir, "vocab.txt", "\n  \n");
+  const std::string path = testing::write_text_file(dir, "vocab.txt", "\n  \n");
   const std::string msg = error_of([&] { Vocab::load(path); });
   EXPECT_NE(msg.find("vocab.txt is empty: build one with `elmo_fast vocab`"), std::string::npos)
       << msg;
@@ -96,8 +83,8 @@ TEST(Vocab, HashDependsOnTokensAndOrder) {
 TEST(Vocab, BuildCountsSortsAndSavesRoundTrip) {
   const std::string dir = testing::temp_dir("vocab");
   // counts: the 4, a 3 (ties with b broken lexicographically), b 3, c 2, z 1; specials ignored
-  write(dir, "part1", "the a b <S> the\nc a\n\n");
-  write(dir, "part2", "b the </S> z <UNK>\nthe a b c");  // last line without newline
+  testing::write_text_file(dir, "part1", "the a b <S> the\nc a\n\n");
+  testing::write_text_file(dir, "part2", "b the </S> z <UNK>\nthe a b c");  // last line without newline
   const auto files = resolve_corpus(dir);
   std::vector<int64_t> counts;
   const Vocab v = build_vocab(files, 2, 0, &counts);
@@ -121,14 +108,14 @@ TEST(Vocab, BuildCountsSortsAndSavesRoundTrip) {
 
 TEST(Vocab, BuildIsIndependentOfFileOrder) {
   const std::string dir = testing::temp_dir("vocab");
-  const auto a = write(dir, "a", "x y z w\ny x\n");
-  const auto b = write(dir, "b", "w w z\n");
+  const auto a = testing::write_text_file(dir, "a", "x y z w\ny x\n");
+  const auto b = testing::write_text_file(dir, "b", "w w z\n");
   EXPECT_EQ(build_vocab({a, b}, 1, 0).tokens(), build_vocab({b, a}, 1, 0).tokens());
 }
 
 TEST(Vocab, BuildOnEmptyCorpusIsAnError) {
   const std::string dir = testing::temp_dir("vocab");
-  const auto a = write(dir, "a", "\n \n\t\n");
+  const auto a = testing::write_text_file(dir, "a", "\n \n\t\n");
   const std::string msg = error_of([&] { build_vocab({a}, 1, 0); });
   EXPECT_NE(msg.find("empty"), std::string::npos) << msg;
 }

@@ -1,5 +1,7 @@
 #include "tests/support/test_util.h"
 
+#include "runtime/error.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -7,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 namespace elmo::testing {
@@ -80,6 +83,22 @@ CommandResult run_command(const std::string& command) {
 }
 
 CommandResult run_elmo(const std::string& args) { return run_command(elmo_binary() + " " + args); }
+
+std::string write_text_file(const std::string& dir, const std::string& name,
+                            const std::string& text) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+  return path;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 std::string data_dir() {
   const char* env = std::getenv("ELMO_DATA_DIR");

@@ -39,6 +39,12 @@ CommandResult run_command(const std::string& command);
 // `elmo_fast <args>` with the built binary.
 CommandResult run_elmo(const std::string& args);
 
+// Writes `text` to dir/name (replacing it) and returns the path.
+std::string write_text_file(const std::string& dir, const std::string& name,
+                            const std::string& text);
+// The message of the elmo::Error that f throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& f);
+
 // shared/data root (ELMO_DATA_DIR) or "" when absent.
 std::string data_dir();
 std::string source_dir();
