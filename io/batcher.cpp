@@ -134,6 +134,15 @@ BatcherState BatcherState::from_json(const nlohmann::json& j) {
   return s;
 }
 
+// Sentences and predicted positions (tokens + one </S> per sentence) of a corpus.
+static void count_positions(const TokenCache& data, int64_t* sentences, int64_t* positions) {
+  *sentences = *positions = 0;
+  for (const auto& shard : data.shards()) {
+    *sentences += shard.sentences;
+    *positions += shard.tokens + shard.sentences;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Batcher
 
@@ -146,10 +155,7 @@ Batcher::Batcher(const TokenCache& data, const Vocab& vocab, const BatcherOption
   bos_ = vocab.bos_id();
   eos_ = vocab.eos_id();
   vocab_size_ = vocab.size();
-  for (const auto& s : data.shards()) {
-    total_sentences_ += s.sentences;
-    total_positions_ += s.tokens + s.sentences;
-  }
+  count_positions(data, &total_sentences_, &total_positions_);
   if (total_sentences_ == 0) throw Error("the training corpus holds no sentences");
   const uint64_t blocks = static_cast<uint64_t>(data.num_shards() + 1);
   ELMO_CHECK(blocks < (uint64_t{1} << 20), "too many corpus shards: ", data.num_shards());
@@ -333,10 +339,7 @@ EvalBatcher::EvalBatcher(const TokenCache& data, const Vocab& vocab, const EvalO
   bos_ = vocab.bos_id();
   eos_ = vocab.eos_id();
   vocab_size_ = vocab.size();
-  for (const auto& s : data.shards()) {
-    total_sentences_ += s.sentences;
-    total_positions_ += s.tokens + s.sentences;
-  }
+  count_positions(data, &total_sentences_, &total_positions_);
   if (total_sentences_ == 0) throw Error("the evaluation corpus holds no sentences");
   if (options.mode == EvalMode::kStream) {
     row_length_ = (total_positions_ + options.rows - 1) / options.rows;

@@ -13,12 +13,7 @@
 namespace elmo {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint64_t seed) {
-  Rng rng(seed, 0);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t e = 0; e < t.numel(); ++e) t.data<float>()[e] = rng.uniform() * 2.0f - 1.0f;
-  return t;
-}
+using testing::random_tensor;
 
 Tensor ids_tensor(const std::vector<int32_t>& ids) {
   Tensor t = Tensor::empty({static_cast<int64_t>(ids.size())}, DType::kI32);

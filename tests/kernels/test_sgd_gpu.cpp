@@ -9,12 +9,7 @@
 namespace elmo {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint64_t seed) {
-  Rng rng(seed, 0);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t e = 0; e < t.numel(); ++e) t.data<float>()[e] = rng.uniform() * 2.0f - 1.0f;
-  return t;
-}
+using testing::random_tensor;
 
 // Tolerance: the device rounds each op explicitly; a contracting host build may differ by 1 ulp.
 constexpr float kAtol = 1e-7f, kRtol = 2e-7f;

@@ -16,12 +16,7 @@ Tensor ids_tensor(const std::vector<int32_t>& ids) {
   return t;
 }
 
-Tensor random_tensor(const Shape& shape, uint64_t seed) {
-  Rng rng(seed, 0);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t e = 0; e < t.numel(); ++e) t.data<float>()[e] = rng.uniform() * 2.0f - 1.0f;
-  return t;
-}
+using testing::random_tensor;
 
 TEST(Embedding, RegistersARowSparseTableAndInitialisesDeterministically) {
   ParameterStore params;

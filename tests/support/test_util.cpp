@@ -1,6 +1,7 @@
 #include "tests/support/test_util.h"
 
 #include "runtime/error.h"
+#include "runtime/rng.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +84,13 @@ CommandResult run_command(const std::string& command) {
 }
 
 CommandResult run_elmo(const std::string& args) { return run_command(elmo_binary() + " " + args); }
+
+Tensor random_tensor(const Shape& shape, uint64_t seed) {
+  Rng rng(seed, 0);
+  Tensor t = Tensor::empty(shape);
+  for (int64_t e = 0; e < t.numel(); ++e) t.data<float>()[e] = rng.uniform() * 2.0f - 1.0f;
+  return t;
+}
 
 std::string write_text_file(const std::string& dir, const std::string& name,
                             const std::string& text) {

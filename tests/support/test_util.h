@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/cuda_memory.h"
+#include "runtime/tensor.h"
 
 namespace elmo::testing {
 
@@ -38,6 +39,9 @@ struct CommandResult {
 CommandResult run_command(const std::string& command);
 // `elmo_fast <args>` with the built binary.
 CommandResult run_elmo(const std::string& args);
+
+// Uniform(-1, 1) f32 CPU tensor from Rng(seed, 0).
+Tensor random_tensor(const Shape& shape, uint64_t seed);
 
 // Writes `text` to dir/name (replacing it) and returns the path.
 std::string write_text_file(const std::string& dir, const std::string& name,
