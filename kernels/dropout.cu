@@ -7,9 +7,11 @@ namespace elmo {
 
 namespace {
 __global__ void dropout_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
-                               float p, float scale, uint64_t seed, uint64_t stream) {
+                               float p, float scale, uint64_t seed, uint64_t stream,
+                               DropoutRows layout) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e < n) y[e] = x[e] * dropout_scale_at(seed, stream, e, p, scale);
+  if (e < n)
+    y[e] = x[e] * dropout_scale_at(seed, stream, dropout_global_index(e, layout), p, scale);
 }
 
 __global__ void copy_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
@@ -26,7 +28,7 @@ void dropout_cuda(const float* x, float* y, int64_t n, const DropoutParams& para
     if (x != y) copy_kernel<<<blocks, threads, 0, current_stream()>>>(x, y, n);
   } else {
     dropout_kernel<<<blocks, threads, 0, current_stream()>>>(
-        x, y, n, params.p, 1.0f / (1.0f - params.p), params.seed, params.stream);
+        x, y, n, params.p, 1.0f / (1.0f - params.p), params.seed, params.stream, params.layout);
   }
   ELMO_CUDA_CHECK_LAUNCH();
 }

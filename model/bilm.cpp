@@ -99,8 +99,19 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   run.dropout = options_.dropout;
   run.seed = options_.seed;
   run.step = step;
+  const int64_t global_rows = batches[0].global_rows > 0 ? batches[0].global_rows : B;
+  ELMO_CHECK(batches[0].row_offset >= 0 && batches[0].row_offset + B <= global_rows,
+             "batch rows [", batches[0].row_offset, ", ", batches[0].row_offset + B,
+             ") are outside the global batch of ", global_rows, " rows");
+  if (global_rows != B) {
+    run.global_rows = global_rows;
+    run.row_offset = batches[0].row_offset;
+  }
   for (int d = 0; d < dirs; ++d) {
     ELMO_CHECK(batches[d].rows == B && batches[d].steps == T, "direction batches differ in shape");
+    ELMO_CHECK((batches[d].global_rows > 0 ? batches[d].global_rows : B) == global_rows &&
+                   batches[d].row_offset == batches[0].row_offset,
+               "direction batches differ in their row shard");
     ELMO_CHECK(states[d].rows() == B, "carried state has ", states[d].rows(), " rows, batch ", B);
     if (!m.ids[d].defined() || m.ids[d].numel() != N) {
       m.ids[d] = Tensor::empty({N}, DType::kI32);
@@ -120,8 +131,9 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
     m.stacks[d].forward(T, B, m.embedded[d].data<float>(), h, c, h, c, run);
   });
 
-  // Gradients of loss x T with loss = mean over directions of the mean NLL per row.
-  const float grad_scale = static_cast<float>(T) / static_cast<float>(N * dirs);
+  // Gradients of loss x T with loss = mean over directions of the mean NLL per row of the
+  // global batch.
+  const float grad_scale = static_cast<float>(T) / static_cast<float>(global_rows * T * dirs);
   TrainStepResult result;
   const float* w = softmax_w.value.data<float>();
   const float* b = softmax_b.value.data<float>();

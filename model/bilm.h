@@ -51,16 +51,21 @@ struct LstmState {
   int64_t rows() const { return h.defined() ? h.size(1) : 0; }
 };
 
-// One direction's batch, row-major [B, T].
+// One direction's batch, row-major [B, T]. In a distributed step the B rows are rows
+// [row_offset, row_offset + B) of a global batch of global_rows (0 = B): the loss is then
+// normalised by the global batch and dropout masks follow the global rows, so the gradients of
+// all ranks sum to those of one rank holding the whole batch.
 struct TokenBatch {
   int64_t rows = 0, steps = 0;
   const int32_t* inputs = nullptr;
   const int32_t* targets = nullptr;
+  int64_t global_rows = 0;
+  int64_t row_offset = 0;
 };
 
 struct TrainStepResult {
   double loss = 0.0;              // 0.5 * (mean_fwd + mean_bwd), or mean_fwd when forward-only
-  double nll[2] = {0.0, 0.0};     // mean NLL per direction
+  double nll[2] = {0.0, 0.0};     // mean NLL per direction over this batch's rows (not global)
 };
 
 class BiLM {

@@ -119,6 +119,13 @@ const float* LstmStack::layer_output(int64_t l) const {
   return layers_[l].outp;
 }
 
+DropoutParams LstmStack::dropout_params(const LstmStackRun& run, uint32_t site, int64_t B,
+                                        int64_t dim) {
+  DropoutParams params{run.dropout, run.seed, dropout_stream(run.step, site), {}};
+  if (run.global_rows > 0) params.layout = {B, run.global_rows, run.row_offset, dim};
+  return params;
+}
+
 void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, const float* c0,
                         float* h_last, float* c_last, const LstmStackRun& run) {
   ELMO_CHECK(T >= 0 && B >= 0, "LstmStack::forward: negative T ", T, " or B ", B);
@@ -136,8 +143,7 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
     layer.x = in;
     if (drop) {
       float* xd = layer.x_drop.ensure(n_in);
-      dropout_cpu(in, xd, n_in,
-                  {run.dropout, run.seed, dropout_stream(run.step, dropout_site(l))});
+      dropout_cpu(in, xd, n_in, dropout_params(run, dropout_site(l), B, ls.input_dim));
       layer.x = xd;
     }
     float* y = layer.y.ensure(n_out);
@@ -156,8 +162,7 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
   top_ = in;
   if (drop) {
     float* top = top_drop_.ensure(n_out);
-    dropout_cpu(in, top, n_out,
-                {run.dropout, run.seed, dropout_stream(run.step, dropout_site(kTopDropoutSite))});
+    dropout_cpu(in, top, n_out, dropout_params(run, dropout_site(kTopDropoutSite), B, H));
     top_ = top;
   }
   T_ = T;
@@ -179,7 +184,7 @@ void LstmStack::backward(const float* d_output, float* d_input) {
   const float* g = d_output;  // d out_l, [T, B, H]
   if (drop) {  // the top dropout's backward is the same mask and scale applied to the gradient
     dropout_cpu(d_output, buf[cur], n_out,
-                {run_.dropout, run_.seed, dropout_stream(run_.step, dropout_site(kTopDropoutSite))});
+                dropout_params(run_, dropout_site(kTopDropoutSite), B, H));
     g = buf[cur];
     cur ^= 1;
   }
@@ -196,8 +201,7 @@ void LstmStack::backward(const float* d_output, float* d_input) {
     if (!dx) break;
     if (shape_.skip_connections && l > 0) add_into(dx, g, n_in);  // residual: d x_l += d out_l
     if (drop)
-      dropout_cpu(dx, dx, n_in,
-                  {run_.dropout, run_.seed, dropout_stream(run_.step, dropout_site(l))});
+      dropout_cpu(dx, dx, n_in, dropout_params(run_, dropout_site(l), B, ls.input_dim));
     g = dx;
     cur ^= 1;
   }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dropout.h"
 #include "model/lstm_layer.h"
 #include "model/parameters.h"
 #include "runtime/rng.h"
@@ -60,6 +61,10 @@ struct LstmStackRun {
   float dropout = 0.0f;  // probability, [0, 1); ignored unless training
   uint64_t seed = 0;
   uint64_t step = 0;
+  // Row shard of a distributed batch: this stack holds rows [row_offset, row_offset + B) of
+  // global_rows per time step (0 = all of them); the dropout masks follow the global rows.
+  int64_t global_rows = 0;
+  int64_t row_offset = 0;
 };
 
 class LstmStack {
@@ -102,6 +107,9 @@ class LstmStack {
   };
   LstmLayerWeights weights(const Layer& layer) const;
   uint32_t dropout_site(int64_t l) const { return static_cast<uint32_t>(dir_index_ * 64 + l); }
+  // Dropout of site `site` over a [T, B, dim] tensor of the run `run`.
+  static DropoutParams dropout_params(const LstmStackRun& run, uint32_t site, int64_t B,
+                                      int64_t dim);
 
   LstmStackShape shape_;
   std::string direction_;

@@ -13,11 +13,25 @@ TEST(DropoutGpu, MatchesCpuBitForBit) {
   Tensor x = Tensor::empty({n});
   for (int64_t e = 0; e < n; ++e) x.data<float>()[e] = static_cast<float>(e % 113) - 50.0f;
   Tensor cpu_y = Tensor::empty({n});
-  dropout(x, cpu_y, {0.3f, 99, 1234});
+  dropout(x, cpu_y, {0.3f, 99, 1234, {}});
   Tensor gx = x.to(Device::cuda(0));
   Tensor gy = Tensor::empty({n}, DType::kF32, Device::cuda(0));
-  dropout(gx, gy, {0.3f, 99, 1234});
+  dropout(gx, gy, {0.3f, 99, 1234, {}});
   // Tolerance 0: the mask and the scale are the same f32 operations on both sides.
+  EXPECT_TRUE(testing::all_close(gy.to_floats(), cpu_y.to_floats(), 0.0f, 0.0f));
+}
+
+TEST(DropoutGpu, RowShardLayoutMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t T = 20, rows = 3, D = 513;  // rows [5, 8) of 16 per step
+  const DropoutParams params{0.25f, 7, 42, {rows, 16, 5, D}};
+  Tensor x = Tensor::empty({T * rows * D});
+  for (int64_t e = 0; e < x.numel(); ++e) x.data<float>()[e] = static_cast<float>(e % 97) - 40.0f;
+  Tensor cpu_y = Tensor::empty(x.shape());
+  dropout(x, cpu_y, params);
+  Tensor gx = x.to(Device::cuda(0));
+  Tensor gy = Tensor::empty(x.shape(), DType::kF32, Device::cuda(0));
+  dropout(gx, gy, params);
   EXPECT_TRUE(testing::all_close(gy.to_floats(), cpu_y.to_floats(), 0.0f, 0.0f));
 }
 

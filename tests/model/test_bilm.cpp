@@ -313,6 +313,70 @@ TEST(BiLM, ThreadedStepEqualsSerialStep) {
   }
 }
 
+// Data parallelism: two ranks holding rows [0, 1) and [1, 4) of a 4-row batch (same sampler
+// seed, same step) produce gradients that sum to the gradients of one rank holding all 4 rows,
+// with the same dropout masks, and carry the same per-row states. Only the float summation
+// order differs (tolerance 1e-5 relative + 1e-7 absolute).
+TEST(BiLM, RowShardsSumToTheWholeBatchGradient) {
+  BiLM model(projected_shape(), train_options(SoftmaxKind::kSampled, 0.3f));
+  model.init(17, 0.8f, 1.0f);
+  const int64_t B = 4, T = 5, V = 12;
+  Batches whole(B, T, V, 1700);
+  const std::vector<LstmState> carried = random_states(model, B, 1800);
+  std::vector<char> touched;
+
+  model.params().zero_grads();
+  LstmState whole_states[2] = {clone_state(carried[0]), clone_state(carried[1])};
+  Rng sampler(kSamplerSeed, kRngSampler);
+  const TrainStepResult whole_result = model.train_step(whole.batch, whole_states, kStep, sampler);
+  std::vector<std::vector<float>> expected;
+  for (Parameter* p : model.params().all()) expected.push_back(dense_grad(*p, &touched));
+
+  std::vector<std::vector<float>> summed;
+  double nll_sum[2] = {0, 0};
+  for (const auto& [offset, rows] : {std::pair<int64_t, int64_t>{0, 1}, {1, 3}}) {
+    TokenBatch part[2];
+    LstmState states[2];
+    for (int d = 0; d < 2; ++d) {
+      part[d] = {rows, T, whole.inputs[d].data() + offset * T, whole.targets[d].data() + offset * T,
+                 B, offset};
+      const int64_t L = carried[d].h.size(0), H = carried[d].h.size(2), C = carried[d].c.size(2);
+      states[d] = {Tensor::empty({L, rows, H}), Tensor::empty({L, rows, C})};
+      for (int64_t l = 0; l < L; ++l) {
+        std::copy_n(carried[d].h.data<float>() + (l * B + offset) * H, rows * H,
+                    states[d].h.data<float>() + l * rows * H);
+        std::copy_n(carried[d].c.data<float>() + (l * B + offset) * C, rows * C,
+                    states[d].c.data<float>() + l * rows * C);
+      }
+    }
+    model.params().zero_grads();
+    Rng rank_sampler(kSamplerSeed, kRngSampler);
+    const TrainStepResult r = model.train_step(part, states, kStep, rank_sampler);
+    size_t k = 0;
+    for (Parameter* p : model.params().all()) {
+      std::vector<float> g = dense_grad(*p, &touched);
+      if (summed.size() <= k) summed.emplace_back(g.size(), 0.0f);
+      for (size_t i = 0; i < g.size(); ++i) summed[k][i] += g[i];
+      ++k;
+    }
+    for (int d = 0; d < 2; ++d) {
+      nll_sum[d] += r.nll[d] * rows;
+      const int64_t L = carried[d].h.size(0), H = carried[d].h.size(2);
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t i = 0; i < rows * H; ++i)
+          EXPECT_NEAR(states[d].h.data<float>()[l * rows * H + i],
+                      whole_states[d].h.data<float>()[(l * B + offset) * H + i], 1e-6)
+              << "carried h of rows from " << offset;
+    }
+  }
+  size_t k = 0;
+  for (Parameter* p : model.params().all()) {
+    EXPECT_TRUE(testing::all_close(summed[k], expected[k], 1e-7f, 1e-5f)) << p->name;
+    ++k;
+  }
+  for (int d = 0; d < 2; ++d) EXPECT_NEAR(nll_sum[d] / B, whole_result.nll[d], 1e-6);
+}
+
 TEST(BiLM, ReportedLossIsMeanOfDirectionMeans) {
   BiLM model(projected_shape(), train_options(SoftmaxKind::kFull, 0.0f));
   model.init(6, 0.3f, 1.0f);

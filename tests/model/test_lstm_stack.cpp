@@ -82,7 +82,7 @@ TEST(LstmStack, ForwardMatchesManualComposition) {
 
     const int d = std::string(dir) == "fwd" ? 0 : 1;
     auto params = [&](uint32_t site) {
-      return DropoutParams{0.25f, 77, dropout_stream(9, d * 64 + site)};
+      return DropoutParams{0.25f, 77, dropout_stream(9, d * 64 + site), {}};
     };
     auto w = [&](int l) {
       auto p = [&](const char* what) {
