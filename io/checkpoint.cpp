@@ -155,6 +155,93 @@ std::optional<std::string> incomplete_reason(const fs::path& dir) {
   return std::nullopt;
 }
 
+// Concatenates `parts` along `axis` (every other dimension must agree).
+Tensor concat(const std::vector<Tensor>& parts, int64_t axis, const std::string& what) {
+  const Tensor& first = parts.front();
+  ELMO_CHECK(axis >= 0 && axis < first.ndim(), what, ": cannot concatenate along axis ", axis,
+             " of a ", first.ndim(), "-d tensor");
+  std::vector<int64_t> dims = first.shape().vec();
+  int64_t total = 0;
+  for (const Tensor& p : parts) {
+    ELMO_CHECK(p.ndim() == first.ndim() && p.dtype() == first.dtype(), what,
+               ": shard parts differ in rank or dtype");
+    for (int d = 0; d < first.ndim(); ++d)
+      ELMO_CHECK(d == axis || p.size(d) == first.size(d), what, ": shard parts differ in shape (",
+                 p.shape().str(), " vs ", first.shape().str(), ")");
+    total += p.size(static_cast<int>(axis));
+  }
+  dims[axis] = total;
+  Tensor out = Tensor::empty(Shape(dims), first.dtype());
+  int64_t outer = 1, inner = static_cast<int64_t>(dtype_size(first.dtype()));
+  for (int d = 0; d < axis; ++d) outer *= first.size(d);
+  for (int d = static_cast<int>(axis) + 1; d < first.ndim(); ++d) inner *= first.size(d);
+  auto* dst = static_cast<unsigned char*>(out.raw());
+  for (int64_t o = 0; o < outer; ++o)
+    for (const Tensor& p : parts) {
+      const int64_t bytes = p.size(static_cast<int>(axis)) * inner;
+      std::memcpy(dst, static_cast<const unsigned char*>(p.raw()) + o * bytes, bytes);
+      dst += bytes;
+    }
+  return out;
+}
+
+// Replaces the shard files of a sharded checkpoint by whole tensors (see checkpoint.h).
+void assemble_shards(CheckpointData& data, const fs::path& dir) {
+  const nlohmann::json& shards = data.state["shards"];
+  const auto fail = [&](const std::string& why) {
+    return Error(str("checkpoint ", dir.string(), " is damaged: ", why));
+  };
+  if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
+      !shards.contains("axis") || !shards["axis"].is_object())
+    throw fail("state.json \"shards\" needs a \"files\" list and an \"axis\" object");
+  std::map<std::string, std::map<std::string, std::vector<Tensor>>> parts;  // file -> name -> parts
+  std::map<std::string, std::vector<std::string>> order;                    // first-seen order
+  std::set<std::string> shard_names;
+  for (const auto& f : shards["files"]) {
+    if (!f.is_string()) throw fail("shard names must be strings");
+    const NamedTensors* tensors = data.file(f.get<std::string>());
+    if (!tensors) throw fail(str("shard file ", f.dump(), " is not among its files"));
+    shard_names.insert(f.get<std::string>());
+    for (const auto& [name, tensor] : *tensors) {
+      const size_t slash = name.find('/');
+      if (slash == std::string::npos)
+        throw fail(str("shard tensor '", name, "' is not named <file>/<tensor>"));
+      const std::string file = name.substr(0, slash), tensor_name = name.substr(slash + 1);
+      if (!shards["axis"].contains(file))
+        throw fail(str("shard tensor '", name, "' belongs to file '", file,
+                       "', which has no axis in \"shards\""));
+      auto& list = parts[file][tensor_name];
+      if (list.empty()) order[file].push_back(tensor_name);
+      list.push_back(tensor);
+    }
+  }
+  std::vector<std::pair<std::string, NamedTensors>> files;
+  for (auto& [name, tensors] : data.files)
+    if (!shard_names.count(name)) files.emplace_back(name, std::move(tensors));
+  for (auto& [file, by_name] : parts) {
+    const int64_t axis = shards["axis"][file].get<int64_t>();
+    auto it = std::find_if(files.begin(), files.end(), [&](const auto& f) { return f.first == file; });
+    if (it == files.end()) {
+      files.emplace_back(file, NamedTensors{});
+      it = std::prev(files.end());
+    }
+    NamedTensors& target = it->second;
+    for (const std::string& tensor_name : order[file]) {
+      std::vector<Tensor> list;
+      auto base = std::find_if(target.begin(), target.end(),
+                               [&](const auto& t) { return t.first == tensor_name; });
+      if (base != target.end()) list.push_back(base->second);
+      for (Tensor& t : by_name[tensor_name]) list.push_back(t);
+      Tensor whole = concat(list, axis, str(dir.string(), ": ", file, "/", tensor_name));
+      if (base != target.end())
+        base->second = whole;
+      else
+        target.emplace_back(tensor_name, whole);
+    }
+  }
+  data.files = std::move(files);
+}
+
 CheckpointData load_step_dir(const fs::path& dir) {
   StateJson s = read_state_json(dir);
   CheckpointData data;
@@ -171,6 +258,7 @@ CheckpointData load_step_dir(const fs::path& dir) {
       throw Error(str("checkpoint ", dir.string(), " is damaged: ", e.what()));
     }
   }
+  if (data.state.is_object() && data.state.contains("shards")) assemble_shards(data, dir);
   return data;
 }
 
@@ -274,6 +362,14 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
     ELMO_CHECK(names.insert(name).second, "checkpoint file '", name, "' given twice");
     file_list.push_back(name);
   }
+  for (const auto& [name, path] : data.adopted) {
+    ELMO_CHECK(valid_file_name(name), "bad checkpoint file name '", name,
+               "' (letters, digits, '_', '-', '.'; not 'state')");
+    ELMO_CHECK(names.insert(name).second, "checkpoint file '", name, "' given twice");
+    ELMO_CHECK(fs::is_regular_file(path), "checkpoint file '", name, "' to adopt is missing: ",
+               path);
+    file_list.push_back(name);
+  }
   state["format"] = kCheckpointFormat;
   state["step"] = data.step;
   state["files"] = file_list;
@@ -292,6 +388,13 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
                                                      {"step", std::to_string(data.step)}};
     for (const auto& [name, tensors] : data.files)
       save_safetensors((tmp_dir / (name + ".safetensors")).string(), tensors, meta);
+    for (const auto& [name, path] : data.adopted) {
+      const fs::path to = tmp_dir / (name + ".safetensors");
+      if (::rename(path.c_str(), to.c_str()) != 0) {  // another filesystem: copy, then remove
+        fs::copy_file(path, to, fs::copy_options::overwrite_existing);
+        fs::remove(path);
+      }
+    }
     write_file_atomic((tmp_dir / kStateFile).string(), state.dump(2) + "\n");  // last inside
     install_dir(tmp_dir, final_dir);
     fsync_directory(ckpt_dir.string());

@@ -11,6 +11,12 @@
 // removed by the next save.
 // state.json is the caller's JSON object plus three reserved keys written by save_checkpoint:
 // "format": "elmo_fast-checkpoint-1", "step": N and "files": ["model", "optimizer", ...].
+// Sharded checkpoints (distributed runs): when state.json has "shards":
+//   {"files": ["shard-0", "shard-1", ...], "axis": {"model": 0, "optimizer": 0, "carry": 1}}
+// each shard file holds tensors named "<file>/<tensor>" (e.g. "model/embedding.weight", the rows
+// one rank owns). load_checkpoint assembles them: for every such tensor, the part in <file> (if
+// any) comes first, then the shards' parts in the listed order, concatenated along the file's
+// axis. Readers therefore always see whole tensors, whatever the world size that wrote them.
 // What it is not: it does not know what the tensors mean (the trainer fills and reads them).
 #pragma once
 
@@ -36,6 +42,9 @@ struct CheckpointData {
   // {"model", [...]}, {"optimizer", [...]}, {"carry", [...]}: each becomes <name>.safetensors.
   // Names: letters, digits, '_', '-', '.'; unique.
   std::vector<std::pair<std::string, NamedTensors>> files;
+  // Safetensors files already written elsewhere ({name, path}; e.g. by the other ranks of a
+  // distributed run), moved into the folder as <name>.safetensors before it is installed.
+  std::vector<std::pair<std::string, std::string>> adopted;
 
   // The tensors of file `name`, or nullptr when the checkpoint has no such file.
   const NamedTensors* file(const std::string& name) const;

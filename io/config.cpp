@@ -242,6 +242,16 @@ const std::vector<KeySpec>& key_table() {
                "Write run.dir/metrics.jsonl (one JSON object per log interval)"),
       bool_key(ELMO_KEY(metrics, tensorboard),
                "Write TensorBoard event files with the same scalars under run.dir"),
+      // [dist]
+      int_key(ELMO_KEY(dist, hot_rows), -1, kInt64Max,
+              "Ids below this are the hot head of the embedding and softmax, replicated on every "
+              "rank and all-reduced; the tail is sharded by row over ranks (-1 = the smallest "
+              "prefix covering dist.hot_coverage of the training tokens)"),
+      float_key(ELMO_KEY(dist, hot_coverage), 0, false, 1, false,
+                "Share of training-token occurrences the automatic hot head covers"),
+      float_key(ELMO_KEY(dist, timeout_seconds), 0, true, 1e6, false,
+                "Longest wait for a peer (rendezvous, all-reduce, row exchange) before the run "
+                "stops with an error naming it"),
   };
   return table;
 }

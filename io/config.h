@@ -127,6 +127,14 @@ struct MetricsConfig {
   bool operator==(const MetricsConfig&) const = default;
 };
 
+// Distributed runs (DESIGN.md §6); ignored by a single process.
+struct DistConfig {
+  int64_t hot_rows = -1;       // -1 = the smallest id prefix covering hot_coverage of tokens
+  double hot_coverage = 0.9;   // share of training-token occurrences the hot head covers
+  double timeout_seconds = 120.0;  // rendezvous, collectives and row exchange waits
+  bool operator==(const DistConfig&) const = default;
+};
+
 struct Config {
   RunConfig run;
   DataConfig data;
@@ -138,6 +146,7 @@ struct Config {
   CheckpointConfig checkpoint;
   EvalConfig eval;
   MetricsConfig metrics;
+  DistConfig dist;
   bool operator==(const Config&) const = default;
 };
 

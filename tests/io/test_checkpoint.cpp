@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 #include "runtime/error.h"
 #include "tests/support/test_util.h"
 
@@ -185,6 +186,59 @@ TEST(Checkpoint, ForeignFoldersAreRecognised) {
   EXPECT_THAT(load_error(testing::temp_dir("ckpt_empty")), HasSubstr("no checkpoint found"));
   EXPECT_THAT(load_error(dir + "/nowhere"), HasSubstr("no such checkpoint folder"));
   EXPECT_FALSE(find_latest_checkpoint(dir + "/nowhere").has_value());
+}
+
+// A distributed save: rank 0 writes the replicated part (hot rows, dense tensors), every rank its
+// shard file beforehand (adopted into the folder); loading assembles whole tensors, rows along
+// axis 0 and carried-state rows along axis 1.
+TEST(Checkpoint, ShardedCheckpointsLoadAsWholeTensors) {
+  const std::string dir = testing::temp_dir("ckpt_shards");
+  CheckpointData d;
+  d.step = 4;
+  d.state = {{"world_size", 2},
+             {"shards",
+              {{"files", {"shard-0", "shard-1"}}, {"axis", {{"model", 0}, {"carry", 1}}}}}};
+  d.files = {{"model",
+              {{"lstm.w", Tensor::from_floats({9, 9}, {2})},
+               {"embedding.weight", Tensor::from_floats({0, 1}, {1, 2})}}}};  // hot row 0
+  for (int r = 0; r < 2; ++r) {
+    const float base = r == 0 ? 2.0f : 6.0f;  // rank 0 owns rows 1-2, rank 1 rows 3-4
+    const std::string path = str(dir, "/shard-", r, ".pending");
+    save_safetensors(path, {{"model/embedding.weight",
+                             Tensor::from_floats({base, base + 1, base + 2, base + 3}, {2, 2})},
+                            {"carry/fwd.h", Tensor::from_floats({10.0f * r, 10.0f * r + 1}, {2, 1, 1})}});
+    d.adopted.emplace_back(str("shard-", r), path);
+  }
+  const std::string folder = save_checkpoint(dir, d, 0);
+  EXPECT_FALSE(fs::exists(dir + "/shard-0.pending"));
+  EXPECT_TRUE(fs::exists(folder + "/shard-1.safetensors"));
+
+  const CheckpointData loaded = load_checkpoint(dir);
+  const NamedTensors* model = loaded.file("model");
+  const NamedTensors* carry = loaded.file("carry");
+  ASSERT_NE(model, nullptr);
+  ASSERT_NE(carry, nullptr);
+  EXPECT_EQ(loaded.file("shard-0"), nullptr);
+  ASSERT_EQ(model->size(), 2u);
+  EXPECT_EQ((*model)[0].second.to_floats(), (std::vector<float>{9, 9}));
+  EXPECT_EQ((*model)[1].second.shape(), Shape({5, 2}));
+  EXPECT_EQ((*model)[1].second.to_floats(), (std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  ASSERT_EQ(carry->size(), 1u);
+  EXPECT_EQ((*carry)[0].first, "fwd.h");
+  EXPECT_EQ((*carry)[0].second.shape(), Shape({2, 2, 1}));
+  EXPECT_EQ((*carry)[0].second.to_floats(), (std::vector<float>{0, 10, 1, 11}));
+}
+
+TEST(Checkpoint, ShardTensorsWithMismatchedShapesAreDamage) {
+  const std::string dir = testing::temp_dir("ckpt_bad_shards");
+  CheckpointData d;
+  d.step = 1;
+  d.state = {{"shards", {{"files", {"shard-0"}}, {"axis", {{"model", 0}}}}}};
+  d.files = {{"model", {{"t", Tensor::from_floats({1, 2}, {1, 2})}}},
+             {"shard-0", {{"model/t", Tensor::from_floats({1, 2, 3}, {1, 3})}}}};
+  save_checkpoint(dir, d, 0);
+  EXPECT_THAT(testing::error_of([&] { load_checkpoint(dir); }),
+              ::testing::AllOf(HasSubstr("model/t"), HasSubstr("differ in shape")));
 }
 
 TEST(Checkpoint, RejectsReservedStateKeysAndBadFileNames) {
