@@ -76,7 +76,7 @@ struct Case {
   int ranks = 2;
   int64_t rows = 1024;  // rows per step per peer
   int64_t dim = 512;
-  int steps = 5;        // measured steps (after one warm-up step)
+  int steps = 5;  // measured steps (after one warm-up step)
 };
 
 float table_value(int64_t id, int64_t d) {
@@ -109,6 +109,7 @@ void run_rank(const Case& c, int rank, const std::string& dir, const std::string
   for (int r = 0; r < c.ranks; ++r) shards.push_back(tail_rows(table_rows, 0, r, c.ranks));
   json record = {{"rank", rank}, {"fetch_s", json::array()}, {"push_s", json::array()}};
   int64_t wrong_rows = 0, wrong_sums = 0;
+  std::vector<SummedRows> sums;  // reused from step to step, as a trainer would
   for (int step = 0; step <= c.steps; ++step) {
     std::vector<int32_t> ids;  // ascending: shards are ascending by rank
     for (int owner = 0; owner < c.ranks; ++owner) {
@@ -128,7 +129,7 @@ void run_rank(const Case& c, int rank, const std::string& dir, const std::string
         }
     const std::vector<float> grads(ids.size() * c.dim, static_cast<float>(rank + 1));
     const auto push_start = Clock::now();
-    const std::vector<SummedRows> sums = exchange.exchange_gradients(step, {{&ids, grads.data()}});
+    exchange.exchange_gradients(step, {{&ids, grads.data()}}, sums);
     const double push_s = seconds_since(push_start);
     std::map<int32_t, float> expected;  // owned id -> sum of (r + 1) over ranks that sent it
     for (int r = 0; r < c.ranks; ++r)
@@ -224,6 +225,11 @@ json run_case(const Case& c) {
     for (const auto& r : results) sum += r[key].get<int64_t>();
     return static_cast<double>(sum) / (c.steps + 1);
   };
+  auto per_step_mean = [&](const char* key) {
+    double sum = 0;
+    for (const auto& r : results) sum += r[key].get<double>();
+    return sum / (c.steps + 1) / c.ranks;
+  };
   int64_t wrong = 0;
   for (const auto& r : results) wrong += r["wrong"].get<int64_t>();
   const double fetch_s = median(fetch), push_s = median(push);
@@ -249,6 +255,12 @@ json run_case(const Case& c) {
       {"refresh_bytes_per_step", bytes_refreshed},
       {"bytes_per_step", bytes_fetched + bytes_pushed + bytes_refreshed},
       {"wrong", wrong},
+      // Mean seconds per step and rank in each phase (SparseExchangeStats), warm-up included.
+      {"phase_s",
+       {{"wait_rows", per_step_mean("wait_rows_s")},
+        {"apply_rows", per_step_mean("apply_rows_s")},
+        {"exchange_wait", per_step_mean("exchange_wait_s")},
+        {"exchange_sum", per_step_mean("exchange_sum_s")}}},
   };
 }
 
@@ -268,9 +280,9 @@ double run_perftest(const std::string& test, int64_t size, int iterations, int p
     return -1;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  const std::string client = str(env, " ", binary, " 127.0.0.1 -p ", port, " -t ", test, " -s ",
-                                 size, " -n ", iterations, " -w ", std::max(1, iterations / 10),
-                                 " -f -v 2>&1");
+  const std::string client =
+      str(env, " ", binary, " 127.0.0.1 -p ", port, " -t ", test, " -s ", size, " -n ", iterations,
+          " -w ", std::max(1, iterations / 10), " -f -v 2>&1");
   FILE* pipe = popen(client.c_str(), "r");
   std::string output;
   char buffer[4096];
@@ -313,8 +325,7 @@ int run(int argc, char** argv) {
   const auto start = Clock::now();
   json cases = json::array();
   std::printf("SparseExchange over UCX (UCX_TLS=%s UCX_NET_DEVICES=%s), dim %lld, f32 rows\n",
-              std::getenv("UCX_TLS"), std::getenv("UCX_NET_DEVICES"),
-              static_cast<long long>(dim));
+              std::getenv("UCX_TLS"), std::getenv("UCX_NET_DEVICES"), static_cast<long long>(dim));
   std::printf("%5s %8s | %9s %9s %8s %9s %7s | %9s %8s %9s %7s | %9s %6s\n", "ranks", "rows/pr",
               "fetch_row", "fetch_MB", "fetch_ms", "Mrows/s", "GB/s", "push_MB", "push_ms",
               "Mrows/s", "GB/s", "MB/step", "#wrong");
@@ -326,20 +337,22 @@ int run(int argc, char** argv) {
       if (c.steps <= 0) c.steps = std::clamp(static_cast<int>(4e8 / (bytes_per_rank * r)), 3, 20);
       const json row = run_case(c);
       total_wrong += row["wrong"].get<int64_t>();
-      std::printf("%5d %8lld | %9.0f %9.1f %8.2f %9.3f %7.3f | %9.1f %8.2f %9.3f %7.3f | %9.1f %6lld\n",
-                  r, static_cast<long long>(n), row["fetch_rows_per_step"].get<double>(),
-                  row["fetch_bytes_per_step"].get<double>() / 1e6, row["fetch_s"].get<double>() * 1e3,
-                  row["fetch_rows_per_s"].get<double>() / 1e6, row["fetch_gb_per_s"].get<double>(),
-                  row["push_bytes_per_step"].get<double>() / 1e6, row["push_s"].get<double>() * 1e3,
-                  row["push_rows_per_s"].get<double>() / 1e6, row["push_gb_per_s"].get<double>(),
-                  row["bytes_per_step"].get<double>() / 1e6,
-                  static_cast<long long>(row["wrong"].get<int64_t>()));
+      std::printf(
+          "%5d %8lld | %9.0f %9.1f %8.2f %9.3f %7.3f | %9.1f %8.2f %9.3f %7.3f | %9.1f %6lld\n", r,
+          static_cast<long long>(n), row["fetch_rows_per_step"].get<double>(),
+          row["fetch_bytes_per_step"].get<double>() / 1e6, row["fetch_s"].get<double>() * 1e3,
+          row["fetch_rows_per_s"].get<double>() / 1e6, row["fetch_gb_per_s"].get<double>(),
+          row["push_bytes_per_step"].get<double>() / 1e6, row["push_s"].get<double>() * 1e3,
+          row["push_rows_per_s"].get<double>() / 1e6, row["push_gb_per_s"].get<double>(),
+          row["bytes_per_step"].get<double>() / 1e6,
+          static_cast<long long>(row["wrong"].get<int64_t>()));
       std::fflush(stdout);
       cases.push_back(row);
     }
   }
-  std::printf("(rows and bytes per step are all ranks together; rates are over the slowest "
-              "rank's median step; bytes = payload: ids + values)\n");
+  std::printf(
+      "(rows and bytes per step are all ranks together; rates are over the slowest "
+      "rank's median step; bytes = payload: ids + values)\n");
 
   json reference = json::array();
   if (!no_perftest) {
@@ -361,7 +374,8 @@ int run(int argc, char** argv) {
         if (note.find("not found") != std::string::npos) break;
         continue;
       }
-      std::printf("  %-10s %9lld B: %7.3f GB/s\n", run.test, static_cast<long long>(run.size), gbps);
+      std::printf("  %-10s %9lld B: %7.3f GB/s\n", run.test, static_cast<long long>(run.size),
+                  gbps);
       reference.push_back({{"test", run.test}, {"size", run.size}, {"gb_per_s", gbps}});
     }
   }

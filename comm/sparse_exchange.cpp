@@ -1,44 +1,35 @@
-// SparseExchange: the wire format, the caller-side step protocol, the owner side (answering,
-// deferring and refreshing fetches) and the comm thread that owns the UCX worker.
-// Semantics are documented in sparse_exchange.h; this file only says how.
+// SparseExchange: row ownership, setup and teardown, and the caller-side step protocol
+// (requests, applying replies and refreshes, rank-order sums, refresh and deferred answers
+// in rows_updated). The comm thread is in sparse_exchange_comm.cpp; semantics in the header.
 #include "comm/sparse_exchange.h"
 
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <exception>
-#include <map>
-#include <mutex>
-#include <optional>
-#include <span>
 #include <sstream>
-#include <thread>
-#include <unordered_set>
 
-#include "comm/ucx_util.h"
+#include "comm/sparse_exchange_impl.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
 namespace elmo {
 
+using namespace sparse_wire;
+using namespace sparse_detail;
+
 RowRange tail_rows(int64_t rows, int64_t hot_rows, int rank, int world_size) {
-  ELMO_CHECK(0 <= hot_rows && hot_rows <= rows, "hot_rows ", hot_rows, " outside [0, ", rows,
-             "]");
+  ELMO_CHECK(0 <= hot_rows && hot_rows <= rows, "hot_rows ", hot_rows, " outside [0, ", rows, "]");
   const RowRange tail = rank_rows(rows - hot_rows, rank, world_size);
   return {tail.begin + hot_rows, tail.end + hot_rows};
 }
 
 int tail_owner(int64_t rows, int64_t hot_rows, int world_size, int64_t id) {
-  ELMO_CHECK(world_size > 0 && 0 <= hot_rows && hot_rows <= rows, "bad table shape: rows ",
-             rows, ", hot_rows ", hot_rows, ", world ", world_size);
+  ELMO_CHECK(world_size > 0 && 0 <= hot_rows && hot_rows <= rows, "bad table shape: rows ", rows,
+             ", hot_rows ", hot_rows, ", world ", world_size);
   ELMO_CHECK(0 <= id && id < rows, "id ", id, " is out of range [0, ", rows, ")");
   if (id < hot_rows) return -1;
   // Inverse of even_part: the first `extra` ranks hold base + 1 rows, the others base.
@@ -49,163 +40,14 @@ int tail_owner(int64_t rows, int64_t hot_rows, int world_size, int64_t id) {
   return static_cast<int>(extra + (position - in_big) / base);  // base > 0 here
 }
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-constexpr uint32_t kMagic = 0x454c4d58;  // "ELMX"
-constexpr unsigned kAmId = 7;
-// After the last piece of work the comm thread keeps polling this long before it sleeps on
-// the worker's event fd (saves a wakeup when messages come in bursts).
-constexpr double kSpinSeconds = 50e-6;
-
-enum class MsgKind : uint32_t {
-  kHello = 1,         // payload: table descriptor text
-  kFetchRequest = 2,  // rows payload without values: the ids asked for
-  kFetchReply = 3,    // rows payload: the ids asked for and their values
-  kStepDone = 4,      // rows payload: refreshed rows of the requester's next step
-  kGradients = 5,     // rows payload: gradient rows for the receiver's owned ids
-  kGoodbye = 6,       // no payload
-};
-constexpr uint32_t kLastKind = 6;
-
-const char* kind_name(uint32_t kind) {
-  switch (static_cast<MsgKind>(kind)) {
-    case MsgKind::kHello: return "hello";
-    case MsgKind::kFetchRequest: return "fetch request";
-    case MsgKind::kFetchReply: return "fetch reply";
-    case MsgKind::kStepDone: return "step completion";
-    case MsgKind::kGradients: return "gradients";
-    case MsgKind::kGoodbye: return "goodbye";
-  }
-  return "unknown";
-}
-
-// Active-message header. In UCX 1.13 it must stay valid until the send completes, so it lives
-// in the Op of the send.
-struct MsgHeader {
-  uint32_t magic = kMagic;
-  uint32_t kind = 0;
-  int64_t step = 0;
-  int32_t src = 0;
-  int32_t num_tables = 0;
-  uint64_t payload_bytes = 0;
-};
-
-// Rows payload: int64 counts[num_tables]; int32 ids[sum of counts] (table after table);
-// then, when the message carries rows, f32 values[sum of counts_t * dim_t] (table after table).
-struct RowsSource {
-  std::span<const int32_t> ids;
-  const float* rows = nullptr;  // [ids.size(), dim] contiguous; nullptr: gather table values
-};
-
-struct RowsView {
-  std::vector<std::span<const int32_t>> ids;  // [table]
-  std::vector<const float*> values;           // [table] -> [ids.size(), dim] or nullptr
-  int64_t rows = 0;                           // total ids over tables
-};
-
-size_t rows_payload_bytes(const std::vector<SparseTable>& tables,
-                          const std::vector<RowsSource>& sources, bool with_values) {
-  size_t bytes = tables.size() * sizeof(int64_t);
-  for (size_t t = 0; t < tables.size(); ++t) {
-    bytes += sources[t].ids.size() * sizeof(int32_t);
-    if (with_values) bytes += sources[t].ids.size() * tables[t].dim * sizeof(float);
-  }
-  return bytes;
-}
-
-void write_rows(StagingBuffer& buffer, const std::vector<SparseTable>& tables,
-                const std::vector<RowsSource>& sources, bool with_values) {
-  char* out = buffer.data;
-  for (size_t t = 0; t < tables.size(); ++t) {
-    const int64_t count = static_cast<int64_t>(sources[t].ids.size());
-    std::memcpy(out, &count, sizeof count);
-    out += sizeof count;
-  }
-  for (size_t t = 0; t < tables.size(); ++t) {
-    const size_t bytes = sources[t].ids.size() * sizeof(int32_t);
-    if (bytes > 0) std::memcpy(out, sources[t].ids.data(), bytes);
-    out += bytes;
-  }
-  if (with_values) {
-    for (size_t t = 0; t < tables.size(); ++t) {
-      const size_t row_bytes = tables[t].dim * sizeof(float);
-      const auto& source = sources[t];
-      if (source.rows != nullptr) {
-        const size_t bytes = source.ids.size() * row_bytes;
-        if (bytes > 0) std::memcpy(out, source.rows, bytes);
-        out += bytes;
-      } else {
-        for (const int32_t id : source.ids) {
-          std::memcpy(out, tables[t].values + id * tables[t].dim, row_bytes);
-          out += row_bytes;
-        }
-      }
-    }
-  }
-  ELMO_CHECK(static_cast<size_t>(out - buffer.data) == buffer.size, "rows payload size");
-}
-
-// Parses a rows payload; returns "" or what is wrong with it.
-std::string parse_rows(const StagingBuffer* buffer, const std::vector<SparseTable>& tables,
-                       bool with_values, RowsView* view) {
-  const size_t num_tables = tables.size();
-  const size_t bytes = buffer == nullptr ? 0 : buffer->size;
-  if (bytes < num_tables * sizeof(int64_t))
-    return str("payload of ", bytes, " bytes is shorter than its ", num_tables, " counts");
-  const char* in = buffer->data;
-  std::vector<int64_t> counts(num_tables);
-  std::memcpy(counts.data(), in, num_tables * sizeof(int64_t));
-  in += num_tables * sizeof(int64_t);
-  size_t expected = num_tables * sizeof(int64_t);
-  for (size_t t = 0; t < num_tables; ++t) {
-    if (counts[t] < 0 || counts[t] > tables[t].rows)
-      return str("table ", t, " count ", counts[t], " outside [0, ", tables[t].rows, "]");
-    expected += counts[t] * sizeof(int32_t);
-    if (with_values) expected += counts[t] * tables[t].dim * sizeof(float);
-  }
-  if (bytes != expected)
-    return str("payload has ", bytes, " bytes but its counts need ", expected);
-  view->ids.resize(num_tables);
-  view->values.assign(num_tables, nullptr);
-  view->rows = 0;
-  for (size_t t = 0; t < num_tables; ++t) {
-    view->ids[t] = {reinterpret_cast<const int32_t*>(in), static_cast<size_t>(counts[t])};
-    in += counts[t] * sizeof(int32_t);
-    view->rows += counts[t];
-  }
-  if (with_values) {
-    for (size_t t = 0; t < num_tables; ++t) {
-      view->values[t] = reinterpret_cast<const float*>(in);
-      in += counts[t] * tables[t].dim * sizeof(float);
-    }
-  }
-  return "";
-}
-
-// "" when ids are ascending, unique and inside [begin, end); else what is wrong.
-std::string check_id_run(std::span<const int32_t> ids, int64_t begin, int64_t end) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < begin || ids[i] >= end)
-      return str("id ", ids[i], " at position ", i, " is outside [", begin, ", ", end, ")");
-    if (i > 0 && ids[i] <= ids[i - 1])
-      return str("ids are not ascending and unique: position ", i, " holds ", ids[i],
-                 " after ", ids[i - 1]);
-  }
-  return "";
-}
-
-std::string rank_list(const std::vector<int>& ranks) {
+std::string sparse_detail::rank_list(const std::vector<int>& ranks) {
   std::ostringstream os;
   os << (ranks.size() == 1 ? "rank " : "ranks ");
   for (size_t i = 0; i < ranks.size(); ++i) os << (i > 0 ? ", " : "") << ranks[i];
   return os.str();
 }
+
+namespace {
 
 std::string table_descriptor(const std::vector<SparseTable>& tables, int world_size) {
   std::string text = str("world_size=", world_size, "\n");
@@ -222,164 +64,7 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-using IdLists = std::vector<std::vector<int32_t>>;  // [table] -> ascending ids
-
 }  // namespace
-
-class SparseExchange::Impl {
- public:
-  Impl(KvStore& store, const Topology& topo, std::vector<SparseTable> tables,
-       const SparseExchangeOptions& options);
-  ~Impl();
-
-  int num_tables() const { return static_cast<int>(tables_.size()); }
-  const SparseTable& table(int t) const {
-    check_table(t);
-    return tables_[t];
-  }
-  RowRange owned_rows(int t) const {
-    check_table(t);
-    return owned_[t];
-  }
-  int owner(int t, int64_t id) const;
-
-  void request_rows(int64_t step, const std::vector<std::vector<int32_t>>& ids_per_table);
-  void wait_rows(int64_t step);
-  std::vector<SummedRows> exchange_gradients(
-      int64_t step,
-      const std::vector<std::pair<const std::vector<int32_t>*, const float*>>& grads_per_table);
-  void rows_updated(int64_t step);
-  void close();
-  const SparseExchangeStats& stats() const;
-
- private:
-  // A send or a rendezvous receive in flight (owned by the comm thread).
-  struct Op {
-    Impl* self = nullptr;
-    bool is_send = true;
-    int peer = -1;
-    MsgHeader header;
-    BufferRef payload;
-    void* request = nullptr;
-    ucs_status_t status = UCS_OK;
-  };
-  // A message handed over by the active-message callback.
-  struct Incoming {
-    MsgHeader header;
-    std::string header_error;  // "" when the header is valid
-    BufferRef payload;         // eager data (copied in the callback)
-    void* rndv_desc = nullptr; // rendezvous data still to be received
-    size_t length = 0;
-  };
-  struct EpError {
-    int peer;
-    ucp_ep_h ep;
-    ucs_status_t status;
-  };
-  struct PeerSlot {
-    Impl* self;
-    int rank;
-  };
-  struct Outgoing {
-    int peer;
-    MsgKind kind;
-    int64_t step;
-    BufferRef payload;
-  };
-  struct FetchRequest {
-    int peer;
-    int64_t step;
-    IdLists ids;
-  };
-  using Staged = std::map<int64_t, std::vector<BufferRef>>;  // [step][peer]
-
-  // --- caller side
-  void check_table(int t) const;
-  void check_usable(const char* call) const;
-  void check_ids(const char* call, int64_t step, int t, std::span<const int32_t> ids) const;
-  std::vector<RowsSource> owned_slices(const std::vector<std::span<const int32_t>>& ids,
-                                       const std::vector<const float*>& rows, int rank) const;
-  BufferRef encode_rows(const std::vector<RowsSource>& sources, bool with_values);
-  void enqueue(std::vector<Outgoing> messages);
-  void throw_if_failed(const char* call, int64_t step) const;  // mu_ held
-  template <typename Ready, typename Missing>
-  void wait_until(std::unique_lock<std::mutex>& lock, const char* call, int64_t step,
-                  Ready ready, Missing missing);
-  std::vector<int> missing_in(const Staged& staged, int64_t step) const;  // mu_ held
-  void shutdown(bool graceful);
-
-  // --- comm thread
-  void comm_main();
-  void run_loop();
-  void connect_peers(const std::vector<std::string>& addresses);
-  void send(int peer, MsgKind kind, int64_t step, BufferRef payload);
-  bool handle_incoming();
-  bool handle_completions();
-  bool handle_ep_errors();
-  void dispatch(const MsgHeader& header, BufferRef payload);
-  void answer_request(int peer, int64_t step, BufferRef payload);
-  void peer_failed(int peer, ucs_status_t status, const std::string& what);
-  void protocol_error(int peer, const std::string& what);
-  void close_endpoints(bool graceful);
-  void wake();
-  static ucs_status_t on_am(void* arg, const void* header, size_t header_length, void* data,
-                            size_t length, const ucp_am_recv_param_t* param);
-  static void on_send_done(void* request, ucs_status_t status, void* user_data);
-  static void on_recv_done(void* request, ucs_status_t status, size_t length, void* user_data);
-  static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status);
-
-  // --- fixed after construction
-  Topology topo_;
-  std::vector<SparseTable> tables_;
-  SparseExchangeOptions options_;
-  std::vector<RowRange> owned_;             // [table] this rank's tail ids
-  std::vector<std::vector<RowRange>> ranges_;  // [table][rank] every rank's tail ids
-  std::string label_;                       // "rank 1/4"
-  std::string descriptor_;
-
-  // --- caller thread only
-  std::optional<int64_t> requested_, waited_, exchanged_, updated_;
-  std::map<int64_t, std::vector<IdLists>> requested_ids_;  // [step][peer][table]
-  IdLists updated_ids_;                                    // [table] sums of the last exchange
-  SparseExchangeStats stats_;
-  mutable SparseExchangeStats merged_stats_;
-  bool closed_ = false;
-
-  // --- UCX objects: made and used by the comm thread; torn down after it has been joined.
-  std::unique_ptr<UcxWorker> ucx_;
-  std::unique_ptr<StagingPool> pool_;
-  std::thread thread_;
-  int wake_fd_ = -1;
-
-  // --- comm thread only
-  std::vector<ucp_ep_h> eps_;
-  std::vector<PeerSlot> slots_;
-  std::vector<Incoming> incoming_;
-  std::vector<Op*> completed_;
-  std::vector<EpError> ep_errors_;
-  std::unordered_set<Op*> in_flight_;
-  std::vector<void*> closing_;  // ep close requests
-  std::atomic<int64_t> served_rows_{0}, served_bytes_{0}, deferred_count_{0};
-
-  // --- shared, under mu_
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  enum class Init { kStarting, kReady, kFailed } init_ = Init::kStarting;
-  std::string address_;                   // this worker's address (set by the comm thread)
-  std::vector<std::string> connect_to_;   // peer addresses (set by the caller)
-  std::deque<Outgoing> outbox_;
-  bool stop_ = false, graceful_ = false;
-  std::string fatal_;                     // first protocol/UCX failure
-  int first_lost_ = -1;
-  std::string lost_message_;
-  std::vector<char> lost_, bye_;          // [peer]
-  std::vector<BufferRef> hello_;          // [peer]
-  Staged replies_, done_, grads_;
-  std::optional<int64_t> update_step_, last_updated_;  // owner state
-  int readers_ = 0;                       // comm-thread gathers from owned rows in progress
-  std::vector<FetchRequest> remembered_;  // answered before this rank's next update
-  std::vector<FetchRequest> deferred_;    // arrived during the update window
-};
 
 // ---------------------------------------------------------------------------------------------
 // Construction and teardown
@@ -389,8 +74,8 @@ SparseExchange::Impl::Impl(KvStore& store, const Topology& topo, std::vector<Spa
     : topo_(topo), tables_(std::move(tables)), options_(options) {
   label_ = str("rank ", topo_.rank, "/", topo_.world_size);
   if (topo_.world_size < 1 || topo_.rank < 0 || topo_.rank >= topo_.world_size)
-    throw Error(str("SparseExchange: rank ", topo_.rank, " is not inside world size ",
-                    topo_.world_size));
+    throw Error(
+        str("SparseExchange: rank ", topo_.rank, " is not inside world size ", topo_.world_size));
   if (!(options_.timeout_s > 0))
     throw Error(str("SparseExchange: timeout_s must be > 0 (got ", options_.timeout_s, ")"));
   if (tables_.empty()) throw Error("SparseExchange: no tables given");
@@ -426,8 +111,9 @@ SparseExchange::Impl::Impl(KvStore& store, const Topology& topo, std::vector<Spa
 
   try {
     std::unique_lock<std::mutex> lock(mu_);
-    wait_until(lock, "construction (UCX setup)", 0, [&] { return init_ != Init::kStarting; },
-               [] { return std::string("this rank's UCX worker"); });
+    wait_until(
+        lock, "construction (UCX setup)", 0, [&] { return init_ != Init::kStarting; },
+        [] { return std::string("this rank's UCX worker"); });
     const std::string address = address_;
     lock.unlock();
 
@@ -538,8 +224,7 @@ int SparseExchange::Impl::owner(int t, int64_t id) const {
 }
 
 void SparseExchange::Impl::check_usable(const char* call) const {
-  if (closed_)
-    throw Error(str("SparseExchange::", call, " (", label_, ") after close()"));
+  if (closed_) throw Error(str("SparseExchange::", call, " (", label_, ") after close()"));
 }
 
 void SparseExchange::Impl::check_ids(const char* call, int64_t step, int t,
@@ -592,9 +277,8 @@ void SparseExchange::Impl::throw_if_failed(const char* call, int64_t step) const
 template <typename Ready, typename Missing>
 void SparseExchange::Impl::wait_until(std::unique_lock<std::mutex>& lock, const char* call,
                                       int64_t step, Ready ready, Missing missing) {
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(options_.timeout_s));
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options_.timeout_s));
   while (true) {
     throw_if_failed(call, step);
     if (ready()) return;
@@ -623,11 +307,13 @@ void SparseExchange::Impl::request_rows(int64_t step,
                                         const std::vector<std::vector<int32_t>>& ids_per_table) {
   check_usable("request_rows");
   if (requested_ && step != *requested_ + 1)
-    throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_, "): the previous "
-                    "request was for step ", *requested_, "; steps must be consecutive"));
-  if (requested_ && waited_ != requested_)
     throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_,
-                    "): call wait_rows(", *requested_, ") first (one step of prefetch at most)"));
+                    "): the previous "
+                    "request was for step ",
+                    *requested_, "; steps must be consecutive"));
+  if (requested_ && waited_ != requested_)
+    throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_, "): call wait_rows(",
+                    *requested_, ") first (one step of prefetch at most)"));
   if (ids_per_table.size() != tables_.size())
     throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_, "): got ",
                     ids_per_table.size(), " id lists for ", tables_.size(), " tables"));
@@ -692,8 +378,8 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
             if (need_completions) {
               const std::vector<int> done_missing = missing_in(done_, step - 1);
               if (!done_missing.empty())
-                text += str(text.empty() ? "" : " and ", "step-", step - 1,
-                            " completions from ", rank_list(done_missing));
+                text += str(text.empty() ? "" : " and ", "step-", step - 1, " completions from ",
+                            rank_list(done_missing));
             }
             return text;
           });
@@ -757,16 +443,15 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
   waited_ = step;
 }
 
-std::vector<SummedRows> SparseExchange::Impl::exchange_gradients(
-    int64_t step,
-    const std::vector<std::pair<const std::vector<int32_t>*, const float*>>& grads_per_table) {
+void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& grads_per_table,
+                                              std::vector<SummedRows>& sums) {
   check_usable("exchange_gradients");
   if (waited_ != step)
     throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_,
                     "): call wait_rows(", step, ") first"));
   if (exchanged_ && *exchanged_ == step)
-    throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_,
-                    ") called twice"));
+    throw Error(
+        str("SparseExchange::exchange_gradients(step ", step, ", ", label_, ") called twice"));
   if (grads_per_table.size() != tables_.size())
     throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_, "): got ",
                     grads_per_table.size(), " gradient tables for ", tables_.size(), " tables"));
@@ -775,8 +460,8 @@ std::vector<SummedRows> SparseExchange::Impl::exchange_gradients(
   for (int t = 0; t < num_tables(); ++t) {
     const auto& [table_ids, table_rows] = grads_per_table[t];
     if (table_ids == nullptr || (table_rows == nullptr && !table_ids->empty()))
-      throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_,
-                      "): table ", t, " '", tables_[t].name, "' has a null id list or rows"));
+      throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_, "): table ",
+                      t, " '", tables_[t].name, "' has a null id list or rows"));
     ids[t] = *table_ids;
     rows[t] = table_rows;
     check_ids("exchange_gradients", step, t, ids[t]);
@@ -823,19 +508,20 @@ std::vector<SummedRows> SparseExchange::Impl::exchange_gradients(
     stats_.rows_received += views[peer].rows;
     stats_.bytes_received += static_cast<int64_t>(contributions[peer]->size);
   }
-  std::vector<SummedRows> sums(tables_.size());
+  sums.resize(tables_.size());
   for (int t = 0; t < num_tables(); ++t) {
     const int64_t dim = tables_[t].dim;
     std::vector<RowsSource> sources(world);  // rank order
     for (int r = 0; r < world; ++r)
       sources[r] = r == topo_.rank ? own[t] : RowsSource{views[r].ids[t], views[r].values[t]};
     std::vector<int32_t>& union_ids = sums[t].ids;
+    union_ids.clear();
     for (const auto& source : sources)
       union_ids.insert(union_ids.end(), source.ids.begin(), source.ids.end());
     std::sort(union_ids.begin(), union_ids.end());
     union_ids.erase(std::unique(union_ids.begin(), union_ids.end()), union_ids.end());
     std::vector<float>& out = sums[t].values;
-    out.assign(union_ids.size() * dim, 0.0f);
+    out.resize(union_ids.size() * dim);  // every element is written below
     std::vector<char> seen(union_ids.size(), 0);
     for (const auto& source : sources) {
       size_t j = 0;
@@ -855,7 +541,6 @@ std::vector<SummedRows> SparseExchange::Impl::exchange_gradients(
   }
   stats_.exchange_sum_s += seconds_since(sum_start);
   exchanged_ = step;
-  return sums;
 }
 
 void SparseExchange::Impl::rows_updated(int64_t step) {
@@ -966,467 +651,6 @@ const SparseExchangeStats& SparseExchange::Impl::stats() const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Comm thread
-
-void SparseExchange::Impl::wake() {
-  if (wake_fd_ < 0) return;
-  const uint64_t one = 1;
-  [[maybe_unused]] const ssize_t written = ::write(wake_fd_, &one, sizeof one);
-}
-
-void SparseExchange::Impl::comm_main() {
-  try {
-    ucx_ = std::make_unique<UcxWorker>(topo_.local_size == topo_.world_size, label_);
-    pool_ = std::make_unique<StagingPool>(ucx_->context());
-    ucp_am_handler_param_t handler{};
-    handler.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
-                         UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    handler.id = kAmId;
-    handler.flags = UCP_AM_FLAG_WHOLE_MSG;
-    handler.cb = &Impl::on_am;
-    handler.arg = this;
-    ELMO_UCX_CHECK(ucp_worker_set_am_recv_handler(ucx_->worker(), &handler), label_);
-    std::lock_guard<std::mutex> lock(mu_);
-    address_ = ucx_->address();
-    init_ = Init::kReady;
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    fatal_ = str("SparseExchange (", label_, "): UCX setup failed: ", e.what());
-    init_ = Init::kFailed;
-  }
-  cv_.notify_all();
-  if (init_ == Init::kFailed) return;
-
-  bool graceful = false;
-  try {
-    run_loop();
-    std::lock_guard<std::mutex> lock(mu_);
-    graceful = graceful_;
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (fatal_.empty()) fatal_ = str("SparseExchange (", label_, "): comm thread failed: ", e.what());
-  }
-  cv_.notify_all();
-  try {
-    close_endpoints(graceful);
-  } catch (const std::exception& e) {
-    log_warn("SparseExchange ", label_, ": closing UCX endpoints: ", e.what());
-  }
-}
-
-void SparseExchange::Impl::run_loop() {
-  ucp_worker_h worker = ucx_->worker();
-  auto last_work = Clock::now();
-  while (true) {
-    bool worked = false;
-    while (ucp_worker_progress(worker) != 0) worked = true;
-    worked |= handle_incoming();
-    worked |= handle_completions();
-    worked |= handle_ep_errors();
-    std::deque<Outgoing> sends;
-    std::vector<std::string> connect;
-    bool stop = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      sends.swap(outbox_);
-      connect.swap(connect_to_);
-      stop = stop_;
-    }
-    if (!connect.empty()) connect_peers(connect);
-    for (Outgoing& message : sends)
-      send(message.peer, message.kind, message.step, std::move(message.payload));
-    if (stop) return;
-    if (worked || !sends.empty() || !connect.empty()) {
-      last_work = Clock::now();
-      continue;
-    }
-    if (seconds_since(last_work) < kSpinSeconds) continue;
-    const ucs_status_t armed = ucp_worker_arm(worker);
-    if (armed == UCS_ERR_BUSY) continue;
-    ELMO_UCX_CHECK(armed, label_);
-    pollfd fds[2] = {{ucx_->event_fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    // With operations in flight, wake up often even without events (a transport may need a
-    // progress call that no fd announces); otherwise sleep until something happens.
-    const int poll_ms = in_flight_.empty() && closing_.empty() ? 100 : 1;
-    if (::poll(fds, 2, poll_ms) < 0 && errno != EINTR)
-      throw CommError(str(label_, ": poll on the UCX event fd failed: ", std::strerror(errno)));
-    if (fds[1].revents & POLLIN) {
-      uint64_t count = 0;
-      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
-    }
-    last_work = Clock::now() - std::chrono::seconds(1);  // sleep again right away if idle
-  }
-}
-
-void SparseExchange::Impl::connect_peers(const std::vector<std::string>& addresses) {
-  const std::string descriptor = descriptor_;
-  for (int peer = 0; peer < topo_.world_size; ++peer) {
-    if (peer == topo_.rank) continue;
-    ucp_ep_params_t params{};
-    params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                        UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    params.address = reinterpret_cast<const ucp_address_t*>(addresses[peer].data());
-    params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    params.err_handler.cb = &Impl::on_ep_error;
-    params.err_handler.arg = &slots_[peer];
-    const ucs_status_t status = ucp_ep_create(ucx_->worker(), &params, &eps_[peer]);
-    if (status != UCS_OK) {
-      eps_[peer] = nullptr;
-      peer_failed(peer, status, " (creating the endpoint from its published address)");
-      continue;
-    }
-    BufferRef hello = pool_->acquire(descriptor.size());
-    std::memcpy(hello->data, descriptor.data(), descriptor.size());
-    send(peer, MsgKind::kHello, 0, std::move(hello));
-  }
-}
-
-void SparseExchange::Impl::send(int peer, MsgKind kind, int64_t step, BufferRef payload) {
-  if (eps_[peer] == nullptr) return;  // lost or closed: the loss is reported elsewhere
-  auto* op = new Op;
-  op->self = this;
-  op->is_send = true;
-  op->peer = peer;
-  op->header.kind = static_cast<uint32_t>(kind);
-  op->header.step = step;
-  op->header.src = topo_.rank;
-  op->header.num_tables = num_tables();
-  op->header.payload_bytes = payload ? payload->size : 0;
-  op->payload = std::move(payload);
-  ucp_request_param_t params{};
-  params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  params.cb.send = &Impl::on_send_done;
-  params.user_data = op;
-  const void* data = nullptr;
-  size_t bytes = 0;
-  if (op->payload) {
-    data = op->payload->data;
-    bytes = op->payload->size;
-    if (ucp_mem_h memh = pool_->registration(*op->payload, label_)) {
-      params.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-      params.memh = memh;
-    }
-  }
-  const ucs_status_ptr_t request =
-      ucp_am_send_nbx(eps_[peer], kAmId, &op->header, sizeof(MsgHeader), data, bytes, &params);
-  if (request == nullptr) {
-    delete op;
-  } else if (UCS_PTR_IS_ERR(request)) {
-    const ucs_status_t status = UCS_PTR_STATUS(request);
-    delete op;
-    peer_failed(peer, status, str(" (sending a ", kind_name(static_cast<uint32_t>(kind)), ")"));
-  } else {
-    op->request = request;
-    in_flight_.insert(op);
-  }
-}
-
-ucs_status_t SparseExchange::Impl::on_am(void* arg, const void* header, size_t header_length,
-                                         void* data, size_t length,
-                                         const ucp_am_recv_param_t* param) {
-  auto* self = static_cast<Impl*>(arg);
-  Incoming in;
-  if (header_length != sizeof(MsgHeader)) {
-    in.header_error = str("active-message header of ", header_length, " bytes (expected ",
-                          sizeof(MsgHeader), ")");
-  } else {
-    std::memcpy(&in.header, header, sizeof(MsgHeader));
-    if (in.header.magic != kMagic) in.header_error = "wrong magic number";
-    else if (in.header.src < 0 || in.header.src >= self->topo_.world_size ||
-             in.header.src == self->topo_.rank)
-      in.header_error = str("sender rank ", in.header.src, " is not a peer");
-    else if (in.header.kind < 1 || in.header.kind > kLastKind)
-      in.header_error = str("unknown message kind ", in.header.kind);
-    else if (in.header.payload_bytes != length)
-      in.header_error = str(kind_name(in.header.kind), " of ", length, " bytes, header says ",
-                            in.header.payload_bytes);
-  }
-  const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
-  if (!in.header_error.empty()) {
-    self->incoming_.push_back(std::move(in));
-    return UCS_OK;  // drops rendezvous data too
-  }
-  if (rndv) {
-    in.rndv_desc = data;
-    in.length = length;
-    self->incoming_.push_back(std::move(in));
-    return UCS_INPROGRESS;  // received in handle_incoming (no UCX calls from this callback)
-  }
-  if (length > 0) {
-    in.payload = self->pool_->acquire(length);
-    std::memcpy(in.payload->data, data, length);
-  }
-  self->incoming_.push_back(std::move(in));
-  return UCS_OK;
-}
-
-void SparseExchange::Impl::on_send_done(void* /*request*/, ucs_status_t status, void* user_data) {
-  auto* op = static_cast<Op*>(user_data);
-  op->status = status;
-  op->self->completed_.push_back(op);
-}
-
-void SparseExchange::Impl::on_recv_done(void* /*request*/, ucs_status_t status, size_t /*length*/,
-                                        void* user_data) {
-  auto* op = static_cast<Op*>(user_data);
-  op->status = status;
-  op->self->completed_.push_back(op);
-}
-
-void SparseExchange::Impl::on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) {
-  auto* slot = static_cast<PeerSlot*>(arg);
-  slot->self->ep_errors_.push_back({slot->rank, ep, status});
-}
-
-bool SparseExchange::Impl::handle_incoming() {
-  if (incoming_.empty()) return false;
-  std::vector<Incoming> batch;
-  batch.swap(incoming_);
-  for (Incoming& in : batch) {
-    if (!in.header_error.empty()) {
-      protocol_error(-1, "malformed message: " + in.header_error);
-      continue;
-    }
-    if (in.rndv_desc == nullptr) {
-      dispatch(in.header, std::move(in.payload));
-      continue;
-    }
-    auto* op = new Op;
-    op->self = this;
-    op->is_send = false;
-    op->peer = in.header.src;
-    op->header = in.header;
-    op->payload = pool_->acquire(in.length);
-    ucp_request_param_t params{};
-    params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    params.cb.recv_am = &Impl::on_recv_done;
-    params.user_data = op;
-    if (ucp_mem_h memh = pool_->registration(*op->payload, label_)) {
-      params.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-      params.memh = memh;
-    }
-    const ucs_status_ptr_t request =
-        ucp_am_recv_data_nbx(ucx_->worker(), in.rndv_desc, op->payload->data, in.length, &params);
-    if (request == nullptr) {
-      dispatch(op->header, std::move(op->payload));
-      delete op;
-    } else if (UCS_PTR_IS_ERR(request)) {
-      const ucs_status_t status = UCS_PTR_STATUS(request);
-      const int peer = op->peer;
-      const uint32_t kind = op->header.kind;
-      delete op;
-      peer_failed(peer, status, str(" (receiving a ", kind_name(kind), ")"));
-    } else {
-      op->request = request;
-      in_flight_.insert(op);
-    }
-  }
-  return true;
-}
-
-bool SparseExchange::Impl::handle_completions() {
-  if (completed_.empty()) return false;
-  std::vector<Op*> batch;
-  batch.swap(completed_);
-  for (Op* op : batch) {
-    in_flight_.erase(op);
-    if (op->request != nullptr) ucp_request_free(op->request);
-    if (op->status != UCS_OK) {
-      peer_failed(op->peer, op->status,
-                  str(op->is_send ? " (sending a " : " (receiving a ", kind_name(op->header.kind),
-                      ")"));
-    } else if (!op->is_send) {
-      dispatch(op->header, std::move(op->payload));
-    }
-    delete op;
-  }
-  return true;
-}
-
-bool SparseExchange::Impl::handle_ep_errors() {
-  if (ep_errors_.empty()) return false;
-  std::vector<EpError> batch;
-  batch.swap(ep_errors_);
-  for (const EpError& error : batch) peer_failed(error.peer, error.status, "");
-  return true;
-}
-
-void SparseExchange::Impl::peer_failed(int peer, ucs_status_t status, const std::string& what) {
-  if (eps_[peer] != nullptr) {
-    // An endpoint that reported an error is unusable: release it without flushing.
-    ucp_request_param_t params{};
-    params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    params.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    const ucs_status_ptr_t request = ucp_ep_close_nbx(eps_[peer], &params);
-    if (UCS_PTR_IS_PTR(request)) closing_.push_back(request);
-    eps_[peer] = nullptr;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (bye_[peer] || stop_ || lost_[peer]) return;  // gone after its goodbye: not a failure
-    lost_[peer] = 1;
-    if (first_lost_ < 0) {
-      first_lost_ = peer;
-      lost_message_ = str("SparseExchange (", label_, "): rank ", peer,
-                          " was lost: UCX reported ", ucx_status_text(status),
-                          " on its endpoint", what,
-                          "; the process died, was killed or its host is unreachable (check "
-                          "rank ", peer, "'s log)");
-    }
-  }
-  cv_.notify_all();
-}
-
-void SparseExchange::Impl::protocol_error(int peer, const std::string& what) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (fatal_.empty())
-      fatal_ = str("SparseExchange (", label_, "): protocol error",
-                   peer >= 0 ? str(" with rank ", peer) : std::string(), ": ", what,
-                   "; every rank must make the same calls for the same steps with the same "
-                   "tables (and run the same elmo_fast build)");
-  }
-  cv_.notify_all();
-}
-
-void SparseExchange::Impl::dispatch(const MsgHeader& header, BufferRef payload) {
-  const int peer = header.src;
-  const auto kind = static_cast<MsgKind>(header.kind);
-  if (header.num_tables != num_tables()) {
-    protocol_error(peer, str(kind_name(header.kind), " for ", header.num_tables,
-                             " tables (this rank has ", num_tables(), ")"));
-    return;
-  }
-  if (kind == MsgKind::kFetchRequest) {
-    answer_request(peer, header.step, std::move(payload));
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Staged* staged = nullptr;
-    switch (kind) {
-      case MsgKind::kHello:
-        if (!payload) payload = pool_->acquire(0);
-        hello_[peer] = std::move(payload);
-        break;
-      case MsgKind::kGoodbye: bye_[peer] = 1; break;
-      case MsgKind::kFetchReply: staged = &replies_; break;
-      case MsgKind::kStepDone: staged = &done_; break;
-      case MsgKind::kGradients: staged = &grads_; break;
-      default: break;
-    }
-    if (staged != nullptr) {
-      std::vector<BufferRef>& slots = (*staged)[header.step];
-      if (slots.empty()) slots.resize(topo_.world_size);
-      if (slots[peer]) {
-        if (fatal_.empty())
-          fatal_ = str("SparseExchange (", label_, "): protocol error with rank ", peer,
-                       ": a second ", kind_name(header.kind), " for step ", header.step,
-                       "; every rank must make the same calls for the same steps");
-      } else {
-        if (!payload) payload = pool_->acquire(0);  // parsed (and rejected) by the caller
-        slots[peer] = std::move(payload);
-      }
-    }
-  }
-  cv_.notify_all();
-}
-
-void SparseExchange::Impl::answer_request(int peer, int64_t step, BufferRef payload) {
-  RowsView view;
-  std::string problem = parse_rows(payload.get(), tables_, false, &view);
-  for (int t = 0; t < num_tables() && problem.empty(); ++t) {
-    problem = check_id_run(view.ids[t], owned_[t].begin, owned_[t].end);
-    if (!problem.empty()) problem = str("table ", t, ": ", problem, " (ids this rank owns)");
-  }
-  if (!problem.empty()) {
-    protocol_error(peer, str("bad fetch request for step ", step, ": ", problem));
-    return;
-  }
-  FetchRequest request{peer, step, IdLists(tables_.size())};
-  for (int t = 0; t < num_tables(); ++t)
-    request.ids[t].assign(view.ids[t].begin(), view.ids[t].end());
-  payload.reset();
-  std::string refusal;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (update_step_) {
-      if (step == *update_step_ + 1) {
-        deferred_.push_back(std::move(request));
-        deferred_count_.fetch_add(1);
-        return;
-      }
-      refusal = str("updates step ", *update_step_);
-    } else if (last_updated_ && (step < *last_updated_ + 1 || step > *last_updated_ + 2)) {
-      refusal = str("has completed step ", *last_updated_);
-    } else {
-      // Answered before this rank's next update: remember it, so that update refreshes it.
-      if (!(last_updated_ && step == *last_updated_ + 1)) remembered_.push_back(request);
-      ++readers_;
-    }
-  }
-  if (!refusal.empty()) {
-    protocol_error(peer, str("fetch request for step ", step, " while this rank ", refusal));
-    return;
-  }
-  std::vector<RowsSource> sources(tables_.size());
-  int64_t rows = 0;
-  for (int t = 0; t < num_tables(); ++t) {
-    sources[t].ids = request.ids[t];
-    rows += static_cast<int64_t>(request.ids[t].size());
-  }
-  BufferRef reply;
-  try {
-    reply = encode_rows(sources, true);  // reads owned rows: no update window is open
-  } catch (...) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --readers_;
-    }
-    cv_.notify_all();
-    throw;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    --readers_;
-  }
-  cv_.notify_all();
-  served_rows_.fetch_add(rows);
-  served_bytes_.fetch_add(static_cast<int64_t>(reply->size));
-  send(peer, MsgKind::kFetchReply, step, std::move(reply));
-}
-
-void SparseExchange::Impl::close_endpoints(bool graceful) {
-  ucp_worker_h worker = ucx_->worker();
-  ucp_request_param_t params{};
-  params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  params.flags = graceful ? 0 : UCP_EP_CLOSE_FLAG_FORCE;  // 0: flush what was sent, then close
-  for (ucp_ep_h& ep : eps_) {
-    if (ep == nullptr) continue;
-    const ucs_status_ptr_t request = ucp_ep_close_nbx(ep, &params);
-    if (UCS_PTR_IS_PTR(request)) closing_.push_back(request);
-    ep = nullptr;
-  }
-  const auto start = Clock::now();
-  const double limit = graceful ? std::min(options_.timeout_s, 10.0) : 2.0;
-  while (!closing_.empty() && seconds_since(start) < limit) {
-    ucp_worker_progress(worker);
-    handle_completions();  // cancelled sends return their buffers
-    std::erase_if(closing_, [](void* request) {
-      if (ucp_request_check_status(request) == UCS_INPROGRESS) return false;
-      ucp_request_free(request);
-      return true;
-    });
-    if (!closing_.empty()) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  if (!closing_.empty())
-    log_warn("SparseExchange ", label_, ": ", closing_.size(),
-             " UCX endpoints did not close within ", limit, " s; releasing them anyway");
-  closing_.clear();
-  ep_errors_.clear();
-}
-
-// ---------------------------------------------------------------------------------------------
 // Public wrapper
 
 SparseExchange::SparseExchange(KvStore& store, const Topology& topo,
@@ -1443,10 +667,15 @@ void SparseExchange::request_rows(int64_t step,
   impl_->request_rows(step, ids_per_table);
 }
 void SparseExchange::wait_rows(int64_t step) { impl_->wait_rows(step); }
-std::vector<SummedRows> SparseExchange::exchange_gradients(
-    int64_t step,
-    const std::vector<std::pair<const std::vector<int32_t>*, const float*>>& grads_per_table) {
-  return impl_->exchange_gradients(step, grads_per_table);
+std::vector<SummedRows> SparseExchange::exchange_gradients(int64_t step,
+                                                           const GradientRows& grads_per_table) {
+  std::vector<SummedRows> sums;
+  impl_->exchange_gradients(step, grads_per_table, sums);
+  return sums;
+}
+void SparseExchange::exchange_gradients(int64_t step, const GradientRows& grads_per_table,
+                                        std::vector<SummedRows>& sums) {
+  impl_->exchange_gradients(step, grads_per_table, sums);
 }
 void SparseExchange::rows_updated(int64_t step) { impl_->rows_updated(step); }
 void SparseExchange::close() { impl_->close(); }

@@ -78,16 +78,16 @@
 namespace elmo {
 
 struct SparseTable {
-  std::string name;      // for messages ("embedding.weight")
-  float* values;         // [rows, dim] row-major host memory, the full-size working copy
-  int64_t rows;          // V (< 2^31: ids travel as int32)
-  int64_t dim;           // floats per row (E, P, or 1 for the bias)
-  int64_t hot_rows;      // ids < hot_rows are replicated and never exchanged here
+  std::string name;  // for messages ("embedding.weight")
+  float* values;     // [rows, dim] row-major host memory, the full-size working copy
+  int64_t rows;      // V (< 2^31: ids travel as int32)
+  int64_t dim;       // floats per row (E, P, or 1 for the bias)
+  int64_t hot_rows;  // ids < hot_rows are replicated and never exchanged here
 };
 
 struct SparseExchangeOptions {
-  double timeout_s = 120.0;         // any single wait longer than this throws CommError
-  std::string key_prefix = "ucx";   // KvStore keys "<key_prefix>/<rank>/addr"
+  double timeout_s = 120.0;        // any single wait longer than this throws CommError
+  std::string key_prefix = "ucx";  // KvStore keys "<key_prefix>/<rank>/addr"
 };
 
 // Per table: owned ids (ascending) that got any contribution and their rank-order sums
@@ -100,24 +100,24 @@ struct SummedRows {
 // Cumulative counters of this rank. Rows and payload bytes (ids + values + per-table counts,
 // without UCX or message headers). Seconds are wall time blocked in the named call.
 struct SparseExchangeStats {
-  int64_t steps = 0;                 // rows_updated calls
-  int64_t rows_fetched = 0;          // remote rows received in fetch replies
+  int64_t steps = 0;         // rows_updated calls
+  int64_t rows_fetched = 0;  // remote rows received in fetch replies
   int64_t bytes_fetched = 0;
-  int64_t rows_refreshed = 0;        // rows received again in step completions
+  int64_t rows_refreshed = 0;  // rows received again in step completions
   int64_t bytes_refreshed = 0;
-  int64_t rows_served = 0;           // rows sent as owner (replies + refreshes)
+  int64_t rows_served = 0;  // rows sent as owner (replies + refreshes)
   int64_t bytes_served = 0;
-  int64_t rows_pushed = 0;           // gradient rows sent to other owners
+  int64_t rows_pushed = 0;  // gradient rows sent to other owners
   int64_t bytes_pushed = 0;
-  int64_t rows_received = 0;         // gradient rows received from other ranks for owned rows
+  int64_t rows_received = 0;  // gradient rows received from other ranks for owned rows
   int64_t bytes_received = 0;
-  int64_t bytes_requested = 0;       // id lists sent in fetch requests
-  int64_t requests_deferred = 0;     // fetch requests that arrived during an update window
-  double wait_rows_s = 0.0;          // blocked in wait_rows (waiting for replies/completions)
-  double apply_rows_s = 0.0;         // copying fetched rows into `values` in wait_rows
-  double exchange_wait_s = 0.0;      // blocked in exchange_gradients waiting for contributions
-  double exchange_sum_s = 0.0;       // summing contributions in exchange_gradients
-  double rows_updated_s = 0.0;       // gathering refreshes and deferred replies in rows_updated
+  int64_t bytes_requested = 0;    // id lists sent in fetch requests
+  int64_t requests_deferred = 0;  // fetch requests that arrived during an update window
+  double wait_rows_s = 0.0;       // blocked in wait_rows (waiting for replies/completions)
+  double apply_rows_s = 0.0;      // copying fetched rows into `values` in wait_rows
+  double exchange_wait_s = 0.0;   // blocked in exchange_gradients waiting for contributions
+  double exchange_sum_s = 0.0;    // summing contributions in exchange_gradients
+  double rows_updated_s = 0.0;    // gathering refreshes and deferred replies in rows_updated
 };
 
 // Row ownership, a pure function of the table shape and the world (testable in one process).
@@ -155,9 +155,13 @@ class SparseExchange {
   // blocks until every rank's contribution for this rank's rows has arrived. Returns, per table,
   // the rank-order sums of the owned rows that got any contribution. The caller may then write
   // those owned rows, and must call rows_updated(step) when done.
-  std::vector<SummedRows> exchange_gradients(
-      int64_t step, const std::vector<std::pair<const std::vector<int32_t>*, const float*>>&
-                        grads_per_table);
+  using GradientRows = std::vector<std::pair<const std::vector<int32_t>*, const float*>>;
+  std::vector<SummedRows> exchange_gradients(int64_t step, const GradientRows& grads_per_table);
+  // The same, writing the sums into `sums` and reusing its memory: pass the previous step's
+  // result back in (a fresh [rows, dim] result per step costs page faults, tens of ms for
+  // tens of MB).
+  void exchange_gradients(int64_t step, const GradientRows& grads_per_table,
+                          std::vector<SummedRows>& sums);
   // The caller has applied the update of `step` to its owned rows: sends the step completion
   // (with refreshed rows) to every peer and answers the deferred requests.
   void rows_updated(int64_t step);

@@ -16,8 +16,8 @@ std::string ucx_status_text(ucs_status_t status) {
 
 void throw_ucx_failure(const char* expr, const char* file, int line, ucs_status_t status,
                        const std::string& where) {
-  throw CommError(str(where.empty() ? "" : where + ": ", "UCX call `", expr, "` failed: ",
-                      ucx_status_text(status), " (", file, ":", line,
+  throw CommError(str(where.empty() ? "" : where + ": ", "UCX call `", expr,
+                      "` failed: ", ucx_status_text(status), " (", file, ":", line,
                       "); check the UCX_* environment (UCX_TLS=tcp works on any network) and "
                       "`ucx_info -d` for the devices UCX sees"));
 }
@@ -27,18 +27,19 @@ UcxWorker::UcxWorker(bool all_ranks_local, const std::string& where) {
   ELMO_UCX_CHECK(ucp_config_read(nullptr, nullptr, &config), where);
   const char* tls = std::getenv("UCX_TLS");
   const char* devices = std::getenv("UCX_NET_DEVICES");
-  transports_ = str("UCX_TLS=", tls ? tls : "(unset)", " UCX_NET_DEVICES=",
-                    devices ? devices : "(unset)");
+  transports_ =
+      str("UCX_TLS=", tls ? tls : "(unset)", " UCX_NET_DEVICES=", devices ? devices : "(unset)");
   if (all_ranks_local && tls == nullptr) {
     ucs_status_t status = ucp_config_modify(config, "TLS", "tcp");
-    if (status == UCS_OK && devices == nullptr) status = ucp_config_modify(config, "NET_DEVICES", "lo");
+    if (status == UCS_OK && devices == nullptr)
+      status = ucp_config_modify(config, "NET_DEVICES", "lo");
     if (status != UCS_OK) {
       ucp_config_release(config);
       throw_ucx_failure("ucp_config_modify(TLS=tcp, NET_DEVICES=lo)", __FILE__, __LINE__, status,
                         where);
     }
-    transports_ = str("tcp over ", devices ? devices : "lo",
-                      " (all ranks on this host and UCX_TLS unset)");
+    transports_ =
+        str("tcp over ", devices ? devices : "lo", " (all ranks on this host and UCX_TLS unset)");
   }
 
   ucp_params_t params{};

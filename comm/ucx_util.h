@@ -79,10 +79,10 @@ struct StagingReturn {
 };
 using BufferRef = std::unique_ptr<StagingBuffer, StagingReturn>;
 
-// Recycles staging buffers by capacity class (4 KiB and up, at most 25% above the request). acquire/release are
-// thread-safe; registration() makes UCX calls and belongs to the thread that owns the worker.
-// Destroy the pool before the context (it unmaps every registered buffer), after every
-// BufferRef it handed out is gone.
+// Recycles staging buffers by capacity class (4 KiB and up, at most 25% above the request).
+// acquire/release are thread-safe; registration() makes UCX calls and belongs to the thread that
+// owns the worker. Destroy the pool before the context (it unmaps every registered buffer), after
+// every BufferRef it handed out is gone.
 class StagingPool {
  public:
   explicit StagingPool(ucp_context_h context) : context_(context) {}
@@ -104,7 +104,7 @@ class StagingPool {
 
   ucp_context_h context_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<StagingBuffer>> all_;   // every buffer ever made (owner)
+  std::vector<std::unique_ptr<StagingBuffer>> all_;     // every buffer ever made (owner)
   std::map<size_t, std::vector<StagingBuffer*>> free_;  // capacity -> idle buffers
 };
 

@@ -1,12 +1,11 @@
 // Unit tests of comm/sparse_exchange: row ownership math, the one-rank (no UCX) behaviour and
 // argument / call-order validation. The multi-process exchange is in
 // test_sparse_exchange_dist.cpp.
-#include "comm/sparse_exchange.h"
-
 #include <gtest/gtest.h>
 
 #include <numeric>
 
+#include "comm/sparse_exchange.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -85,8 +84,8 @@ TEST(SparseExchangeOneRank, StepsAreLocalAndSumsAreTheCallersOwnTailRows) {
   std::vector<float> grad0(ids0.size() * 3), grad1(ids1.size() * 2);
   std::iota(grad0.begin(), grad0.end(), 1.0f);
   std::iota(grad1.begin(), grad1.end(), -3.0f);
-  const std::vector<SummedRows> sums = exchange.exchange_gradients(7, {{&ids0, grad0.data()},
-                                                                      {&ids1, grad1.data()}});
+  const std::vector<SummedRows> sums =
+      exchange.exchange_gradients(7, {{&ids0, grad0.data()}, {&ids1, grad1.data()}});
   ASSERT_EQ(sums.size(), 2u);
   EXPECT_EQ(sums[0].ids, (std::vector<int32_t>{5, 9, 19}));  // hot id 1 dropped
   EXPECT_EQ(sums[0].values, (std::vector<float>{4, 5, 6, 7, 8, 9, 10, 11, 12}));
@@ -95,15 +94,17 @@ TEST(SparseExchangeOneRank, StepsAreLocalAndSumsAreTheCallersOwnTailRows) {
   exchange.rows_updated(7);
   exchange.wait_rows(8);
   const std::vector<int32_t> none;
-  const std::vector<SummedRows> empty = exchange.exchange_gradients(8, {{&none, nullptr},
-                                                                       {&none, nullptr}});
+  const std::vector<SummedRows> empty =
+      exchange.exchange_gradients(8, {{&none, nullptr}, {&none, nullptr}});
   EXPECT_TRUE(empty[0].ids.empty() && empty[1].values.empty());
   exchange.rows_updated(8);
   EXPECT_EQ(exchange.stats().steps, 2);
   EXPECT_EQ(exchange.stats().rows_fetched, 0);
   exchange.close();
   exchange.close();  // idempotent
-  EXPECT_NE(error_of([&] { exchange.request_rows(9, {{}, {}}); }).find("after close()"),
+  EXPECT_NE(error_of([&] {
+              exchange.request_rows(9, {{}, {}});
+            }).find("after close()"),
             std::string::npos);
 }
 
@@ -115,14 +116,13 @@ TEST(SparseExchangeOneRank, RejectsBadIdsWithClearMessages) {
     return error_of([&] { exchange.request_rows(0, {a, b}); });
   };
   std::string message = request_error({3, 2}, {});
-  EXPECT_NE(message.find("not ascending and unique: position 1 holds 2 after 3"),
-            std::string::npos) << message;
+  EXPECT_NE(message.find("not ascending and unique: position 1 holds 2 after 3"), std::string::npos)
+      << message;
   EXPECT_NE(message.find("table 0 'embedding'"), std::string::npos) << message;
   message = request_error({}, {4, 4});
   EXPECT_NE(message.find("position 1 holds 4 after 4"), std::string::npos) << message;
   message = request_error({}, {20});
-  EXPECT_NE(message.find("id 20 at position 0 is outside [0, 20)"), std::string::npos)
-      << message;
+  EXPECT_NE(message.find("id 20 at position 0 is outside [0, 20)"), std::string::npos) << message;
   EXPECT_NE(request_error({-1}, {}).find("id -1"), std::string::npos);
   message = error_of([&] { exchange.request_rows(0, {{1}}); });
   EXPECT_NE(message.find("got 1 id lists for 2 tables"), std::string::npos) << message;
@@ -131,10 +131,14 @@ TEST(SparseExchangeOneRank, RejectsBadIdsWithClearMessages) {
   exchange.wait_rows(0);
   const std::vector<int32_t> ids = {6, 5}, good = {6};
   std::vector<float> rows(6);
-  message = error_of([&] { exchange.exchange_gradients(0, {{&ids, rows.data()}, {&good, rows.data()}}); });
+  message = error_of([&] {
+    exchange.exchange_gradients(0, {{&ids, rows.data()}, {&good, rows.data()}});
+  });
   EXPECT_NE(message.find("exchange_gradients(step 0"), std::string::npos) << message;
   EXPECT_NE(message.find("position 1 holds 5 after 6"), std::string::npos) << message;
-  message = error_of([&] { exchange.exchange_gradients(0, {{&good, nullptr}, {&good, rows.data()}}); });
+  message = error_of([&] {
+    exchange.exchange_gradients(0, {{&good, nullptr}, {&good, rows.data()}});
+  });
   EXPECT_NE(message.find("null id list or rows"), std::string::npos) << message;
   message = error_of([&] { exchange.exchange_gradients(0, {{&good, rows.data()}}); });
   EXPECT_NE(message.find("got 1 gradient tables for 2 tables"), std::string::npos) << message;
@@ -152,16 +156,20 @@ TEST(SparseExchangeOneRank, EnforcesTheStepOrder) {
   EXPECT_NE(error_of([&] { exchange.wait_rows(3); }).find("no request_rows for this step"),
             std::string::npos);
   exchange.request_rows(3, {{}, {}});
-  EXPECT_NE(error_of([&] { exchange.request_rows(4, {{}, {}}); }).find("call wait_rows(3) first"),
+  EXPECT_NE(error_of([&] {
+              exchange.request_rows(4, {{}, {}});
+            }).find("call wait_rows(3) first"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { exchange.exchange_gradients(3, no_grads); })
-                .find("call wait_rows(3) first"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { exchange.exchange_gradients(3, no_grads); }).find("call wait_rows(3) first"),
+      std::string::npos);
   exchange.wait_rows(3);
   EXPECT_NE(error_of([&] { exchange.wait_rows(3); }).find("called twice"), std::string::npos);
   EXPECT_NE(error_of([&] { exchange.rows_updated(3); }).find("call exchange_gradients(3) first"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { exchange.request_rows(5, {{}, {}}); }).find("steps must be consecutive"),
+  EXPECT_NE(error_of([&] {
+              exchange.request_rows(5, {{}, {}});
+            }).find("steps must be consecutive"),
             std::string::npos);
   exchange.request_rows(4, {{}, {}});
   EXPECT_NE(error_of([&] { exchange.wait_rows(4); }).find("finish step 3 first"),

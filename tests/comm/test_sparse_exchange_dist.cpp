@@ -252,8 +252,8 @@ std::string run_workload_rank(const Workload& w, int rank, const std::string& di
   Tables expected = initial_tables();  // the simulation, advanced step by step
   std::vector<SparseTable> tables;
   for (size_t t = 0; t < kTables.size(); ++t)
-    tables.push_back({kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim,
-                      kTables[t].hot});
+    tables.push_back(
+        {kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim, kTables[t].hot});
   SparseExchangeOptions options;
   options.timeout_s = 30;
   SparseExchange exchange(store, Topology{rank, w.world, rank, w.world, 0}, tables, options);
@@ -264,6 +264,7 @@ std::string run_workload_rank(const Workload& w, int rank, const std::string& di
     return ids;
   };
   const int64_t last = w.first_step + w.steps - 1;
+  std::vector<SummedRows> sums;
   for (int64_t step = w.first_step; step <= last; ++step) {
     const std::vector<std::vector<int32_t>> ids = ids_of_step(step);
     if (step == w.first_step || !w.prefetch) exchange.request_rows(step, ids);
@@ -283,7 +284,11 @@ std::string run_workload_rank(const Workload& w, int rank, const std::string& di
     for (int t = 0; t < num_tables; ++t) grads.push_back(gradients(rank, step, t, ids[t], mine[t]));
     std::vector<std::pair<const std::vector<int32_t>*, const float*>> grads_per_table;
     for (int t = 0; t < num_tables; ++t) grads_per_table.push_back({&ids[t], grads[t].data()});
-    const std::vector<SummedRows> sums = exchange.exchange_gradients(step, grads_per_table);
+    // The reusing form, on every other step: the result's sizes change from step to step.
+    if (step % 2 == 0)
+      exchange.exchange_gradients(step, grads_per_table, sums);
+    else
+      sums = exchange.exchange_gradients(step, grads_per_table);
     const auto expected_sums = simulate_step(w, step, expected);
     for (int t = 0; t < num_tables; ++t) {
       const int64_t dim = kTables[t].dim;
@@ -360,6 +365,20 @@ TEST(SparseExchangeDist, TwoRanksWithPrefetchMatchTheSimulationBitwise) {
   run_workload_test(w);
 }
 
+TEST(SparseExchangeDist, DefaultsToTcpOverLoopbackWhenUcxTlsIsUnset) {
+  Workload w;
+  w.world = 2;
+  w.steps = 3;
+  w.seed = 6;
+  const std::string dir = testing::temp_dir("sparse_exchange");
+  const auto outcomes = run_ranks(w.world, dir, [&](int rank) {
+    unsetenv("UCX_TLS");  // this child only: the library picks tcp over lo itself
+    unsetenv("UCX_NET_DEVICES");
+    return run_workload_rank(w, rank, dir);
+  });
+  expect_all_ok(outcomes);
+}
+
 TEST(SparseExchangeDist, FourRanksWithPrefetchRefreshRowsUpdatedAfterTheirFetch) {
   Workload w;
   w.world = 4;
@@ -416,8 +435,8 @@ TEST(SparseExchangeDist, KilledPeerMakesEveryOtherRankThrowPeerLostQuickly) {
     Tables mine = initial_tables();
     std::vector<SparseTable> tables;
     for (size_t t = 0; t < kTables.size(); ++t)
-      tables.push_back({kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim,
-                        kTables[t].hot});
+      tables.push_back(
+          {kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim, kTables[t].hot});
     SparseExchangeOptions options;
     options.timeout_s = 30;  // a loss must be reported long before a timeout
     SparseExchange exchange(store, Topology{rank, world, rank, world, 0}, tables, options);
@@ -425,7 +444,8 @@ TEST(SparseExchangeDist, KilledPeerMakesEveryOtherRankThrowPeerLostQuickly) {
     w.world = world;
     std::vector<std::vector<int32_t>> ids(kTables.size());
     for (int64_t step = 0; step < 5; ++step) {
-      for (size_t t = 0; t < kTables.size(); ++t) ids[t] = ids_for(w, rank, step, static_cast<int>(t));
+      for (size_t t = 0; t < kTables.size(); ++t)
+        ids[t] = ids_for(w, rank, step, static_cast<int>(t));
       const auto call_start = Clock::now();
       try {
         exchange.request_rows(step, ids);
@@ -435,7 +455,8 @@ TEST(SparseExchangeDist, KilledPeerMakesEveryOtherRankThrowPeerLostQuickly) {
         std::vector<std::pair<const std::vector<int32_t>*, const float*>> grads_per_table;
         for (size_t t = 0; t < kTables.size(); ++t)
           grads.push_back(gradients(rank, step, static_cast<int>(t), ids[t], mine[t]));
-        for (size_t t = 0; t < kTables.size(); ++t) grads_per_table.push_back({&ids[t], grads[t].data()});
+        for (size_t t = 0; t < kTables.size(); ++t)
+          grads_per_table.push_back({&ids[t], grads[t].data()});
         exchange.exchange_gradients(step, grads_per_table);
         exchange.rows_updated(step);
       } catch (const PeerLost& lost) {
@@ -475,8 +496,8 @@ TEST(SparseExchangeDist, SilentPeerTimesOutNamingItAndTheStep) {
     Tables mine = initial_tables();
     std::vector<SparseTable> tables;
     for (size_t t = 0; t < kTables.size(); ++t)
-      tables.push_back({kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim,
-                        kTables[t].hot});
+      tables.push_back(
+          {kTables[t].name, mine[t].data(), kTables[t].rows, kTables[t].dim, kTables[t].hot});
     SparseExchangeOptions options;
     options.timeout_s = 2;
     SparseExchange exchange(store, Topology{rank, world, rank, world, 0}, tables, options);
