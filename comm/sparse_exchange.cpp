@@ -1,0 +1,684 @@
+// SparseExchange: row ownership, setup and teardown, and the caller-side step protocol
+// (requests, applying replies and refreshes, rank-order sums, refresh and deferred answers
+// in rows_updated). The comm thread is in sparse_exchange_comm.cpp; semantics in the header.
+#include "comm/sparse_exchange.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <sstream>
+
+#include "comm/sparse_exchange_impl.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace elmo {
+
+using namespace sparse_wire;
+using namespace sparse_detail;
+
+RowRange tail_rows(int64_t rows, int64_t hot_rows, int rank, int world_size) {
+  ELMO_CHECK(0 <= hot_rows && hot_rows <= rows, "hot_rows ", hot_rows, " outside [0, ", rows, "]");
+  const RowRange tail = rank_rows(rows - hot_rows, rank, world_size);
+  return {tail.begin + hot_rows, tail.end + hot_rows};
+}
+
+int tail_owner(int64_t rows, int64_t hot_rows, int world_size, int64_t id) {
+  ELMO_CHECK(world_size > 0 && 0 <= hot_rows && hot_rows <= rows, "bad table shape: rows ", rows,
+             ", hot_rows ", hot_rows, ", world ", world_size);
+  ELMO_CHECK(0 <= id && id < rows, "id ", id, " is out of range [0, ", rows, ")");
+  if (id < hot_rows) return -1;
+  // Inverse of even_part: the first `extra` ranks hold base + 1 rows, the others base.
+  const int64_t tail = rows - hot_rows, position = id - hot_rows;
+  const int64_t base = tail / world_size, extra = tail % world_size;
+  const int64_t in_big = extra * (base + 1);
+  if (position < in_big) return static_cast<int>(position / (base + 1));
+  return static_cast<int>(extra + (position - in_big) / base);  // base > 0 here
+}
+
+std::string sparse_detail::rank_list(const std::vector<int>& ranks) {
+  std::ostringstream os;
+  os << (ranks.size() == 1 ? "rank " : "ranks ");
+  for (size_t i = 0; i < ranks.size(); ++i) os << (i > 0 ? ", " : "") << ranks[i];
+  return os.str();
+}
+
+namespace {
+
+std::string table_descriptor(const std::vector<SparseTable>& tables, int world_size) {
+  std::string text = str("world_size=", world_size, "\n");
+  for (const auto& table : tables)
+    text += str("'", table.name, "' rows=", table.rows, " dim=", table.dim,
+                " hot_rows=", table.hot_rows, "\n");
+  return text;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Construction and teardown
+
+SparseExchange::Impl::Impl(KvStore& store, const Topology& topo, std::vector<SparseTable> tables,
+                           const SparseExchangeOptions& options)
+    : topo_(topo), tables_(std::move(tables)), options_(options) {
+  label_ = str("rank ", topo_.rank, "/", topo_.world_size);
+  if (topo_.world_size < 1 || topo_.rank < 0 || topo_.rank >= topo_.world_size)
+    throw Error(
+        str("SparseExchange: rank ", topo_.rank, " is not inside world size ", topo_.world_size));
+  if (!(options_.timeout_s > 0))
+    throw Error(str("SparseExchange: timeout_s must be > 0 (got ", options_.timeout_s, ")"));
+  if (tables_.empty()) throw Error("SparseExchange: no tables given");
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const SparseTable& table = tables_[t];
+    const std::string what = str("SparseExchange (", label_, "): table ", t, " '", table.name, "'");
+    if (table.rows <= 0 || table.rows > INT32_MAX)
+      throw Error(str(what, " has ", table.rows, " rows; need 1 to 2^31-1 (ids travel as int32)"));
+    if (table.dim <= 0) throw Error(str(what, " has dim ", table.dim, "; need dim >= 1"));
+    if (table.hot_rows < 0 || table.hot_rows > table.rows)
+      throw Error(str(what, " has hot_rows ", table.hot_rows, " outside [0, ", table.rows, "]"));
+    if (table.values == nullptr) throw Error(str(what, " has no values (null pointer)"));
+    owned_.push_back(tail_rows(table.rows, table.hot_rows, topo_.rank, topo_.world_size));
+    std::vector<RowRange> per_rank;
+    for (int r = 0; r < topo_.world_size; ++r)
+      per_rank.push_back(tail_rows(table.rows, table.hot_rows, r, topo_.world_size));
+    ranges_.push_back(std::move(per_rank));
+  }
+  updated_ids_.resize(tables_.size());
+  descriptor_ = table_descriptor(tables_, topo_.world_size);
+  const int world = topo_.world_size;
+  if (world == 1) return;
+
+  lost_.assign(world, 0);
+  bye_.assign(world, 0);
+  hello_.resize(world);
+  eps_.assign(world, nullptr);
+  for (int r = 0; r < world; ++r) slots_.push_back({this, r});
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0)
+    throw CommError(str("SparseExchange (", label_, "): eventfd failed: ", std::strerror(errno)));
+  thread_ = std::thread([this] { comm_main(); });
+
+  try {
+    std::unique_lock<std::mutex> lock(mu_);
+    wait_until(
+        lock, "construction (UCX setup)", 0, [&] { return init_ != Init::kStarting; },
+        [] { return std::string("this rank's UCX worker"); });
+    const std::string address = address_;
+    lock.unlock();
+
+    const std::string prefix = options_.key_prefix + "/";
+    store.set(str(prefix, topo_.rank, "/addr"), address);
+    std::vector<std::string> addresses(world);
+    for (int r = 0; r < world; ++r)
+      if (r != topo_.rank) addresses[r] = store.get(str(prefix, r, "/addr"), options_.timeout_s);
+
+    lock.lock();
+    connect_to_ = std::move(addresses);
+    lock.unlock();
+    wake();
+    lock.lock();
+    wait_until(
+        lock, "construction (hello from every peer)", 0,
+        [&] {
+          for (int r = 0; r < world; ++r)
+            if (r != topo_.rank && !hello_[r]) return false;
+          return true;
+        },
+        [&] {
+          std::vector<int> missing;
+          for (int r = 0; r < world; ++r)
+            if (r != topo_.rank && !hello_[r]) missing.push_back(r);
+          return str("hello messages from ", rank_list(missing));
+        });
+    const std::vector<std::string> mine = split_lines(descriptor_);
+    for (int r = 0; r < world; ++r) {
+      if (r == topo_.rank) continue;
+      const std::string theirs_text(hello_[r]->data, hello_[r]->size);
+      const std::vector<std::string> theirs = split_lines(theirs_text);
+      if (theirs == mine) continue;
+      std::string difference;
+      for (size_t i = 0; i < std::max(mine.size(), theirs.size()) && difference.empty(); ++i) {
+        const std::string a = i < mine.size() ? mine[i] : "(nothing)";
+        const std::string b = i < theirs.size() ? theirs[i] : "(nothing)";
+        if (a != b) difference = str("here ", a, ", on rank ", r, " ", b);
+      }
+      lock.unlock();
+      // Close with a flush, so that the peer also gets this rank's hello and reports the
+      // mismatch itself instead of a lost peer.
+      shutdown(true);
+      throw CommError(str("SparseExchange (", label_, "): rank ", r,
+                          " passed different sparse tables (", difference,
+                          "); every rank must pass the same tables (name, rows, dim, hot_rows)"));
+    }
+    for (BufferRef& hello : hello_) hello.reset();
+    lock.unlock();
+    log_debug("SparseExchange ", label_, ": connected to ", world - 1, " peers (",
+              ucx_->transports(), ")");
+  } catch (...) {
+    shutdown(false);
+    throw;
+  }
+}
+
+SparseExchange::Impl::~Impl() { shutdown(false); }
+
+void SparseExchange::Impl::shutdown(bool graceful) {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      graceful_ = graceful;
+    }
+    wake();
+    thread_.join();
+  }
+  // The comm thread is gone: tear down here, in an order that keeps UCX from touching freed
+  // memory: worker (may still complete requests), then the buffers, then the context.
+  if (ucx_) ucx_->destroy_worker();
+  for (Op* op : completed_) in_flight_.erase(op);
+  for (Op* op : completed_) delete op;
+  for (Op* op : in_flight_) delete op;
+  completed_.clear();
+  in_flight_.clear();
+  incoming_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    outbox_.clear();
+    hello_.clear();
+    replies_.clear();
+    done_.clear();
+    grads_.clear();
+  }
+  pool_.reset();
+  ucx_.reset();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  wake_fd_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caller side
+
+void SparseExchange::Impl::check_table(int t) const {
+  if (t < 0 || t >= num_tables())
+    throw Error(str("SparseExchange: table ", t, " does not exist (", num_tables(), " tables)"));
+}
+
+int SparseExchange::Impl::owner(int t, int64_t id) const {
+  check_table(t);
+  const SparseTable& table = tables_[t];
+  if (id < 0 || id >= table.rows)
+    throw Error(str("SparseExchange::owner: id ", id, " of table ", t, " '", table.name,
+                    "' is out of range [0, ", table.rows, ")"));
+  return tail_owner(table.rows, table.hot_rows, topo_.world_size, id);
+}
+
+void SparseExchange::Impl::check_usable(const char* call) const {
+  if (closed_) throw Error(str("SparseExchange::", call, " (", label_, ") after close()"));
+}
+
+void SparseExchange::Impl::check_ids(const char* call, int64_t step, int t,
+                                     std::span<const int32_t> ids) const {
+  const std::string problem = check_id_run(ids, 0, tables_[t].rows);
+  if (!problem.empty())
+    throw Error(str("SparseExchange::", call, "(step ", step, ", ", label_, "): table ", t, " '",
+                    tables_[t].name, "': ", problem,
+                    "; pass each table's ids sorted ascending without duplicates, in [0, rows)"));
+}
+
+// Per table, the part of `ids` (and of their rows) that `rank` owns: a contiguous run, since
+// ids are ascending and ownership ranges are contiguous.
+std::vector<RowsSource> SparseExchange::Impl::owned_slices(
+    const std::vector<std::span<const int32_t>>& ids, const std::vector<const float*>& rows,
+    int rank) const {
+  std::vector<RowsSource> slices(tables_.size());
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const RowRange range = ranges_[t][rank];
+    const auto begin = std::lower_bound(ids[t].begin(), ids[t].end(), range.begin);
+    const auto end = std::lower_bound(begin, ids[t].end(), range.end);
+    const size_t offset = static_cast<size_t>(begin - ids[t].begin());
+    slices[t].ids = ids[t].subspan(offset, static_cast<size_t>(end - begin));
+    slices[t].rows = rows[t] == nullptr ? nullptr : rows[t] + offset * tables_[t].dim;
+  }
+  return slices;
+}
+
+BufferRef SparseExchange::Impl::encode_rows(const std::vector<RowsSource>& sources,
+                                            bool with_values) {
+  BufferRef buffer = pool_->acquire(rows_payload_bytes(tables_, sources, with_values));
+  write_rows(*buffer, tables_, sources, with_values);
+  return buffer;
+}
+
+void SparseExchange::Impl::enqueue(std::vector<Outgoing> messages) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& message : messages) outbox_.push_back(std::move(message));
+  }
+  wake();
+}
+
+void SparseExchange::Impl::throw_if_failed(const char* call, int64_t step) const {
+  const std::string where = str(" [", call, ", step ", step, "]");
+  if (first_lost_ >= 0) throw PeerLost(first_lost_, lost_message_ + where);
+  if (!fatal_.empty()) throw CommError(fatal_ + where);
+}
+
+template <typename Ready, typename Missing>
+void SparseExchange::Impl::wait_until(std::unique_lock<std::mutex>& lock, const char* call,
+                                      int64_t step, Ready ready, Missing missing) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options_.timeout_s));
+  while (true) {
+    throw_if_failed(call, step);
+    if (ready()) return;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      throw_if_failed(call, step);
+      if (ready()) return;
+      throw CommError(str("SparseExchange (", label_, "): ", call, " at step ", step,
+                          " timed out after ", options_.timeout_s, " s waiting for ", missing(),
+                          "; those ranks are stuck, dead or not making the same calls for the "
+                          "same steps (check their logs; raise timeout_s if they are just slow)"));
+    }
+  }
+}
+
+std::vector<int> SparseExchange::Impl::missing_in(const Staged& staged, int64_t step) const {
+  std::vector<int> missing;
+  const auto it = staged.find(step);
+  for (int r = 0; r < topo_.world_size; ++r) {
+    if (r == topo_.rank) continue;
+    if (it == staged.end() || !it->second[r]) missing.push_back(r);
+  }
+  return missing;
+}
+
+void SparseExchange::Impl::request_rows(int64_t step,
+                                        const std::vector<std::vector<int32_t>>& ids_per_table) {
+  check_usable("request_rows");
+  if (requested_ && step != *requested_ + 1)
+    throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_,
+                    "): the previous "
+                    "request was for step ",
+                    *requested_, "; steps must be consecutive"));
+  if (requested_ && waited_ != requested_)
+    throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_, "): call wait_rows(",
+                    *requested_, ") first (one step of prefetch at most)"));
+  if (ids_per_table.size() != tables_.size())
+    throw Error(str("SparseExchange::request_rows(step ", step, ", ", label_, "): got ",
+                    ids_per_table.size(), " id lists for ", tables_.size(), " tables"));
+  std::vector<std::span<const int32_t>> ids(tables_.size());
+  for (int t = 0; t < num_tables(); ++t) {
+    ids[t] = ids_per_table[t];
+    check_ids("request_rows", step, t, ids[t]);
+  }
+  const int world = topo_.world_size;
+  if (world > 1) {
+    std::unique_lock<std::mutex> lock(mu_);
+    throw_if_failed("request_rows", step);
+    lock.unlock();
+    std::vector<IdLists> per_peer(world);
+    std::vector<Outgoing> messages;
+    const std::vector<const float*> no_rows(tables_.size(), nullptr);
+    for (int peer = 0; peer < world; ++peer) {
+      if (peer == topo_.rank) continue;
+      const std::vector<RowsSource> slices = owned_slices(ids, no_rows, peer);
+      per_peer[peer].resize(tables_.size());
+      for (int t = 0; t < num_tables(); ++t)
+        per_peer[peer][t].assign(slices[t].ids.begin(), slices[t].ids.end());
+      BufferRef payload = encode_rows(slices, false);
+      stats_.bytes_requested += static_cast<int64_t>(payload->size);
+      messages.push_back({peer, MsgKind::kFetchRequest, step, std::move(payload)});
+    }
+    requested_ids_[step] = std::move(per_peer);
+    enqueue(std::move(messages));
+  }
+  requested_ = step;
+}
+
+void SparseExchange::Impl::wait_rows(int64_t step) {
+  check_usable("wait_rows");
+  if (requested_ != step)
+    throw Error(str("SparseExchange::wait_rows(step ", step, ", ", label_,
+                    "): no request_rows for this step", requested_ ? " (last request: step " : "",
+                    requested_ ? std::to_string(*requested_) + ")" : std::string()));
+  if (waited_ && *waited_ == step)
+    throw Error(str("SparseExchange::wait_rows(step ", step, ", ", label_, ") called twice"));
+  if (waited_ && updated_ != waited_)
+    throw Error(str("SparseExchange::wait_rows(step ", step, ", ", label_, "): finish step ",
+                    *waited_, " first (exchange_gradients, rows_updated)"));
+  const bool need_completions = waited_.has_value();  // not at this rank's first step
+  const int world = topo_.world_size;
+  if (world > 1) {
+    const auto start = Clock::now();
+    std::vector<BufferRef> replies, completions;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wait_until(
+          lock, "wait_rows", step,
+          [&] {
+            return missing_in(replies_, step).empty() &&
+                   (!need_completions || missing_in(done_, step - 1).empty());
+          },
+          [&] {
+            std::string text;
+            const std::vector<int> replies_missing = missing_in(replies_, step);
+            if (!replies_missing.empty())
+              text = str("fetch replies from ", rank_list(replies_missing));
+            if (need_completions) {
+              const std::vector<int> done_missing = missing_in(done_, step - 1);
+              if (!done_missing.empty())
+                text += str(text.empty() ? "" : " and ", "step-", step - 1, " completions from ",
+                            rank_list(done_missing));
+            }
+            return text;
+          });
+      replies = std::move(replies_[step]);
+      replies_.erase(step);
+      if (need_completions) {
+        completions = std::move(done_[step - 1]);
+        done_.erase(step - 1);
+      }
+    }
+    stats_.wait_rows_s += seconds_since(start);
+
+    const auto apply_start = Clock::now();
+    const std::vector<IdLists>& asked = requested_ids_.at(step);
+    for (int peer = 0; peer < world; ++peer) {
+      if (peer == topo_.rank) continue;
+      RowsView view;
+      std::string problem = parse_rows(replies[peer].get(), tables_, true, &view);
+      for (int t = 0; t < num_tables() && problem.empty(); ++t)
+        if (!std::equal(view.ids[t].begin(), view.ids[t].end(), asked[peer][t].begin(),
+                        asked[peer][t].end()))
+          problem = str("table ", t, " ids differ from the ids asked for");
+      if (!problem.empty())
+        throw CommError(str("SparseExchange (", label_, "): bad fetch reply from rank ", peer,
+                            " for step ", step, ": ", problem));
+      for (int t = 0; t < num_tables(); ++t) {
+        const int64_t dim = tables_[t].dim;
+        for (size_t i = 0; i < view.ids[t].size(); ++i)
+          std::memcpy(tables_[t].values + view.ids[t][i] * dim, view.values[t] + i * dim,
+                      dim * sizeof(float));
+      }
+      stats_.rows_fetched += view.rows;
+      stats_.bytes_fetched += static_cast<int64_t>(replies[peer]->size);
+    }
+    for (int peer = 0; peer < world && need_completions; ++peer) {
+      if (peer == topo_.rank) continue;
+      RowsView view;
+      std::string problem = parse_rows(completions[peer].get(), tables_, true, &view);
+      for (int t = 0; t < num_tables() && problem.empty(); ++t) {
+        problem = check_id_run(view.ids[t], ranges_[t][peer].begin, ranges_[t][peer].end);
+        for (const int32_t id : view.ids[t])
+          if (problem.empty() &&
+              !std::binary_search(asked[peer][t].begin(), asked[peer][t].end(), id))
+            problem = str("table ", t, " id ", id, " was not asked for");
+      }
+      if (!problem.empty())
+        throw CommError(str("SparseExchange (", label_, "): bad step-", step - 1,
+                            " completion from rank ", peer, ": ", problem));
+      for (int t = 0; t < num_tables(); ++t) {
+        const int64_t dim = tables_[t].dim;
+        for (size_t i = 0; i < view.ids[t].size(); ++i)
+          std::memcpy(tables_[t].values + view.ids[t][i] * dim, view.values[t] + i * dim,
+                      dim * sizeof(float));
+      }
+      stats_.rows_refreshed += view.rows;
+      stats_.bytes_refreshed += static_cast<int64_t>(completions[peer]->size);
+    }
+    requested_ids_.erase(step);
+    stats_.apply_rows_s += seconds_since(apply_start);
+  }
+  waited_ = step;
+}
+
+void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& grads_per_table,
+                                              std::vector<SummedRows>& sums) {
+  check_usable("exchange_gradients");
+  if (waited_ != step)
+    throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_,
+                    "): call wait_rows(", step, ") first"));
+  if (exchanged_ && *exchanged_ == step)
+    throw Error(
+        str("SparseExchange::exchange_gradients(step ", step, ", ", label_, ") called twice"));
+  if (grads_per_table.size() != tables_.size())
+    throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_, "): got ",
+                    grads_per_table.size(), " gradient tables for ", tables_.size(), " tables"));
+  std::vector<std::span<const int32_t>> ids(tables_.size());
+  std::vector<const float*> rows(tables_.size());
+  for (int t = 0; t < num_tables(); ++t) {
+    const auto& [table_ids, table_rows] = grads_per_table[t];
+    if (table_ids == nullptr || (table_rows == nullptr && !table_ids->empty()))
+      throw Error(str("SparseExchange::exchange_gradients(step ", step, ", ", label_, "): table ",
+                      t, " '", tables_[t].name, "' has a null id list or rows"));
+    ids[t] = *table_ids;
+    rows[t] = table_rows;
+    check_ids("exchange_gradients", step, t, ids[t]);
+  }
+  const int world = topo_.world_size;
+  std::vector<BufferRef> contributions(world);
+  if (world > 1) {
+    std::vector<Outgoing> messages;
+    for (int peer = 0; peer < world; ++peer) {
+      if (peer == topo_.rank) continue;
+      const std::vector<RowsSource> slices = owned_slices(ids, rows, peer);
+      BufferRef payload = encode_rows(slices, true);
+      for (const auto& slice : slices) stats_.rows_pushed += static_cast<int64_t>(slice.ids.size());
+      stats_.bytes_pushed += static_cast<int64_t>(payload->size);
+      messages.push_back({peer, MsgKind::kGradients, step, std::move(payload)});
+    }
+    enqueue(std::move(messages));
+    const auto start = Clock::now();
+    std::unique_lock<std::mutex> lock(mu_);
+    wait_until(
+        lock, "exchange_gradients", step, [&] { return missing_in(grads_, step).empty(); },
+        [&] { return str("gradients from ", rank_list(missing_in(grads_, step))); });
+    update_step_ = step;  // from here on the comm thread defers fetch requests
+    wait_until(
+        lock, "exchange_gradients", step, [&] { return readers_ == 0; },
+        [] { return std::string("this rank's comm thread to finish answering a fetch"); });
+    contributions = std::move(grads_[step]);
+    grads_.erase(step);
+    lock.unlock();
+    stats_.exchange_wait_s += seconds_since(start);
+  }
+
+  const auto sum_start = Clock::now();
+  const std::vector<RowsSource> own = owned_slices(ids, rows, topo_.rank);
+  std::vector<RowsView> views(world);
+  for (int peer = 0; peer < world; ++peer) {
+    if (peer == topo_.rank) continue;
+    std::string problem = parse_rows(contributions[peer].get(), tables_, true, &views[peer]);
+    for (int t = 0; t < num_tables() && problem.empty(); ++t)
+      problem = check_id_run(views[peer].ids[t], owned_[t].begin, owned_[t].end);
+    if (!problem.empty())
+      throw CommError(str("SparseExchange (", label_, "): bad gradients from rank ", peer,
+                          " for step ", step, ": ", problem));
+    stats_.rows_received += views[peer].rows;
+    stats_.bytes_received += static_cast<int64_t>(contributions[peer]->size);
+  }
+  sums.resize(tables_.size());
+  for (int t = 0; t < num_tables(); ++t) {
+    const int64_t dim = tables_[t].dim;
+    std::vector<RowsSource> sources(world);  // rank order
+    for (int r = 0; r < world; ++r)
+      sources[r] = r == topo_.rank ? own[t] : RowsSource{views[r].ids[t], views[r].values[t]};
+    std::vector<int32_t>& union_ids = sums[t].ids;
+    union_ids.clear();
+    for (const auto& source : sources)
+      union_ids.insert(union_ids.end(), source.ids.begin(), source.ids.end());
+    std::sort(union_ids.begin(), union_ids.end());
+    union_ids.erase(std::unique(union_ids.begin(), union_ids.end()), union_ids.end());
+    std::vector<float>& out = sums[t].values;
+    out.resize(union_ids.size() * dim);  // every element is written below
+    std::vector<char> seen(union_ids.size(), 0);
+    for (const auto& source : sources) {
+      size_t j = 0;
+      for (size_t i = 0; i < source.ids.size(); ++i) {
+        while (union_ids[j] < source.ids[i]) ++j;
+        float* dst = out.data() + j * dim;
+        const float* src = source.rows + i * dim;
+        if (!seen[j]) {
+          std::memcpy(dst, src, dim * sizeof(float));
+          seen[j] = 1;
+        } else {
+          for (int64_t d = 0; d < dim; ++d) dst[d] += src[d];
+        }
+      }
+    }
+    updated_ids_[t] = union_ids;
+  }
+  stats_.exchange_sum_s += seconds_since(sum_start);
+  exchanged_ = step;
+}
+
+void SparseExchange::Impl::rows_updated(int64_t step) {
+  check_usable("rows_updated");
+  if (exchanged_ != step)
+    throw Error(str("SparseExchange::rows_updated(step ", step, ", ", label_,
+                    "): call exchange_gradients(", step, ") first"));
+  if (updated_ && *updated_ == step)
+    throw Error(str("SparseExchange::rows_updated(step ", step, ", ", label_, ") called twice"));
+  const int world = topo_.world_size;
+  if (world > 1) {
+    const auto start = Clock::now();
+    // Rows asked for step+1 before this update and changed by it: refreshed in the completion.
+    std::vector<IdLists> refresh(world, IdLists(tables_.size()));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      throw_if_failed("rows_updated", step);
+      for (const FetchRequest& request : remembered_) {
+        if (request.step != step + 1) continue;
+        for (int t = 0; t < num_tables(); ++t)
+          std::set_intersection(request.ids[t].begin(), request.ids[t].end(),
+                                updated_ids_[t].begin(), updated_ids_[t].end(),
+                                std::back_inserter(refresh[request.peer][t]));
+      }
+      std::erase_if(remembered_, [&](const FetchRequest& r) { return r.step <= step + 1; });
+    }
+    std::vector<Outgoing> messages;
+    int64_t served_rows = 0, served_bytes = 0;
+    for (int peer = 0; peer < world; ++peer) {
+      if (peer == topo_.rank) continue;
+      std::vector<RowsSource> sources(tables_.size());
+      for (int t = 0; t < num_tables(); ++t) {
+        sources[t].ids = refresh[peer][t];
+        served_rows += static_cast<int64_t>(refresh[peer][t].size());
+      }
+      BufferRef payload = encode_rows(sources, true);
+      served_bytes += static_cast<int64_t>(payload->size);
+      messages.push_back({peer, MsgKind::kStepDone, step, std::move(payload)});
+    }
+    // Answer the requests deferred during the update window, until none is left; then close
+    // the window in the same critical section.
+    while (true) {
+      std::vector<FetchRequest> deferred;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (deferred_.empty()) {
+          update_step_.reset();
+          last_updated_ = step;
+          for (auto& message : messages) outbox_.push_back(std::move(message));
+          break;
+        }
+        deferred.swap(deferred_);
+      }
+      for (const FetchRequest& request : deferred) {
+        std::vector<RowsSource> sources(tables_.size());
+        for (int t = 0; t < num_tables(); ++t) {
+          sources[t].ids = request.ids[t];
+          served_rows += static_cast<int64_t>(request.ids[t].size());
+        }
+        BufferRef payload = encode_rows(sources, true);
+        served_bytes += static_cast<int64_t>(payload->size);
+        messages.push_back({request.peer, MsgKind::kFetchReply, request.step, std::move(payload)});
+      }
+    }
+    wake();
+    stats_.rows_served += served_rows;
+    stats_.bytes_served += served_bytes;
+    stats_.rows_updated_s += seconds_since(start);
+  }
+  updated_ = step;
+  ++stats_.steps;
+}
+
+void SparseExchange::Impl::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (topo_.world_size == 1) return;
+  std::exception_ptr error;
+  try {
+    std::vector<Outgoing> goodbyes;
+    for (int peer = 0; peer < topo_.world_size; ++peer)
+      if (peer != topo_.rank) goodbyes.push_back({peer, MsgKind::kGoodbye, 0, nullptr});
+    enqueue(std::move(goodbyes));
+    const int64_t step = updated_.value_or(0);
+    std::unique_lock<std::mutex> lock(mu_);
+    auto missing = [&] {
+      std::vector<int> ranks;
+      for (int r = 0; r < topo_.world_size; ++r)
+        if (r != topo_.rank && !bye_[r]) ranks.push_back(r);
+      return ranks;
+    };
+    wait_until(
+        lock, "close", step, [&] { return missing().empty(); },
+        [&] { return str("goodbyes from ", rank_list(missing())); });
+  } catch (...) {
+    error = std::current_exception();
+  }
+  shutdown(error == nullptr);
+  if (error) std::rethrow_exception(error);
+}
+
+const SparseExchangeStats& SparseExchange::Impl::stats() const {
+  merged_stats_ = stats_;
+  merged_stats_.rows_served += served_rows_.load();
+  merged_stats_.bytes_served += served_bytes_.load();
+  merged_stats_.requests_deferred = deferred_count_.load();
+  return merged_stats_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public wrapper
+
+SparseExchange::SparseExchange(KvStore& store, const Topology& topo,
+                               std::vector<SparseTable> tables,
+                               const SparseExchangeOptions& options)
+    : impl_(std::make_unique<Impl>(store, topo, std::move(tables), options)) {}
+SparseExchange::~SparseExchange() = default;
+int SparseExchange::num_tables() const { return impl_->num_tables(); }
+const SparseTable& SparseExchange::table(int t) const { return impl_->table(t); }
+RowRange SparseExchange::owned_rows(int table) const { return impl_->owned_rows(table); }
+int SparseExchange::owner(int table, int64_t id) const { return impl_->owner(table, id); }
+void SparseExchange::request_rows(int64_t step,
+                                  const std::vector<std::vector<int32_t>>& ids_per_table) {
+  impl_->request_rows(step, ids_per_table);
+}
+void SparseExchange::wait_rows(int64_t step) { impl_->wait_rows(step); }
+std::vector<SummedRows> SparseExchange::exchange_gradients(int64_t step,
+                                                           const GradientRows& grads_per_table) {
+  std::vector<SummedRows> sums;
+  impl_->exchange_gradients(step, grads_per_table, sums);
+  return sums;
+}
+void SparseExchange::exchange_gradients(int64_t step, const GradientRows& grads_per_table,
+                                        std::vector<SummedRows>& sums) {
+  impl_->exchange_gradients(step, grads_per_table, sums);
+}
+void SparseExchange::rows_updated(int64_t step) { impl_->rows_updated(step); }
+void SparseExchange::close() { impl_->close(); }
+const SparseExchangeStats& SparseExchange::stats() const { return impl_->stats(); }
+
+}  // namespace elmo
