@@ -25,6 +25,29 @@ void add_train_options(CLI::App& cmd, TrainArgs& args, bool required) {
                "continue from the latest checkpoint of run.dir, or --resume=PATH");
   cmd.add_option("--device", args.device, "cpu, cuda or cuda:N (overrides train.device)");
   cmd.add_flag("--no_cuda,--no-cuda", args.no_cuda, "never use a GPU");
+  LaunchOptions& l = args.launch;
+  const char* group = "Distributed (see README: Multi-node)";
+  cmd.add_option("--nodes", l.nodes, "start this many nodes' ranks on this machine")
+      ->group(group);
+  cmd.add_option("--workers_per_node", l.workers_per_node,
+                 "rank processes per node (one per GPU or CPU worker)")
+      ->group(group);
+  cmd.add_option("--role", l.role, "scheduler (serves the rendezvous) or worker (one node)")
+      ->check(CLI::IsMember({"scheduler", "worker"}))
+      ->group(group);
+  cmd.add_option("--root_uri", l.root_uri, "address of the scheduler")->group(group);
+  cmd.add_option("--root_port", l.root_port, "port of the scheduler")
+      ->check(CLI::Range(1, 65535))
+      ->group(group);
+  cmd.add_option("--world_size", l.world_size, "number of nodes in the job")->group(group);
+  cmd.add_option("--device_ids", l.device_ids, "GPU of each worker of this node")
+      ->group(group);
+  cmd.add_option("--host_map", l.host_map,
+                 "workers per host as JSON, e.g. '{\"host-a\": 4, \"host-b\": 2}'")
+      ->group(group);
+  cmd.add_option("--job_token", l.job_token,
+                 "secret every process of the job presents (default: $ELMO_JOB_TOKEN)")
+      ->group(group);
 }
 
 }  // namespace
@@ -137,6 +160,10 @@ int run_cli(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    for (TrainArgs* args : {&top_train, &train_args}) {
+      args->argv.assign(argv, argv + argc);
+      args->launch.no_cuda = args->no_cuda;
+    }
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
@@ -161,7 +188,8 @@ int run_cli(int argc, char** argv) {
       }
       return 0;
     }
-    if (!top_train.config.empty()) return train_command(top_train);
+    if (!top_train.config.empty() || top_train.launch.role == "scheduler")
+      return train_command(top_train);
     std::fputs(app.help().c_str(), stdout);
     return 2;
   } catch (const UsageError& e) {

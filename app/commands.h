@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/launch.h"
+
 namespace elmo {
 
 struct TrainArgs {
@@ -13,6 +15,8 @@ struct TrainArgs {
   std::string resume;                  // "" = fresh run (refuses to overwrite), "latest" or a path
   std::string device;                  // "" = from config
   bool no_cuda = false;
+  LaunchOptions launch;                // distributed flags (lapse-elmo's), see comm/launch.h
+  std::vector<std::string> argv;       // the whole command line, for the processes it starts
 };
 int train_command(const TrainArgs& args);
 

@@ -1,18 +1,25 @@
 // `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, checkpoints,
 // metrics, and the final evaluation; resume continues bit-identically from a checkpoint.
+#include <unistd.h>
+
 #include <csignal>
+#include <map>
+#include <optional>
+#include <thread>
 #include <chrono>
 #include <cmath>
 #include <algorithm>
 #include <filesystem>
 
 #include "app/commands.h"
+#include "app/data_parallel.h"
 #include "app/evaluate.h"
 #include "app/progress.h"
 #include "app/session.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
 #include "io/metrics.h"
+#include "kernels/log_uniform_sampler.h"
 #include "model/optimizer.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/log.h"
@@ -66,7 +73,9 @@ RngState rng_from_json(const nlohmann::json& j) {
 
 class TrainingRun {
  public:
-  TrainingRun(Config config, const TrainArgs& args) : config_(std::move(config)), args_(args) {}
+  // `dist` is null for a single process.
+  TrainingRun(Config config, const TrainArgs& args, DataParallel* dist)
+      : config_(std::move(config)), args_(args), dist_(dist) {}
   int run();
 
  private:
@@ -76,9 +85,28 @@ class TrainingRun {
   void save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
+  bool is_root() const { return !dist_ || dist_->is_root(); }
+  // Distributed runs: the next batch of this rank and the samples of its step, drawn one step
+  // ahead so their tail rows can be requested while the current step computes.
+  struct Pending {
+    Batch batch[2];
+    TokenBatch tokens[2];
+    int64_t epoch = 0;
+    BatcherState state_after;  // the batcher's position once this batch is drawn
+    std::vector<int32_t> samples;
+  };
+  void draw_pending(Pending& p);
+  // Rank 0 before evaluating: every tail row as of the checkpoint just written.
+  void load_remote_rows_from(const std::string& checkpoint);
 
   Config config_;
   TrainArgs args_;
+  DataParallel* dist_;
+  Pending pending_[2];
+  Rng lookahead_sampler_;
+  SampleSet lookahead_samples_;
+  std::vector<uint8_t> lookahead_seen_;
+  bool stop_agreed_ = false, checkpoint_agreed_ = false;
   DataFiles files_;
   Vocab vocab_;
   TokenCache train_data_;
@@ -106,9 +134,17 @@ class TrainingRun {
 };
 
 void TrainingRun::set_up_data() {
-  files_ = resolve_data_files(config_);
-  vocab_ = prepare_vocab(config_, files_, /*rebuild=*/args_.resume.empty());
-  train_data_ = TokenCache::open_or_build(files_.train, vocab_, cache_dir(config_));
+  // In a distributed run rank 0 writes the shared files (builtin corpus, vocabulary, token
+  // cache) first; the others then find them in place.
+  const auto prepare = [&] {
+    files_ = resolve_data_files(config_);
+    vocab_ = prepare_vocab(config_, files_, /*rebuild=*/args_.resume.empty() && is_root());
+    train_data_ = TokenCache::open_or_build(files_.train, vocab_, cache_dir(config_));
+  };
+  if (dist_)
+    dist_->root_first("data", prepare);
+  else
+    prepare();
   const TokenStats stats = train_data_.stats();
   log_info("training corpus: ", stats.sentences, " sentences, ", stats.tokens, " tokens, ",
            train_data_.num_shards(), " file(s), ", str(100.0 * stats.unknown_rate()).substr(0, 5),
@@ -118,6 +154,13 @@ void TrainingRun::set_up_data() {
   options.steps = config_.train.unroll_steps;
   options.shuffle = config_.data.shuffle;
   options.seed = static_cast<uint64_t>(config_.run.seed);
+  if (dist_) {
+    options.rank = dist_->topology().rank;
+    options.world_size = dist_->topology().world_size;
+    ELMO_REQUIRE(config_.train.batch_size >= options.world_size, "train.batch_size = ",
+                 config_.train.batch_size, " is smaller than the ", options.world_size,
+                 " ranks of this run: every rank needs at least one row");
+  }
   batcher_ = std::make_unique<Batcher>(train_data_, vocab_, options);
 }
 
@@ -127,8 +170,10 @@ void TrainingRun::set_up_model() {
                static_cast<float>(config_.model.init_scale),
                static_cast<float>(config_.model.embedding_init_scale));
   optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
-  for (int d = 0; d < model_->shape().directions(); ++d)
-    states_[d] = model_->zero_state(config_.train.batch_size);
+  const int64_t rows = dist_ ? batcher_->my_rows().end - batcher_->my_rows().begin
+                             : config_.train.batch_size;
+  for (int d = 0; d < model_->shape().directions(); ++d) states_[d] = model_->zero_state(rows);
+
   sampler_ = Rng(static_cast<uint64_t>(config_.run.seed), kRngSampler);
   log_info("model: ", model_->params().numel(), " parameters (vocab ", vocab_.size(),
            ", embedding ", model_->shape().embedding_dim, ", cell ", model_->shape().cell_size,
@@ -174,9 +219,21 @@ void TrainingRun::resume_from(const std::string& where) {
   for (int d = 0; d < model_->shape().directions(); ++d) {
     const std::string dir = BiLM::direction_name(d);
     bool found_h = false, found_c = false;
+    // A distributed rank keeps its rows [begin, end) of the carried state [L, B, .].
+    const RowSplit mine = batcher_->my_rows();
+    const auto take_rows = [&](Tensor& into, const Tensor& whole) {
+      if (whole.ndim() != 3 || whole.size(1) != config_.train.batch_size)
+        throw Error(str(path, ": carried state ", whole.describe(), " does not have ",
+                        config_.train.batch_size, " rows"));
+      if (into.size(1) == whole.size(1)) return into.copy_from(whole);
+      const int64_t width = whole.size(2), rows = into.size(1);
+      for (int64_t l = 0; l < whole.size(0); ++l)
+        std::copy_n(whole.data<float>() + (l * whole.size(1) + mine.begin) * width, rows * width,
+                    into.data<float>() + l * rows * width);
+    };
     for (const auto& [name, tensor] : *carry_file) {
-      if (name == "carry." + dir + ".h") states_[d].h.copy_from(tensor), found_h = true;
-      if (name == "carry." + dir + ".c") states_[d].c.copy_from(tensor), found_c = true;
+      if (name == "carry." + dir + ".h") take_rows(states_[d].h, tensor), found_h = true;
+      if (name == "carry." + dir + ".c") take_rows(states_[d].c, tensor), found_c = true;
     }
     if (!found_h || !found_c) throw Error(str(path, ": carried state of ", dir, " is missing"));
   }
@@ -184,6 +241,12 @@ void TrainingRun::resume_from(const std::string& where) {
   sampler_ = Rng(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
+  const int64_t saved_world = s.value("world_size", int64_t{1});
+  const int64_t world = dist_ ? dist_->topology().world_size : 1;
+  if (saved_world != world)
+    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
+             ": training continues from the same state, but float sums now run in another "
+             "order, so results are not bit-identical to an uninterrupted run");
   log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
            batcher_->epochs_done(), ")");
 }
@@ -201,10 +264,31 @@ void TrainingRun::save(bool final_save) {
   s["vocab_hash"] = vocab_.hash();
   s["batch_size"] = config_.train.batch_size;
   s["unroll_steps"] = config_.train.unroll_steps;
-  s["world_size"] = 1;
-  s["batcher"] = batcher_->state().to_json();
+  s["world_size"] = dist_ ? dist_->topology().world_size : 1;
+  // Distributed runs draw the next batch one step ahead: save the position after this step's.
+  s["batcher"] = (dist_ ? pending_[0].state_after : batcher_->state()).to_json();
   s["sampler_rng"] = rng_to_json(sampler_.state());
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
+  if (dist_) {
+    // Every rank writes its shard (owned tail rows, its carried-state rows); rank 0 adopts them
+    // into the step folder with the replicated tensors, then everybody continues.
+    dist_->write_shard(config_.run.dir, step_, states_, model_->shape().directions());
+    dist_->barrier(str("checkpoint-", step_, "-shards"));
+    if (dist_->is_root()) {
+      s["shards"] = dist_->shards_state();
+      ckpt.files.emplace_back("model", dist_->replicated_model_tensors());
+      ckpt.files.emplace_back("optimizer", dist_->replicated_optimizer_tensors());
+      ckpt.adopted = dist_->shard_files(config_.run.dir, step_);
+      progress_.finish();
+      last_checkpoint_ = save_checkpoint(config_.run.dir, ckpt,
+                                         static_cast<int>(config_.checkpoint.keep_last));
+      log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
+    }
+    dist_->barrier(str("checkpoint-", step_, "-saved"));
+    if (!dist_->is_root()) last_checkpoint_ = str(config_.run.dir, "/checkpoints/step-", step_);
+    last_checkpoint_time_ = Clock::now();
+    return;
+  }
   ckpt.files.emplace_back("model", model_tensors(*model_));
   NamedTensors optimizer_state;
   for (const auto& [name, tensor] : optimizer_->state_tensors())
@@ -265,6 +349,27 @@ void TrainingRun::log_interval(bool force) {
   interval_start_ = Clock::now();
 }
 
+void TrainingRun::draw_pending(Pending& p) {
+  batcher_->next(&p.batch[0], &p.batch[1]);
+  p.epoch = batcher_->epoch();
+  p.state_after = batcher_->state();
+  for (int d = 0; d < model_->shape().directions(); ++d)
+    p.tokens[d] = {p.batch[d].rows,          p.batch[d].steps,          p.batch[d].inputs.data(),
+                   p.batch[d].targets.data(), config_.train.batch_size, p.batch[d].row_begin};
+  if (config_.softmax.type == "sampled") {
+    sample_log_uniform_unique(vocab_.size(), config_.softmax.samples, lookahead_sampler_,
+                              lookahead_samples_, lookahead_seen_);
+    p.samples = lookahead_samples_.ids;
+  }
+}
+
+void TrainingRun::load_remote_rows_from(const std::string& checkpoint) {
+  const CheckpointData ckpt = load_checkpoint(checkpoint);
+  const NamedTensors* model = ckpt.file("model");
+  ELMO_CHECK(model, checkpoint, ": no model tensors");
+  dist_->load_tail_rows(*model);
+}
+
 EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
   TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
   EvalSettings settings;
@@ -281,7 +386,12 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
 }
 
 int TrainingRun::run() {
-  set_num_threads(static_cast<int>(config_.train.threads));
+  int threads = static_cast<int>(config_.train.threads);
+  if (dist_ && threads == 0)  // ranks sharing a machine share its cores
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                              std::max(1, dist_->topology().local_size));
+  set_num_threads(threads);
+  if (dist_ && !dist_->is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   const Device device = choose_device(config_, args_);
   log_info("device: ", device.str(), ", ", num_threads(), " CPU thread(s)",
            cuda_device_count() > 0 ? str(" (", cuda_device_count(), " GPU(s) visible)") : "");
@@ -297,6 +407,12 @@ int TrainingRun::run() {
   set_up_data();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
+  if (dist_) {  // after resuming: peers may read this rank's rows as soon as it is attached
+    const int64_t hot = config_.dist.hot_rows >= 0
+                            ? config_.dist.hot_rows
+                            : choose_hot_rows(train_data_, vocab_.size(), config_.dist.hot_coverage);
+    dist_->attach(*model_, *optimizer_, hot);
+  }
 
   const int64_t tokens_per_step = config_.train.batch_size * config_.train.unroll_steps;
   total_steps_ = config_.train.max_steps > 0
@@ -305,8 +421,9 @@ int TrainingRun::run() {
                                                       batcher_->epoch_positions() /
                                                       static_cast<double>(tokens_per_step)));
   total_steps_ = std::max<int64_t>(total_steps_, 1);
-  metrics_ = std::make_unique<MetricsLogger>(config_.run.dir, config_.metrics.jsonl,
-                                             config_.metrics.tensorboard);
+  if (is_root())
+    metrics_ = std::make_unique<MetricsLogger>(config_.run.dir, config_.metrics.jsonl,
+                                               config_.metrics.tensorboard);
   log_info("training ", total_steps_ - step_, " steps of ", config_.train.batch_size, " x ",
            config_.train.unroll_steps, " tokens (", config_.softmax.type, " softmax",
            config_.softmax.type == "sampled" ? str(", ", config_.softmax.samples, " samples") : "",
@@ -326,24 +443,63 @@ int TrainingRun::run() {
   TokenBatch tokens[2];
   const int dirs = model_->shape().directions();
   const int64_t first_step = step_;
-  while (step_ < total_steps_ && g_stop_signal == 0) {
+  const bool sampled = config_.softmax.type == "sampled";
+  if (dist_ && step_ < total_steps_) {
+    lookahead_sampler_ = sampler_;  // draws what train_step's sampler will draw, one step ahead
+    lookahead_seen_.assign(static_cast<size_t>(vocab_.size()), 0);
+    draw_pending(pending_[0]);
+    dist_->request_rows(step_, pending_[0].tokens, dirs, sampled ? &pending_[0].samples : nullptr);
+  }
+  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_) {
     const auto step_start = Clock::now();
-    batcher_->next(&batch[0], &batch[1]);
-    const int64_t epoch = batcher_->epoch();
-    for (int d = 0; d < dirs; ++d)
-      tokens[d] = {batch[d].rows, batch[d].steps, batch[d].inputs.data(),
-                   batch[d].targets.data()};
-    const TrainStepResult result =
-        model_->train_step(tokens, states_, static_cast<uint64_t>(step_), sampler_);
-    if (!std::isfinite(result.loss))
-      throw Error(str("training diverged at step ", step_, ": loss is ", result.loss,
-                      "; lower optimizer.learning_rate or set optimizer.clip_norm"));
-    const Optimizer::StepStats stats = optimizer_->step(epoch);
+    TrainStepResult result;
+    double grad_norm = 0.0;
+    float lr = 0.0f;
+    bool checkpoint_by_time = config_.checkpoint.every_minutes > 0 &&
+                              seconds_since(last_checkpoint_time_) >=
+                                  60.0 * config_.checkpoint.every_minutes;
+    if (dist_) {
+      Pending& current = pending_[0];
+      dist_->wait_rows(step_);
+      if (step_ + 1 < total_steps_) {  // the next step's rows travel while this one computes
+        draw_pending(pending_[1]);
+        dist_->request_rows(step_ + 1, pending_[1].tokens, dirs,
+                            sampled ? &pending_[1].samples : nullptr);
+      }
+      const TrainStepResult local =
+          model_->train_step(current.tokens, states_, static_cast<uint64_t>(step_), sampler_);
+      lr = optimizer_->learning_rate(current.epoch);
+      const StepTotals totals =
+          dist_->finish_step(step_, lr, local, current.tokens[0].rows, config_.train.batch_size,
+                             g_stop_signal != 0, checkpoint_by_time);
+      result.loss = totals.loss;
+      result.nll[0] = totals.nll[0];
+      result.nll[1] = totals.nll[1];
+      grad_norm = totals.grad_norm;
+      stop_agreed_ = totals.stop;
+      checkpoint_by_time = totals.checkpoint;  // rank 0's clock decides for everyone
+      if (!std::isfinite(result.loss))
+        throw Error(str("training diverged at step ", step_, ": loss is ", result.loss,
+                        "; lower optimizer.learning_rate or set optimizer.clip_norm"));
+    } else {
+      batcher_->next(&batch[0], &batch[1]);
+      const int64_t epoch = batcher_->epoch();
+      for (int d = 0; d < dirs; ++d)
+        tokens[d] = {batch[d].rows, batch[d].steps, batch[d].inputs.data(),
+                     batch[d].targets.data()};
+      result = model_->train_step(tokens, states_, static_cast<uint64_t>(step_), sampler_);
+      if (!std::isfinite(result.loss))
+        throw Error(str("training diverged at step ", step_, ": loss is ", result.loss,
+                        "; lower optimizer.learning_rate or set optimizer.clip_norm"));
+      const Optimizer::StepStats stats = optimizer_->step(epoch);
+      grad_norm = stats.grad_norm;
+      lr = stats.lr;
+    }
     ++step_;
     tokens_ += tokens_per_step;
     step_seconds_.push_back(seconds_since(step_start));
-    last_grad_norm_ = stats.grad_norm;
-    last_lr_ = stats.lr;
+    last_grad_norm_ = grad_norm;
+    last_lr_ = lr;
     interval_loss_ += result.loss;
     interval_nll_[0] += result.nll[0];
     interval_nll_[1] += result.nll[1];
@@ -354,28 +510,45 @@ int TrainingRun::run() {
     } else {
       timed_tokens_ += tokens_per_step;
     }
-    log_interval(step_ == total_steps_);
+    if (is_root()) log_interval(step_ == total_steps_);
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
-    const bool by_time = config_.checkpoint.every_minutes > 0 &&
-                         seconds_since(last_checkpoint_time_) >=
-                             60.0 * config_.checkpoint.every_minutes;
-    if ((by_steps || by_time) && step_ < total_steps_) save(false);
-    if (config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0 &&
-        !files_.valid.empty() && step_ < total_steps_) {
-      const EvalResult r = evaluate(files_.valid, "validation");
-      metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    bool saved = false;
+    if ((by_steps || checkpoint_by_time) && step_ < total_steps_ && !stop_agreed_) {
+      save(false);
+      saved = true;
     }
+    if (config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0 &&
+        !files_.valid.empty() && step_ < total_steps_ && !stop_agreed_) {
+      if (dist_) {
+        // Rank 0 evaluates with every tail row as of a checkpoint of this step; the others wait.
+        if (!saved) save(false);
+        if (dist_->is_root()) {
+          load_remote_rows_from(last_checkpoint_);
+          const EvalResult r = evaluate(files_.valid, "validation");
+          metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+        }
+        dist_->barrier(str("eval-", step_));
+      } else {
+        const EvalResult r = evaluate(files_.valid, "validation");
+        metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+      }
+    }
+    if (dist_) std::swap(pending_[0], pending_[1]);
   }
   const auto loop_end = Clock::now();
-  log_interval(true);
+  if (is_root()) log_interval(true);
   const double train_seconds = std::chrono::duration<double>(loop_end - train_start).count();
   save(true);
-  if (g_stop_signal != 0) {
-    log_warn("stopped by signal ", static_cast<int>(g_stop_signal), " at step ", step_,
-             "; continue with --resume");
-    return 128 + g_stop_signal;
+  if (dist_) dist_->finish();  // clean goodbye: rank 0 may evaluate long after the others left
+  if (g_stop_signal != 0 || stop_agreed_) {
+    const int signal = g_stop_signal != 0 ? static_cast<int>(g_stop_signal) : SIGTERM;
+    if (is_root())
+      log_warn("stopped by signal ", signal, " at step ", step_, "; continue with --resume");
+    return 128 + signal;
   }
+  if (!is_root()) return 0;  // rank 0 evaluates and writes the summary
+  if (dist_) load_remote_rows_from(last_checkpoint_);
 
   nlohmann::json summary;
   summary["steps"] = step_;
@@ -395,6 +568,8 @@ int TrainingRun::run() {
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;
   summary["threads"] = num_threads();
+  summary["world_size"] = dist_ ? dist_->topology().world_size : 1;
+  if (dist_) summary["hot_rows"] = dist_->hot_rows();
   if (!files_.valid.empty()) {
     const EvalResult r = evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
@@ -420,9 +595,38 @@ int TrainingRun::run() {
 }  // namespace
 
 int train_command(const TrainArgs& args) {
-  Config config = load_config(args.config, args.overrides);
-  TrainingRun run(std::move(config), args);
-  return run.run();
+  const std::map<std::string, std::string> env = current_environment();
+  // Check the config once, before any process is started for it (a scheduler needs none).
+  std::optional<Config> loaded;
+  LaunchOptions launch = args.launch;
+  if (!args.config.empty()) {
+    loaded = load_config(args.config, args.overrides);
+    launch.timeout_s = loaded->dist.timeout_seconds;
+  }
+  const ProcessPlan plan = plan_process(launch, env, args.no_cuda ? 0 : cuda_device_count());
+  if (plan.kind == ProcessKind::kScheduler) return run_scheduler(plan);
+  ELMO_REQUIRE(loaded, "--config is required to train (only --role scheduler runs without one)");
+  Config config = std::move(*loaded);
+  switch (plan.kind) {
+    case ProcessKind::kLocalLauncher:
+      return run_local_launcher(plan, strip_launch_flags(args.argv));
+    case ProcessKind::kNodeSupervisor:
+      return run_node_supervisor(plan, strip_launch_flags(args.argv));
+    case ProcessKind::kRank: {
+      std::unique_ptr<DataParallel> dist;
+      try {
+        dist = std::make_unique<DataParallel>(plan, config.dist.timeout_seconds);
+        TrainingRun run(std::move(config), args, dist.get());
+        return run.run();
+      } catch (const CommError& e) {
+        throw Error(dist ? dist->explain(e) : e.what());
+      }
+    }
+    default: {
+      TrainingRun run(std::move(config), args, nullptr);
+      return run.run();
+    }
+  }
 }
 
 }  // namespace elmo

@@ -1,0 +1,351 @@
+// Data-parallel training across ranks: see data_parallel.h.
+#include "app/data_parallel.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "comm/dense_allreduce.h"
+#include "comm/launch.h"
+#include "comm/rendezvous.h"
+#include "comm/sparse_exchange.h"
+#include "io/safetensors.h"
+#include "io/token_cache.h"
+#include "model/embedding.h"
+#include "runtime/log.h"
+
+namespace elmo {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kTableNames[] = {kEmbeddingWeight, "softmax.weight", "softmax.bias"};
+constexpr double kNoLimit = 7 * 24 * 3600.0;  // waits bounded by the fault monitor instead
+
+std::string shard_name(int rank) { return str("shard-", rank); }
+
+std::string pending_shard_path(const std::string& run_dir, int64_t step, int rank) {
+  return (fs::path(run_dir) / "checkpoints" / str("step-", step, ".shard-", rank, ".pending"))
+      .string();
+}
+
+}  // namespace
+
+int64_t choose_hot_rows(const TokenCache& data, int64_t vocab, double coverage) {
+  std::vector<int64_t> counts(static_cast<size_t>(vocab), 0);
+  int64_t total = 0, boundaries = 0;
+  for (const TokenShard& shard : data.shards()) {
+    const int64_t n = shard.tokens + shard.sentences;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t id = shard.ids[i];
+      if (id == kSentenceEnd)
+        ++boundaries;
+      else if (id < static_cast<uint64_t>(vocab))
+        ++counts[id];
+    }
+    total += n;
+  }
+  // Sentence boundaries (<S> fed as an input, </S> as a target, once per sentence) are among
+  // the first ids of every vocabulary: they count towards the head from the start.
+  int64_t covered = boundaries;
+  const double want = coverage * static_cast<double>(total);
+  int64_t hot = 1;
+  for (int64_t id = 0; id < vocab; ++id) {
+    covered += counts[id];
+    hot = id + 1;
+    if (static_cast<double>(covered) >= want) break;
+  }
+  return std::max<int64_t>(1, std::min(hot, vocab));
+}
+
+DataParallel::DataParallel(const ProcessPlan& plan, double timeout_s)
+    : topology_(plan.topology), timeout_s_(timeout_s) {
+  ProcessPlan joined = plan;
+  joined.timeout_s = timeout_s;
+  const Topology topology = topology_;
+  session_ = RankSession::join(joined, [topology](const PeerLost& lost) {
+    // The main thread may be blocked in a collective: report and leave from here.
+    std::fprintf(stderr, "[elmo_fast] error: %s: %s; stopping (the last checkpoint stays "
+                 "loadable: continue with --resume)\n",
+                 topology.label().c_str(), lost.what());
+    std::fflush(stderr);
+    std::fflush(stdout);
+    ::_exit(1);
+  });
+  allreduce_ = make_gloo_allreduce(session_->store(), topology_, session_->local_address(),
+                                   timeout_s);
+  log_info("joined ", topology_.world_size, " ranks (", allreduce_->backend(),
+           " all-reduce, rendezvous ", plan.root_host, ":", plan.root_port, ")");
+}
+
+DataParallel::~DataParallel() = default;
+
+void DataParallel::finish() {
+  if (exchange_) exchange_->close();
+  session_->finish();
+}
+
+void DataParallel::load_tail_rows(const NamedTensors& model_tensors) {
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    Parameter& p = *tables_[t];
+    const auto it = std::find_if(model_tensors.begin(), model_tensors.end(),
+                                 [&](const auto& named) { return named.first == p.name; });
+    ELMO_CHECK(it != model_tensors.end() && it->second.numel() == p.value.numel(), p.name,
+               " is missing or has the wrong size in the checkpoint being evaluated");
+    const RowRange own = exchange_->owned_rows(static_cast<int>(t));
+    const int64_t dim = p.row_dim();
+    const float* from = it->second.data<float>();
+    float* to = p.value.data<float>();
+    std::copy(from + hot_rows_ * dim, from + own.begin * dim, to + hot_rows_ * dim);
+    std::copy(from + own.end * dim, from + p.rows() * dim, to + own.end * dim);
+  }
+}
+
+void DataParallel::root_first(const std::string& what, const std::function<void()>& work) {
+  if (is_root()) work();
+  barrier(what);
+  if (!is_root()) work();
+  barrier(what + "/done");
+}
+
+void DataParallel::barrier(const std::string& name) {
+  session_->store().barrier("barrier/" + name, topology_.world_size, kNoLimit);
+}
+
+bool DataParallel::is_table(const Parameter& p) const {
+  return std::find(tables_.begin(), tables_.end(), &p) != tables_.end();
+}
+
+void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
+  ELMO_CHECK(!model_, "DataParallel::attach called twice");
+  model_ = &model;
+  optimizer_ = &optimizer;
+  const int64_t vocab = model.shape().vocab;
+  hot_rows_ = std::clamp<int64_t>(hot_rows, 0, vocab);
+  std::vector<SparseTable> specs;
+  for (const char* name : kTableNames) {
+    Parameter& p = model.params().get(name);
+    ELMO_CHECK(p.row_sparse, name, " is expected to be row-sparse");
+    tables_.push_back(&p);
+    specs.push_back({name, p.value.data<float>(), p.rows(), p.row_dim(), hot_rows_});
+  }
+  for (Parameter* p : model.params().all())
+    if (!is_table(*p)) dense_.push_back(p);
+  int64_t bucket = 0;
+  for (const Parameter* p : dense_) bucket += p->grad.numel();
+  for (const Parameter* p : tables_) bucket += hot_rows_ * p->row_dim();
+  bucket_.assign(static_cast<size_t>(bucket), 0.0f);
+  needed_.assign(tables_.size(), {});
+  seen_.assign(static_cast<size_t>(vocab), 0);
+  SparseExchangeOptions options;
+  options.timeout_s = timeout_s_;
+  exchange_ = std::make_unique<SparseExchange>(session_->store(), topology_, specs, options);
+  const RowRange own = exchange_->owned_rows(0);
+  log_info("tables: ids below ", hot_rows_, " replicated (", bucket, " floats all-reduced per "
+           "step with the dense gradients), this rank owns tail rows [", own.begin, ", ", own.end,
+           ")");
+}
+
+void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dirs,
+                                const std::vector<int32_t>* samples) {
+  const int64_t vocab = model_->shape().vocab;
+  auto collect = [&](std::vector<int32_t>& out, auto&& for_each_id) {
+    out.clear();
+    for_each_id([&](int32_t id) {
+      if (id >= hot_rows_ && !seen_[id]) seen_[id] = 1, out.push_back(id);
+    });
+    for (const int32_t id : out) seen_[id] = 0;
+    std::sort(out.begin(), out.end());
+  };
+  collect(needed_[0], [&](auto&& add) {
+    for (int d = 0; d < dirs; ++d)
+      for (int64_t i = 0; i < batches[d].rows * batches[d].steps; ++i) add(batches[d].inputs[i]);
+  });
+  collect(needed_[1], [&](auto&& add) {
+    if (!samples) {
+      for (int64_t id = 0; id < vocab; ++id) add(static_cast<int32_t>(id));
+      return;
+    }
+    for (const int32_t id : *samples) add(id);
+    for (int d = 0; d < dirs; ++d)
+      for (int64_t i = 0; i < batches[d].rows * batches[d].steps; ++i) add(batches[d].targets[i]);
+  });
+  needed_[2] = needed_[1];  // the bias rows go with the weight rows
+  exchange_->request_rows(step, needed_);
+}
+
+void DataParallel::wait_rows(int64_t step) { exchange_->wait_rows(step); }
+
+StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResult& local,
+                                     int64_t local_rows, int64_t global_rows, bool stop_requested,
+                                     bool checkpoint_due) {
+  // 1. One bucket: dense gradients in registry order, then each table's hot block.
+  float* at = bucket_.data();
+  for (const Parameter* p : dense_) {
+    std::copy_n(p->grad.data<float>(), p->grad.numel(), at);
+    at += p->grad.numel();
+  }
+  std::vector<float*> hot_blocks;
+  std::vector<std::vector<int32_t>> tail_ids(tables_.size());
+  std::vector<std::vector<float>> tail_rows(tables_.size());
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const Parameter& p = *tables_[t];
+    const int64_t dim = p.row_dim();
+    std::fill_n(at, hot_rows_ * dim, 0.0f);
+    hot_blocks.push_back(at);
+    const SparseRows& g = p.sparse_grad;
+    const float* values = g.ids.empty() ? nullptr : g.values.data<float>();
+    for (size_t i = 0; i < g.ids.size(); ++i) {
+      const int32_t id = g.ids[i];
+      if (id < hot_rows_) {
+        std::copy_n(values + i * dim, dim, at + id * dim);
+      } else {
+        tail_ids[t].push_back(id);
+        tail_rows[t].insert(tail_rows[t].end(), values + i * dim, values + (i + 1) * dim);
+      }
+    }
+    at += hot_rows_ * dim;
+  }
+
+  // 2. Dense all-reduce (Gloo, own thread) while the tail gradients go to their owners (UCX).
+  std::exception_ptr dense_error;
+  std::thread dense([&] {
+    try {
+      allreduce_->sum(bucket_.data(), static_cast<int64_t>(bucket_.size()));
+    } catch (...) {
+      dense_error = std::current_exception();
+    }
+  });
+  std::vector<SummedRows>& owned = owned_sums_;
+  std::exception_ptr sparse_error;
+  try {
+    SparseExchange::GradientRows pushes;
+    for (size_t t = 0; t < tables_.size(); ++t)
+      pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
+    exchange_->exchange_gradients(step, pushes, owned);
+  } catch (...) {
+    sparse_error = std::current_exception();
+  }
+  dense.join();
+  if (dense_error) std::rethrow_exception(dense_error);
+  if (sparse_error) std::rethrow_exception(sparse_error);
+
+  // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed.
+  double replicated_sq = 0.0, owned_sq = 0.0;
+  for (const float g : bucket_) replicated_sq += static_cast<double>(g) * g;
+  for (const SummedRows& rows : owned)
+    for (const float g : rows.values) owned_sq += static_cast<double>(g) * g;
+  double scalars[5] = {owned_sq, local.nll[0] * local_rows, local.nll[1] * local_rows,
+                       stop_requested ? 1.0 : 0.0, is_root() && checkpoint_due ? 1.0 : 0.0};
+  allreduce_->sum(scalars, 5);
+  StepTotals totals;
+  totals.grad_norm = std::sqrt(replicated_sq + scalars[0]);
+  const int dirs = model_->shape().directions();
+  for (int d = 0; d < dirs; ++d) {
+    totals.nll[d] = scalars[1 + d] / static_cast<double>(global_rows);
+    totals.loss += totals.nll[d] / dirs;
+  }
+  totals.stop = scalars[3] > 0.0;
+  totals.checkpoint = scalars[4] > 0.0;
+
+  // 4. Gradients back in place: dense tensors, and per table the hot rows + owned tail rows.
+  at = bucket_.data();
+  for (Parameter* p : dense_) {
+    std::copy_n(at, p->grad.numel(), p->grad.data<float>());
+    at += p->grad.numel();
+  }
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    Parameter& p = *tables_[t];
+    const int64_t dim = p.row_dim();
+    const int64_t n = hot_rows_ + static_cast<int64_t>(owned[t].ids.size());
+    SparseRows g;
+    g.ids.resize(static_cast<size_t>(n));
+    for (int64_t id = 0; id < hot_rows_; ++id) g.ids[id] = static_cast<int32_t>(id);
+    std::copy(owned[t].ids.begin(), owned[t].ids.end(), g.ids.begin() + hot_rows_);
+    g.values = Tensor::empty({n, dim});  // [n, 1] for the bias, as the softmax hands it over
+    std::copy_n(hot_blocks[t], hot_rows_ * dim, g.values.data<float>());
+    std::copy(owned[t].values.begin(), owned[t].values.end(),
+              g.values.data<float>() + hot_rows_ * dim);
+    p.sparse_grad = std::move(g);
+  }
+  optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
+  model_->params().zero_grads();
+  exchange_->rows_updated(step);
+  return totals;
+}
+
+std::string DataParallel::write_shard(const std::string& run_dir, int64_t step,
+                                      const LstmState* states, int dirs) const {
+  NamedTensors tensors;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const Parameter& p = *tables_[t];
+    const RowRange own = exchange_->owned_rows(static_cast<int>(t));
+    tensors.emplace_back("model/" + p.name, p.value.rows(own.begin, own.end).clone());
+  }
+  for (auto& [name, tensor] : optimizer_->state_tensors())
+    for (size_t t = 0; t < tables_.size(); ++t)
+      if (name.rfind(tables_[t]->name + ".", 0) == 0) {
+        const RowRange own = exchange_->owned_rows(static_cast<int>(t));
+        tensors.emplace_back("optimizer/" + name, tensor.rows(own.begin, own.end).clone());
+      }
+  for (int d = 0; d < dirs; ++d) {
+    tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".h"), states[d].h);
+    tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".c"), states[d].c);
+  }
+  const std::string path = pending_shard_path(run_dir, step, topology_.rank);
+  fs::create_directories(fs::path(path).parent_path());
+  save_safetensors(path, tensors, {{"rank", std::to_string(topology_.rank)},
+                                   {"world_size", std::to_string(topology_.world_size)}});
+  return path;
+}
+
+std::vector<std::pair<std::string, std::string>> DataParallel::shard_files(
+    const std::string& run_dir, int64_t step) const {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (int r = 0; r < topology_.world_size; ++r)
+    files.emplace_back(shard_name(r), pending_shard_path(run_dir, step, r));
+  return files;
+}
+
+NamedTensors DataParallel::replicated_model_tensors() const {
+  NamedTensors out;
+  for (const Parameter* p : model_->params().all())
+    out.emplace_back(p->name, is_table(*p) ? p->value.rows(0, hot_rows_) : p->value);
+  return out;
+}
+
+NamedTensors DataParallel::replicated_optimizer_tensors() const {
+  NamedTensors out;
+  for (auto& [name, tensor] : optimizer_->state_tensors()) {
+    bool table = false;
+    for (const Parameter* p : tables_) table = table || name.rfind(p->name + ".", 0) == 0;
+    out.emplace_back(name, table ? tensor.rows(0, hot_rows_) : tensor);
+  }
+  return out;
+}
+
+nlohmann::json DataParallel::shards_state() const {
+  nlohmann::json files = nlohmann::json::array();
+  for (int r = 0; r < topology_.world_size; ++r) files.push_back(shard_name(r));
+  return {{"files", files}, {"axis", {{"model", 0}, {"optimizer", 0}, {"carry", 1}}},
+          {"hot_rows", hot_rows_}};
+}
+
+std::string DataParallel::explain(const std::exception& error) const {
+  // The monitor exits the process itself when the rendezvous names a lost rank; give it a moment
+  // to do so before reporting the transport's own words.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (const auto fault = session_->store().fault()) return fault->what();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return error.what();
+}
+
+}  // namespace elmo

@@ -1,0 +1,134 @@
+// Data-parallel training across ranks (DESIGN.md §6): what one rank of a distributed run adds to
+// the single-process training loop in app/train.cpp.
+//
+// Per step k every rank holds rows [row_offset, row_offset + B/N) of the global batch. Dense
+// parameters are replicated; their gradients, and the gradients of the hot head of the embedding
+// and softmax tables (ids < hot_rows), are summed over ranks in one all-reduce (Gloo), which runs
+// concurrently with the exchange of the tail rows' gradients with their owners (UCX, see
+// comm/sparse_exchange.h). The global gradient norm is the replicated part plus the sum over
+// owners of their tail rows; every rank then applies the same clipped update to the replicated
+// parameters and its owned tail rows. Tail rows a step needs are requested one step ahead, so
+// their transfer overlaps the previous step's compute.
+//
+// Faults: a rank that dies, hangs or leaves without saying goodbye is reported by the
+// rendezvous to every other rank, which logs which rank was lost and exits with status 1 at
+// once (the last checkpoint stays loadable; --resume continues).
+//
+// What it is not: the launcher (comm/launch.h), nor the training loop itself.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/launch.h"
+#include "comm/sparse_exchange.h"
+#include "comm/topology.h"
+#include "io/checkpoint.h"
+#include "model/bilm.h"
+#include "model/optimizer.h"
+
+namespace elmo {
+
+class RankSession;
+class DenseAllreduce;
+class SparseExchange;
+class TokenCache;
+
+// The smallest id prefix whose occurrences in `data` (words and sentence boundaries as the
+// batcher feeds them) reach `coverage` of all; at least 1, at most vocab.
+int64_t choose_hot_rows(const TokenCache& data, int64_t vocab, double coverage);
+
+struct StepTotals {
+  double loss = 0.0;          // over the global batch
+  double nll[2] = {0.0, 0.0};
+  double grad_norm = 0.0;     // before clipping
+  bool stop = false;          // some rank was asked to stop (signal): all stop after this step
+  bool checkpoint = false;    // rank 0's time-based checkpoint is due: all save after this step
+};
+
+class DataParallel {
+ public:
+  // Joins the job of a rank process (plan.kind == kRank): serves the rendezvous store when the
+  // plan says so (rank 0 under mpirun/srun/torchrun-style environments), connects, starts the
+  // fault monitor and builds the dense all-reduce. timeout_s bounds every wait for a peer.
+  DataParallel(const ProcessPlan& plan, double timeout_s);
+  // Without finish() the rank did not end cleanly: its peers are told it was lost.
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  const Topology& topology() const { return topology_; }
+  bool is_root() const { return topology_.rank == 0; }
+
+  // Runs `work` on rank 0 first, then on every other rank at once (set-up that writes shared
+  // files: the builtin corpus, the vocabulary, the token cache). Waits without a time limit:
+  // liveness is watched by the fault monitor.
+  void root_first(const std::string& what, const std::function<void()>& work);
+  // Every rank reaches `name` (no time limit, see root_first).
+  void barrier(const std::string& name);
+
+  // From now on the embedding and softmax tables are shared: ids < hot_rows replicated, the
+  // tail sharded by row. Call once, after the model and optimizer exist.
+  void attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows);
+  int64_t hot_rows() const { return hot_rows_; }
+
+  // Tail rows step `step` needs: the inputs of every direction (embedding) and the targets plus
+  // `samples` (softmax; every row when samples is null, i.e. the full softmax).
+  void request_rows(int64_t step, const TokenBatch* batches, int dirs,
+                    const std::vector<int32_t>* samples);
+  void wait_rows(int64_t step);
+
+  // After the local train_step of `step`: sums gradients over ranks, clips with the global norm,
+  // applies the update with `lr` (replicated parameters and owned tail rows) and zeroes every
+  // gradient. `local` holds this rank's per-direction mean NLL over its `local_rows` rows.
+  StepTotals finish_step(int64_t step, float lr, const TrainStepResult& local, int64_t local_rows,
+                         int64_t global_rows, bool stop_requested, bool checkpoint_due);
+
+  // Checkpoint pieces. write_shard saves this rank's part (owned tail rows of the tables and
+  // their accumulators, its rows of the carried state) beside the checkpoints folder and
+  // returns the path; rank 0 adopts every rank's file into the step folder (shard_files).
+  std::string write_shard(const std::string& run_dir, int64_t step, const LstmState* states,
+                          int dirs) const;
+  std::vector<std::pair<std::string, std::string>> shard_files(const std::string& run_dir,
+                                                                int64_t step) const;
+  // Rank 0's part: dense tensors whole, the tables' hot rows; plus state.json's "shards" entry.
+  NamedTensors replicated_model_tensors() const;
+  NamedTensors replicated_optimizer_tensors() const;
+  nlohmann::json shards_state() const;
+
+  // Rank 0 before evaluating: copies the tail rows it does not own from whole model tensors
+  // (a checkpoint just written), so its tables are complete.
+  void load_tail_rows(const NamedTensors& model_tensors);
+
+  // The run ended cleanly on this rank (after its final checkpoint): closes the row exchange
+  // and says goodbye to the rendezvous.
+  void finish();
+
+  // Message for an error raised while talking to peers: names the lost rank when the
+  // rendezvous knows of one (waits briefly for its verdict).
+  std::string explain(const std::exception& error) const;
+
+ private:
+  struct Table;
+  bool is_table(const Parameter& p) const;
+
+  Topology topology_;
+  double timeout_s_;
+  std::unique_ptr<RankSession> session_;
+  std::unique_ptr<DenseAllreduce> allreduce_;
+  std::unique_ptr<SparseExchange> exchange_;
+  BiLM* model_ = nullptr;
+  Optimizer* optimizer_ = nullptr;
+  int64_t hot_rows_ = 0;
+  std::vector<Parameter*> dense_;   // registry order
+  std::vector<Parameter*> tables_;  // embedding.weight, softmax.weight, softmax.bias
+  std::vector<float> bucket_;       // dense gradients, then each table's hot block [hot, dim]
+  std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
+  std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
+  std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
+};
+
+}  // namespace elmo

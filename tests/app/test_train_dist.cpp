@@ -1,0 +1,222 @@
+// Distributed training end to end, on loopback (label dist): N ranks with the same global batch
+// give the parameters of one rank; the rendezvous refuses a wrong job token and names a rank
+// that never joins; killing a rank stops the others with its number and --resume continues.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using testing::run_elmo;
+
+std::string dist_config(const std::string& run_dir, int64_t max_steps, int64_t every_steps) {
+  return "[run]\ndir = \"" + run_dir + "\"\nseed = 5\n"
+         "[synthetic]\nvocab_size = 150\nclasses = 4\ntrain_sentences = 3000\n"
+         "valid_sentences = 60\n"
+         "[model]\nembedding_dim = 16\ncell_size = 32\nprojection_dim = 16\nlayers = 2\n"
+         "dropout = 0.1\ncell_clip = 3\nproj_clip = 3\n"
+         "[softmax]\ntype = \"sampled\"\nsamples = 40\n"
+         "[train]\nbatch_size = 8\nunroll_steps = 10\nthreads = 1\nlog_every = 2\n"
+         "max_steps = " + std::to_string(max_steps) + "\n"
+         "[checkpoint]\nevery_steps = " + std::to_string(every_steps) + "\nkeep_last = 0\n"
+         "[eval]\nbatch_size = 4\nmax_tokens = 300\n"
+         "[dist]\ntimeout_seconds = 20\nhot_coverage = 0.5\n";
+}
+
+std::string write_config(const std::string& dir, const std::string& text) {
+  fs::create_directories(dir);
+  const std::string path = dir + "/run.toml";
+  write_file_atomic(path, text);
+  return path;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A command running in the background (its own process, `exec`ed by sh) with its output in a
+// file.
+class Background {
+ public:
+  Background(const std::string& command, const std::string& log) : log_(log) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string line = "exec " + command + " >" + log + " 2>&1";
+      ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~Background() {
+    if (running()) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool running() {
+    if (done_) return false;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      done_ = true;
+      code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    return !done_;
+  }
+  // Exit code, or -1 when still running after `seconds`.
+  int wait(double seconds) {
+    const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+    while (running() && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return running() ? -1 : code_;
+  }
+  std::string output() const { return read_file(log_); }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  bool done_ = false;
+  int code_ = -1;
+};
+
+std::string env_rank(int rank, int world, int port) {
+  return "env RANK=" + std::to_string(rank) + " WORLD_SIZE=" + std::to_string(world) +
+         " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+         " ELMO_JOB_TOKEN=test-token " + std::string(ELMO_BINARY);
+}
+
+NamedTensors final_model(const std::string& run_dir) {
+  const CheckpointData ckpt = load_checkpoint(run_dir);
+  const NamedTensors* model = ckpt.file("model");
+  EXPECT_NE(model, nullptr) << run_dir;
+  return model ? *model : NamedTensors{};
+}
+
+// Must-show: 1, 2 and 4 ranks with the same global batch (8 rows) reach the same parameters.
+// Tolerance 1e-5: the ranks' partial gradient sums are added in another order than one rank's
+// (float rounding), nothing else differs (same rows, samples and dropout masks).
+TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
+  const std::string dir = testing::temp_dir("train_dist_same");
+  const int64_t steps = 6;
+  const auto one = run_elmo("--config " + write_config(dir + "/1", dist_config(dir + "/1/run", steps, 3)));
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto two = run_elmo("--config " + write_config(dir + "/2", dist_config(dir + "/2/run", steps, 3)) +
+                            " --nodes 2 --workers_per_node 1");
+  ASSERT_EQ(two.status, 0) << two.output;
+  const auto four = run_elmo("--config " + write_config(dir + "/4", dist_config(dir + "/4/run", steps, 3)) +
+                             " --nodes 2 --workers_per_node 2");
+  ASSERT_EQ(four.status, 0) << four.output;
+  EXPECT_NE(four.output.find("best reachable perplexity"), std::string::npos) << four.output;
+
+  const NamedTensors reference = final_model(dir + "/1/run");
+  ASSERT_FALSE(reference.empty());
+  for (const char* world : {"2", "4"}) {
+    const NamedTensors model = final_model(dir + "/" + world + "/run");
+    ASSERT_EQ(model.size(), reference.size()) << world << " ranks";
+    for (size_t i = 0; i < model.size(); ++i) {
+      EXPECT_EQ(model[i].first, reference[i].first);
+      EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
+                                     1e-5f, 1e-5f))
+          << model[i].first << " with " << world << " ranks";
+    }
+  }
+}
+
+TEST(TrainDist, WrongJobTokenIsRefused) {
+  const std::string dir = testing::temp_dir("train_dist_token");
+  const std::string config = write_config(dir, dist_config(dir + "/run", 4, 0));
+  const int port = free_port();
+  Background scheduler(std::string(ELMO_BINARY) + " --role scheduler --root_uri 127.0.0.1" +
+                           " --root_port " + std::to_string(port) +
+                           " --world_size 1 --job_token right",
+                       dir + "/scheduler.log");
+  const auto worker = run_elmo("--config " + config + " --role worker --root_uri 127.0.0.1" +
+                               " --root_port " + std::to_string(port) +
+                               " --world_size 1 --job_token wrong --set dist.timeout_seconds=10");
+  EXPECT_NE(worker.status, 0) << worker.output;
+  EXPECT_NE(worker.output.find("job token"), std::string::npos) << worker.output;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_NE(scheduler.output().find("refused"), std::string::npos) << scheduler.output();
+}
+
+TEST(TrainDist, MissingRankTimesOutNamingIt) {
+  const std::string dir = testing::temp_dir("train_dist_missing");
+  const std::string config = write_config(dir, dist_config(dir + "/run", 4, 0));
+  const int port = free_port();
+  const auto start = Clock::now();
+  const auto r = testing::run_command(env_rank(0, 2, port) + " --config " + config +
+                                      " --set dist.timeout_seconds=3 2>&1");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;
+  EXPECT_LT(seconds, 30.0) << r.output;
+}
+
+// Must-show: a rank killed mid-run makes every other rank exit non-zero within 30 s naming it,
+// no process stays behind, and --resume continues from the last checkpoint.
+TEST(TrainDist, KilledRankStopsTheOthersAndResumeContinues) {
+  const std::string dir = testing::temp_dir("train_dist_kill");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, dist_config(run, 5000, 4));
+  const int port = free_port();
+  std::vector<std::unique_ptr<Background>> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(std::make_unique<Background>(env_rank(r, 3, port) + " --config " + config,
+                                                 dir + "/rank" + std::to_string(r) + ".log"));
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(run + "/checkpoints/latest") && Clock::now() < deadline && ranks[0]->running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(run + "/checkpoints/latest")) << ranks[0]->output();
+  ASSERT_TRUE(ranks[1]->running()) << ranks[1]->output();
+  ::kill(ranks[1]->pid(), SIGKILL);
+  const auto killed_at = Clock::now();
+  for (int r : {0, 2}) {
+    const int code = ranks[r]->wait(30.0);
+    EXPECT_NE(code, -1) << "rank " << r << " still running 30 s after rank 1 was killed";
+    EXPECT_NE(code, 0) << ranks[r]->output();
+    EXPECT_NE(ranks[r]->output().find("rank 1"), std::string::npos) << ranks[r]->output();
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - killed_at).count(), 30.0);
+  for (auto& rank : ranks) EXPECT_FALSE(rank->running());
+
+  const CheckpointData last = load_checkpoint(run);
+  const int64_t resume_to = last.step + 4;
+  std::vector<std::unique_ptr<Background>> again;
+  const int port2 = free_port();
+  for (int r = 0; r < 3; ++r)
+    again.push_back(std::make_unique<Background>(
+        env_rank(r, 3, port2) + " --config " + config + " --resume --set train.max_steps=" +
+            std::to_string(resume_to),
+        dir + "/resume" + std::to_string(r) + ".log"));
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(again[r]->wait(120.0), 0) << again[r]->output();
+  EXPECT_NE(again[0]->output().find("resumed from step " + std::to_string(last.step)),
+            std::string::npos)
+      << again[0]->output();
+  EXPECT_EQ(load_checkpoint(run).step, resume_to);
+}
+
+}  // namespace
+}  // namespace elmo
