@@ -39,15 +39,23 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Resolves train.device/--device/--no_cuda. The CPU backend is the one that trains today; the
-// GPU training path arrives with the GPU kernels (see docs/ARCHITECTURE.md).
+// Resolves train.device/--device/--no_cuda: "auto" is cuda:0 when a GPU is visible and
+// --no_cuda is not given, else the CPU; "cuda" / "cuda:N" need that GPU, and --no_cuda refuses
+// them (docs/ARCHITECTURE.md, GPU training path).
 Device choose_device(const Config& config, const TrainArgs& args) {
   std::string wanted = args.device.empty() ? config.train.device : args.device;
-  if (args.no_cuda || wanted == "auto") return Device::cpu();
+  const int gpus = cuda_device_count();
+  if (wanted == "auto") return !args.no_cuda && gpus > 0 ? Device::cuda(0) : Device::cpu();
   const Device device = Device::parse(wanted);
-  if (device.is_cuda())
-    throw UsageError(str("train.device = \"", wanted, "\": GPU training is not available in "
-                         "this build yet; use \"cpu\" or \"auto\""));
+  if (device.is_cuda() && args.no_cuda)
+    throw UsageError(str("train.device = \"", wanted, "\" asks for a GPU but --no_cuda refuses ",
+                         "it; use \"cpu\" or \"auto\", or drop --no_cuda"));
+  if (device.is_cuda() && device.index >= gpus)
+    throw UsageError(str("train.device = \"", wanted, "\": ",
+                         gpus == 0 ? std::string("no GPU is visible on this machine")
+                                   : str("only ", gpus, " GPU(s) are visible (cuda:0..cuda:",
+                                         gpus - 1, ")"),
+                         "; use \"cpu\" or \"auto\""));
   return device;
 }
 
@@ -107,6 +115,7 @@ class TrainingRun {
   SampleSet lookahead_samples_;
   std::vector<uint8_t> lookahead_seen_;
   bool stop_agreed_ = false, checkpoint_agreed_ = false;
+  Device device_;  // where the model trains (choose_device)
   DataFiles files_;
   Vocab vocab_;
   TokenCache train_data_;
@@ -165,7 +174,8 @@ void TrainingRun::set_up_data() {
 }
 
 void TrainingRun::set_up_model() {
-  model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_));
+  model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
+                                  device_);
   model_->init(static_cast<uint64_t>(config_.run.seed),
                static_cast<float>(config_.model.init_scale),
                static_cast<float>(config_.model.embedding_init_scale));
@@ -392,8 +402,16 @@ int TrainingRun::run() {
                               std::max(1, dist_->topology().local_size));
   set_num_threads(threads);
   if (dist_ && !dist_->is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
-  const Device device = choose_device(config_, args_);
-  log_info("device: ", device.str(), ", ", num_threads(), " CPU thread(s)",
+  const bool device_auto = (args_.device.empty() ? config_.train.device : args_.device) == "auto";
+  // Distributed ranks train on CPUs in this version (see docs/ARCHITECTURE.md).
+  device_ = dist_ && device_auto ? Device::cpu() : choose_device(config_, args_);
+  if (dist_ && device_.is_cuda())
+    throw UsageError(str("distributed training on GPUs is not wired up yet (the NCCL all-reduce "
+                         "exists, the GPU ranks' gradient staging does not): use train.device = "
+                         "\"auto\" or \"cpu\", or add --no_cuda"));
+  log_info("device: ", device_.str(),
+           device_.is_cuda() ? str(" (", cuda_device_name(device_.index), ")") : "", ", ",
+           num_threads(), " CPU thread(s)",
            cuda_device_count() > 0 ? str(" (", cuda_device_count(), " GPU(s) visible)") : "");
 
   const std::optional<std::string> existing = find_latest_checkpoint(config_.run.dir);
@@ -570,6 +588,12 @@ int TrainingRun::run() {
   summary["threads"] = num_threads();
   summary["world_size"] = dist_ ? dist_->topology().world_size : 1;
   if (dist_) summary["hot_rows"] = dist_->hot_rows();
+  summary["device"] = device_.str();
+  if (device_.is_cuda()) {
+    summary["peak_device_memory_bytes"] = cuda_peak_bytes(device_.index);
+    log_info("peak device memory: ", cuda_peak_bytes(device_.index) >> 20, " MiB (", device_.str(),
+             ", elmo_fast's pool)");
+  }
   if (!files_.valid.empty()) {
     const EvalResult r = evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();

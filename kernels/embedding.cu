@@ -67,6 +67,24 @@ __global__ void segment_sum_kernel(const int32_t* __restrict__ sorted_positions,
   values[u * dim + c] = sum;
 }
 
+// One thread per (unique id u, column c): values[u, c] = sum of dy[positions[k], c] over
+// k in [offsets[u], offsets[u + 1]), in k order, from 0 (the host-built plan's twin of the above).
+__global__ void plan_sum_kernel(const int32_t* __restrict__ positions,
+                                const int32_t* __restrict__ offsets, int64_t dim,
+                                SegmentTable segments, float* __restrict__ values) {
+  const int64_t u = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c >= dim) return;
+  float sum = 0.0f;
+  for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
+    const int64_t p = positions[k];
+    int s = 0;
+    while (s + 1 < segments.count && p >= segments.begin[s + 1]) ++s;
+    sum = __fadd_rn(sum, segments.dy[s][(p - segments.begin[s]) * dim + c]);
+  }
+  values[u * dim + c] = sum;
+}
+
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 }  // namespace
@@ -176,6 +194,29 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
   }
   Tensor host_unique = unique.rows(0, n_unique).to(Device::cpu());
   unique_ids.assign(host_unique.data<int32_t>(), host_unique.data<int32_t>() + n_unique);
+}
+
+void row_sum_by_plan_cuda(const RowGradSegment* segments, int num_segments, int64_t dim,
+                          const int32_t* offsets, const int32_t* positions, int64_t n_unique,
+                          float* values) {
+  ELMO_CHECK(num_segments >= 1 && num_segments <= kMaxRowGradSegments, "row_sum_by_plan: ",
+             num_segments, " segments (1..", kMaxRowGradSegments, " on CUDA)");
+  ELMO_CHECK(n_unique < (int64_t{1} << 31), "row_sum_by_plan: ", n_unique, " unique ids");
+  if (n_unique == 0 || dim == 0) return;
+  SegmentTable table{};
+  table.count = num_segments;
+  int64_t total = 0;
+  for (int s = 0; s < num_segments; ++s) {
+    table.dy[s] = segments[s].dy;
+    table.begin[s] = total;
+    total += segments[s].n;
+  }
+  table.begin[num_segments] = total;
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (dim + 31) / 32 * 32));
+  const dim3 grid(static_cast<unsigned>(n_unique),
+                  static_cast<unsigned>((dim + threads - 1) / threads));
+  plan_sum_kernel<<<grid, threads, 0, current_stream()>>>(positions, offsets, dim, table, values);
+  ELMO_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace elmo

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "runtime/tensor.h"
@@ -57,5 +58,31 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
 // Entry point over tensors: ids[k] i32 [n_k], dy[k] f32 [n_k, dim] (all on one device).
 void embedding_backward(const std::vector<Tensor>& ids, const std::vector<Tensor>& dy, int64_t rows,
                         std::vector<int32_t>& unique_ids, Tensor& values);
+
+// ---- Backward from a host-built plan ---------------------------------------------------------
+// When the ids are on the host as well (the batch came from there), the sort runs on the host
+// and the device only sums: no read-back, no synchronisation. Same sums, same order, so the
+// values equal embedding_backward_{cpu,cuda}'s bit for bit.
+struct RowSumPlan {
+  std::vector<int32_t> unique_ids;  // [|U|] ascending
+  std::vector<int32_t> offsets;     // [|U| + 1]: the rows of unique_ids[u] are
+  std::vector<int32_t> positions;   // positions[offsets[u] .. offsets[u + 1]) (ascending) of the
+                                    // segments concatenated in order; [total]
+};
+
+// host_ids: {ids, n} per segment, host memory. Throws Error naming the first id outside
+// [0, rows) (as check_row_ids does).
+void build_row_sum_plan(const std::vector<std::pair<const int32_t*, int64_t>>& host_ids,
+                        int64_t rows, RowSumPlan& plan);
+
+// values [n_unique, dim] (row u = sum of the dy rows at positions[offsets[u] .. offsets[u+1]) in
+// that order, starting from 0). segments[s].dy: [n_s, dim] (ids unused). CPU: host pointers;
+// CUDA: device pointers for dy, offsets, positions and values, at most kMaxRowGradSegments.
+void row_sum_by_plan_cpu(const RowGradSegment* segments, int num_segments, int64_t dim,
+                         const int32_t* offsets, const int32_t* positions, int64_t n_unique,
+                         float* values);
+void row_sum_by_plan_cuda(const RowGradSegment* segments, int num_segments, int64_t dim,
+                          const int32_t* offsets, const int32_t* positions, int64_t n_unique,
+                          float* values);
 
 }  // namespace elmo

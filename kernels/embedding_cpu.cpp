@@ -138,4 +138,55 @@ void embedding_backward(const std::vector<Tensor>& ids, const std::vector<Tensor
                             device.index, unique_ids, values);
 }
 
+void build_row_sum_plan(const std::vector<std::pair<const int32_t*, int64_t>>& host_ids,
+                        int64_t rows, RowSumPlan& plan) {
+  int64_t total = 0;
+  for (const auto& [ids, n] : host_ids) {
+    ELMO_CHECK(n >= 0, "build_row_sum_plan: a segment has n = ", n);
+    check_row_ids(ids, n, rows, "embedding_backward");
+    total += n;
+  }
+  ELMO_CHECK(total < std::numeric_limits<int32_t>::max(), "build_row_sum_plan: ", total,
+             " positions exceed the int32 positions of the plan");
+  // Sort key (id << 32 | position): sorting it orders by id, then by position.
+  std::vector<uint64_t> keys(static_cast<size_t>(total));
+  int64_t pos = 0;
+  for (const auto& [ids, n] : host_ids)
+    for (int64_t i = 0; i < n; ++i, ++pos)
+      keys[pos] = (static_cast<uint64_t>(ids[i]) << 32) | static_cast<uint64_t>(pos);
+  std::sort(keys.begin(), keys.end());
+  plan.unique_ids.clear();
+  plan.offsets.clear();
+  plan.positions.resize(static_cast<size_t>(total));
+  for (int64_t k = 0; k < total; ++k) {
+    const int32_t id = static_cast<int32_t>(keys[k] >> 32);
+    if (plan.unique_ids.empty() || plan.unique_ids.back() != id) {
+      plan.unique_ids.push_back(id);
+      plan.offsets.push_back(static_cast<int32_t>(k));
+    }
+    plan.positions[k] = static_cast<int32_t>(keys[k] & 0xFFFFFFFFu);
+  }
+  plan.offsets.push_back(static_cast<int32_t>(total));
+}
+
+void row_sum_by_plan_cpu(const RowGradSegment* segments, int num_segments, int64_t dim,
+                         const int32_t* offsets, const int32_t* positions, int64_t n_unique,
+                         float* values) {
+  std::vector<int64_t> begin(static_cast<size_t>(num_segments) + 1, 0);
+  for (int s = 0; s < num_segments; ++s) begin[s + 1] = begin[s] + segments[s].n;
+  parallel_for(n_unique, 16, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      float* dst = values + u * dim;
+      for (int64_t c = 0; c < dim; ++c) dst[c] = 0.0f;
+      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
+        const int64_t p = positions[k];
+        int s = 0;
+        while (s + 1 < num_segments && p >= begin[s + 1]) ++s;
+        const float* src = segments[s].dy + (p - begin[s]) * dim;
+        for (int64_t c = 0; c < dim; ++c) dst[c] += src[c];
+      }
+    }
+  });
+}
+
 }  // namespace elmo

@@ -51,7 +51,45 @@ __global__ void chunk_grad_kernel(float* __restrict__ logits, int64_t ld,
     l[j] = full_softmax_grad(l[j] + bias[j], row_lse, begin + j == t, grad_scale);
 }
 
+__global__ void finish_kernel(const float* __restrict__ row_max, const double* __restrict__ row_sum,
+                              const float* __restrict__ target_logit,
+                              const int32_t* __restrict__ targets, int64_t rows,
+                              float* __restrict__ lse, double* __restrict__ result) {
+  __shared__ double nll_shared[kRowThreads];
+  __shared__ double count_shared[kRowThreads];
+  double nll = 0.0, count = 0.0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    if (targets[r] < 0) continue;
+    const double row_lse = static_cast<double>(row_max[r]) + log(row_sum[r]);
+    lse[r] = static_cast<float>(row_lse);
+    nll += row_lse - static_cast<double>(target_logit[r]);
+    count += 1.0;
+  }
+  nll_shared[threadIdx.x] = nll;
+  count_shared[threadIdx.x] = count;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      nll_shared[threadIdx.x] += nll_shared[threadIdx.x + stride];
+      count_shared[threadIdx.x] += count_shared[threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    result[0] = nll_shared[0];
+    result[1] = count_shared[0];
+  }
+}
+
 }  // namespace
+
+void full_softmax_finish_cuda(const float* row_max, const double* row_sum,
+                              const float* target_logit, const int32_t* targets, int64_t rows,
+                              float* lse, double* result) {
+  finish_kernel<<<1, kRowThreads, 0, current_stream()>>>(row_max, row_sum, target_logit, targets,
+                                                         rows, lse, result);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
 
 void full_softmax_chunk_lse_cuda(const float* logits, int64_t ld, const float* bias,
                                  const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,

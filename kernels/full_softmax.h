@@ -57,4 +57,12 @@ void full_softmax_chunk_grad_cuda(float* logits, int64_t ld, const float* bias,
                                   const int32_t* targets, const float* lse, int64_t rows,
                                   int64_t chunk, int64_t begin, float grad_scale);
 
+// After the last chunk (CUDA; the CPU layer does this loop on the host): for every row with a
+// target, lse[r] = (float)(row_max + log(row_sum)) and NLL_r = lse_r - target_logit[r] in
+// double; result[0] = sum of NLL_r, result[1] = number of such rows (as a double). One block,
+// fixed-order tree sums: deterministic. Device pointers; result is device memory [2].
+void full_softmax_finish_cuda(const float* row_max, const double* row_sum,
+                              const float* target_logit, const int32_t* targets, int64_t rows,
+                              float* lse, double* result);
+
 }  // namespace elmo

@@ -7,6 +7,7 @@
 
 #include "kernels/grad_norm.h"
 #include "runtime/cuda_check.h"
+#include "runtime/pinned.h"
 #include "runtime/stream.h"
 
 namespace elmo {
@@ -64,9 +65,9 @@ double sum_of_squares_cuda(const FloatSpan* buffers, int count, int device) {
   const int64_t n_chunks = static_cast<int64_t>(chunks.size());
   ELMO_CHECK(n_chunks < (int64_t{1} << 31), "sum_of_squares: too many chunks (", n_chunks, ")");
   const int64_t table_bytes = n_chunks * static_cast<int64_t>(sizeof(DeviceChunk));
-  Tensor host_table = Tensor::empty({table_bytes}, DType::kU8);
-  std::memcpy(host_table.data<uint8_t>(), chunks.data(), static_cast<size_t>(table_bytes));
-  Tensor table = host_table.to(dev);
+  // Pinned, asynchronous upload: the only host synchronisation is the result's read-back.
+  Tensor table = Tensor::empty({table_bytes}, DType::kU8, dev);
+  upload_to_device(device, table.data<uint8_t>(), chunks.data(), static_cast<size_t>(table_bytes));
   // Doubles as i64 storage (the Tensor runtime has no f64 dtype): partials [n_chunks], out [1].
   Tensor partial = Tensor::empty({n_chunks + 1}, DType::kI64, dev);
   double* partial_ptr = reinterpret_cast<double*>(partial.data<int64_t>());

@@ -61,4 +61,29 @@ void sampled_softmax_rows_cuda(float* logits, float* true_logits, const float* c
                                const int32_t* sample_ids, const int32_t* targets, float* loss,
                                const SampledSoftmaxRowsParams& params);
 
+// ---- Device path helpers of model/sampled_softmax (CUDA only; their CPU counterparts are the
+// loops of the CPU layer, which the model-level GPU tests compare against) -----------------
+
+// correction[j] = bias[sample_ids[j]] - log_expected[j]      (all device pointers, [S])
+void sampled_softmax_corrections_cuda(const float* bias, const int32_t* sample_ids,
+                                      const float* log_expected, int64_t samples,
+                                      float* correction);
+
+// Most forward_backward calls (directions) one step's touched rows are gathered from.
+constexpr int kMaxSampledSoftmaxCalls = 8;
+
+// The gradient rows of the touched ids U of one step, in the CPU layer's summation order:
+//   grad_w[u, :] = sum over k in [offsets[u], offsets[u+1]) of dtrue(p_k) * h(p_k)[:]
+//                  (+ sample_dw[j, :] when u is the row of sample j = sample_of_row[u] >= 0)
+//   grad_b[u]    = sum of dtrue(p_k)  (+ (float) sample_db[j])
+// p_k = positions[k] indexes the calls' rows concatenated in call order: call s holds
+// rows[s] rows with h[s] [rows[s], dim] and dtrue[s] [rows[s]]. Each element is one thread's
+// sequential, explicitly rounded sum: deterministic, no atomics. Device pointers.
+void sampled_softmax_touched_rows_cuda(const float* const* h, const float* const* dtrue,
+                                       const int64_t* rows, int calls, int64_t dim,
+                                       const int32_t* offsets, const int32_t* positions,
+                                       const int32_t* sample_of_row, const float* sample_dw,
+                                       const double* sample_db, int64_t n_touched,
+                                       float* grad_w, float* grad_b);
+
 }  // namespace elmo

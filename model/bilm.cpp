@@ -1,11 +1,16 @@
+// BiLM on the CPU or one CUDA device. The layers are device-agnostic (model/lstm_stack.h,
+// model/sampled_softmax.h, ...); what differs here is the orchestration of the directions
+// (threads on the CPU, streams and events on CUDA) and where the token ids live.
 #include "model/bilm.h"
 
-#include <cstring>
-
+#include "kernels/pointwise.h"
 #include "model/embedding.h"
 #include "model/lstm_stack.h"
 #include "model/sampled_softmax.h"
+#include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"
+#include "runtime/pinned.h"
+#include "runtime/stream.h"
 
 namespace elmo {
 
@@ -29,6 +34,33 @@ void to_time_major(const int32_t* row_major, int64_t rows, int64_t steps, int32_
     for (int64_t t = 0; t < steps; ++t) out[t * rows + b] = row_major[b * steps + t];
 }
 
+// host i32 [n] -> `device` copy: the tensor itself on the CPU, a pinned asynchronous upload on
+// CUDA into `dst` (grown when needed) on the current stream.
+const Tensor& ids_on(Device device, const Tensor& host, Tensor& dst) {
+  if (device.is_cpu()) return host;
+  if (!dst.defined() || !(dst.shape() == host.shape()) || !(dst.device() == device))
+    dst = Tensor::empty(host.shape(), DType::kI32, device);
+  upload_to_device(device.index, dst.raw(), host.raw(), host.nbytes());
+  return dst;
+}
+
+// Host copy of targets bound for a CUDA full softmax (whose kernels do not range-check them):
+// each in [0, vocab) or kIgnoreTarget, as the CPU layer checks.
+void check_full_softmax_targets(const int32_t* targets, int64_t n, int64_t vocab) {
+  for (int64_t r = 0; r < n; ++r)
+    ELMO_CHECK(targets[r] == kIgnoreTarget || (targets[r] >= 0 && targets[r] < vocab),
+               "full softmax: target ", targets[r], " of row ", r, " is outside [0, ", vocab,
+               ") and is not kIgnoreTarget (-1)");
+}
+
+void check_state(const LstmState& s, Device device, int direction) {
+  ELMO_CHECK(s.h.defined() && s.c.defined() && s.h.device() == device && s.c.device() == device,
+             "carried LSTM state of direction ", direction, " is ",
+             s.h.defined() ? s.h.describe() : std::string("undefined"), " / ",
+             s.c.defined() ? s.c.describe() : std::string("undefined"), " but the model is on ",
+             device.str(), " (make it with BiLM::zero_state)");
+}
+
 }  // namespace
 
 struct BiLM::Impl {
@@ -38,38 +70,95 @@ struct BiLM::Impl {
   Tensor full_dweight, full_dbias;  // [V, H], [V] (full softmax training only)
   std::vector<int32_t> all_ids;     // 0 .. V-1, the rows a full-softmax step touches
   // Per-direction step buffers, reused across steps.
-  Tensor ids[2], targets[2];  // i32 [T * B] time-major
-  Tensor embedded[2];         // [T * B, E]
-  Tensor d_top[2];            // [T * B, H]
-  Tensor d_embedded[2];       // [T * B, E]
+  Tensor host_ids[2], host_targets[2];  // i32 [T * B] time-major, host
+  Tensor dev_ids[2], dev_targets[2];    // their copies on a CUDA device (unused on the CPU)
+  Tensor embedded[2];                   // [T * B, E]
+  Tensor d_top[2];                      // [T * B, H]
+  Tensor d_embedded[2];                 // [T * B, E]
+  // CUDA: one stream per direction, and the events that fork/join them with the caller's.
+  std::unique_ptr<CudaStream> streams[2];
+  std::unique_ptr<CudaEvent> forked[2], joined[2];
 };
 
-BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options)
-    : shape_(shape), options_(options), impl_(std::make_unique<Impl>()) {
+// What every public call sets up: the thread's current device and GEMM precision.
+class BiLM::Scope {
+ public:
+  explicit Scope(const BiLM& model) : precision_(model.options_.precision) {
+    if (model.device_.is_cuda()) cuda_set_device(model.device_.index);
+  }
+
+ private:
+  GemmPrecisionGuard precision_;
+};
+
+BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device)
+    : shape_(shape), options_(options), device_(device), impl_(std::make_unique<Impl>()) {
   const LstmStackShape stack = stack_shape(shape);
   check_lstm_stack_shape(stack);
   ELMO_REQUIRE(shape.vocab >= 4, "the vocabulary has ", shape.vocab,
                " entries; a language model needs at least the 3 specials and one word");
   ELMO_REQUIRE(options.dropout >= 0.0f && options.dropout < 1.0f, "model.dropout = ",
                options.dropout, " is outside [0, 1)");
-  register_embedding(params_, shape.vocab, shape.embedding_dim);
+  if (device.is_cuda())
+    ELMO_REQUIRE(device.index >= 0 && device.index < cuda_device_count(), "device ", device.str(),
+                 " requested but ", cuda_device_count(), " GPU(s) are visible");
+  const Scope scope(*this);
+  register_embedding(params_, shape.vocab, shape.embedding_dim, device);
   for (int d = 0; d < shape.directions(); ++d)
-    register_lstm_parameters(params_, direction_name(d), stack);
-  params_.add("softmax.weight", {shape.vocab, shape.hidden()}, /*row_sparse=*/true);
-  params_.add("softmax.bias", {shape.vocab}, /*row_sparse=*/true);
+    register_lstm_parameters(params_, direction_name(d), stack, device);
+  params_.add("softmax.weight", {shape.vocab, shape.hidden()}, /*row_sparse=*/true, device);
+  params_.add("softmax.bias", {shape.vocab}, /*row_sparse=*/true, device);
   for (int d = 0; d < shape.directions(); ++d)
     impl_->stacks.emplace_back(params_, direction_name(d), stack);
   if (options.softmax == SoftmaxKind::kSampled) {
     ELMO_REQUIRE(options.samples > 0 && options.samples < shape.vocab, "softmax.samples = ",
                  options.samples, " must be between 1 and the vocabulary size - 1 (",
                  shape.vocab - 1, "); use softmax.type = \"full\" for small vocabularies");
-    impl_->sampled = std::make_unique<SampledSoftmax>(shape.vocab, shape.hidden(), options.samples);
+    impl_->sampled =
+        std::make_unique<SampledSoftmax>(shape.vocab, shape.hidden(), options.samples, device);
+  }
+  if (device.is_cuda()) {
+    for (int d = 0; d < shape.directions(); ++d) {
+      impl_->streams[d] = std::make_unique<CudaStream>(device.index);
+      impl_->forked[d] = std::make_unique<CudaEvent>(device.index);
+      impl_->joined[d] = std::make_unique<CudaEvent>(device.index);
+    }
   }
 }
 
-BiLM::~BiLM() = default;
+BiLM::~BiLM() {
+  // Buffers may still be in use by queued work on the directions' streams.
+  if (device_.is_cuda()) {
+    try {
+      cuda_synchronize(device_.index);
+    } catch (...) {
+      // The device is in an error state: freeing below reports nothing either.
+    }
+  }
+}
+
+void BiLM::for_each_direction(int first, int end, const std::function<void(int)>& task) {
+  Impl& m = *impl_;
+  if (device_.is_cpu()) {
+    if (end - first == 1) task(first);
+    else run_concurrently(end - first, [&](int i) { task(first + i); });
+    return;
+  }
+  cudaStream_t caller = current_stream();
+  for (int d = first; d < end; ++d) {
+    m.forked[d]->record(caller);
+    m.forked[d]->wait(m.streams[d]->get());
+    {
+      StreamGuard on_direction(m.streams[d]->get());
+      task(d);
+    }
+    m.joined[d]->record(m.streams[d]->get());
+  }
+  for (int d = first; d < end; ++d) m.joined[d]->wait(caller);
+}
 
 void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
+  const Scope scope(*this);
   Rng rng(seed, kRngInit);
   init_uniform(params_.get(kEmbeddingWeight), embedding_scale, rng);
   const LstmStackShape stack = stack_shape(shape_);
@@ -80,13 +169,15 @@ void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
 }
 
 LstmState BiLM::zero_state(int64_t rows) const {
-  return {Tensor::zeros({shape_.layers, rows, shape_.hidden()}),
-          Tensor::zeros({shape_.layers, rows, shape_.cell_size})};
+  const Scope scope(*this);
+  return {Tensor::zeros({shape_.layers, rows, shape_.hidden()}, DType::kF32, device_),
+          Tensor::zeros({shape_.layers, rows, shape_.cell_size}, DType::kF32, device_)};
 }
 
 TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, uint64_t step,
                                  Rng& sampler) {
   Impl& m = *impl_;
+  const Scope scope(*this);
   const int dirs = shape_.directions();
   const int64_t B = batches[0].rows, T = batches[0].steps, N = B * T;
   const int64_t E = shape_.embedding_dim, H = shape_.hidden();
@@ -113,19 +204,25 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
                    batches[d].row_offset == batches[0].row_offset,
                "direction batches differ in their row shard");
     ELMO_CHECK(states[d].rows() == B, "carried state has ", states[d].rows(), " rows, batch ", B);
-    if (!m.ids[d].defined() || m.ids[d].numel() != N) {
-      m.ids[d] = Tensor::empty({N}, DType::kI32);
-      m.targets[d] = Tensor::empty({N}, DType::kI32);
-      m.embedded[d] = Tensor::empty({N, E});
-      m.d_top[d] = Tensor::empty({N, H});
-      m.d_embedded[d] = Tensor::empty({N, E});
+    check_state(states[d], device_, d);
+    if (!m.host_ids[d].defined() || m.host_ids[d].numel() != N) {
+      m.host_ids[d] = Tensor::empty({N}, DType::kI32);
+      m.host_targets[d] = Tensor::empty({N}, DType::kI32);
+      m.embedded[d] = Tensor::empty({N, E}, DType::kF32, device_);
+      m.d_top[d] = Tensor::empty({N, H}, DType::kF32, device_);
+      m.d_embedded[d] = Tensor::empty({N, E}, DType::kF32, device_);
     }
   }
-  // The directions are independent until the shared softmax: one thread each.
-  run_concurrently(dirs, [&](int d) {
-    to_time_major(batches[d].inputs, B, T, m.ids[d].data<int32_t>());
-    to_time_major(batches[d].targets, B, T, m.targets[d].data<int32_t>());
-    embedding_forward(embedding, m.ids[d], m.embedded[d]);
+  // Forward of the directions, independent until the shared softmax (CPU: one thread each;
+  // CUDA: queued on their streams, so the host goes on to the sampler below at once).
+  const Tensor* ids[2] = {nullptr, nullptr};
+  const Tensor* targets[2] = {nullptr, nullptr};
+  for_each_direction(0, dirs, [&](int d) {
+    to_time_major(batches[d].inputs, B, T, m.host_ids[d].data<int32_t>());
+    to_time_major(batches[d].targets, B, T, m.host_targets[d].data<int32_t>());
+    ids[d] = &ids_on(device_, m.host_ids[d], m.dev_ids[d]);
+    targets[d] = &ids_on(device_, m.host_targets[d], m.dev_targets[d]);
+    embedding_forward(embedding, *ids[d], m.embedded[d], m.host_ids[d].data<int32_t>());
     float* h = states[d].h.data<float>();
     float* c = states[d].c.data<float>();
     m.stacks[d].forward(T, B, m.embedded[d].data<float>(), h, c, h, c, run);
@@ -138,27 +235,28 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   const float* w = softmax_w.value.data<float>();
   const float* b = softmax_b.value.data<float>();
   if (options_.softmax == SoftmaxKind::kSampled) {
-    std::vector<std::pair<const int32_t*, int64_t>> targets;
-    for (int d = 0; d < dirs; ++d) targets.emplace_back(m.targets[d].data<int32_t>(), N);
-    m.sampled->begin_step(sampler, targets);
+    std::vector<std::pair<const int32_t*, int64_t>> host_targets;
+    for (int d = 0; d < dirs; ++d) host_targets.emplace_back(m.host_targets[d].data<int32_t>(), N);
+    m.sampled->begin_step(sampler, host_targets);
     for (int d = 0; d < dirs; ++d)
-      result.nll[d] = m.sampled->forward_backward(w, b, m.stacks[d].output(),
-                                                  m.targets[d].data<int32_t>(), N, grad_scale,
-                                                  m.d_top[d].data<float>());
+      m.sampled->forward_backward_deferred(w, b, m.stacks[d].output(),
+                                           targets[d]->data<int32_t>(), N, grad_scale,
+                                           m.d_top[d].data<float>());
     m.sampled->finish_step(softmax_w, softmax_b);
   } else {
     if (!m.full_dweight.defined()) {
-      m.full_dweight = Tensor::empty({shape_.vocab, H});
-      m.full_dbias = Tensor::empty({shape_.vocab, 1});
+      m.full_dweight = Tensor::empty({shape_.vocab, H}, DType::kF32, device_);
+      m.full_dbias = Tensor::empty({shape_.vocab, 1}, DType::kF32, device_);
     }
     m.full_dweight.zero_();
     m.full_dbias.zero_();
     for (int d = 0; d < dirs; ++d) {
-      const NllSum sum = full_softmax_forward_backward(
-          w, b, shape_.vocab, H, m.stacks[d].output(), m.targets[d].data<int32_t>(), N,
-          grad_scale, m.d_top[d].data<float>(), m.full_dweight.data<float>(),
-          m.full_dbias.data<float>(), kFullSoftmaxChunk, &m.full_workspace[0]);
-      result.nll[d] = sum.count ? sum.nll / sum.count : 0.0;
+      if (!device_.is_cpu())
+        check_full_softmax_targets(m.host_targets[d].data<int32_t>(), N, shape_.vocab);
+      full_softmax_forward_backward_deferred(
+          w, b, shape_.vocab, H, m.stacks[d].output(), targets[d]->data<int32_t>(), N, grad_scale,
+          m.d_top[d].data<float>(), m.full_dweight.data<float>(), m.full_dbias.data<float>(),
+          kFullSoftmaxChunk, m.full_workspace[d], device_);
     }
     // Every row is touched: hand the dense gradients over as rows 0..V-1.
     if (static_cast<int64_t>(m.all_ids.size()) != shape_.vocab) {
@@ -171,13 +269,24 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
     softmax_b.sparse_grad.values = m.full_dbias;
   }
 
-  run_concurrently(dirs, [&](int d) {
+  for_each_direction(0, dirs, [&](int d) {
     m.stacks[d].backward(m.d_top[d].data<float>(), m.d_embedded[d].data<float>());
   });
   std::vector<EmbeddingGrad> embedding_grads;
-  for (int d = 0; d < dirs; ++d) embedding_grads.push_back({m.ids[d], m.d_embedded[d]});
+  for (int d = 0; d < dirs; ++d)
+    embedding_grads.push_back({*ids[d], m.d_embedded[d], m.host_ids[d].data<int32_t>()});
   embedding_backward(embedding, embedding_grads);
 
+  // The losses: on CUDA the step's one host synchronisation.
+  if (options_.softmax == SoftmaxKind::kSampled) {
+    const std::vector<double> sums = m.sampled->loss_sums();
+    for (int d = 0; d < dirs; ++d) result.nll[d] = sums[d] / static_cast<double>(N);
+  } else {
+    for (int d = 0; d < dirs; ++d) {
+      const NllSum sum = full_softmax_result(m.full_workspace[d], device_);
+      result.nll[d] = sum.count ? sum.nll / sum.count : 0.0;
+    }
+  }
   result.loss = 0.0;
   for (int d = 0; d < dirs; ++d) result.loss += result.nll[d] / dirs;
   return result;
@@ -185,40 +294,60 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
 
 NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) {
   Impl& m = *impl_;
+  const Scope scope(*this);
+  ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::evaluate: direction ",
+             direction, " of a model with ", shape_.directions());
+  check_state(state, device_, direction);
   const int64_t B = batch.rows, T = batch.steps, N = B * T;
-  Tensor ids = Tensor::empty({N}, DType::kI32), targets = Tensor::empty({N}, DType::kI32);
-  to_time_major(batch.inputs, B, T, ids.data<int32_t>());
-  to_time_major(batch.targets, B, T, targets.data<int32_t>());
-  Tensor embedded = Tensor::empty({N, shape_.embedding_dim});
-  embedding_forward(params_.get(kEmbeddingWeight), ids, embedded);
-  float* h = state.h.data<float>();
-  float* c = state.c.data<float>();
-  LstmStack& stack = m.stacks.at(direction);
-  stack.forward(T, B, embedded.data<float>(), h, c, h, c, LstmStackRun{});
-  return full_softmax_nll(params_.get("softmax.weight").value.data<float>(),
-                          params_.get("softmax.bias").value.data<float>(), shape_.vocab,
-                          shape_.hidden(), stack.output(), targets.data<int32_t>(), N,
-                          kFullSoftmaxChunk, &m.full_workspace[direction]);
+  Tensor host_ids = Tensor::empty({N}, DType::kI32), host_targets = Tensor::empty({N}, DType::kI32);
+  to_time_major(batch.inputs, B, T, host_ids.data<int32_t>());
+  to_time_major(batch.targets, B, T, host_targets.data<int32_t>());
+  if (!device_.is_cpu()) check_full_softmax_targets(host_targets.data<int32_t>(), N, shape_.vocab);
+  NllSum result;
+  for_each_direction(direction, direction + 1, [&](int d) {
+    Tensor dev_ids, dev_targets;
+    const Tensor& ids = ids_on(device_, host_ids, dev_ids);
+    const Tensor& targets = ids_on(device_, host_targets, dev_targets);
+    Tensor embedded = Tensor::empty({N, shape_.embedding_dim}, DType::kF32, device_);
+    embedding_forward(params_.get(kEmbeddingWeight), ids, embedded, host_ids.data<int32_t>());
+    float* h = state.h.data<float>();
+    float* c = state.c.data<float>();
+    LstmStack& stack = m.stacks.at(d);
+    stack.forward(T, B, embedded.data<float>(), h, c, h, c, LstmStackRun{});
+    result = full_softmax_nll(params_.get("softmax.weight").value.data<float>(),
+                              params_.get("softmax.bias").value.data<float>(), shape_.vocab,
+                              shape_.hidden(), stack.output(), targets.data<int32_t>(), N,
+                              kFullSoftmaxChunk, &m.full_workspace[d], device_);
+  });
+  return result;
 }
 
 std::vector<Tensor> BiLM::representations(int direction, const int32_t* inputs, int64_t rows,
                                           int64_t steps, LstmState& state) {
+  const Scope scope(*this);
+  ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::representations: ",
+             "direction ", direction, " of a model with ", shape_.directions());
+  check_state(state, device_, direction);
   const int64_t N = rows * steps;
-  Tensor ids = Tensor::empty({N}, DType::kI32);
-  to_time_major(inputs, rows, steps, ids.data<int32_t>());
+  Tensor host_ids = Tensor::empty({N}, DType::kI32);
+  to_time_major(inputs, rows, steps, host_ids.data<int32_t>());
   std::vector<Tensor> out;
-  out.push_back(Tensor::empty({steps, rows, shape_.embedding_dim}));
-  Tensor flat = out[0].reshape({N, shape_.embedding_dim});
-  embedding_forward(params_.get(kEmbeddingWeight), ids, flat);
-  LstmStack& stack = impl_->stacks.at(direction);
-  float* h = state.h.data<float>();
-  float* c = state.c.data<float>();
-  stack.forward(steps, rows, out[0].data<float>(), h, c, h, c, LstmStackRun{});
-  for (int64_t l = 0; l < shape_.layers; ++l) {
-    Tensor layer = Tensor::empty({steps, rows, shape_.hidden()});
-    std::memcpy(layer.data<float>(), stack.layer_output(l), layer.nbytes());
-    out.push_back(layer);
-  }
+  for_each_direction(direction, direction + 1, [&](int d) {
+    Tensor dev_ids;
+    const Tensor& ids = ids_on(device_, host_ids, dev_ids);
+    out.push_back(Tensor::empty({steps, rows, shape_.embedding_dim}, DType::kF32, device_));
+    Tensor flat = out[0].reshape({N, shape_.embedding_dim});
+    embedding_forward(params_.get(kEmbeddingWeight), ids, flat, host_ids.data<int32_t>());
+    LstmStack& stack = impl_->stacks.at(d);
+    float* h = state.h.data<float>();
+    float* c = state.c.data<float>();
+    stack.forward(steps, rows, out[0].data<float>(), h, c, h, c, LstmStackRun{});
+    for (int64_t l = 0; l < shape_.layers; ++l) {
+      Tensor layer = Tensor::empty({steps, rows, shape_.hidden()}, DType::kF32, device_);
+      copy_floats(device_, layer.data<float>(), stack.layer_output(l), layer.numel());
+      out.push_back(layer);
+    }
+  });
   return out;
 }
 

@@ -1,22 +1,33 @@
-// BiLM: the whole ELMo-style language model on one device, composed of the pieces in model/:
-// embedding -> per direction an LSTMP stack -> shared softmax (sampled or full).
+// BiLM: the whole ELMo-style language model on one device (the CPU or one CUDA device),
+// composed of the pieces in model/: embedding -> per direction an LSTMP stack -> shared softmax
+// (sampled or full).
 //
 // What it is: parameter registration and initialisation, one training step (forward, loss,
 // backward into the parameters' gradients), evaluation with the full softmax, and layer
 // representations for embedding extraction. What it is not: the optimizer (model/optimizer.h),
 // the data pipeline (io/) or the training loop (app/).
 //
-// Batches come row-major [B, T] (as the batcher packs them); internally activations are
-// time-major [T, B, .] so each step's rows are contiguous.
+// Batches come row-major [B, T] in host memory (as the batcher packs them); internally
+// activations are time-major [T, B, .] so each step's rows are contiguous. Parameters, carried
+// states and returned representations live on the model's device.
+//
+// CUDA: every call runs on the caller's current stream and two streams of its own, one per
+// direction (fork/join by events: the call's work is ordered after what the caller issued
+// before and before what it issues after). Token ids are uploaded through pinned memory; the
+// sampler, the touched-row set and the per-id summation plans are computed on the host while
+// the device runs the LSTMs. The one host synchronisation of train_step is the read-back of the
+// loss at its end (evaluate: of the NLL sum). GEMMs use options().precision.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "model/full_softmax.h"
 #include "model/parameters.h"
+#include "runtime/gemm.h"
 #include "runtime/rng.h"
 
 namespace elmo {
@@ -43,9 +54,13 @@ struct BilmTrainOptions {
   int64_t samples = 8192;  // S, sampled softmax only
   float dropout = 0.0f;
   uint64_t seed = 0;       // dropout masks: philox(seed, dropout_stream(step, site))
+  // GEMM precision on CUDA (runtime/gemm.h: fp32, TF32, bf16 inputs with f32 accumulation and
+  // f32 master weights). The CPU always computes in f32.
+  GemmPrecision precision = GemmPrecision::kFp32;
 };
 
-// Carried LSTM state of one direction: h [L, B, H] and c [L, B, C] (pre-residual).
+// Carried LSTM state of one direction: h [L, B, H] and c [L, B, C] (pre-residual), on the
+// model's device.
 struct LstmState {
   Tensor h, c;
   int64_t rows() const { return h.defined() ? h.size(1) : 0; }
@@ -70,21 +85,24 @@ struct TrainStepResult {
 
 class BiLM {
  public:
-  BiLM(const BilmShape& shape, const BilmTrainOptions& options);
+  // Parameters are created (zero) on `device`.
+  BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device = Device::cpu());
   ~BiLM();
   BiLM(const BiLM&) = delete;
   BiLM& operator=(const BiLM&) = delete;
 
   const BilmShape& shape() const { return shape_; }
   const BilmTrainOptions& options() const { return options_; }
+  Device device() const { return device_; }
   ParameterStore& params() { return params_; }
   const ParameterStore& params() const { return params_; }
 
   // Uniform(+-init_scale) LSTM and softmax weights, forget bias 1, embedding uniform
-  // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order.
+  // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order (the same values on
+  // every device).
   void init(uint64_t seed, float init_scale, float embedding_scale);
 
-  LstmState zero_state(int64_t rows) const;
+  LstmState zero_state(int64_t rows) const;  // on the model's device
 
   // Forward + loss + backward for both directions (direction 1 only when bidirectional).
   // Gradients (of loss x T) are written into params() (dense .grad and .sparse_grad); the
@@ -93,11 +111,13 @@ class BiLM {
                              Rng& sampler);
 
   // Full-softmax NLL of one direction over every position of the batch whose target is not
-  // kIgnoreTarget, no dropout; advances the state through all `steps` positions.
+  // kIgnoreTarget, no dropout; advances the state through all `steps` positions. The two
+  // directions may be evaluated concurrently from two host threads.
   NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state);
 
   // Layer representations of one direction for rows x steps inputs (no dropout):
-  // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual).
+  // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual),
+  // on the model's device.
   std::vector<Tensor> representations(int direction, const int32_t* inputs, int64_t rows,
                                        int64_t steps, LstmState& state);
 
@@ -105,8 +125,13 @@ class BiLM {
 
  private:
   struct Impl;
+  class Scope;
+  // task(d) for d in [first, end): CPU one thread each; CUDA on the directions' own streams,
+  // forked from and joined into the caller's current stream.
+  void for_each_direction(int first, int end, const std::function<void(int)>& task);
   BilmShape shape_;
   BilmTrainOptions options_;
+  Device device_;
   ParameterStore params_;
   std::unique_ptr<Impl> impl_;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/embedding.h"
+#include "runtime/pinned.h"
 
 namespace elmo {
 
@@ -30,20 +31,80 @@ void init_normal(Parameter& param, float scale, Rng& rng) {
   init_with(param, [&] { return rng.normal() * scale; });
 }
 
-void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& out) {
+void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& out,
+                       const int32_t* host_ids) {
   ELMO_CHECK(ids.defined() && ids.ndim() == 1, "embedding_forward: ids must be i32 [n], got ",
              ids.defined() ? ids.describe() : std::string("undefined"));
+  const Device device = embedding.value.device();
   const Shape shape{ids.size(0), embedding.value.size(1)};
   if (!out.defined() || !(out.shape() == shape) || out.dtype() != DType::kF32 ||
-      !(out.device() == embedding.value.device()))
-    out = Tensor::empty(shape, DType::kF32, embedding.value.device());
-  embedding_gather(embedding.value, ids, out);
+      !(out.device() == device))
+    out = Tensor::empty(shape, DType::kF32, device);
+  if (device.is_cpu() || host_ids == nullptr) {
+    embedding_gather(embedding.value, ids, out);
+    return;
+  }
+  check_tensor(ids, "embedding_forward ids", DType::kI32, Shape{shape[0]});
+  check_same_device(embedding.value, ids, "embedding_forward");
+  check_row_ids(host_ids, shape[0], embedding.rows(), "embedding_forward");
+  embedding_gather_cuda(embedding.value.data<float>(), embedding.rows(), shape[1],
+                        ids.data<int32_t>(), shape[0], out.data<float>(), nullptr);
 }
+
+namespace {
+// CUDA backward with the ids' host copies: sort on the host, sum on the device.
+void embedding_backward_planned(Parameter& embedding, const std::vector<EmbeddingGrad>& grads) {
+  const Device device = embedding.value.device();
+  const int64_t dim = embedding.row_dim();
+  SparseRows& grad = embedding.sparse_grad;
+  std::vector<std::pair<const int32_t*, int64_t>> host_ids;
+  std::vector<RowGradSegment> segments;
+  if (!grad.ids.empty()) {  // the existing rows enter the sum first
+    const int64_t n = static_cast<int64_t>(grad.ids.size());
+    host_ids.emplace_back(grad.ids.data(), n);
+    segments.push_back({nullptr, grad.values.data<float>(), n});
+  }
+  for (const EmbeddingGrad& g : grads) {
+    const int64_t n = g.dy.size(0);
+    check_tensor(g.ids, "embedding_backward ids", DType::kI32, Shape{n});
+    check_same_device(embedding.value, g.ids, "embedding_backward ids");
+    check_same_device(embedding.value, g.dy, "embedding_backward dy");
+    host_ids.emplace_back(g.host_ids, n);
+    segments.push_back({nullptr, g.dy.data<float>(), n});
+  }
+  RowSumPlan plan;
+  build_row_sum_plan(host_ids, embedding.rows(), plan);
+  const int64_t n_unique = static_cast<int64_t>(plan.unique_ids.size());
+  const int64_t total = static_cast<int64_t>(plan.positions.size());
+  Tensor offsets = Tensor::empty({n_unique + 1}, DType::kI32, device);
+  Tensor positions = Tensor::empty({std::max<int64_t>(total, 1)}, DType::kI32, device);
+  upload_to_device(device.index, offsets.data<int32_t>(), plan.offsets.data(),
+                   sizeof(int32_t) * plan.offsets.size());
+  upload_to_device(device.index, positions.data<int32_t>(), plan.positions.data(),
+                   sizeof(int32_t) * plan.positions.size());
+  Tensor values = Tensor::empty({n_unique, dim}, DType::kF32, device);  // [|U|, dim]
+  row_sum_by_plan_cuda(segments.data(), static_cast<int>(segments.size()), dim,
+                       offsets.data<int32_t>(), positions.data<int32_t>(), n_unique,
+                       values.data<float>());
+  grad.ids = std::move(plan.unique_ids);
+  grad.values = std::move(values);
+}
+}  // namespace
 
 void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads) {
   ELMO_CHECK(embedding.row_sparse, "embedding_backward: '", embedding.name,
              "' is not a row-sparse parameter");
   const Device device = embedding.value.device();
+  for (const EmbeddingGrad& g : grads)
+    ELMO_CHECK(g.dy.defined() && g.dy.ndim() == 2 && g.dy.size(1) == embedding.row_dim(),
+               "embedding_backward: d_emb must be [n, ", embedding.row_dim(), "], got ",
+               g.dy.defined() ? g.dy.describe() : std::string("undefined"));
+  bool planned = device.is_cuda() && !grads.empty();
+  for (const EmbeddingGrad& g : grads) planned = planned && g.host_ids != nullptr;
+  if (planned) {
+    embedding_backward_planned(embedding, grads);
+    return;
+  }
   std::vector<Tensor> ids, dy;
   SparseRows& grad = embedding.sparse_grad;
   if (!grad.ids.empty()) {  // the existing rows enter the sum first
@@ -54,9 +115,6 @@ void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& 
     dy.push_back(grad.values.reshape({n, embedding.row_dim()}));
   }
   for (const EmbeddingGrad& g : grads) {
-    ELMO_CHECK(g.dy.defined() && g.dy.ndim() == 2 && g.dy.size(1) == embedding.row_dim(),
-               "embedding_backward: d_emb must be [n, ", embedding.row_dim(), "], got ",
-               g.dy.defined() ? g.dy.describe() : std::string("undefined"));
     ids.push_back(g.ids);
     dy.push_back(g.dy);
   }

@@ -5,6 +5,8 @@
 // and produces one SparseRows (ids ascending unique, rows summed in (id, position) order, the
 // positions counting through the pairs in the order given). An existing sparse gradient is
 // kept and added to (it enters the sum first), so backward may be called more than once.
+// On CUDA, passing the ids' host copy as well (the batch came from the host) lets forward check
+// them on the host and backward sort them there: neither then waits for the device.
 // What it is not: the optimizer update (model/optimizer.h) or the distributed row store.
 #pragma once
 
@@ -29,13 +31,18 @@ void init_uniform(Parameter& param, float scale, Rng& rng);
 void init_normal(Parameter& param, float scale, Rng& rng);
 
 // ids i32 [n] -> out f32 [n, E] (allocated when undefined or of the wrong shape), on the
-// parameter's device. An id outside [0, V) is an Error naming it.
-void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& out);
+// parameter's device. An id outside [0, V) is an Error naming it. host_ids (optional, CUDA):
+// the same n ids in host memory, checked there instead of reading a flag back from the device.
+void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& out,
+                       const int32_t* host_ids = nullptr);
 
 // One (ids [n], d_emb [n, E]) pair of the backward pass.
 struct EmbeddingGrad {
   Tensor ids;  // i32 [n]
   Tensor dy;   // f32 [n, E]
+  // Optional host copy of ids ([n]). When every pair of a CUDA backward has one, the per-id
+  // sort runs on the host (kernels/embedding.h RowSumPlan) and nothing is read back.
+  const int32_t* host_ids = nullptr;
 };
 
 // Adds the gradient of every pair to embedding.sparse_grad (see the header comment).

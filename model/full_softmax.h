@@ -1,5 +1,6 @@
-// Full softmax over the whole vocabulary, CPU backend: evaluation NLL and (PTB-style training)
-// its gradients, computed in vocabulary chunks so no [N, V] matrix ever exists.
+// Full softmax over the whole vocabulary: evaluation NLL and (PTB-style training) its
+// gradients, computed in vocabulary chunks so no [N, V] matrix ever exists. CPU or CUDA (the
+// `device` argument; every pointer lives there, CUDA work goes to the current stream).
 //
 //   z[r, k] = h[r] . W[k] + b[k]            k in [0, V)
 //   NLL_r   = logsumexp_k z[r, k] - z[r, targets[r]]
@@ -8,6 +9,10 @@
 // each chunk's logits, turns them into grad_scale * (softmax - onehot) and does
 // dh += dz @ W_c, dW_c += dz^T @ h, db_c += column sums.
 // Rows with target kIgnoreTarget (-1) are skipped: not counted, zero dh.
+// CUDA: targets are device memory and are not range-checked (the caller checks its host copy);
+// the NLL sum is summed on the device (a fixed tree, so it differs from the CPU's sequential
+// double sum in the last bits) and read back by the NllSum-returning calls (one
+// synchronisation); the _deferred form leaves it in the workspace until full_softmax_result.
 // What it is not: the sampled softmax used for training the big models (model/sampled_softmax.h).
 #pragma once
 
@@ -15,6 +20,7 @@
 #include <vector>
 
 #include "kernels/full_softmax.h"
+#include "runtime/tensor.h"
 
 namespace elmo {
 
@@ -25,20 +31,26 @@ struct NllSum {
   int64_t count = 0;  // rows whose target is not kIgnoreTarget
 };
 
-// Scratch reused across calls (grows to the largest N * chunk seen).
+// Scratch reused across calls (grows to the largest N * chunk seen). One workspace serves one
+// device and (CUDA) one stream at a time.
 struct FullSoftmaxWorkspace {
+  // CPU
   std::vector<float> logits;        // [N, chunk]
   std::vector<float> row_max;       // [N]
   std::vector<double> row_sum;      // [N]
   std::vector<float> target_logit;  // [N]
   std::vector<float> lse;           // [N]
+  NllSum result;                    // of the last call
+  // CUDA (f64 buffers are i64 tensors)
+  Tensor d_logits, d_row_max, d_row_sum, d_target_logit, d_lse;
+  Tensor d_result;  // f64 [2]: summed NLL and count of the last call
 };
 
 // weight [V, P], bias [V], h [N, P], targets [N] in [0, V) or kIgnoreTarget.
 NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
                         const float* h, const int32_t* targets, int64_t n,
                         int64_t chunk = kFullSoftmaxChunk,
-                        FullSoftmaxWorkspace* workspace = nullptr);
+                        FullSoftmaxWorkspace* workspace = nullptr, Device device = Device::cpu());
 
 // Training: returns the (unscaled) summed NLL and count; writes dh [N, P] =
 // grad_scale * d(sum NLL)/dh (dh may be null) and ADDS grad_scale * d(sum NLL)/dW into
@@ -47,6 +59,17 @@ NllSum full_softmax_forward_backward(const float* weight, const float* bias, int
                                      int64_t dim, const float* h, const int32_t* targets, int64_t n,
                                      float grad_scale, float* dh, float* dweight, float* dbias,
                                      int64_t chunk = kFullSoftmaxChunk,
-                                     FullSoftmaxWorkspace* workspace = nullptr);
+                                     FullSoftmaxWorkspace* workspace = nullptr,
+                                     Device device = Device::cpu());
+
+// The same training pass, its NLL kept in `workspace` (on the device for CUDA) for
+// full_softmax_result: no synchronisation.
+void full_softmax_forward_backward_deferred(const float* weight, const float* bias, int64_t vocab,
+                                            int64_t dim, const float* h, const int32_t* targets,
+                                            int64_t n, float grad_scale, float* dh, float* dweight,
+                                            float* dbias, int64_t chunk,
+                                            FullSoftmaxWorkspace& workspace, Device device);
+// The NllSum of the workspace's last call (CUDA: reads it back, one synchronisation).
+NllSum full_softmax_result(const FullSoftmaxWorkspace& workspace, Device device);
 
 }  // namespace elmo

@@ -1,19 +1,20 @@
-// LSTMP layer, CPU backend: GEMMs through cpu_gemm, the pointwise cell through the CPU twin of
-// kernels/lstmp_cell. See lstm_layer.h for the semantics and buffer layouts.
+// LSTMP layer on the device of its weights: GEMMs through runtime/gemm.h, the pointwise cell
+// through kernels/lstmp_cell, copies/clips through kernels/pointwise.h. See lstm_layer.h for the
+// semantics and buffer layouts.
 #include "model/lstm_layer.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/lstmp_cell.h"
-#include "runtime/cpu_blas.h"
-#include "runtime/parallel.h"
+#include "kernels/pointwise.h"
+#include "runtime/gemm.h"
 
 namespace elmo {
 
-float* FloatBuffer::ensure(int64_t n) {
+float* FloatBuffer::ensure(int64_t n, Device device) {
   n = std::max<int64_t>(n, 1);
-  if (capacity() < n) tensor_ = Tensor::empty({n});
+  if (capacity() < n || !(tensor_.device() == device))
+    tensor_ = Tensor::empty({n}, DType::kF32, device);
   return tensor_.data<float>();
 }
 
@@ -33,20 +34,11 @@ void check_lstm_layer_shape(const LstmLayerShape& shape, const char* where) {
 
 namespace {
 
-constexpr int64_t kPointwiseGrain = 1 << 15;  // elements per thread for simple loops
-
 void check_weights(const LstmLayerShape& shape, const LstmLayerWeights& w, const char* where) {
   check_lstm_layer_shape(shape, where);
   ELMO_CHECK(w.w_ih && w.w_hh && w.bias, where, ": weight_ih, weight_hh and bias must be set");
   ELMO_CHECK((shape.proj_dim > 0) == (w.w_hr != nullptr), where, ": weight_hr must be given ",
              "exactly when proj_dim > 0 (proj_dim ", shape.proj_dim, ")");
-}
-
-// y[n] = clip(r[n], ±limit); y may be r.
-void clip_into(const float* r, float* y, int64_t n, float limit) {
-  parallel_for(n, kPointwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) y[e] = clip_symmetric(r[e], limit);
-  });
 }
 
 }  // namespace
@@ -62,6 +54,7 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
   if (!ws) ws = &local;
   ws->ready_for_backward_ = false;
 
+  const Device dev = weights.device;
   const int64_t in = shape.input_dim, C = shape.cell_size, P = shape.proj_dim;
   const int64_t H = shape.hidden(), G = shape.gates();
   const bool project = P > 0;
@@ -70,12 +63,12 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
 
   if (T == 0) {  // nothing to run: the state passes through
     if (h_last && h_last != h0) {
-      if (h0) std::memcpy(h_last, h0, sizeof(float) * B * H);
-      else std::fill(h_last, h_last + B * H, 0.0f);
+      if (h0) copy_floats(dev, h_last, h0, B * H);
+      else fill_floats(dev, h_last, B * H, 0.0f);
     }
     if (c_last && c_last != c0) {
-      if (c0) std::memcpy(c_last, c0, sizeof(float) * B * C);
-      else std::fill(c_last, c_last + B * C, 0.0f);
+      if (c0) copy_floats(dev, c_last, c0, B * C);
+      else fill_floats(dev, c_last, B * C, 0.0f);
     }
     if (training) {
       ws->saved_T_ = 0;
@@ -85,45 +78,43 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
     return;
   }
 
-  float* z = ws->gates_.ensure(T * B * G);                                // [T, B, 4C]
-  float* c_all = ws->c_.ensure((training ? T : 2) * B * C);               // [T|2, B, C]
-  float* c_raw = save_c_raw ? ws->c_raw_.ensure(T * B * C) : nullptr;     // [T, B, C]
-  float* m_all = project ? ws->m_.ensure((training ? T : 1) * B * C) : nullptr;
-  float* r_all = save_r ? ws->r_.ensure(T * B * P) : nullptr;             // [T, B, P]
+  float* z = ws->gates_.ensure(T * B * G, dev);                            // [T, B, 4C]
+  float* c_all = ws->c_.ensure((training ? T : 2) * B * C, dev);           // [T|2, B, C]
+  float* c_raw = save_c_raw ? ws->c_raw_.ensure(T * B * C, dev) : nullptr;  // [T, B, C]
+  float* m_all = project ? ws->m_.ensure((training ? T : 1) * B * C, dev) : nullptr;
+  float* r_all = save_r ? ws->r_.ensure(T * B * P, dev) : nullptr;         // [T, B, P]
   if (training) {
     ws->has_h0_ = h0 != nullptr;
     ws->has_c0_ = c0 != nullptr;
-    if (h0) std::memcpy(ws->h0_.ensure(B * H), h0, sizeof(float) * B * H);
-    if (c0) std::memcpy(ws->c0_.ensure(B * C), c0, sizeof(float) * B * C);
+    if (h0) copy_floats(dev, ws->h0_.ensure(B * H, dev), h0, B * H);
+    if (c0) copy_floats(dev, ws->c0_.ensure(B * C, dev), c0, B * C);
   }
 
   // Input part of every step at once: z = b + x W_ih^T over T*B rows.
-  parallel_for(T * B, std::max<int64_t>(1, kPointwiseGrain / G), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row)
-      std::memcpy(z + row * G, weights.bias, sizeof(float) * G);
-  });
-  cpu_gemm(false, true, T * B, G, in, 1.0f, x, in, weights.w_ih, in, 1.0f, z, G);
+  broadcast_rows(dev, weights.bias, G, T * B, z);
+  gemm(dev, false, true, T * B, G, in, 1.0f, x, in, weights.w_ih, in, 1.0f, z, G);
 
   const float* h_prev = h0;  // [B, H]
   const float* c_prev = c0;  // [B, C]
   for (int64_t t = 0; t < T; ++t) {
     float* z_t = z + t * B * G;  // [B, 4C]
-    if (h_prev) cpu_gemm(false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, H, 1.0f, z_t, G);
+    if (h_prev) gemm(dev, false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, H, 1.0f, z_t, G);
     float* c_t = c_all + (training ? t : t % 2) * B * C;  // [B, C]
     float* y_t = y + t * B * H;                           // [B, H]
     float* m_t = project ? m_all + (training ? t * B * C : 0) : y_t;  // [B, C]
-    lstmp_cell_forward_cpu(B, C, shape.cell_clip, z_t, c_prev, c_t, m_t,
-                           training ? z_t : nullptr, c_raw ? c_raw + t * B * C : nullptr);
+    (dev.is_cpu() ? lstmp_cell_forward_cpu : lstmp_cell_forward_cuda)(
+        B, C, shape.cell_clip, z_t, c_prev, c_t, m_t, training ? z_t : nullptr,
+        c_raw ? c_raw + t * B * C : nullptr);
     if (project) {
       float* r_t = r_all ? r_all + t * B * P : y_t;  // [B, P] pre-clip projection
-      cpu_gemm(false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, C, 0.0f, r_t, P);
-      if (shape.proj_clip > 0.0f) clip_into(r_t, y_t, B * P, shape.proj_clip);
+      gemm(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, C, 0.0f, r_t, P);
+      if (shape.proj_clip > 0.0f) clip_values(dev, r_t, y_t, B * P, shape.proj_clip);
     }
     h_prev = y_t;
     c_prev = c_t;
   }
-  if (h_last) std::memcpy(h_last, y + (T - 1) * B * H, sizeof(float) * B * H);
-  if (c_last) std::memcpy(c_last, c_prev, sizeof(float) * B * C);
+  if (h_last) copy_floats(dev, h_last, y + (T - 1) * B * H, B * H);
+  if (c_last) copy_floats(dev, c_last, c_prev, B * C);
   if (training) {
     ws->saved_T_ = T;
     ws->saved_B_ = B;
@@ -143,11 +134,12 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
   ELMO_CHECK(grads.w_ih && grads.w_hh && grads.bias && (shape.proj_dim == 0 || grads.w_hr),
              "lstm_layer_backward: a gradient pointer is missing");
   ws.ready_for_backward_ = false;  // dZ overwrites the saved gates
+  const Device dev = weights.device;
   const int64_t in = shape.input_dim, C = shape.cell_size, P = shape.proj_dim;
   const int64_t H = shape.hidden(), G = shape.gates();
   const bool project = P > 0;
   if (T == 0) {
-    if (dx) std::fill(dx, dx + T * B * in, 0.0f);
+    if (dx) fill_floats(dev, dx, T * B * in, 0.0f);
     return;
   }
 
@@ -157,50 +149,49 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
   const float* m_all = project ? ws.m_.data() : nullptr;
   const float* r_all = project && shape.proj_clip > 0.0f ? ws.r_.data() : nullptr;
   const float* c0 = ws.has_c0_ ? ws.c0_.data() : nullptr;
-  float* dr_all = project ? ws.dr_.ensure(T * B * P) : nullptr;  // [T, B, P]
-  float* dm = ws.dm_.ensure(B * C);                              // [B, C]
-  float* dc = ws.dc_.ensure(B * C);                              // [B, C]
+  float* dr_all = project ? ws.dr_.ensure(T * B * P, dev) : nullptr;  // [T, B, P]
+  float* dm = ws.dm_.ensure(B * C, dev);                              // [B, C]
+  float* dc = ws.dc_.ensure(B * C, dev);                              // [B, C]
 
   for (int64_t t = T - 1; t >= 0; --t) {
     // dh_t = dy_t + dz_{t+1} W_hh, written where it is consumed: dR_t (projection) or dm.
     float* dh = project ? dr_all + t * B * P : dm;  // [B, H]
-    std::memcpy(dh, dy + t * B * H, sizeof(float) * B * H);
+    copy_floats(dev, dh, dy + t * B * H, B * H);
     if (t + 1 < T)
-      cpu_gemm(false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh, H, 1.0f,
-               dh, H);
+      gemm(dev, false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh, H, 1.0f,
+           dh, H);
     if (project) {
-      if (r_all) {
-        const float* r_t = r_all + t * B * P;
-        const float limit = shape.proj_clip;
-        parallel_for(B * P, kPointwiseGrain, [&](int64_t begin, int64_t end) {
-          for (int64_t e = begin; e < end; ++e) dh[e] *= clip_pass(r_t[e], limit);
-        });
-      }
-      cpu_gemm(false, false, B, C, P, 1.0f, dh, P, weights.w_hr, C, 0.0f, dm, C);  // dm = dR W_hr
+      if (r_all) mask_clip_grad(dev, dh, r_all + t * B * P, B * P, shape.proj_clip);
+      gemm(dev, false, false, B, C, P, 1.0f, dh, P, weights.w_hr, C, 0.0f, dm, C);  // dm = dR W_hr
     }
     const float* c_prev = t > 0 ? c_all + (t - 1) * B * C : c0;
     float* z_t = gates + t * B * G;
-    lstmp_cell_backward_cpu(B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm,
-                            t + 1 < T ? dc : nullptr, z_t, t > 0 ? dc : nullptr);
+    (dev.is_cpu() ? lstmp_cell_backward_cpu : lstmp_cell_backward_cuda)(
+        B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm, t + 1 < T ? dc : nullptr,
+        z_t, t > 0 ? dc : nullptr);
   }
 
   const float* dz = gates;  // [T*B, 4C]
   const int64_t rows = T * B;
-  if (dx) cpu_gemm(false, false, rows, in, G, 1.0f, dz, G, weights.w_ih, in, 0.0f, dx, in);
-  cpu_gemm(true, false, G, in, rows, 1.0f, dz, G, x, in, 1.0f, grads.w_ih, in);
+  if (dx) gemm(dev, false, false, rows, in, G, 1.0f, dz, G, weights.w_ih, in, 0.0f, dx, in);
+  gemm(dev, true, false, G, in, rows, 1.0f, dz, G, x, in, 1.0f, grads.w_ih, in);
   // dW_hh += dZ_t^T h_{t-1}: h_{t-1} = y_{t-1} for t >= 1 (one GEMM), h0 for t = 0.
   if (T > 1)
-    cpu_gemm(true, false, G, H, (T - 1) * B, 1.0f, dz + B * G, G, y, H, 1.0f, grads.w_hh, H);
-  if (ws.has_h0_) cpu_gemm(true, false, G, H, B, 1.0f, dz, G, ws.h0_.data(), H, 1.0f, grads.w_hh, H);
-  float* ones = ws.ones_.ensure(rows);  // [T*B]
+    gemm(dev, true, false, G, H, (T - 1) * B, 1.0f, dz + B * G, G, y, H, 1.0f, grads.w_hh, H);
+  if (ws.has_h0_)
+    gemm(dev, true, false, G, H, B, 1.0f, dz, G, ws.h0_.data(), H, 1.0f, grads.w_hh, H);
+  float* ones = ws.ones_.ensure(rows, dev);  // [T*B]
   if (ws.ones_filled_ < rows || ws.ones_.data() != ws.ones_data_) {
-    std::fill(ones, ones + rows, 1.0f);
+    fill_floats(dev, ones, rows, 1.0f);
     ws.ones_filled_ = rows;
     ws.ones_data_ = ones;
   }
-  cpu_gemm(false, false, 1, G, rows, 1.0f, ones, rows, dz, G, 1.0f, grads.bias, G);
+  {
+    GemmPrecisionGuard exact(GemmPrecision::kFp32);  // a sum over T*B rows: keep it f32
+    gemm(dev, false, false, 1, G, rows, 1.0f, ones, rows, dz, G, 1.0f, grads.bias, G);
+  }
   if (project)
-    cpu_gemm(true, false, P, C, rows, 1.0f, dr_all, P, m_all, C, 1.0f, grads.w_hr, C);
+    gemm(dev, true, false, P, C, rows, 1.0f, dr_all, P, m_all, C, 1.0f, grads.w_hr, C);
 }
 
 }  // namespace elmo

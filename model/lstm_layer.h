@@ -1,4 +1,5 @@
-// One LSTM-with-projection (LSTMP) layer over T steps of B rows, CPU backend: forward and BPTT.
+// One LSTM-with-projection (LSTMP) layer over T steps of B rows: forward and BPTT, on the CPU or
+// on a CUDA device (LstmLayerWeights::device; every pointer passed lives there).
 //
 // What it is: the DESIGN.md §4 layer
 //   z_t = W_ih x_t + W_hh h_{t-1} + b          gate blocks i, f, g, o (each C wide)
@@ -7,11 +8,15 @@
 // with weights in PyTorch layout (weight_ih [4C, in], weight_hh [4C, H], bias [4C],
 // weight_hr [P, C]) and time-major activations (x [T, B, in], y [T, B, H]). A clip value <= 0
 // means no clip. Backward is truncated at the batch boundary: no gradient reaches h0 or c0.
-// What it is not: parameter storage, dropout or residuals (model/lstm_stack.h), or a GPU path.
+// What it is not: parameter storage, dropout or residuals (model/lstm_stack.h).
 //
 // Work per call: one GEMM for the input part of all T steps, then per step the recurrent GEMM,
 // the fused cell (kernels/lstmp_cell.h) and the projection GEMM. Backward batches the weight
-// gradients over all T*B rows (dW_ih = dZ^T X and friends are single GEMMs).
+// gradients over all T*B rows (dW_ih = dZ^T X and friends are single GEMMs). One code path
+// for both backends: GEMMs through runtime/gemm.h (cuBLAS on the current stream, with the
+// thread's GEMM precision), the cell through kernels/lstmp_cell.h, the rest through
+// kernels/pointwise.h. The bias gradient is a GEMM with a ones vector run in fp32 whatever the
+// precision (a sum over T*B rows should not see bf16-rounded inputs).
 #pragma once
 
 #include <cstdint>
@@ -35,6 +40,7 @@ struct LstmLayerWeights {
   const float* w_hh = nullptr;  // [4C, H]
   const float* bias = nullptr;  // [4C]
   const float* w_hr = nullptr;  // [P, C]; nullptr when proj_dim == 0
+  Device device = Device::cpu();  // where these, the activations and the gradients live
 };
 
 // Gradients are ACCUMULATED (+=) into these.
@@ -45,10 +51,12 @@ struct LstmLayerGrads {
   float* w_hr = nullptr;
 };
 
-// A grow-only f32 buffer (64-byte aligned through Tensor); reallocates only when asked for more.
+// A grow-only f32 buffer (64-byte aligned through Tensor) on one device; reallocates only when
+// asked for more or for another device. CUDA: allocated on the current stream, so a buffer is
+// best used on the stream it was first allocated on.
 class FloatBuffer {
  public:
-  float* ensure(int64_t n);
+  float* ensure(int64_t n, Device device = Device::cpu());
   float* data() const { return tensor_.defined() ? tensor_.data<float>() : nullptr; }
   int64_t capacity() const { return tensor_.defined() ? tensor_.numel() : 0; }
 

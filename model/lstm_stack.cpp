@@ -1,17 +1,16 @@
-// One direction's LSTMP stack on the CPU: dropout, layers, residuals, backward. See lstm_stack.h.
+// One direction's LSTMP stack on its parameters' device: dropout, layers, residuals, backward.
+// See lstm_stack.h.
 #include "model/lstm_stack.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/dropout.h"
-#include "runtime/parallel.h"
+#include "kernels/pointwise.h"
 
 namespace elmo {
 
 namespace {
 
-constexpr int64_t kPointwiseGrain = 1 << 15;
 constexpr uint32_t kTopDropoutSite = 63;
 
 int direction_index(const std::string& direction) {
@@ -20,18 +19,12 @@ int direction_index(const std::string& direction) {
   throw UsageError(str("LSTM direction must be \"fwd\" or \"bwd\", got \"", direction, "\""));
 }
 
-// a[n] += b[n]
-void add_into(float* a, const float* b, int64_t n) {
-  parallel_for(n, kPointwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) a[e] += b[e];
-  });
-}
-
-// out[n] = a[n] + b[n]
-void add(const float* a, const float* b, float* out, int64_t n) {
-  parallel_for(n, kPointwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) out[e] = a[e] + b[e];
-  });
+// x[n] -> y[n] dropout on `device` (y may be x).
+void dropout_on(Device device, const float* x, float* y, int64_t n, const DropoutParams& params) {
+  if (device.is_cpu())
+    dropout_cpu(x, y, n, params);
+  else
+    dropout_cuda(x, y, n, params);
 }
 
 }  // namespace
@@ -49,37 +42,45 @@ std::string lstm_parameter_name(const std::string& direction, int64_t layer, con
 }
 
 void register_lstm_parameters(ParameterStore& store, const std::string& direction,
-                              const LstmStackShape& shape) {
+                              const LstmStackShape& shape, Device device) {
   check_lstm_stack_shape(shape);
   direction_index(direction);
   const int64_t G = 4 * shape.cell_size, H = shape.hidden();
   for (int64_t l = 0; l < shape.layers; ++l) {
     const LstmLayerShape ls = shape.layer(l);
-    store.add(lstm_parameter_name(direction, l, "weight_ih"), {G, ls.input_dim});
-    store.add(lstm_parameter_name(direction, l, "weight_hh"), {G, H});
-    store.add(lstm_parameter_name(direction, l, "bias"), {G});
+    store.add(lstm_parameter_name(direction, l, "weight_ih"), {G, ls.input_dim}, false, device);
+    store.add(lstm_parameter_name(direction, l, "weight_hh"), {G, H}, false, device);
+    store.add(lstm_parameter_name(direction, l, "bias"), {G}, false, device);
     if (shape.proj_dim > 0)
-      store.add(lstm_parameter_name(direction, l, "weight_hr"), {shape.proj_dim, shape.cell_size});
+      store.add(lstm_parameter_name(direction, l, "weight_hr"), {shape.proj_dim, shape.cell_size},
+                false, device);
   }
 }
 
 void init_lstm_parameters(ParameterStore& store, const std::string& direction,
                           const LstmStackShape& shape, float init_scale, Rng& rng) {
   check_lstm_stack_shape(shape);
+  // Values are drawn on the host (into the parameter itself on the CPU) and copied to the
+  // parameter's device, so every device gets the same initial weights.
+  auto host_view = [](Parameter& p) {
+    return p.value.device().is_cpu() ? p.value : Tensor::empty(p.value.shape());
+  };
   auto fill_uniform = [&](Parameter& p) {
-    ELMO_CHECK(p.value.device().is_cpu(), "init_lstm_parameters: ", p.name, " is not on the CPU");
-    float* v = p.value.data<float>();
-    for (int64_t e = 0; e < p.value.numel(); ++e)
-      v[e] = init_scale * (2.0f * rng.uniform() - 1.0f);
+    Tensor host = host_view(p);
+    float* v = host.data<float>();
+    for (int64_t e = 0; e < host.numel(); ++e) v[e] = init_scale * (2.0f * rng.uniform() - 1.0f);
+    if (!p.value.device().is_cpu()) p.value.copy_from(host);
   };
   const int64_t C = shape.cell_size;
   for (int64_t l = 0; l < shape.layers; ++l) {
     fill_uniform(store.get(lstm_parameter_name(direction, l, "weight_ih")));
     fill_uniform(store.get(lstm_parameter_name(direction, l, "weight_hh")));
     Parameter& bias = store.get(lstm_parameter_name(direction, l, "bias"));
-    bias.value.zero_();
-    float* b = bias.value.data<float>();
+    Tensor host = host_view(bias);
+    host.zero_();
+    float* b = host.data<float>();
     std::fill(b + C, b + 2 * C, 1.0f);  // forget gate
+    if (!bias.value.device().is_cpu()) bias.value.copy_from(host);
     if (shape.proj_dim > 0) fill_uniform(store.get(lstm_parameter_name(direction, l, "weight_hr")));
   }
 }
@@ -89,12 +90,15 @@ LstmStack::LstmStack(ParameterStore& store, const std::string& direction,
     : shape_(shape), direction_(direction), dir_index_(direction_index(direction)) {
   check_lstm_stack_shape(shape);
   const int64_t G = 4 * shape.cell_size, H = shape.hidden();
+  device_ = store.get(lstm_parameter_name(direction, 0, "weight_ih")).value.device();
   auto bind = [&](int64_t l, const char* what, const Shape& expected) {
     Parameter& p = store.get(lstm_parameter_name(direction, l, what));
     check_tensor(p.value, p.name.c_str(), DType::kF32, expected);
     check_tensor(p.grad, (p.name + ".grad").c_str(), DType::kF32, expected);
-    ELMO_CHECK(p.value.device().is_cpu(), "LstmStack: ", p.name,
-               " is on ", p.value.describe(), "; the LSTM stack runs on the CPU only");
+    ELMO_CHECK(p.value.device() == device_ && p.grad.device() == device_, "LstmStack: ", p.name,
+               " is ", p.value.describe(), " (gradient ", p.grad.describe(), ") but ",
+               lstm_parameter_name(direction, 0, "weight_ih"), " is on ", device_.str(),
+               "; a stack's parameters must share one device");
     return &p;
   };
   layers_.resize(shape.layers);
@@ -110,7 +114,7 @@ LstmStack::LstmStack(ParameterStore& store, const std::string& direction,
 LstmLayerWeights LstmStack::weights(const Layer& layer) const {
   return {layer.w_ih->value.data<float>(), layer.w_hh->value.data<float>(),
           layer.bias->value.data<float>(),
-          layer.w_hr ? layer.w_hr->value.data<float>() : nullptr};
+          layer.w_hr ? layer.w_hr->value.data<float>() : nullptr, device_};
 }
 
 const float* LstmStack::layer_output(int64_t l) const {
@@ -142,17 +146,17 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
     layer.in = in;
     layer.x = in;
     if (drop) {
-      float* xd = layer.x_drop.ensure(n_in);
-      dropout_cpu(in, xd, n_in, dropout_params(run, dropout_site(l), B, ls.input_dim));
+      float* xd = layer.x_drop.ensure(n_in, device_);
+      dropout_on(device_, in, xd, n_in, dropout_params(run, dropout_site(l), B, ls.input_dim));
       layer.x = xd;
     }
-    float* y = layer.y.ensure(n_out);
+    float* y = layer.y.ensure(n_out, device_);
     lstm_layer_forward(ls, weights(layer), T, B, layer.x, h0 ? h0 + l * B * H : nullptr,
                        c0 ? c0 + l * B * C : nullptr, y, h_last ? h_last + l * B * H : nullptr,
                        c_last ? c_last + l * B * C : nullptr, &layer.ws, run.training);
     if (shape_.skip_connections && l > 0) {
-      float* out = layer.out.ensure(n_out);
-      add(y, layer.x, out, n_out);  // bilm-tf: Dropout(Residual(cell)) adds the dropped input
+      float* out = layer.out.ensure(n_out, device_);
+      add_floats(device_, y, layer.x, out, n_out);  // bilm-tf Dropout(Residual(cell)): dropped input
       layer.outp = out;
     } else {
       layer.outp = y;
@@ -161,8 +165,8 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
   }
   top_ = in;
   if (drop) {
-    float* top = top_drop_.ensure(n_out);
-    dropout_cpu(in, top, n_out, dropout_params(run, dropout_site(kTopDropoutSite), B, H));
+    float* top = top_drop_.ensure(n_out, device_);
+    dropout_on(device_, in, top, n_out, dropout_params(run, dropout_site(kTopDropoutSite), B, H));
     top_ = top;
   }
   T_ = T;
@@ -179,12 +183,12 @@ void LstmStack::backward(const float* d_output, float* d_input) {
   const int64_t T = T_, B = B_, H = shape_.hidden(), n_out = T * B * H;
   const int64_t width = std::max(shape_.embedding_dim, H);
   const bool drop = run_.dropout > 0.0f;
-  float* buf[2] = {grad_a_.ensure(T * B * width), grad_b_.ensure(T * B * width)};
+  float* buf[2] = {grad_a_.ensure(T * B * width, device_), grad_b_.ensure(T * B * width, device_)};
   int cur = 0;
   const float* g = d_output;  // d out_l, [T, B, H]
   if (drop) {  // the top dropout's backward is the same mask and scale applied to the gradient
-    dropout_cpu(d_output, buf[cur], n_out,
-                dropout_params(run_, dropout_site(kTopDropoutSite), B, H));
+    dropout_on(device_, d_output, buf[cur], n_out,
+               dropout_params(run_, dropout_site(kTopDropoutSite), B, H));
     g = buf[cur];
     cur ^= 1;
   }
@@ -199,9 +203,10 @@ void LstmStack::backward(const float* d_output, float* d_input) {
                                layer.w_hr ? layer.w_hr->grad.data<float>() : nullptr};
     lstm_layer_backward(ls, weights(layer), T, B, layer.x, layer.y.data(), layer.ws, g, dx, grads);
     if (!dx) break;
-    if (shape_.skip_connections && l > 0) add_into(dx, g, n_in);  // residual: d x_l += d out_l
+    if (shape_.skip_connections && l > 0)
+      add_floats(device_, dx, g, dx, n_in);  // residual: d x_l += d out_l
     if (drop)
-      dropout_cpu(dx, dx, n_in, dropout_params(run_, dropout_site(l), B, ls.input_dim));
+      dropout_on(device_, dx, dx, n_in, dropout_params(run_, dropout_site(l), B, ls.input_dim));
     g = dx;
     cur ^= 1;
   }

@@ -1,5 +1,6 @@
-// One direction's stack of L LSTMP layers (CPU backend), reading its weights from a
-// ParameterStore by their DESIGN.md §5 names.
+// One direction's stack of L LSTMP layers, reading its weights from a ParameterStore by their
+// DESIGN.md §5 names; it runs on the device its parameters live on (CPU or one CUDA device;
+// every pointer passed in or returned lives there, CUDA work goes to the current stream).
 //
 // What it is, per layer l (in_0 = the input embeddings [T, B, E], in_l = out_{l-1}):
 //   x_l   = dropout(in_l)                        training only; site dir*64 + l
@@ -10,7 +11,7 @@
 // The carried state of a layer is its pre-residual h_T and c_T. Backward stops at the batch
 // boundary (no gradient to the initial state) and accumulates (+=) into each parameter's .grad.
 // What it is not: the embedding lookup, the softmax, or the choice of direction's token order
-// (the backward direction's caller feeds reversed streams); no GPU path yet.
+// (the backward direction's caller feeds reversed streams).
 #pragma once
 
 #include <cstdint>
@@ -46,12 +47,13 @@ void check_lstm_stack_shape(const LstmStackShape& shape);
 std::string lstm_parameter_name(const std::string& direction, int64_t layer, const char* what);
 
 // Adds lstm.<direction>.<l>.{weight_ih, weight_hh, bias[, weight_hr]} for every layer, in that
-// order (zero-initialised, dense). direction is "fwd" or "bwd".
+// order (zero-initialised, dense, on `device`). direction is "fwd" or "bwd".
 void register_lstm_parameters(ParameterStore& store, const std::string& direction,
-                              const LstmStackShape& shape);
+                              const LstmStackShape& shape, Device device = Device::cpu());
 
 // weight_ih, weight_hh, weight_hr ~ uniform(-init_scale, init_scale) drawn from `rng` in
-// registration order; bias = 1.0 on the forget block [C, 2C), 0 elsewhere.
+// registration order; bias = 1.0 on the forget block [C, 2C), 0 elsewhere. Drawn on the host
+// and copied, so the values do not depend on the parameters' device.
 void init_lstm_parameters(ParameterStore& store, const std::string& direction,
                           const LstmStackShape& shape, float init_scale, Rng& rng);
 
@@ -70,7 +72,7 @@ struct LstmStackRun {
 class LstmStack {
  public:
   // Binds to the registered parameters of `direction` ("fwd" or "bwd"); they must exist with the
-  // shapes `shape` implies and live on the CPU.
+  // shapes `shape` implies and all live on one device, which the stack then runs on.
   LstmStack(ParameterStore& store, const std::string& direction, const LstmStackShape& shape);
 
   // x [T, B, E]; h0 [L, B, H], c0 [L, B, C] (nullptr = zeros) -> h_last [L, B, H],
@@ -90,6 +92,7 @@ class LstmStack {
 
   const LstmStackShape& shape() const { return shape_; }
   const std::string& direction() const { return direction_; }
+  Device device() const { return device_; }
 
  private:
   struct Layer {
@@ -113,6 +116,7 @@ class LstmStack {
 
   LstmStackShape shape_;
   std::string direction_;
+  Device device_;
   int dir_index_ = 0;
   std::vector<Layer> layers_;
   FloatBuffer top_drop_;  // [T, B, H]

@@ -1,7 +1,9 @@
 #include "model/optimizer.h"
 
+#include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"
 #include "runtime/partition.h"
+#include "runtime/pinned.h"
 
 #include <cmath>
 
@@ -147,6 +149,7 @@ void Optimizer::apply(float lr, float grad_scale) {
   for (Slot& slot : slots_) {
     Parameter& p = *slot.param;
     const bool cpu = p.value.device().is_cpu();
+    if (!cpu) cuda_set_device(p.value.device().index);  // launches go to the parameter's GPU
     float* value = p.value.data<float>();
     float* acc = adagrad_ ? slot.accumulator.data<float>() : nullptr;
     if (!p.row_sparse) {
@@ -164,10 +167,10 @@ void Optimizer::apply(float lr, float grad_scale) {
     const float* rows = sg.values.data<float>();
     const int32_t* ids = sg.ids.data();
     Tensor device_ids;
-    if (!cpu) {
-      Tensor host_ids = Tensor::empty({n_ids}, DType::kI32);
-      std::copy(sg.ids.begin(), sg.ids.end(), host_ids.data<int32_t>());
-      device_ids = host_ids.to(p.value.device());
+    if (!cpu) {  // pinned, asynchronous: the update does not wait for the host
+      device_ids = Tensor::empty({n_ids}, DType::kI32, p.value.device());
+      upload_to_device(p.value.device().index, device_ids.data<int32_t>(), sg.ids.data(),
+                       sizeof(int32_t) * static_cast<size_t>(n_ids));
       ids = device_ids.data<int32_t>();
     }
     if (adagrad_)

@@ -14,6 +14,8 @@
 // parameters (Parameter::row_sparse) update only the rows in sparse_grad (ids unique and
 // ascending), and only those rows of their accumulator. Empty sparse gradients update nothing.
 // After the update all gradients are zeroed (ParameterStore::zero_grads).
+// CUDA parameters are updated by the kernels' device twins on the current stream (sparse ids
+// uploaded through pinned memory); the gradient norm is the one host synchronisation.
 // What it is not: the distributed gradient exchange (comm/) or the checkpoint writer (io/).
 #pragma once
 

@@ -1,4 +1,4 @@
-// Sampled softmax layer of the biLM (DESIGN.md §4), CPU backend.
+// Sampled softmax layer of the biLM (DESIGN.md §4), on the CPU or one CUDA device.
 //
 // One softmax weight [V, P] and bias [V] shared by both directions. Per training step:
 //   begin_step        draws S unique log-uniform ids (shared by the whole batch and both
@@ -17,11 +17,19 @@
 // logits by dot products, one fused row pass (kernels/sampled_softmax.h), then
 // dh = dlogits @ W_s + dtrue * w_target, dW_s += dlogits^T @ h, and the target rows summed per
 // unique id in row order (deterministic). Buffers grow to the largest step and are reused.
-// What it is not: the full softmax used for evaluation (model/full_softmax.h), nor a GPU path
-// (the CUDA row kernels exist in kernels/sampled_softmax.cu; the device layer is future work).
+//
+// CUDA (device given to the constructor): the sampler, U and the per-id summation plan are
+// computed on the host in begin_step (from the host copies of the targets) and uploaded
+// through pinned memory; everything else runs on the current stream with the same kernels'
+// device twins. The target rows of U are summed in finish_step instead of inside each call
+// (same order: calls in order, rows in order, then the sample row), which needs every call's h
+// to stay unchanged until finish_step. Losses stay on the device until loss_sums() (one
+// synchronisation per step); forward_backward and forward_loss read theirs back at once.
+// What it is not: the full softmax used for evaluation (model/full_softmax.h).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -34,12 +42,16 @@ namespace elmo {
 
 class SampledSoftmax {
  public:
-  // 0 < samples < vocab (elmo::Error otherwise, naming the values), dim > 0.
-  SampledSoftmax(int64_t vocab, int64_t dim, int64_t samples);
+  // 0 < samples < vocab (elmo::Error otherwise, naming the values), dim > 0. The pointers
+  // given to forward_backward / forward_loss live on `device`.
+  SampledSoftmax(int64_t vocab, int64_t dim, int64_t samples, Device device = Device::cpu());
+  ~SampledSoftmax();
+  SampledSoftmax(const SampledSoftmax&) = delete;
+  SampledSoftmax& operator=(const SampledSoftmax&) = delete;
 
   // Draws this step's samples from rng (stream kRngSampler is the caller's choice) and fixes
-  // U from the targets of every direction ({pointer, count} per direction). Zeroes the
-  // accumulated gradients. Every target must be in [0, V).
+  // U from the targets of every direction ({pointer, count} per direction; HOST memory on
+  // every device). Zeroes the accumulated gradients. Every target must be in [0, V).
   void begin_step(Rng& rng,
                   const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
 
@@ -47,12 +59,21 @@ class SampledSoftmax {
   // Returns the mean NLL over the N rows; writes dh [N, P] = grad_scale * d(sum NLL)/dh and
   // accumulates grad_scale * d(sum NLL)/d(weight, bias) for the rows of U. dh may be null
   // (no input gradient wanted). The weight and bias must not change between begin_step and
-  // finish_step (the sample rows are gathered once per step).
+  // finish_step (the sample rows are gathered once per step). CUDA: call k must pass the
+  // device copy of begin_step's k-th target set (same n; not re-checked on the device) and
+  // keep h unchanged until finish_step.
   double forward_backward(const float* weight, const float* bias, const float* h,
                           const int32_t* targets, int64_t n, float grad_scale, float* dh);
+  // The same without reading the loss back: it is kept (on the device) for loss_sums().
+  void forward_backward_deferred(const float* weight, const float* bias, const float* h,
+                                 const int32_t* targets, int64_t n, float grad_scale, float* dh);
+  // Summed (not mean) NLL of every forward_backward call since begin_step, in call order.
+  // CUDA: one synchronisation.
+  std::vector<double> loss_sums();
 
   // Loss only (no gradient, nothing accumulated) over the current samples: mean NLL over the
-  // N rows. Targets need not have been passed to begin_step; they must be in [0, V).
+  // N rows. Targets need not have been passed to begin_step; they must be in [0, V) (checked
+  // on the CPU only: on CUDA the caller checks).
   double forward_loss(const float* weight, const float* bias, const float* h,
                       const int32_t* targets, int64_t n);
 
@@ -66,15 +87,31 @@ class SampledSoftmax {
   int64_t vocab() const { return vocab_; }
   int64_t dim() const { return dim_; }
   int64_t num_samples() const { return num_samples_; }
+  Device device() const { return device_; }
 
  private:
+  struct Cuda;  // device buffers (sampled_softmax.cpp)
   void check_targets(const int32_t* targets, int64_t n, bool must_be_touched) const;
   void gather_samples(const float* weight, const float* bias);
   // Fills logits_ [N, S] and true_ [N] and runs the row pass; returns the summed NLL.
   double rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,
                    int64_t n, float grad_scale, bool compute_grad);
+  void begin_step_cuda(const std::vector<std::pair<const int32_t*, int64_t>>& targets);
+  void gather_samples_cuda(const float* weight, const float* bias);
+  void forward_backward_cuda(const float* weight, const float* bias, const float* h,
+                             const int32_t* targets, int64_t n, float grad_scale, float* dh);
+  void finish_step_cuda();
 
   int64_t vocab_, dim_, num_samples_;
+  Device device_;
+  std::unique_ptr<Cuda> cuda_;
+  std::vector<int64_t> target_counts_;  // rows of each target set given to begin_step
+  std::vector<double> loss_sums_;       // CPU: summed NLL of each call since begin_step
+  struct Call {
+    const float* h;
+    int64_t n;
+  };
+  std::vector<Call> calls_;  // forward_backward calls since begin_step
   SampleSet samples_;
   std::vector<uint8_t> seen_;         // [V] sampler scratch, all zero between calls
   std::vector<int32_t> slot_;         // [V] index in U of each id, -1 outside U

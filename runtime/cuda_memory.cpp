@@ -115,6 +115,8 @@ void cuda_synchronize(int device) {
   ELMO_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+void cuda_set_device(int device) { ELMO_CUDA_CHECK(cudaSetDevice(device)); }
+
 size_t cuda_peak_bytes(int device) {
   PoolStats& stats = pool_stats(device);
   std::lock_guard<std::mutex> lock(stats.mutex);

@@ -16,6 +16,7 @@ void cuda_release(void* ptr, int device);
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero(void* ptr, int device, size_t bytes);
 void cuda_synchronize(int device);
+void cuda_set_device(int device);  // the calling thread's current device (launches go there)
 size_t cuda_peak_bytes(int device);  // high-water mark of this process's pool
 
 }  // namespace elmo

@@ -9,6 +9,7 @@
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "runtime/cuda_memory.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -26,7 +27,7 @@ std::string tiny_config(const std::string& run_dir, const std::string& extra = "
          "dropout = 0.1\ncell_clip = 0.5\nproj_clip = 0.5\n"
          "[softmax]\ntype = \"sampled\"\nsamples = 40\n"
          "[train]\nbatch_size = 8\nunroll_steps = 10\nmax_steps = 12\nthreads = 2\n"
-         "log_every = 3\n"
+         "log_every = 3\ndevice = \"cpu\"\n"  // the CPU reference; GPU runs: test_train_gpu.cpp
          "[checkpoint]\nevery_steps = 6\nkeep_last = 0\n"
          "[eval]\nbatch_size = 4\n" +
          extra;
@@ -162,6 +163,22 @@ TEST(Train, BadCheckpointsAreRefusedAndLeftIntact) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("not an elmo_fast checkpoint"), std::string::npos) << r.output;
   EXPECT_EQ(read_file(model), before);
+}
+
+TEST(Train, DeviceChoiceRefusesWhatCannotRun) {
+  const std::string dir = testing::temp_dir("device");
+  const std::string config = write_config(dir, tiny_config(dir + "/run"));
+  auto r = run_elmo("--config " + config + " --device cuda --no_cuda");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--no_cuda refuses"), std::string::npos) << r.output;
+  r = run_elmo("--config " + config + " --device cuda:9");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find(cuda_device_count() == 0 ? "no GPU is visible" : "GPU(s) are visible"),
+            std::string::npos)
+      << r.output;
+  r = run_elmo("--config " + config + " --device tpu");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run/checkpoints")) << "refused before any work";
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+// Small elementwise and reduction ops the model layers need between their GEMMs and fused
+// kernels, each dispatching on a Device given by the caller (pointers live on it). With these
+// and runtime/gemm.h a layer is written once for both backends.
+//
+//   copy_floats            dst[e] = src[e]                       (CUDA: on the current stream)
+//   fill_floats            x[e] = value
+//   broadcast_rows         out[r, :] = row[:]                     row [dim], out [rows, dim]
+//   clip_values            y[e] = clip(x[e], ±limit)              (limit <= 0: no clip)
+//   mask_clip_grad         g[e] *= [-limit <= x[e] <= limit]      (TF clip_by_value gradient)
+//   add_floats             out[e] = a[e] + b[e]                   (out may alias a or b)
+//   column_sums_add        out[j] += sum_r x[r * ld + j]           f32 accumulator, r ascending
+//   column_sums_add_f64    out[j] += sum_r x[r * ld + j]           f64 accumulator, r ascending
+//   add_scaled_table_rows  out[r, :] += scale[r] * table[ids[r], :]
+//   sum_to_double          *out = sum_e x[e] in double            (CUDA: *out is device memory)
+//
+// The reductions are deterministic on both backends: each output element is summed by one
+// thread in a fixed order (column sums), or a fixed tree (sum_to_double on CUDA; sequential on
+// the CPU, so the two differ in the last bits). Products and sums on the device are explicitly
+// rounded (no FMA contraction), matching the CPU's -ffp-contract=off arithmetic.
+// What it is not: a general tensor library; the ops take raw pointers and sizes.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace elmo {
+
+void copy_floats(Device device, float* dst, const float* src, int64_t n);
+void fill_floats(Device device, float* x, int64_t n, float value);
+void broadcast_rows(Device device, const float* row, int64_t dim, int64_t rows, float* out);
+void clip_values(Device device, const float* x, float* y, int64_t n, float limit);
+void mask_clip_grad(Device device, float* g, const float* x, int64_t n, float limit);
+void add_floats(Device device, const float* a, const float* b, float* out, int64_t n);
+void column_sums_add(Device device, const float* x, int64_t rows, int64_t cols, int64_t ld,
+                     float* out);
+void column_sums_add_f64(Device device, const float* x, int64_t rows, int64_t cols, int64_t ld,
+                         double* out);
+void add_scaled_table_rows(Device device, float* out, const float* scale, const float* table,
+                           const int32_t* ids, int64_t n, int64_t dim);
+void sum_to_double(Device device, const float* x, int64_t n, double* out);
+
+// Raw CUDA launchers (device pointers, current stream). The CPU side is in pointwise_cpu.cpp.
+void fill_floats_cuda(float* x, int64_t n, float value);
+void broadcast_rows_cuda(const float* row, int64_t dim, int64_t rows, float* out);
+void clip_values_cuda(const float* x, float* y, int64_t n, float limit);
+void mask_clip_grad_cuda(float* g, const float* x, int64_t n, float limit);
+void add_floats_cuda(const float* a, const float* b, float* out, int64_t n);
+void column_sums_add_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out);
+void column_sums_add_f64_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld,
+                              double* out);
+void add_scaled_table_rows_cuda(float* out, const float* scale, const float* table,
+                                const int32_t* ids, int64_t n, int64_t dim);
+void sum_to_double_cuda(const float* x, int64_t n, double* out);
+
+}  // namespace elmo

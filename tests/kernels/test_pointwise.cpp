@@ -1,0 +1,85 @@
+// Pointwise ops on the CPU: each against its one-line definition (kernels/pointwise.h).
+#include "kernels/pointwise.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "runtime/rng.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+std::vector<float> randoms(int64_t n, uint64_t seed, float scale = 2.0f) {
+  Rng rng(seed, 3);
+  std::vector<float> v(n);
+  for (float& x : v) x = scale * (rng.uniform() - 0.5f);
+  return v;
+}
+
+const Device kCpu = Device::cpu();
+
+TEST(Pointwise, CopyFillBroadcastAdd) {
+  std::vector<float> src = randoms(100, 1), dst(100, 0.0f);
+  copy_floats(kCpu, dst.data(), src.data(), 100);
+  EXPECT_EQ(dst, src);
+  fill_floats(kCpu, dst.data(), 50, 2.5f);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(dst[i], i < 50 ? 2.5f : src[i]);
+  const std::vector<float> row = {1, 2, 3};
+  std::vector<float> out(12, 0.0f);
+  broadcast_rows(kCpu, row.data(), 3, 4, out.data());
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(out[i], row[i % 3]);
+  std::vector<float> a = randoms(77, 2), b = randoms(77, 3), sum(77);
+  add_floats(kCpu, a.data(), b.data(), sum.data(), 77);
+  for (int i = 0; i < 77; ++i) EXPECT_EQ(sum[i], a[i] + b[i]);
+  add_floats(kCpu, a.data(), b.data(), a.data(), 77);  // in place
+  EXPECT_EQ(a, sum);
+}
+
+TEST(Pointwise, ClipAndItsGradientFollowClipByValue) {
+  const std::vector<float> x = {-3.0f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 3.0f};
+  std::vector<float> y(x.size()), g(x.size(), 2.0f);
+  clip_values(kCpu, x.data(), y.data(), 7, 1.0f);
+  EXPECT_EQ(y, (std::vector<float>{-1.0f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.0f}));
+  mask_clip_grad(kCpu, g.data(), x.data(), 7, 1.0f);  // passes where -1 <= x <= 1
+  EXPECT_EQ(g, (std::vector<float>{0.0f, 2.0f, 2.0f, 2.0f, 2.0f, 2.0f, 0.0f}));
+  clip_values(kCpu, x.data(), y.data(), 7, 0.0f);  // no clip
+  EXPECT_EQ(y, x);
+}
+
+TEST(Pointwise, ColumnSumsAddRowsInOrder) {
+  const int64_t rows = 9, cols = 1500, ld = 1503;  // > one parallel grain of columns
+  const std::vector<float> x = randoms(rows * ld, 4);
+  std::vector<float> out = randoms(cols, 5);
+  std::vector<double> out64(cols, 0.25);
+  std::vector<float> expected = out;
+  std::vector<double> expected64 = out64;
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t r = 0; r < rows; ++r) {
+      expected[j] += x[r * ld + j];
+      expected64[j] += x[r * ld + j];
+    }
+  column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
+  column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(out64, expected64);
+}
+
+TEST(Pointwise, AddScaledTableRowsAndSumToDouble) {
+  const int64_t n = 6, dim = 5, vocab = 4;
+  const std::vector<float> table = randoms(vocab * dim, 6), scale = randoms(n, 7);
+  const std::vector<int32_t> ids = {3, 0, 3, 1, 2, 0};
+  std::vector<float> out = randoms(n * dim, 8), expected = out;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t d = 0; d < dim; ++d) expected[r * dim + d] += scale[r] * table[ids[r] * dim + d];
+  add_scaled_table_rows(kCpu, out.data(), scale.data(), table.data(), ids.data(), n, dim);
+  EXPECT_EQ(out, expected);
+  double total = -1.0, reference = 0.0;
+  for (float v : out) reference += v;
+  sum_to_double(kCpu, out.data(), n * dim, &total);
+  EXPECT_EQ(total, reference);
+}
+
+}  // namespace
+}  // namespace elmo

@@ -1,0 +1,124 @@
+// Pointwise ops: CUDA against the CPU. Every op except sum_to_double computes each element by
+// the same sequence of correctly rounded f32 (or f64) operations as the CPU (no contraction on
+// the device, -ffp-contract=off on the host), so they must agree bit for bit; sum_to_double adds
+// in a tree on the device and sequentially on the CPU (tolerance: 1e-12 relative, double sums
+// of 10^5 terms of size ~1).
+#include "kernels/pointwise.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+#include "tests/support/test_util.h"
+
+namespace elmo {
+namespace {
+
+const Device kCpu = Device::cpu(), kGpu = Device::cuda(0);
+
+std::vector<float> randoms(int64_t n, uint64_t seed) {
+  Rng rng(seed, 3);
+  std::vector<float> v(n);
+  for (float& x : v) x = 4.0f * (rng.uniform() - 0.5f);
+  return v;
+}
+Tensor gpu(const std::vector<float>& v) {
+  return Tensor::from_floats(v, {static_cast<int64_t>(v.size())}).to(kGpu);
+}
+
+TEST(PointwiseGpu, ElementwiseOpsMatchCpuBitForBit) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 100003;  // not a multiple of the block size
+  const std::vector<float> a = randoms(n, 1), b = randoms(n, 2);
+  Tensor ga = gpu(a), gb = gpu(b), gout = gpu(std::vector<float>(n, 0.0f));
+
+  std::vector<float> out(n);
+  add_floats(kCpu, a.data(), b.data(), out.data(), n);
+  add_floats(kGpu, ga.data<float>(), gb.data<float>(), gout.data<float>(), n);
+  EXPECT_EQ(gout.to_floats(), out);
+
+  clip_values(kCpu, a.data(), out.data(), n, 1.25f);
+  clip_values(kGpu, ga.data<float>(), gout.data<float>(), n, 1.25f);
+  EXPECT_EQ(gout.to_floats(), out);
+
+  std::vector<float> g = b;
+  Tensor gg = gpu(b);
+  mask_clip_grad(kCpu, g.data(), a.data(), n, 1.25f);
+  mask_clip_grad(kGpu, gg.data<float>(), ga.data<float>(), n, 1.25f);
+  EXPECT_EQ(gg.to_floats(), g);
+
+  copy_floats(kGpu, gout.data<float>(), ga.data<float>(), n);
+  EXPECT_EQ(gout.to_floats(), a);
+  fill_floats(kGpu, gout.data<float>(), n, -3.5f);
+  EXPECT_EQ(gout.to_floats(), std::vector<float>(n, -3.5f));
+
+  const int64_t dim = 1023, rows = 97;
+  const std::vector<float> row = randoms(dim, 3);
+  std::vector<float> rows_out(dim * rows);
+  Tensor grows = gpu(std::vector<float>(dim * rows, 0.0f));
+  broadcast_rows(kCpu, row.data(), dim, rows, rows_out.data());
+  broadcast_rows(kGpu, gpu(row).data<float>(), dim, rows, grows.data<float>());
+  EXPECT_EQ(grows.to_floats(), rows_out);
+}
+
+TEST(PointwiseGpu, ColumnSumsAndScaledRowsMatchCpuBitForBit) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t rows = 300, cols = 4100, ld = 4103;
+  const std::vector<float> x = randoms(rows * ld, 4);
+  std::vector<float> out = randoms(cols, 5);
+  Tensor gx = gpu(x), gout = gpu(out);
+  column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
+  column_sums_add(kGpu, gx.data<float>(), rows, cols, ld, gout.data<float>());
+  EXPECT_EQ(gout.to_floats(), out);
+
+  std::vector<double> out64(cols, 0.5);
+  Tensor g64 = Tensor::empty({cols}, DType::kI64);
+  std::memcpy(g64.raw(), out64.data(), cols * sizeof(double));
+  g64 = g64.to(kGpu);
+  column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
+  column_sums_add_f64(kGpu, gx.data<float>(), rows, cols, ld,
+                      reinterpret_cast<double*>(g64.data<int64_t>()));
+  std::vector<double> got64(cols);
+  const Tensor h64 = g64.to(kCpu);
+  std::memcpy(got64.data(), h64.raw(), cols * sizeof(double));
+  EXPECT_EQ(got64, out64);
+
+  const int64_t n = 513, dim = 257, vocab = 1000;
+  const std::vector<float> table = randoms(vocab * dim, 6), scale = randoms(n, 7);
+  std::vector<int32_t> ids(n);
+  for (int64_t r = 0; r < n; ++r) ids[r] = static_cast<int32_t>((r * 37) % vocab);
+  Tensor hids = Tensor::empty({n}, DType::kI32);
+  std::memcpy(hids.raw(), ids.data(), n * sizeof(int32_t));
+  std::vector<float> acc = randoms(n * dim, 8);
+  Tensor gacc = gpu(acc);
+  add_scaled_table_rows(kCpu, acc.data(), scale.data(), table.data(), ids.data(), n, dim);
+  add_scaled_table_rows(kGpu, gacc.data<float>(), gpu(scale).data<float>(), gpu(table).data<float>(),
+                        hids.to(kGpu).data<int32_t>(), n, dim);
+  EXPECT_EQ(gacc.to_floats(), acc);
+}
+
+TEST(PointwiseGpu, SumToDoubleIsDeterministicAndClose) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 100000;
+  const std::vector<float> x = randoms(n, 9);
+  double cpu = 0.0;
+  sum_to_double(kCpu, x.data(), n, &cpu);
+  Tensor gx = gpu(x), out = Tensor::empty({1}, DType::kI64, kGpu);
+  double first = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    sum_to_double(kGpu, gx.data<float>(), n, reinterpret_cast<double*>(out.data<int64_t>()));
+    double got = 0.0;
+    const Tensor host = out.to(kCpu);
+    std::memcpy(&got, host.raw(), sizeof got);
+    EXPECT_NEAR(got, cpu, 1e-12 * n);
+    if (rep == 0) first = got;
+    EXPECT_EQ(got, first);
+  }
+}
+
+}  // namespace
+}  // namespace elmo
