@@ -303,6 +303,18 @@ std::vector<int> SparseExchange::Impl::missing_in(const Staged& staged, int64_t 
   return missing;
 }
 
+void SparseExchange::Impl::check_stale(const Staged& staged, int64_t first_valid, const char* what,
+                                       const char* call, int64_t step) const {
+  if (staged.empty() || staged.begin()->first >= first_valid) return;
+  const auto& [old_step, slots] = *staged.begin();
+  int sender = -1;
+  for (int r = 0; r < topo_.world_size && sender < 0; ++r)
+    if (slots[r]) sender = r;
+  throw CommError(str("SparseExchange (", label_, "): protocol error with rank ", sender, ": a ",
+                      what, " for step ", old_step, " is left over in ", call, " at step ", step,
+                      "; every rank must make the same calls for the same steps"));
+}
+
 void SparseExchange::Impl::request_rows(int64_t step,
                                         const std::vector<std::vector<int32_t>>& ids_per_table) {
   check_usable("request_rows");
@@ -389,6 +401,8 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
         completions = std::move(done_[step - 1]);
         done_.erase(step - 1);
       }
+      check_stale(replies_, step + 1, "fetch reply", "wait_rows", step);
+      check_stale(done_, step, "step completion", "wait_rows", step);
     }
     stats_.wait_rows_s += seconds_since(start);
 
@@ -490,6 +504,7 @@ void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& 
         [] { return std::string("this rank's comm thread to finish answering a fetch"); });
     contributions = std::move(grads_[step]);
     grads_.erase(step);
+    check_stale(grads_, step + 1, "gradients", "exchange_gradients", step);
     lock.unlock();
     stats_.exchange_wait_s += seconds_since(start);
   }

@@ -62,6 +62,14 @@
 // rendezvous from registered memory) rather than sent from `values` itself; the gather also
 // frees the caller to write its rows as soon as exchange_gradients returns.
 //
+// Failures. Every wait is bounded by timeout_s: CommError naming the call, the step and the
+// ranks whose messages are missing. A peer whose endpoint fails (process died, connection
+// reset) makes the current and every later call throw PeerLost(rank) within about a second.
+// Messages carry their step and sender; a message that does not fit the protocol (wrong step,
+// duplicate, ids this rank does not own, different tables) is a CommError "protocol error".
+// A rank that fails and destroys its SparseExchange without close() drops its connections, so
+// its peers then see it as lost: the first rank's own message names the cause.
+//
 // World size 1: no UCX and no thread; every call is local (exchange_gradients returns the
 // caller's own tail rows).
 #pragma once

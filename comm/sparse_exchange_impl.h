@@ -121,6 +121,9 @@ class SparseExchange::Impl {
   void wait_until(std::unique_lock<std::mutex>& lock, const char* call, int64_t step, Ready ready,
                   Missing missing);
   std::vector<int> missing_in(const Staged& staged, int64_t step) const;  // mu_ held
+  // Throws when a message older than `first_valid` is staged (its sender is out of step).
+  void check_stale(const Staged& staged, int64_t first_valid, const char* what, const char* call,
+                   int64_t step) const;  // mu_ held
   void shutdown(bool graceful);
 
   // --- comm thread
