@@ -20,12 +20,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -94,9 +93,9 @@ void run_rank(const Options& o, int rank, int world, int port) {
     const double probe = seconds_since(start);
     const std::string iters_key = "iters/" + std::to_string(bytes);
     if (rank == 0)
-      client.set(iters_key, std::to_string(std::clamp(
-                                static_cast<int>(o.seconds_per_case / std::max(probe, 1e-6)), 3,
-                                50)));
+      client.set(iters_key,
+                 std::to_string(std::clamp(
+                     static_cast<int>(o.seconds_per_case / std::max(probe, 1e-6)), 3, 50)));
     const int iters = std::stoi(client.get(iters_key));
     allreduce->barrier();
     start = Clock::now();
@@ -163,9 +162,8 @@ std::vector<Row> run_world(const Options& o, int world) {
     for (int64_t bytes : sizes_of(o)) {
       Row row{world, bytes, 0, 0, 0};
       for (int r = 0; r < world; ++r) {
-        std::istringstream in(server.get("result/" + std::to_string(bytes) + "/" +
-                                             std::to_string(r),
-                                         1));
+        std::istringstream in(
+            server.get("result/" + std::to_string(bytes) + "/" + std::to_string(r), 1));
         double seconds = 0;
         int64_t wrong = 0;
         in >> seconds >> wrong >> row.iters;
@@ -195,9 +193,9 @@ double loopback_tcp_gbps(int megabytes) {
     if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return;
     std::vector<char> chunk(1 << 20, 1);
     for (int64_t sent = 0; sent < total;) {
-      const ssize_t n = ::send(fd, chunk.data(),
-                               static_cast<size_t>(std::min<int64_t>(chunk.size(), total - sent)),
-                               MSG_NOSIGNAL);
+      const ssize_t n =
+          ::send(fd, chunk.data(),
+                 static_cast<size_t>(std::min<int64_t>(chunk.size(), total - sent)), MSG_NOSIGNAL);
       if (n <= 0) break;
       sent += n;
     }
@@ -242,9 +240,10 @@ int run(const Options& o) {
   const double reference = loopback_tcp_gbps(o.reference_mb);  // threads: after every fork
   const std::string load_after = load_average();
 
-  std::printf("Gloo all-reduce (sum, f32) over loopback TCP; reference: one loopback TCP stream "
-              "= %.2f GB/s\n",
-              reference);
+  std::printf(
+      "Gloo all-reduce (sum, f32) over loopback TCP; reference: one loopback TCP stream "
+      "= %.2f GB/s\n",
+      reference);
   std::printf("%5s %8s %12s %6s %10s %10s %8s %6s\n", "ranks", "size", "time/call", "calls",
               "algbw", "busbw", "bus/tcp", "wrong");
   nlohmann::json cases = nlohmann::json::array();
@@ -268,17 +267,17 @@ int run(const Options& o) {
   const double total_s = seconds_since(start);
   std::printf("load average before: %s, after: %s; %.1f s in all\n", load_before.c_str(),
               load_after.c_str(), total_s);
-  const nlohmann::json out = {{"benchmark", "allreduce"},
-                              {"backend", "gloo"},
-                              {"transport", "tcp loopback"},
-                              {"dtype", "f32"},
-                              {"reference", {{"what", "one loopback TCP stream"},
-                                             {"megabytes", o.reference_mb},
-                                             {"GBps", reference}}},
-                              {"cases", cases},
-                              {"load_average_before", load_before},
-                              {"load_average_after", load_after},
-                              {"seconds", total_s}};
+  const nlohmann::json out = {
+      {"benchmark", "allreduce"},
+      {"backend", "gloo"},
+      {"transport", "tcp loopback"},
+      {"dtype", "f32"},
+      {"reference",
+       {{"what", "one loopback TCP stream"}, {"megabytes", o.reference_mb}, {"GBps", reference}}},
+      {"cases", cases},
+      {"load_average_before", load_before},
+      {"load_average_after", load_after},
+      {"seconds", total_s}};
   if (!o.json.empty()) {
     std::ofstream file(o.json);
     if (!file) {
@@ -300,7 +299,8 @@ int main(int argc, char** argv) {
   app.add_option("--ranks", o.ranks, "rank counts to run, e.g. --ranks 2 4")
       ->delimiter(',')
       ->check(CLI::Range(2, 64));
-  app.add_option("--min_bytes", o.min_bytes, "smallest buffer in bytes")->check(CLI::Range(4, 1 << 30));
+  app.add_option("--min_bytes", o.min_bytes, "smallest buffer in bytes")
+      ->check(CLI::Range(4, 1 << 30));
   app.add_option("--max_bytes", o.max_bytes, "largest buffer in bytes (sizes grow x4)")
       ->check(CLI::Range(4, 1 << 30));
   app.add_option("--seconds_per_case", o.seconds_per_case, "timed seconds per case (3..50 calls)")

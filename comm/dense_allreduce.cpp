@@ -41,7 +41,8 @@ class GlooStore : public gloo::rendezvous::Store {
   }
   std::vector<char> get(const std::string& key) override {
     auto it = cache_.find(key);
-    const std::string value = it != cache_.end() ? it->second : store_.get(prefix_ + key, timeout_s_);
+    const std::string value =
+        it != cache_.end() ? it->second : store_.get(prefix_ + key, timeout_s_);
     return std::vector<char>(value.begin(), value.end());
   }
   void wait(const std::vector<std::string>& keys) override { wait(keys, to_ms(timeout_s_)); }
@@ -79,8 +80,8 @@ class GlooAllreduce : public DenseAllreduce {
       throw;
     } catch (const std::exception& e) {
       throw CommError(str("Gloo could not connect ", topology.label(), " (listening on ",
-                          local_address, ") to its ", topology.world_size - 1,
-                          " peer(s) within ", format_seconds(timeout_s), ": ", e.what(),
+                          local_address, ") to its ", topology.world_size - 1, " peer(s) within ",
+                          format_seconds(timeout_s), ": ", e.what(),
                           "; check that every rank reaches the others' addresses (firewalls, "
                           "--root_uri) and that all of them started"));
     }
@@ -137,14 +138,15 @@ class GlooAllreduce : public DenseAllreduce {
 
   void check_usable(const char* what) const {
     if (!failed_.empty())
-      throw CommError(str("Gloo ", what, " on rank ", topology_.rank,
-                          " after an earlier failure (", failed_, ")"));
+      throw CommError(str("Gloo ", what, " on rank ", topology_.rank, " after an earlier failure (",
+                          failed_, ")"));
   }
 
   std::string hint() const {
-    return str(" (a peer rank died, hung or is unreachable; every rank must call the same "
-               "collectives in the same order; timeout ",
-               format_seconds(timeout_s_), ")");
+    return str(
+        " (a peer rank died, hung or is unreachable; every rank must call the same "
+        "collectives in the same order; timeout ",
+        format_seconds(timeout_s_), ")");
   }
 
   uint32_t next_tag() { return tag_++; }

@@ -8,8 +8,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -17,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -90,8 +89,9 @@ std::string token_help() {
 
 void check_device(int device, int cuda_devices) {
   if (cuda_devices <= 0)
-    throw UsageError("--device_ids names CUDA devices but none is visible on this machine; drop "
-                     "--device_ids (or pass --no_cuda)");
+    throw UsageError(
+        "--device_ids names CUDA devices but none is visible on this machine; drop "
+        "--device_ids (or pass --no_cuda)");
   if (device >= cuda_devices)
     throw UsageError(str("--device_ids names device ", device, " but this machine has ",
                          cuda_devices, " GPU(s) (0..", cuda_devices - 1, ")"));
@@ -149,8 +149,9 @@ int host_map_workers(const std::string& spec, const std::string& hostname) {
     throw UsageError(str("--host_map is not valid JSON: ", e.what()));
   }
   if (!map.is_object() || map.empty())
-    throw UsageError("--host_map must be a JSON object of hostname: workers, e.g. "
-                     "{\"host-a\": 4, \"host-b\": 2}");
+    throw UsageError(
+        "--host_map must be a JSON object of hostname: workers, e.g. "
+        "{\"host-a\": 4, \"host-b\": 2}");
   std::string hosts;
   for (auto it = map.begin(); it != map.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 1 ||
@@ -163,19 +164,19 @@ int host_map_workers(const std::string& spec, const std::string& hostname) {
   if (map.contains(hostname)) return map[hostname].get<int>();
   for (auto it = map.begin(); it != map.end(); ++it)
     if (short_name(it.key()) == short_name(hostname)) return it.value().get<int>();
-  throw UsageError(str("--host_map has no entry for this machine '", hostname, "' (it lists: ",
-                       hosts, ")"));
+  throw UsageError(
+      str("--host_map has no entry for this machine '", hostname, "' (it lists: ", hosts, ")"));
 }
 
 void validate(const LaunchOptions& o) {
   if (o.nodes < 0) throw UsageError(str("--nodes must be >= 1 (got ", o.nodes, ")"));
   if (o.workers_per_node < 0)
     throw UsageError(str("--workers_per_node must be >= 1 (got ", o.workers_per_node, ")"));
-  if (o.world_size < 0)
-    throw UsageError(str("--world_size must be >= 1 (got ", o.world_size, ")"));
+  if (o.world_size < 0) throw UsageError(str("--world_size must be >= 1 (got ", o.world_size, ")"));
   if (o.root_port < 0 || o.root_port > 65535)
     throw UsageError(str("--root_port ", o.root_port, " is out of range 1..65535"));
-  if (!(o.timeout_s > 0)) throw UsageError(str("--dist_timeout must be > 0 (got ", o.timeout_s, ")"));
+  if (!(o.timeout_s > 0))
+    throw UsageError(str("--dist_timeout must be > 0 (got ", o.timeout_s, ")"));
   if (o.rank < -1) throw UsageError(str("--rank must be >= 0 (got ", o.rank, ")"));
   for (int id : o.device_ids)
     if (id < 0) throw UsageError(str("--device_ids: device ", id, " is negative"));
@@ -204,12 +205,13 @@ ProcessPlan plan_child(const LaunchOptions& o, const Env& env, int cuda_devices,
   if (t.world_size < 1 || t.rank < 0 || t.rank >= t.world_size)
     throw UsageError(str("ELMO_RANK=", t.rank, " is not a rank of ELMO_WORLD_SIZE=", t.world_size));
   if (t.local_size < 1 || t.local_rank < 0 || t.local_rank >= t.local_size)
-    throw UsageError(str("ELMO_LOCAL_RANK=", t.local_rank, " is not below ELMO_LOCAL_SIZE=",
-                         t.local_size));
+    throw UsageError(
+        str("ELMO_LOCAL_RANK=", t.local_rank, " is not below ELMO_LOCAL_SIZE=", t.local_size));
   if (plan.nodes < 1 || t.node < 0 || t.node >= plan.nodes)
     throw UsageError(str("ELMO_NODE=", t.node, " is not below ELMO_NODES=", plan.nodes));
   plan.root_host = lookup(env, "ELMO_ROOT_URI").value_or("");
-  if (plan.root_host.empty()) throw UsageError(str("ELMO_ROOT_URI is not set (needed by ", source, ")"));
+  if (plan.root_host.empty())
+    throw UsageError(str("ELMO_ROOT_URI is not set (needed by ", source, ")"));
   plan.root_port = required_int(env, "ELMO_ROOT_PORT", source);
   if (plan.root_port < 1 || plan.root_port > 65535)
     throw UsageError(str("ELMO_ROOT_PORT=", plan.root_port, " is out of range 1..65535"));
@@ -221,7 +223,8 @@ ProcessPlan plan_child(const LaunchOptions& o, const Env& env, int cuda_devices,
     plan.device_id = *device;
   else
     plan.device_id = device_for(o, t.local_rank, cuda_devices);
-  if (plan.device_id < -1 || (plan.device_id >= 0 && cuda_devices > 0 && plan.device_id >= cuda_devices))
+  if (plan.device_id < -1 ||
+      (plan.device_id >= 0 && cuda_devices > 0 && plan.device_id >= cuda_devices))
     throw UsageError(str("ELMO_DEVICE_ID=", plan.device_id, " is not a device of this machine (",
                          cuda_devices, " GPU(s))"));
   return plan;
@@ -260,8 +263,8 @@ ProcessPlan plan_external(const LaunchOptions& o, const Env& env, int cuda_devic
       if (auto per_node = lookup(env, "SLURM_TASKS_PER_NODE")) {
         local_size = slurm_tasks_on_node(*per_node, t.node);
         if (!local_size)
-          throw UsageError(str("SLURM_TASKS_PER_NODE='", *per_node, "' names no task count for node ",
-                               t.node));
+          throw UsageError(
+              str("SLURM_TASKS_PER_NODE='", *per_node, "' names no task count for node ", t.node));
       }
     }
     t.local_size = local_size.value_or(1);
@@ -272,16 +275,16 @@ ProcessPlan plan_external(const LaunchOptions& o, const Env& env, int cuda_devic
     t.local_size = optional_int(env, "LOCAL_WORLD_SIZE").value_or(1);
     const int guessed_node = t.local_size >= 1 ? t.rank / t.local_size : 0;
     t.node = optional_int(env, "GROUP_RANK").value_or(guessed_node);
-    plan.nodes = optional_int(env, "GROUP_WORLD_SIZE")
-                     .value_or(t.local_size >= 1 ? (t.world_size + t.local_size - 1) / t.local_size
-                                                 : 1);
+    plan.nodes =
+        optional_int(env, "GROUP_WORLD_SIZE")
+            .value_or(t.local_size >= 1 ? (t.world_size + t.local_size - 1) / t.local_size : 1);
   }
   const std::string vars = launcher == "mpirun" ? "OMPI_COMM_WORLD_*"
                            : launcher == "srun" ? "SLURM_*"
                                                 : "RANK/WORLD_SIZE/LOCAL_RANK";
   if (t.world_size < 1 || t.rank < 0 || t.rank >= t.world_size)
-    throw UsageError(str(source, ": rank ", t.rank, " is not a rank of world ", t.world_size,
-                         " (", vars, ")"));
+    throw UsageError(
+        str(source, ": rank ", t.rank, " is not a rank of world ", t.world_size, " (", vars, ")"));
   if (t.local_size < 1 || t.local_rank < 0 || t.local_rank >= t.local_size)
     throw UsageError(str(source, ": local rank ", t.local_rank, " is not below the local size ",
                          t.local_size, " (", vars, ")"));
@@ -319,8 +322,9 @@ ProcessPlan plan_scheduler(const LaunchOptions& o, const std::string& token) {
   if (o.world_size < 1)
     throw UsageError("--role scheduler needs --world_size (the number of nodes that will join)");
   if (o.root_port < 1)
-    throw UsageError("--role scheduler needs --root_port (the port it listens on; every worker "
-                     "passes the same --root_port)");
+    throw UsageError(
+        "--role scheduler needs --root_port (the port it listens on; every worker "
+        "passes the same --root_port)");
   if (token.empty()) throw UsageError(str("--role scheduler needs a job token: ", token_help()));
   ProcessPlan plan;
   plan.kind = ProcessKind::kScheduler;
@@ -345,13 +349,14 @@ ProcessPlan plan_node(const LaunchOptions& o, int cuda_devices, const std::strin
     throw UsageError(str(what, " needs --root_port (the port of the scheduler)"));
   if (token.empty()) throw UsageError(str(what, " needs a job token: ", token_help()));
   if (o.rank >= 0 && o.world_size > 0 && o.rank >= o.world_size)
-    throw UsageError(str("--rank ", o.rank, " is not a node index below --world_size ",
-                         o.world_size));
+    throw UsageError(
+        str("--rank ", o.rank, " is not a node index below --world_size ", o.world_size));
   int workers = 1;
   if (!o.host_map.empty()) {
     if (o.workers_per_node > 0)
-      throw UsageError("--host_map and --workers_per_node both give the workers of this node; "
-                       "keep one");
+      throw UsageError(
+          "--host_map and --workers_per_node both give the workers of this node; "
+          "keep one");
     workers = host_map_workers(o.host_map, hostname.empty() ? local_hostname() : hostname);
   } else if (o.workers_per_node > 0) {
     workers = o.workers_per_node;
@@ -374,8 +379,9 @@ ProcessPlan plan_node(const LaunchOptions& o, int cuda_devices, const std::strin
 
 ProcessPlan plan_local(const LaunchOptions& o, int cuda_devices, const std::string& token) {
   if (!o.host_map.empty())
-    throw UsageError("--host_map applies to the nodes of a cluster job (--role worker); on one "
-                     "machine use --nodes/--workers_per_node");
+    throw UsageError(
+        "--host_map applies to the nodes of a cluster job (--role worker); on one "
+        "machine use --nodes/--workers_per_node");
   if (o.rank >= 0) throw UsageError("--rank applies to --role worker only");
   ProcessPlan plan;
   plan.kind = ProcessKind::kLocalLauncher;
@@ -399,11 +405,16 @@ ProcessPlan plan_local(const LaunchOptions& o, int cuda_devices, const std::stri
 
 const char* process_kind_name(ProcessKind kind) {
   switch (kind) {
-    case ProcessKind::kSingle: return "single process";
-    case ProcessKind::kLocalLauncher: return "local launcher";
-    case ProcessKind::kScheduler: return "scheduler";
-    case ProcessKind::kNodeSupervisor: return "node supervisor";
-    case ProcessKind::kRank: return "rank";
+    case ProcessKind::kSingle:
+      return "single process";
+    case ProcessKind::kLocalLauncher:
+      return "local launcher";
+    case ProcessKind::kScheduler:
+      return "scheduler";
+    case ProcessKind::kNodeSupervisor:
+      return "node supervisor";
+    case ProcessKind::kRank:
+      return "rank";
   }
   return "?";
 }
@@ -418,25 +429,29 @@ ProcessPlan plan_process(const LaunchOptions& o, const Env& env, int cuda_device
 
   if (env.count("ELMO_RANK")) {
     if (!manual.empty())
-      throw UsageError(str(manual, " must not be given to a rank started by an elmo_fast launcher "
-                                   "(ELMO_RANK is set); unset ELMO_RANK to launch a new job"));
+      throw UsageError(str(manual,
+                           " must not be given to a rank started by an elmo_fast launcher "
+                           "(ELMO_RANK is set); unset ELMO_RANK to launch a new job"));
     return plan_child(o, env, cuda_devices, token);
   }
   if (!manual.empty()) {
     if (env.count("OMPI_COMM_WORLD_RANK"))
-      throw UsageError(str(manual, " starts ranks by itself and must not be used under mpirun "
-                                   "(OMPI_COMM_WORLD_RANK is set): mpirun already started them; "
-                                   "drop --nodes/--workers_per_node/--role/--world_size/--host_map"));
+      throw UsageError(str(manual,
+                           " starts ranks by itself and must not be used under mpirun "
+                           "(OMPI_COMM_WORLD_RANK is set): mpirun already started them; "
+                           "drop --nodes/--workers_per_node/--role/--world_size/--host_map"));
     if (o.role == "scheduler") {
       if (o.nodes > 1)
-        throw UsageError("--nodes runs several nodes on one machine and does not go with --role "
-                         "scheduler; --world_size gives the number of nodes");
+        throw UsageError(
+            "--nodes runs several nodes on one machine and does not go with --role "
+            "scheduler; --world_size gives the number of nodes");
       return plan_scheduler(o, token);
     }
     if (cluster) {
       if (o.nodes > 1)
-        throw UsageError("--nodes runs several nodes on one machine and does not go with "
-                         "--role/--root_uri/--world_size; start one --role worker per node");
+        throw UsageError(
+            "--nodes runs several nodes on one machine and does not go with "
+            "--role/--root_uri/--world_size; start one --role worker per node");
       return plan_node(o, cuda_devices, hostname, token);
     }
     return plan_local(o, cuda_devices, token);
@@ -449,8 +464,9 @@ ProcessPlan plan_process(const LaunchOptions& o, const Env& env, int cuda_device
     return plan_external(o, env, cuda_devices, token, "RANK/WORLD_SIZE variables", "env");
   if (!o.root_uri.empty()) return plan_node(o, cuda_devices, hostname, token);
   if (o.root_port > 0)
-    throw UsageError("--root_port alone starts nothing: add --role scheduler --world_size N (the "
-                     "scheduler) or --root_uri HOST (a node), or --nodes for a local job");
+    throw UsageError(
+        "--root_port alone starts nothing: add --role scheduler --world_size N (the "
+        "scheduler) or --root_uri HOST (a node), or --nodes for a local job");
   if (o.rank >= 0) throw UsageError("--rank applies to --role worker only");
   if (o.device_ids.size() > 1) return plan_local(o, cuda_devices, token);
   ProcessPlan plan;
@@ -462,9 +478,9 @@ ProcessPlan plan_process(const LaunchOptions& o, const Env& env, int cuda_device
 }
 
 std::vector<std::string> strip_launch_flags(const std::vector<std::string>& argv) {
-  static const char* const kSingleValue[] = {"--nodes",      "--workers_per_node", "--role",
-                                             "--root_uri",   "--root_port",        "--world_size",
-                                             "--rank",       "--host_map",         "--job_token"};
+  static const char* const kSingleValue[] = {"--nodes",    "--workers_per_node", "--role",
+                                             "--root_uri", "--root_port",        "--world_size",
+                                             "--rank",     "--host_map",         "--job_token"};
   auto is_flag = [](const std::string& arg, const std::string& flag) {
     return arg == flag || arg.rfind(flag + "=", 0) == 0;
   };
@@ -488,8 +504,12 @@ std::vector<std::string> strip_launch_flags(const std::vector<std::string>& argv
     }
     if (!stripped && is_flag(arg, "--device_ids")) {
       stripped = true;
+      // Its values: device numbers ("0", "1", or "0,1"); anything else is the next argument.
+      auto is_device_list = [](const std::string& value) {
+        return !value.empty() && value.find_first_not_of("0123456789,") == std::string::npos;
+      };
       if (arg == "--device_ids")
-        while (i + 1 < argv.size() && !argv[i + 1].empty() && argv[i + 1][0] != '-') ++i;
+        while (i + 1 < argv.size() && is_device_list(argv[i + 1])) ++i;
     }
     if (!stripped) out.push_back(arg);
   }
@@ -704,8 +724,8 @@ int run_children(const std::vector<ChildSpec>& specs, const std::vector<std::str
       if (auto fault = fault_check()) {
         fault_seen = true;
         fault_deadline = now + grace;
-        log_warn("the job failed (", *fault, "); giving the ranks ",
-                 format_seconds(spawn.grace_s), " to stop by themselves");
+        log_warn("the job failed (", *fault, "); giving the ranks ", format_seconds(spawn.grace_s),
+                 " to stop by themselves");
       }
     }
     if (!stopping && fault_seen && now >= fault_deadline) {
@@ -716,8 +736,9 @@ int run_children(const std::vector<ChildSpec>& specs, const std::vector<std::str
     }
     if (stopping && !killed && now >= kill_at) {
       for (const Child& c : children)
-        if (c.running) log_warn("rank ", c.rank, " did not stop within ",
-                                format_seconds(spawn.grace_s), "; killing it");
+        if (c.running)
+          log_warn("rank ", c.rank, " did not stop within ", format_seconds(spawn.grace_s),
+                   "; killing it");
       for (const Child& c : children) signal_child(c, SIGKILL);
       killed = true;
     }
@@ -773,8 +794,7 @@ int run_local_launcher(const ProcessPlan& plan, const std::vector<std::string>& 
   const int nodes = plan.nodes;
   const int workers = plan.workers_per_node;
   const int world = nodes * workers;
-  ELMO_CHECK(static_cast<int>(plan.local_devices.size()) == world, "devices for ", world,
-             " ranks");
+  ELMO_CHECK(static_cast<int>(plan.local_devices.size()) == world, "devices for ", world, " ranks");
   const std::string token = plan.job_token.empty() ? random_token() : plan.job_token;
   KvServer server("127.0.0.1", plan.root_port, token);
   log_info("launching ", world, " rank(s) on this machine (", nodes, " node(s) x ", workers,
@@ -796,8 +816,10 @@ int run_scheduler(const ProcessPlan& plan) {
   server.set("launch/nodes", std::to_string(nodes));
   const std::string endpoint = str(plan.root_host, ":", server.port());
   log_info("scheduler: rendezvous listening on 0.0.0.0:", server.port(), "; waiting up to ",
-           format_seconds(plan.timeout_s), " for ", nodes, " node(s) started with --role worker "
-           "--root_uri <this host> --root_port ", server.port(), " and the same job token");
+           format_seconds(plan.timeout_s), " for ", nodes,
+           " node(s) started with --role worker "
+           "--root_uri <this host> --root_port ",
+           server.port(), " and the same job token");
 
   // 1. Nodes register as launch/node/<i> = "<workers> <pid> <hostname>".
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -828,9 +850,11 @@ int run_scheduler(const ProcessPlan& plan) {
           joined += str(joined.empty() ? "" : ", ", "node ", q, " on ", host);
         }
       log_error("only ", count, " of ", nodes, " node(s) joined the rendezvous at ", endpoint,
-                " within ", format_seconds(plan.timeout_s), " (", nodes - count, " missing; joined: ",
-                joined.empty() ? "none" : joined, "); start each missing node with --role worker "
-                "--root_uri <this host> --root_port ", server.port(), " and the same job token");
+                " within ", format_seconds(plan.timeout_s), " (", nodes - count,
+                " missing; joined: ", joined.empty() ? "none" : joined,
+                "); start each missing node with --role worker "
+                "--root_uri <this host> --root_port ",
+                server.port(), " and the same job token");
       return 1;
     }
     std::istringstream in(entry);
@@ -921,10 +945,12 @@ int run_node_supervisor(const ProcessPlan& plan, const std::vector<std::string>&
                                         : static_cast<int>(client.add("launch/join_order", 1) - 1);
   if (index >= nodes)
     throw CommError(str("this node joined the scheduler at ", endpoint, " as node ", index,
-                        " but the job has only ", nodes, " node(s) (--world_size); is a node "
+                        " but the job has only ", nodes,
+                        " node(s) (--world_size); is a node "
                         "started twice?"));
   if (client.add(str("launch/claim/", index), 1) != 1)
-    throw CommError(str("node index ", index, " at ", endpoint, " was taken by another node; give "
+    throw CommError(str("node index ", index, " at ", endpoint,
+                        " was taken by another node; give "
                         "every node a distinct --rank, or none"));
   client.set(str("launch/node/", index), str(workers, " ", ::getpid(), " ", hostname));
   const std::string assignment = client.get(str("launch/plan/", index));
@@ -946,9 +972,9 @@ int run_node_supervisor(const ProcessPlan& plan, const std::vector<std::string>&
   });
   std::vector<ChildSpec> specs;
   for (int l = 0; l < workers; ++l)
-    specs.push_back({base + l, rank_env(base + l, total, l, workers, index, node_count,
-                                        plan.root_host, plan.root_port, plan.job_token,
-                                        plan.local_devices.at(l))});
+    specs.push_back(
+        {base + l, rank_env(base + l, total, l, workers, index, node_count, plan.root_host,
+                            plan.root_port, plan.job_token, plan.local_devices.at(l))});
   const int code = run_children(
       specs, child_argv, spawn,
       [&]() -> std::optional<std::string> {
@@ -988,8 +1014,8 @@ std::unique_ptr<RankSession> RankSession::join(const ProcessPlan& plan,
   set_error_context(t.label());
   if (plan.serve_store) {
     session->server_ = std::make_unique<KvServer>("0.0.0.0", plan.root_port, plan.job_token);
-    log_info("serving the rendezvous on 0.0.0.0:", session->server_->port(), " for ",
-             t.world_size, " ranks");
+    log_info("serving the rendezvous on 0.0.0.0:", session->server_->port(), " for ", t.world_size,
+             " ranks");
   }
   KvClientOptions options;
   options.host = plan.serve_store ? "127.0.0.1" : plan.root_host;

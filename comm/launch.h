@@ -17,6 +17,24 @@
 // (strip_launch_flags) and ELMO_RANK, ELMO_WORLD_SIZE, ... set; the child then plans kRank.
 // What it is not: a job scheduler (no retries, no elastic membership): the first rank that fails
 // stops the job, and --resume continues from the last checkpoint.
+//
+// How a program uses it (exit codes: a role's return value; UsageError -> 2, other errors -> 1):
+//
+//   ProcessPlan plan = plan_process(options, current_environment(), cuda_device_count());
+//   std::vector<std::string> child = strip_launch_flags(original_argv);
+//   switch (plan.kind) {
+//     case ProcessKind::kLocalLauncher:  return run_local_launcher(plan, child);
+//     case ProcessKind::kScheduler:      return run_scheduler(plan);
+//     case ProcessKind::kNodeSupervisor: return run_node_supervisor(plan, child);
+//     case ProcessKind::kSingle: case ProcessKind::kRank: break;  // train below
+//   }
+//   std::atomic<bool> peer_lost{false};
+//   auto session = RankSession::join(plan, [&](const PeerLost&) { peer_lost = true; });
+//   // nullptr for kSingle; else: session->store() is the KvStore for the collectives, e.g.
+//   auto allreduce = make_gloo_allreduce(session->store(), session->topology(),
+//                                        session->local_address(), plan.timeout_s);
+//   ... train; on an error: session->store().report_fault(what) (best effort), exit 1 ...
+//   session->finish();  // clean end: without it the other ranks see this rank as lost
 #pragma once
 
 #include <functional>
@@ -42,9 +60,9 @@ struct LaunchOptions {
   int rank = -1;             // --rank: node index of a --role worker (-1: order of joining)
   std::vector<int> device_ids;  // --device_ids: CUDA device of each process on this machine
   bool no_cuda = false;         // --no_cuda
-  std::string host_map;      // --host_map: JSON {"host-a": 4, "host-b": 2} or a file holding it
-  std::string job_token;     // --job_token (else ELMO_JOB_TOKEN)
-  double timeout_s = 120;    // --dist_timeout: joining, rendezvous waits, collectives
+  std::string host_map;         // --host_map: JSON {"host-a": 4, "host-b": 2} or a file holding it
+  std::string job_token;        // --job_token (else ELMO_JOB_TOKEN)
+  double timeout_s = 120;       // --dist_timeout: joining, rendezvous waits, collectives
 };
 
 enum class ProcessKind {
@@ -58,18 +76,18 @@ const char* process_kind_name(ProcessKind kind);
 
 struct ProcessPlan {
   ProcessKind kind = ProcessKind::kSingle;
-  std::string source;     // what decided it, for logs: "--nodes/--workers_per_node", "srun", ...
-  Topology topology;      // kRank: this rank; kSingle: rank 0 of 1
-  int device_id = -1;     // kRank/kSingle: CUDA device of this process, -1 = CPU
-  int nodes = 1;          // kLocalLauncher: nodes on this machine; kScheduler: nodes to wait for;
-                          // kNodeSupervisor: --world_size, or 0 when it learns it from the scheduler
+  std::string source;  // what decided it, for logs: "--nodes/--workers_per_node", "srun", ...
+  Topology topology;   // kRank: this rank; kSingle: rank 0 of 1
+  int device_id = -1;  // kRank/kSingle: CUDA device of this process, -1 = CPU
+  int nodes = 1;       // kLocalLauncher: nodes on this machine; kScheduler: nodes to wait for;
+                       // kNodeSupervisor: --world_size, or 0 when it learns it from the scheduler
   int workers_per_node = 1;        // kLocalLauncher/kNodeSupervisor: ranks of each node here
   std::vector<int> local_devices;  // kLocalLauncher/kNodeSupervisor: device of each rank spawned
                                    // here, in spawn order (-1 = CPU)
   int node_rank = -1;              // kNodeSupervisor: --rank (-1: order of joining)
-  std::string root_host;  // where ranks (and nodes) connect; kScheduler: "0.0.0.0" or --root_uri
-  int root_port = 0;      // kLocalLauncher: 0 (a free port is picked at launch)
-  std::string job_token;  // "" only for kSingle and kLocalLauncher (which makes a random one)
+  std::string root_host;     // where ranks (and nodes) connect; kScheduler: "0.0.0.0" or --root_uri
+  int root_port = 0;         // kLocalLauncher: 0 (a free port is picked at launch)
+  std::string job_token;     // "" only for kSingle and kLocalLauncher (which makes a random one)
   bool serve_store = false;  // kRank: this process serves the store (rank 0 under mpirun/srun/env)
   double timeout_s = 120;
 };
@@ -85,14 +103,14 @@ ProcessPlan plan_process(const LaunchOptions& options,
 
 // The argv of a spawned rank: `argv` without the launch flags (--nodes, --workers_per_node,
 // --role, --root_uri, --root_port, --world_size, --rank, --device_ids (several values),
-// --host_map, --job_token), in both `--flag value` and `--flag=value` forms. Everything after
-// "--" is kept as is.
+// --host_map, --job_token), in both `--flag value` and `--flag=value` forms; --device_ids takes
+// the device numbers that follow it ("0 1" or "0,1"). Everything after "--" is kept as is.
 std::vector<std::string> strip_launch_flags(const std::vector<std::string>& argv);
 
 // How launchers start and stop their children.
 struct SpawnOptions {
   std::string executable = "/proc/self/exe";  // what every child executes (argv[0] is kept)
-  double grace_s = 10.0;        // SIGTERM -> SIGKILL delay when stopping children
+  double grace_s = 10.0;                      // SIGTERM -> SIGKILL delay when stopping children
   bool forward_signals = true;  // pass SIGINT/SIGTERM received by this process to the children
                                 // (installs handlers for the duration; off for in-process tests)
 };

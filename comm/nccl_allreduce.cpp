@@ -29,23 +29,23 @@ using Clock = std::chrono::steady_clock;
                                      const std::string& where, const char* file, int line) {
   const char* detail = comm != nullptr ? ncclGetLastError(comm) : ncclGetLastError(nullptr);
   throw CommError(str("NCCL call ", expr, " failed on ", where, ": ", ncclGetErrorString(result),
-                      detail != nullptr && detail[0] != '\0' ? str(" (", detail, ")") : "",
-                      " at ", file, ":", line));
+                      detail != nullptr && detail[0] != '\0' ? str(" (", detail, ")") : "", " at ",
+                      file, ":", line));
 }
 
 // Checks an NCCL call; ncclInProgress (non-blocking communicator) is not a failure.
-#define ELMO_NCCL_CHECK(expr, comm, where)                                            \
-  do {                                                                                \
-    const ncclResult_t elmo_nccl_ = (expr);                                           \
-    if (elmo_nccl_ != ncclSuccess && elmo_nccl_ != ncclInProgress) [[unlikely]]       \
-      throw_nccl_failure(#expr, elmo_nccl_, comm, where, __FILE__, __LINE__);         \
+#define ELMO_NCCL_CHECK(expr, comm, where)                                      \
+  do {                                                                          \
+    const ncclResult_t elmo_nccl_ = (expr);                                     \
+    if (elmo_nccl_ != ncclSuccess && elmo_nccl_ != ncclInProgress) [[unlikely]] \
+      throw_nccl_failure(#expr, elmo_nccl_, comm, where, __FILE__, __LINE__);   \
   } while (0)
 
-#define ELMO_CUDA_COMM_CHECK(expr, where)                                                   \
-  do {                                                                                      \
-    const cudaError_t elmo_cuda_ = (expr);                                                  \
-    if (elmo_cuda_ != cudaSuccess) [[unlikely]]                                             \
-      throw CommError(str("CUDA call ", #expr, " failed on ", where, ": ",                  \
+#define ELMO_CUDA_COMM_CHECK(expr, where)                                                    \
+  do {                                                                                       \
+    const cudaError_t elmo_cuda_ = (expr);                                                   \
+    if (elmo_cuda_ != cudaSuccess) [[unlikely]]                                              \
+      throw CommError(str("CUDA call ", #expr, " failed on ", where, ": ",                   \
                           cudaGetErrorString(elmo_cuda_), " at ", __FILE__, ":", __LINE__)); \
   } while (0)
 
@@ -154,8 +154,8 @@ class NcclAllreduce : public DenseAllreduce {
   void run(void* data, int64_t count, ncclDataType_t type, const char* unit) {
     ELMO_CHECK(count >= 0, "all-reduce of ", count, " ", unit);
     if (aborted_)
-      throw CommError(str("NCCL all-reduce on ", where_, " after an earlier failure (", failed_,
-                          ")"));
+      throw CommError(
+          str("NCCL all-reduce on ", where_, " after an earlier failure (", failed_, ")"));
     if (count == 0) return;
     ELMO_CUDA_COMM_CHECK(cudaSetDevice(device_), where_);
     const std::string what = str("NCCL all-reduce of ", count, " ", unit);
@@ -176,9 +176,9 @@ class NcclAllreduce : public DenseAllreduce {
     {
       std::lock_guard<std::mutex> lock(nccl_mutex_);
       if (comm_ == nullptr) throw CommError(str(what, " on ", where_, ": aborted: ", failed_));
-      ELMO_NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(count), type, ncclSum, comm_,
-                                    stream),
-                      comm_, where_);
+      ELMO_NCCL_CHECK(
+          ncclAllReduce(data, data, static_cast<size_t>(count), type, ncclSum, comm_, stream),
+          comm_, where_);
     }
     wait_ready("ncclAllReduce", started_ + seconds(timeout_s_), what);
     ELMO_CUDA_COMM_CHECK(cudaEventRecord(done_, stream), where_);

@@ -36,7 +36,7 @@ using TimePoint = Clock::time_point;
 constexpr char kMagic[8] = {'E', 'L', 'M', 'O', 'K', 'V', '0', '1'};
 constexpr uint32_t kMaxFrameBytes = 64u << 20;  // values are small; this only bounds garbage
 constexpr uint32_t kMaxHelloBytes = 64u << 10;
-constexpr int kPollSliceMs = 100;      // how often blocked threads look at stop flags
+constexpr int kPollSliceMs = 100;       // how often blocked threads look at stop flags
 constexpr double kSendTimeoutS = 30.0;  // a peer that does not drain its socket this long is dead
 constexpr double kReplyMarginS = 30.0;  // extra time a client allows the server for a reply
 
@@ -68,8 +68,8 @@ enum Status : uint8_t {
 
 TimePoint deadline_after(double seconds) {
   if (seconds < 0 || seconds > 1e9) return TimePoint::max();
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(seconds));
+  return Clock::now() +
+         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
 int poll_ms_until(TimePoint deadline, int cap_ms) {
@@ -103,11 +103,16 @@ enum class Io { kOk, kTimeout, kClosed, kError, kStopped };
 
 std::string describe(Io status, const std::string& error) {
   switch (status) {
-    case Io::kOk: return "ok";
-    case Io::kTimeout: return "no answer in time";
-    case Io::kClosed: return error.empty() ? "connection closed" : "connection closed (" + error + ")";
-    case Io::kStopped: return "stopped";
-    case Io::kError: return error;
+    case Io::kOk:
+      return "ok";
+    case Io::kTimeout:
+      return "no answer in time";
+    case Io::kClosed:
+      return error.empty() ? "connection closed" : "connection closed (" + error + ")";
+    case Io::kStopped:
+      return "stopped";
+    case Io::kError:
+      return error;
   }
   return error;
 }
@@ -152,8 +157,8 @@ Io send_all(int fd, const char* data, size_t size, TimePoint deadline,
   return Io::kOk;
 }
 
-Io recv_exact(int fd, char* data, size_t size, TimePoint deadline,
-              const std::atomic<bool>* stop, std::string* error) {
+Io recv_exact(int fd, char* data, size_t size, TimePoint deadline, const std::atomic<bool>* stop,
+              std::string* error) {
   while (size > 0) {
     const Io ready = wait_fd(fd, POLLIN, deadline, stop, error);
     if (ready != Io::kOk) return ready;
@@ -169,8 +174,8 @@ Io recv_exact(int fd, char* data, size_t size, TimePoint deadline,
   return Io::kOk;
 }
 
-Io send_frame(int fd, const std::string& payload, TimePoint deadline,
-              const std::atomic<bool>* stop, std::string* error) {
+Io send_frame(int fd, const std::string& payload, TimePoint deadline, const std::atomic<bool>* stop,
+              std::string* error) {
   const uint32_t size = static_cast<uint32_t>(payload.size());
   std::string buffer(4, '\0');
   for (int i = 0; i < 4; ++i) buffer[i] = static_cast<char>((size >> (8 * i)) & 0xff);
@@ -183,8 +188,8 @@ Io recv_frame(int fd, std::string* payload, uint32_t max_bytes, TimePoint deadli
   unsigned char header[4];
   Io status = recv_exact(fd, reinterpret_cast<char*>(header), 4, deadline, stop, error);
   if (status != Io::kOk) return status;
-  const uint32_t size = header[0] | (header[1] << 8) | (header[2] << 16) |
-                        (static_cast<uint32_t>(header[3]) << 24);
+  const uint32_t size =
+      header[0] | (header[1] << 8) | (header[2] << 16) | (static_cast<uint32_t>(header[3]) << 24);
   if (size > max_bytes) {
     *error = str("a frame of ", size, " bytes exceeds the limit of ", max_bytes);
     return Io::kError;
@@ -240,13 +245,15 @@ class Decoder {
   uint32_t u32() {
     need(4);
     uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      v |= static_cast<uint32_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
     return v;
   }
   uint64_t u64() {
     need(8);
     uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
     return v;
   }
   int32_t i32() { return static_cast<int32_t>(u32()); }
@@ -393,9 +400,7 @@ struct KvServer::Impl {
       if (fd >= 0) ::close(fd);
   }
 
-  std::string endpoint() const {
-    return str(bind_host.empty() ? "0.0.0.0" : bind_host, ":", port);
-  }
+  std::string endpoint() const { return str(bind_host.empty() ? "0.0.0.0" : bind_host, ":", port); }
 
   void record_fault_locked(int rank, const std::string& message) {
     if (fault)  // consequences of the first fault (other ranks stopping) only clutter the log
@@ -459,8 +464,8 @@ KvServer::KvServer(const std::string& bind_host, int port, std::string token,
                         ": cannot resolve the address (", ::gai_strerror(rc), ")"));
   std::string last_error = "no address";
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                            a->ai_protocol);
+    const int fd =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) {
       last_error = errno_text(errno);
       continue;
@@ -468,8 +473,8 @@ KvServer::KvServer(const std::string& bind_host, int port, std::string token,
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
-      last_error = errno == EADDRINUSE ? str("port ", port, " is already in use")
-                                       : errno_text(errno);
+      last_error =
+          errno == EADDRINUSE ? str("port ", port, " is already in use") : errno_text(errno);
       ::close(fd);
       continue;
     }
@@ -478,8 +483,8 @@ KvServer::KvServer(const std::string& bind_host, int port, std::string token,
   }
   ::freeaddrinfo(found);
   if (impl_->listen_fd < 0)
-    throw CommError(str("the rendezvous cannot listen on ", any ? "0.0.0.0" : bind_host, ":",
-                        port, ": ", last_error,
+    throw CommError(str("the rendezvous cannot listen on ", any ? "0.0.0.0" : bind_host, ":", port,
+                        ": ", last_error,
                         "; pick another --root_port or stop the process that holds it"));
   sockaddr_storage address{};
   socklen_t length = sizeof address;
@@ -544,8 +549,7 @@ void KvServer::Impl::serve(Connection* c) {
         serve_requests(c, hello);
     } catch (const std::exception& e) {
       log_warn("rendezvous ", endpoint(), ": closing the connection from ", c->peer, " (",
-               hello.rank >= 0 ? str("rank ", hello.rank) : std::string("helper"),
-               "): ", e.what());
+               hello.rank >= 0 ? str("rank ", hello.rank) : std::string("helper"), "): ", e.what());
     }
     connection_closed(hello);
   }
@@ -592,8 +596,8 @@ bool KvServer::Impl::handshake(Connection* c, Hello* hello) {
     return false;
   }
   const std::string who =
-      str(hello->rank >= 0 ? str("rank ", hello->rank) : std::string("a helper process"),
-          ", pid ", hello->pid, " on ", printable(hello->host));
+      str(hello->rank >= 0 ? str("rank ", hello->rank) : std::string("a helper process"), ", pid ",
+          hello->pid, " on ", printable(hello->host));
   Encoder reply;
   std::string refusal;
   if (hello->token != token) {
@@ -618,8 +622,8 @@ bool KvServer::Impl::handshake(Connection* c, Hello* hello) {
   if (reply.str().empty()) reply.u8(kOk);
   std::string out(kMagic, sizeof kMagic);
   std::string framed_error;
-  Io sent = send_all(c->fd, out.data(), out.size(), deadline_after(kSendTimeoutS), &stop,
-                     &framed_error);
+  Io sent =
+      send_all(c->fd, out.data(), out.size(), deadline_after(kSendTimeoutS), &stop, &framed_error);
   if (sent == Io::kOk)
     sent = send_frame(c->fd, reply.str(), deadline_after(kSendTimeoutS), &stop, &framed_error);
   const bool accepted = static_cast<Status>(reply.str()[0]) == kOk;
@@ -664,8 +668,7 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
   for (;;) {
     std::string request;
     std::string error;
-    const Io status =
-        recv_frame(c->fd, &request, kMaxFrameBytes, TimePoint::max(), &stop, &error);
+    const Io status = recv_frame(c->fd, &request, kMaxFrameBytes, TimePoint::max(), &stop, &error);
     if (status == Io::kClosed || status == Io::kStopped) return;
     if (status != Io::kOk) throw ProtocolError(describe(status, error));
     Decoder in(request);
@@ -713,8 +716,8 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
         const std::optional<int64_t> current =
             it == data.end() ? std::optional<int64_t>(0) : parse_counter(it->second);
         if (!current) {
-          reply.u8(kFailed).bytes(str("key '", printable(key),
-                                      "' holds a value that is not a counter"));
+          reply.u8(kFailed).bytes(
+              str("key '", printable(key), "' holds a value that is not a counter"));
         } else {
           const int64_t next = *current + delta;
           data[key] = std::to_string(next);
@@ -911,8 +914,8 @@ int try_connect(const std::string& host, int port, TimePoint deadline, std::stri
   }
   int result = -1;
   for (addrinfo* a = found; a != nullptr && result < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                            a->ai_protocol);
+    const int fd =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) {
       *error = errno_text(errno);
       continue;
@@ -995,8 +998,7 @@ int KvClient::Impl::open_channel(Channel channel) {
                           format_seconds(options.connect_timeout_s), " (", error,
                           "); check --root_uri/--root_port and that the scheduler (or rank 0) is "
                           "running and reachable from this machine"));
-    std::this_thread::sleep_for(
-        std::min<Clock::duration>(backoff, deadline - now));
+    std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
 
@@ -1014,22 +1016,23 @@ int KvClient::Impl::open_channel(Channel channel) {
                         &io_error);
   if (status != Io::kOk) {
     ::close(socket_fd);
-    throw CommError(str("the rendezvous at ", endpoint, " did not complete the handshake",
-                        where(), " (", describe(status, io_error),
+    throw CommError(str("the rendezvous at ", endpoint, " did not complete the handshake", where(),
+                        " (", describe(status, io_error),
                         "); check that --root_port names an elmo_fast rendezvous"));
   }
   if (std::memcmp(magic, kMagic, sizeof kMagic) != 0) {
     ::close(socket_fd);
-    throw CommError(str(endpoint, " answered but does not speak the elmo_fast rendezvous "
-                                  "protocol; check --root_uri/--root_port"));
+    throw CommError(str(endpoint,
+                        " answered but does not speak the elmo_fast rendezvous "
+                        "protocol; check --root_uri/--root_port"));
   }
   std::string reply;
   status = recv_frame(socket_fd, &reply, kMaxHelloBytes, deadline_after(kReplyMarginS), nullptr,
                       &io_error);
   if (status != Io::kOk || reply.empty()) {
     ::close(socket_fd);
-    throw CommError(str("the rendezvous at ", endpoint, " did not complete the handshake",
-                        where(), " (", describe(status, io_error), ")"));
+    throw CommError(str("the rendezvous at ", endpoint, " did not complete the handshake", where(),
+                        " (", describe(status, io_error), ")"));
   }
   Decoder in(reply);
   const uint8_t verdict = in.u8();
@@ -1055,8 +1058,8 @@ std::string KvClient::Impl::call(const std::string& request, double reply_timeou
   Io status = send_frame(fd, request, deadline_after(kSendTimeoutS), nullptr, &error);
   std::string reply;
   if (status == Io::kOk)
-    status = recv_frame(fd, &reply, kMaxFrameBytes, deadline_after(reply_timeout_s), nullptr,
-                        &error);
+    status =
+        recv_frame(fd, &reply, kMaxFrameBytes, deadline_after(reply_timeout_s), nullptr, &error);
   if (status == Io::kOk && reply.empty()) {
     status = Io::kError;
     error = "empty reply";
@@ -1134,7 +1137,8 @@ std::string KvClient::get(const std::string& key, double timeout_s) {
 std::optional<std::string> KvClient::try_get(const std::string& key) {
   const std::string what = str("reading key '", printable(key), "'");
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  const std::string reply = impl_->call(Encoder().u8(kTryGet).bytes(key).str(), kReplyMarginS, what);
+  const std::string reply =
+      impl_->call(Encoder().u8(kTryGet).bytes(key).str(), kReplyMarginS, what);
   Decoder in(reply);
   const uint8_t status = in.u8();
   if (status == kOk) return in.bytes();
@@ -1163,10 +1167,10 @@ void KvClient::barrier(const std::string& name, int participants, double timeout
   if (arrival % participants == 0) set(done_key, "");
   if (impl_->wait_key(done_key, timeout_s)) return;
   const int64_t arrived = add(counter, 0) - generation * participants;
-  throw CommError(str("barrier '", printable(name), "' timed out after ",
-                      format_seconds(timeout_s), impl_->where(), ": ",
-                      std::min<int64_t>(arrived, participants), " of ", participants,
-                      " participants arrived at the rendezvous at ", impl_->endpoint));
+  throw CommError(str("barrier '", printable(name), "' timed out after ", format_seconds(timeout_s),
+                      impl_->where(), ": ", std::min<int64_t>(arrived, participants), " of ",
+                      participants, " participants arrived at the rendezvous at ",
+                      impl_->endpoint));
 }
 
 std::vector<std::string> KvClient::gather_ranks(const std::string& prefix, int world_size,
@@ -1188,8 +1192,8 @@ std::vector<std::string> KvClient::gather_ranks(const std::string& prefix, int w
     for (int q = 0; q < world_size; ++q)
       (q < r || try_get(prefix + std::to_string(q)) ? joined : missing).push_back(q);
     throw CommError(str(missing.size() == 1 ? "rank " : "ranks ", join_ints(missing), " of ",
-                        world_size, " did not join the rendezvous at ", impl_->endpoint,
-                        " within ", format_seconds(timeout_s), " (joined: ", join_ints(joined),
+                        world_size, " did not join the rendezvous at ", impl_->endpoint, " within ",
+                        format_seconds(timeout_s), " (joined: ", join_ints(joined),
                         "); check that ", missing.size() == 1 ? "it was" : "they were",
                         " started with the same --root_uri/--root_port/--world_size and job "
                         "token"));
@@ -1223,8 +1227,8 @@ void KvClient::Impl::monitor_loop(const std::function<void(const PeerLost&)>& on
       break;
     }
     std::string message;
-    const Io got =
-        recv_frame(monitor_fd, &message, kMaxFrameBytes, deadline_after(10.0), &monitor_stop, &error);
+    const Io got = recv_frame(monitor_fd, &message, kMaxFrameBytes, deadline_after(10.0),
+                              &monitor_stop, &error);
     if (got == Io::kStopped) break;
     if (got != Io::kOk) {
       lost.emplace(-1, server_lost(describe(got, error)));
@@ -1241,7 +1245,11 @@ void KvClient::Impl::monitor_loop(const std::function<void(const PeerLost&)>& on
   }
   if (lost && !monitor_stop) {
     note_fault(*lost);
-    on_fault(*lost);
+    try {
+      on_fault(*lost);
+    } catch (const std::exception& e) {
+      log_error("the fault handler of the rendezvous client threw: ", e.what());
+    }
   }
 }
 
@@ -1256,9 +1264,8 @@ void KvClient::start_monitor(std::function<void(const PeerLost&)> on_fault) {
 
 void KvClient::report_fault(const std::string& message) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  const std::string reply =
-      impl_->call(Encoder().u8(kReportFault).bytes(message).str(), kReplyMarginS,
-                  "reporting a fault");
+  const std::string reply = impl_->call(Encoder().u8(kReportFault).bytes(message).str(),
+                                        kReplyMarginS, "reporting a fault");
   (void)reply;
 }
 
@@ -1304,11 +1311,10 @@ std::string local_address_towards(const std::string& host) {
     char text[INET6_ADDRSTRLEN] = {};
     if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
-      const void* bytes = local.ss_family == AF_INET6
-                              ? static_cast<const void*>(
-                                    &reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
-                              : static_cast<const void*>(
-                                    &reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+      const void* bytes =
+          local.ss_family == AF_INET6
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
       if (::inet_ntop(local.ss_family, bytes, text, sizeof text) != nullptr) result = text;
     } else {
       error = errno_text(errno);

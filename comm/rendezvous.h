@@ -42,8 +42,7 @@ class KvServer {
   // Listens on bind_host:port ("" or "0.0.0.0": every interface; port 0: a free port, see
   // port()) and serves in background threads until destroyed. Throws CommError when the address
   // cannot be bound (naming it, e.g. "port 29500 is already in use").
-  KvServer(const std::string& bind_host, int port, std::string token,
-           KvServerOptions options = {});
+  KvServer(const std::string& bind_host, int port, std::string token, KvServerOptions options = {});
   ~KvServer();  // stops serving and closes every connection
   KvServer(const KvServer&) = delete;
   KvServer& operator=(const KvServer&) = delete;
@@ -81,9 +80,9 @@ struct KvClientOptions {
   std::string host = "127.0.0.1";
   int port = 0;
   std::string token;
-  int rank = -1;                  // >= 0: a rank of the job (watched); -1: a launcher/helper
-  double timeout_s = 120.0;       // default for get/barrier/gather_ranks waits
-  double connect_timeout_s = 120.0;  // keep retrying while the server is not up yet
+  int rank = -1;                      // >= 0: a rank of the job (watched); -1: a launcher/helper
+  double timeout_s = 120.0;           // default for get/barrier/gather_ranks waits
+  double connect_timeout_s = 120.0;   // keep retrying while the server is not up yet
   double heartbeat_interval_s = 1.0;  // monitor heartbeats
 };
 

@@ -121,10 +121,11 @@ inline ::testing::AssertionResult run_rank_processes(
       while ((got = ::read(children[r].result_pipe, buffer, sizeof buffer)) > 0)
         message.append(buffer, static_cast<size_t>(got));
       ::close(children[r].result_pipe);
-      if (!message.empty()) failures += message + "\n";
+      if (!message.empty())
+        failures += message + "\n";
       else if (status[r] != -1 && !(WIFEXITED(status[r]) && WEXITSTATUS(status[r]) == 0))
-        failures += "rank " + std::to_string(r) + " ended with status " +
-                    std::to_string(status[r]) + "\n";
+        failures +=
+            "rank " + std::to_string(r) + " ended with status " + std::to_string(status[r]) + "\n";
     }
     if (check) check(server);
   }

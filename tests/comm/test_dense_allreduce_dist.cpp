@@ -1,8 +1,6 @@
 // Gloo all-reduce with 2 and 4 rank processes on loopback: exact sums of crafted inputs (small
 // integers, whatever the reduction order), several-MB buffers, doubles, bitwise-identical
 // results of arbitrary floats on every rank, barriers, and a peer that dies.
-#include "comm/dense_allreduce.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "comm/dense_allreduce.h"
 #include "comm/rendezvous.h"
 #include "rank_processes.h"
 
@@ -132,6 +131,33 @@ TEST(GlooAllreduce, ADeadPeerFailsTheCollectiveWithinTheTimeout) {
       rank_expect(std::string(e.what()).find("after an earlier failure") != std::string::npos,
                   e.what());
     }
+  };
+  EXPECT_TRUE(run_rank_processes(2, body, 50));
+}
+
+TEST(GlooAllreduce, AHungPeerFailsTheCollectiveAfterTheTimeout) {
+  auto body = [](int rank, int port) {
+    KvClient client(rank_options(port, rank));
+    auto allreduce = make_gloo_allreduce(client, topology_of(rank, 2), "127.0.0.1", 2);
+    client.barrier("connected", 2);
+    if (rank == 1) {  // alive but never joins the collective
+      std::this_thread::sleep_for(std::chrono::seconds(6));
+      return;
+    }
+    std::vector<float> data(1000, 1.f);
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      allreduce->sum(data.data(), 1000);
+      rank_expect(false, "the all-reduce with a hung peer succeeded");
+    } catch (const CommError& e) {
+      rank_expect(
+          std::string(e.what()).find("Gloo all-reduce of 1000 floats failed on rank 0") == 0,
+          e.what());
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    rank_expect(seconds > 1.5 && seconds < 5.5,
+                str("the hung peer was noticed after ", seconds, " s; the timeout is 2 s"));
   };
   EXPECT_TRUE(run_rank_processes(2, body, 50));
 }

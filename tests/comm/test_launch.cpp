@@ -1,9 +1,8 @@
 // plan_process for every launch style (flags, our own ELMO_* children, mpirun, srun,
 // RANK/WORLD_SIZE) and its errors, and strip_launch_flags. All pure: no process is started.
-#include "comm/launch.h"
-
 #include <gtest/gtest.h>
 
+#include "comm/launch.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -24,11 +23,11 @@ std::string usage_error_of(const LaunchOptions& o, const Env& env = {}, int gpus
   return "";
 }
 
-#define EXPECT_CONTAINS(text, part)                                                \
-  do {                                                                             \
-    const std::string text_ = (text);                                              \
-    EXPECT_NE(text_.find(part), std::string::npos) << "'" << text_ << "' lacks '" \
-                                                   << (part) << "'";             \
+#define EXPECT_CONTAINS(text, part)                      \
+  do {                                                   \
+    const std::string text_ = (text);                    \
+    EXPECT_NE(text_.find(part), std::string::npos)       \
+        << "'" << text_ << "' lacks '" << (part) << "'"; \
   } while (0)
 
 TEST(LaunchPlan, NoFlagsIsASingleProcess) {
@@ -164,8 +163,9 @@ TEST(LaunchPlan, WorkerNode) {
 
   LaunchOptions no_uri = o;
   no_uri.root_uri.clear();
-  EXPECT_CONTAINS(usage_error_of(no_uri), "--role worker starts a node of a cluster job and needs "
-                                          "--root_uri");
+  EXPECT_CONTAINS(usage_error_of(no_uri),
+                  "--role worker starts a node of a cluster job and needs "
+                  "--root_uri");
   LaunchOptions world_only;
   world_only.world_size = 2;
   EXPECT_CONTAINS(usage_error_of(world_only), "--world_size starts a node of a cluster job");
@@ -220,8 +220,8 @@ TEST(LaunchPlan, HostMapGivesTheWorkersOfThisNode) {
 }
 
 Env child_env() {
-  return {{"ELMO_RANK", "5"},         {"ELMO_WORLD_SIZE", "6"}, {"ELMO_LOCAL_RANK", "1"},
-          {"ELMO_LOCAL_SIZE", "2"},   {"ELMO_NODE", "2"},       {"ELMO_NODES", "3"},
+  return {{"ELMO_RANK", "5"},          {"ELMO_WORLD_SIZE", "6"},   {"ELMO_LOCAL_RANK", "1"},
+          {"ELMO_LOCAL_SIZE", "2"},    {"ELMO_NODE", "2"},         {"ELMO_NODES", "3"},
           {"ELMO_ROOT_URI", "host-s"}, {"ELMO_ROOT_PORT", "9091"}, {"ELMO_JOB_TOKEN", "tok"},
           {"ELMO_DEVICE_ID", "1"}};
 }
@@ -297,8 +297,9 @@ TEST(LaunchPlan, Mpirun) {
   LaunchOptions no_root = o;
   no_root.root_uri.clear();
   const std::string missing_root = usage_error_of(no_root, mpirun_env(1));
-  EXPECT_CONTAINS(missing_root, "ranks started by mpirun (OMPI_COMM_WORLD_*) need the rendezvous "
-                                "address: pass --root_uri HOST --root_port PORT");
+  EXPECT_CONTAINS(missing_root,
+                  "ranks started by mpirun (OMPI_COMM_WORLD_*) need the rendezvous "
+                  "address: pass --root_uri HOST --root_port PORT");
   EXPECT_CONTAINS(missing_root, "MASTER_ADDR");
   Env with_master = mpirun_env(1);
   with_master["MASTER_ADDR"] = "host-m";
@@ -331,7 +332,7 @@ TEST(LaunchPlan, Srun) {
   o.root_uri = "node0";
   o.root_port = 29500;
   o.job_token = "tok";
-  Env env = {{"SLURM_PROCID", "3"},  {"SLURM_NTASKS", "4"},  {"SLURM_LOCALID", "1"},
+  Env env = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "1"},
              {"SLURM_NODEID", "1"}, {"SLURM_NNODES", "2"}, {"SLURM_TASKS_PER_NODE", "2(x2)"}};
   ProcessPlan plan = plan_process(o, env, 2, "h");
   EXPECT_EQ(plan.kind, ProcessKind::kRank);
@@ -344,7 +345,7 @@ TEST(LaunchPlan, Srun) {
   EXPECT_EQ(plan.nodes, 2);
   EXPECT_EQ(plan.device_id, 1);
   // Uneven tasks per node: "3,1" gives node 1 one task.
-  Env uneven = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"},  {"SLURM_LOCALID", "0"},
+  Env uneven = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "0"},
                 {"SLURM_NODEID", "1"}, {"SLURM_NNODES", "2"}, {"SLURM_TASKS_PER_NODE", "3,1"}};
   plan = plan_process(o, uneven, 0, "h");
   EXPECT_EQ(plan.topology.local_size, 1);
@@ -361,8 +362,12 @@ TEST(LaunchPlan, Srun) {
 }
 
 TEST(LaunchPlan, RankAndWorldSizeVariables) {
-  Env env = {{"RANK", "2"},          {"WORLD_SIZE", "4"},        {"LOCAL_RANK", "0"},
-             {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"},
+  Env env = {{"RANK", "2"},
+             {"WORLD_SIZE", "4"},
+             {"LOCAL_RANK", "0"},
+             {"LOCAL_WORLD_SIZE", "2"},
+             {"MASTER_ADDR", "10.0.0.1"},
+             {"MASTER_PORT", "29500"},
              {"ELMO_JOB_TOKEN", "tok"}};
   ProcessPlan plan = plan_process({}, env, 0, "h");
   EXPECT_EQ(plan.kind, ProcessKind::kRank);
@@ -401,7 +406,9 @@ TEST(LaunchPlan, FlagValidationNamesTheFlag) {
   EXPECT_CONTAINS(with([](LaunchOptions& o) { o.timeout_s = 0; }), "--dist_timeout must be > 0");
   EXPECT_CONTAINS(with([](LaunchOptions& o) { o.role = "boss"; }),
                   "--role must be scheduler or worker (got 'boss')");
-  EXPECT_CONTAINS(with([](LaunchOptions& o) { o.device_ids = {0, -1}; }),
+  EXPECT_CONTAINS(with([](LaunchOptions& o) {
+                    o.device_ids = {0, -1};
+                  }),
                   "--device_ids: device -1 is negative");
   EXPECT_CONTAINS(with([](LaunchOptions& o) {
                     o.device_ids = {0};
@@ -414,25 +421,52 @@ TEST(LaunchPlan, FlagValidationNamesTheFlag) {
 }
 
 TEST(LaunchPlan, StripLaunchFlags) {
-  const std::vector<std::string> argv = {
-      "elmo_fast", "train",        "--nodes",     "2",         "--workers_per_node=3",
-      "--config",  "run.toml",     "--role",      "worker",    "--root_uri=host-a",
-      "--root_port", "9091",       "--world_size", "2",        "--device_ids",
-      "0",         "1",            "2",           "--no_cuda", "--host_map",
-      "{\"a\":1}", "--job_token",  "t",           "--rank",    "1",
-      "--set",     "train.lr=0.1", "--device_ids=3", "--dist_timeout", "30",
-      "--",        "--nodes",      "kept"};
-  EXPECT_EQ(strip_launch_flags(argv),
-            (std::vector<std::string>{"elmo_fast", "train", "--config", "run.toml", "--no_cuda",
-                                      "--set", "train.lr=0.1", "--dist_timeout", "30", "--",
-                                      "--nodes", "kept"}));
+  const std::vector<std::string> argv = {"elmo_fast",
+                                         "train",
+                                         "--nodes",
+                                         "2",
+                                         "--workers_per_node=3",
+                                         "--config",
+                                         "run.toml",
+                                         "--role",
+                                         "worker",
+                                         "--root_uri=host-a",
+                                         "--root_port",
+                                         "9091",
+                                         "--world_size",
+                                         "2",
+                                         "--device_ids",
+                                         "0",
+                                         "1",
+                                         "2",
+                                         "--no_cuda",
+                                         "--host_map",
+                                         "{\"a\":1}",
+                                         "--job_token",
+                                         "t",
+                                         "--rank",
+                                         "1",
+                                         "--set",
+                                         "train.lr=0.1",
+                                         "--device_ids=3",
+                                         "--dist_timeout",
+                                         "30",
+                                         "--",
+                                         "--nodes",
+                                         "kept"};
+  EXPECT_EQ(
+      strip_launch_flags(argv),
+      (std::vector<std::string>{"elmo_fast", "train", "--config", "run.toml", "--no_cuda", "--set",
+                                "train.lr=0.1", "--dist_timeout", "30", "--", "--nodes", "kept"}));
   EXPECT_EQ(strip_launch_flags({"elmo_fast"}), (std::vector<std::string>{"elmo_fast"}));
   // A flag at the very end without its value is dropped alone.
   EXPECT_EQ(strip_launch_flags({"elmo_fast", "train", "--nodes"}),
             (std::vector<std::string>{"elmo_fast", "train"}));
-  // --device_ids stops at the next flag.
+  // --device_ids takes device numbers only: it stops at the next flag or argument.
   EXPECT_EQ(strip_launch_flags({"x", "--device_ids", "0", "1", "--steps", "5"}),
             (std::vector<std::string>{"x", "--steps", "5"}));
+  EXPECT_EQ(strip_launch_flags({"x", "--device_ids", "0,1", "run.toml"}),
+            (std::vector<std::string>{"x", "run.toml"}));
   // Names that merely start like a launch flag are kept.
   EXPECT_EQ(strip_launch_flags({"x", "--nodes_file", "f", "--roles", "r"}),
             (std::vector<std::string>{"x", "--nodes_file", "f", "--roles", "r"}));

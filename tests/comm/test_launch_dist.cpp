@@ -1,13 +1,12 @@
 // Launchers with real processes: the local launcher with shell children (exit codes, stopping
 // the others, nothing left behind), and a scheduler with two node supervisors whose ranks are
 // this test binary re-executed (see RankChild below).
-#include "comm/launch.h"
-
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +16,7 @@
 #include <future>
 #include <thread>
 
+#include "comm/launch.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -115,7 +115,8 @@ TEST(LocalLauncher, EveryRankSeesItsVariablesAndSuccessIsZero) {
       "test \"$ELMO_LOCAL_SIZE\" = 2 && test \"$ELMO_ROOT_URI\" = 127.0.0.1 && "
       "test -n \"$ELMO_JOB_TOKEN\" && test \"$ELMO_DEVICE_ID\" = -1 && "
       "test \"$ELMO_NODE\" = $((ELMO_RANK / 2)) && test \"$ELMO_LOCAL_RANK\" = $((ELMO_RANK % 2)) "
-      "&& echo $ELMO_ROOT_PORT > " + dir + "/$ELMO_RANK.port && exit 0; exit 9";
+      "&& echo $ELMO_ROOT_PORT > " +
+      dir + "/$ELMO_RANK.port && exit 0; exit 9";
   EXPECT_EQ(run_local_launcher(local_plan(2, 2), {"sh", "-c", script}, shell()), 0);
   std::string port;
   for (int r = 0; r < 4; ++r) {
@@ -173,6 +174,45 @@ TEST(LocalLauncher, ARankIgnoringSigtermIsKilledAfterTheGrace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     EXPECT_FALSE(process_alive(pid)) << name << " (pid " << pid << ") survived";
   }
+}
+
+TEST(LocalLauncher, SigtermToTheLauncherIsForwardedToTheRanks) {
+  const std::string dir = testing::temp_dir("launch_signal");
+  const std::string script = "echo $$ > " + dir + "/$ELMO_RANK.pid; exec sleep 30";
+  SpawnOptions spawn = shell();
+  spawn.forward_signals = true;  // the launcher catches SIGTERM while it runs
+  auto launcher = std::async(std::launch::async, [&] {
+    return run_local_launcher(local_plan(1, 2), {"sh", "-c", script}, spawn);
+  });
+  const pid_t rank0 = read_pid(dir + "/0.pid");
+  const pid_t rank1 = read_pid(dir + "/1.pid");
+  ASSERT_GT(rank0, 0);
+  ASSERT_GT(rank1, 0);
+  ::kill(::getpid(), SIGTERM);
+  ASSERT_EQ(launcher.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(launcher.get(), 128 + SIGTERM);
+  EXPECT_FALSE(process_alive(rank0));
+  EXPECT_FALSE(process_alive(rank1));
+}
+
+TEST(LocalLauncher, RanksDieWithTheirLauncher) {
+  const std::string dir = testing::temp_dir("launch_orphans");
+  const pid_t launcher = ::fork();  // a launcher process of its own, killed below
+  if (launcher == 0) {
+    const std::string script = "echo $$ > " + dir + "/$ELMO_RANK.pid; exec sleep 30";
+    ::_exit(run_local_launcher(local_plan(1, 2), {"sh", "-c", script}, shell()));
+  }
+  const pid_t rank0 = read_pid(dir + "/0.pid");
+  const pid_t rank1 = read_pid(dir + "/1.pid");
+  ::kill(launcher, SIGKILL);
+  ::waitpid(launcher, nullptr, 0);
+  ASSERT_GT(rank0, 0);
+  ASSERT_GT(rank1, 0);
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while ((process_alive(rank0) || process_alive(rank1)) && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(process_alive(rank0));
+  EXPECT_FALSE(process_alive(rank1));
 }
 
 TEST(LocalLauncher, AMissingExecutableFailsTheJob) {

@@ -1,6 +1,4 @@
 // The rendezvous store in one process: server and clients on loopback, clients on threads.
-#include "comm/rendezvous.h"
-
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -15,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/rendezvous.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -51,7 +50,8 @@ struct FaultInbox {
   }
   std::optional<PeerLost> wait(double seconds) {
     std::unique_lock<std::mutex> lock(mutex);
-    arrived.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return fault.has_value(); });
+    arrived.wait_for(lock, std::chrono::duration<double>(seconds),
+                     [&] { return fault.has_value(); });
     return fault;
   }
 };
@@ -113,8 +113,9 @@ TEST(Rendezvous, SetGetAddTryGet) {
   const std::string not_counter = error_of([&] { client.add("k2", 1); });
   EXPECT_EQ(not_counter, "");  // absent counts as 0
   client.set("text", "abc");
-  EXPECT_NE(error_of([&] { client.add("text", 1); }).find("'text' holds a value that is not a counter"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { client.add("text", 1); }).find("'text' holds a value that is not a counter"),
+      std::string::npos);
   // The server-side store sees the same data.
   server.set("from-server", "x");
   EXPECT_EQ(client.get("from-server"), "x");
@@ -410,8 +411,9 @@ TEST(Rendezvous, BindErrorsNameThePort) {
 
 TEST(Rendezvous, LocalAddressTowardsLoopbackIsLoopback) {
   EXPECT_EQ(local_address_towards("127.0.0.1"), "127.0.0.1");
-  EXPECT_NE(error_of([] { local_address_towards("no-such-host.invalid"); })
-                .find("'no-such-host.invalid'"),
+  EXPECT_NE(error_of([] {
+              local_address_towards("no-such-host.invalid");
+            }).find("'no-such-host.invalid'"),
             std::string::npos);
   EXPECT_EQ(format_seconds(5), "5 s");
   EXPECT_EQ(format_seconds(0.5), "0.5 s");

@@ -1,7 +1,5 @@
 // The rendezvous with real rank processes (fork): joining, clean leaving, a rank dying without
 // leave, and two processes claiming the same rank.
-#include "comm/rendezvous.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/rendezvous.h"
 #include "rank_processes.h"
 
 namespace elmo {
