@@ -145,6 +145,27 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
   }
 }
 
+// README "On a cluster": a scheduler for 2 nodes and two workers (one rank each) on loopback.
+TEST(TrainDist, SchedulerAndWorkersTrainTogether) {
+  const std::string dir = testing::temp_dir("train_dist_cluster");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, dist_config(run, 4, 0));
+  const std::string port = std::to_string(free_port());
+  const std::string env = "env ELMO_JOB_TOKEN=my-secret-token ";
+  const std::string where = " --root_uri 127.0.0.1 --root_port " + port + " --world_size 2";
+  Background scheduler(env + ELMO_BINARY + " --role scheduler" + where, dir + "/scheduler.log");
+  Background worker(env + ELMO_BINARY + " --config " + config + " --role worker" + where,
+                    dir + "/worker0.log");
+  const auto other = testing::run_command(env + ELMO_BINARY + " --config " + config +
+                                          " --role worker" + where + " 2>&1");
+  EXPECT_EQ(other.status, 0) << other.output;
+  EXPECT_EQ(worker.wait(60.0), 0) << worker.output();
+  EXPECT_EQ(scheduler.wait(60.0), 0) << scheduler.output();
+  EXPECT_EQ(load_checkpoint(run).step, 4);
+  const std::string logs = worker.output() + other.output;
+  EXPECT_NE(logs.find("done: 4 steps"), std::string::npos) << logs;
+}
+
 TEST(TrainDist, WrongJobTokenIsRefused) {
   const std::string dir = testing::temp_dir("train_dist_token");
   const std::string config = write_config(dir, dist_config(dir + "/run", 4, 0));

@@ -102,7 +102,7 @@ TEST(Config, CanonicalDumpListsEverySectionInOrder) {
   EXPECT_THAT(text, HasSubstr("cell_size = 512\n"));
   EXPECT_THAT(text, HasSubstr("epochs = 1.0\n"));
   EXPECT_THAT(text, HasSubstr("corpus = \"builtin:synthetic\"\n"));
-  EXPECT_EQ(config_sections().size(), 10u);
+  EXPECT_EQ(config_sections().size(), 11u);
 }
 
 TEST(Config, MalformedTomlNamesLineAndColumn) {
@@ -282,7 +282,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 55u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 58u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));
