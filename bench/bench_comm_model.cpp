@@ -71,32 +71,65 @@ class Zipf {
 
 struct StepCounts {
   double embedding_tail = 0, softmax_tail = 0;  // unique tail rows per rank and step (mean)
+  // Rows served + received by the busiest owner per step, over the mean owner (1 = balanced),
+  // for contiguous id ranges per owner (what comm/sparse_exchange does) and for ids dealt out
+  // round-robin (id mod N), the alternative.
+  double imbalance_ranges = 0, imbalance_strided = 0;
 };
 
+// Simulates `o.steps` steps of all N ranks (each its own word stream, shared samples).
 StepCounts count_rows(const Options& o, const Zipf& zipf, int64_t hot) {
-  elmo::Rng words(11, elmo::kRngSynthetic), sampler(12, elmo::kRngSampler);
+  const int N = o.nodes * o.gpus_per_node;
+  elmo::Rng sampler(12, elmo::kRngSampler);
+  std::vector<elmo::Rng> words;
+  for (int r = 0; r < N; ++r) words.emplace_back(11 + r, elmo::kRngSynthetic);
   std::vector<uint8_t> seen_e(static_cast<size_t>(o.vocab)), seen_s(static_cast<size_t>(o.vocab));
   std::vector<uint8_t> scratch;
   elmo::SampleSet samples;
   StepCounts c;
+  const int64_t tail = o.vocab - hot;
+  auto range_owner = [&](int64_t id) {  // rank_rows: even contiguous split of [hot, V)
+    const int64_t base = tail / N, extra = tail % N, i = id - hot;
+    const int64_t cut = extra * (base + 1);
+    return static_cast<int>(i < cut ? i / (base + 1) : extra + (i - cut) / std::max<int64_t>(1, base));
+  };
   for (int64_t step = 0; step < o.steps; ++step) {
-    std::vector<int32_t> touched_e, touched_s;
-    auto add = [&](std::vector<uint8_t>& seen, std::vector<int32_t>& touched, int32_t id) {
-      if (id >= hot && !seen[id]) seen[id] = 1, touched.push_back(id);
-    };
-    // Forward inputs and targets are one stream shifted by one; the backward direction reads
-    // the same words mirrored: the step's distinct words are those of rows x (unroll + 1).
-    for (int64_t i = 0; i < o.rows * (o.unroll + 1); ++i) {
-      const int32_t id = zipf.draw(words);
-      add(seen_e, touched_e, id);
-      add(seen_s, touched_s, id);
-    }
     elmo::sample_log_uniform_unique(o.vocab, o.samples, sampler, samples, scratch);
-    for (const int32_t id : samples.ids) add(seen_s, touched_s, id);
-    c.embedding_tail += static_cast<double>(touched_e.size()) / o.steps;
-    c.softmax_tail += static_cast<double>(touched_s.size()) / o.steps;
-    for (const int32_t id : touched_e) seen_e[id] = 0;
-    for (const int32_t id : touched_s) seen_s[id] = 0;
+    std::vector<double> load_ranges(N, 0.0), load_strided(N, 0.0);
+    for (int r = 0; r < N; ++r) {
+      std::vector<int32_t> touched_e, touched_s;
+      auto add = [&](std::vector<uint8_t>& seen, std::vector<int32_t>& touched, int32_t id) {
+        if (id >= hot && !seen[id]) seen[id] = 1, touched.push_back(id);
+      };
+      // Forward inputs and targets are one stream shifted by one; the backward direction reads
+      // the same words mirrored: the step's distinct words are those of rows x (unroll + 1).
+      for (int64_t i = 0; i < o.rows * (o.unroll + 1); ++i) {
+        const int32_t id = zipf.draw(words[r]);
+        add(seen_e, touched_e, id);
+        add(seen_s, touched_s, id);
+      }
+      for (const int32_t id : samples.ids) add(seen_s, touched_s, id);
+      c.embedding_tail += static_cast<double>(touched_e.size()) / (o.steps * N);
+      c.softmax_tail += static_cast<double>(touched_s.size()) / (o.steps * N);
+      // Each remote row is served (fetch) and received (gradient) by its owner.
+      for (const int32_t id : touched_e) {
+        seen_e[id] = 0;
+        if (range_owner(id) != r) load_ranges[range_owner(id)] += 1;
+        if (id % N != r) load_strided[id % N] += 1;
+      }
+      for (const int32_t id : touched_s) {
+        seen_s[id] = 0;
+        if (range_owner(id) != r) load_ranges[range_owner(id)] += 1;
+        if (id % N != r) load_strided[id % N] += 1;
+      }
+    }
+    const auto ratio = [&](const std::vector<double>& load) {
+      double sum = 0, max = 0;
+      for (double l : load) sum += l, max = std::max(max, l);
+      return sum > 0 ? max / (sum / N) : 1.0;
+    };
+    c.imbalance_ranges += ratio(load_ranges) / o.steps;
+    c.imbalance_strided += ratio(load_strided) / o.steps;
   }
   return c;
 }
@@ -133,8 +166,8 @@ int main(int argc, char** argv) {
               o.nodes, o.gpus_per_node, (long long)o.rows, (long long)o.unroll,
               (long long)o.vocab, (long long)o.samples, (long long)o.dim, (long long)o.cell,
               (long long)o.layers, o.zipf, lstm_floats / 1e6);
-  std::printf("%9s %8s | %9s %9s | %9s %9s %9s | %22s | %22s\n", "hot_rows", "covers",
-              "emb rows", "smx rows", "fetch MB", "push MB", "dense MB",
+  std::printf("%9s %8s | %9s %9s | %9s %9s %9s | %13s | %22s | %22s\n", "hot_rows", "covers",
+              "emb rows", "smx rows", "fetch MB", "push MB", "dense MB", "owner max/avg",
               "100 Gb/s: d+p | fetch ms", "400 Gb/s: d+p | fetch ms");
   nlohmann::json out = nlohmann::json::array();
   for (int64_t hot_arg : o.hot_rows) {
@@ -153,7 +186,9 @@ int main(int argc, char** argv) {
                           {"softmax_tail_rows_per_rank", c.softmax_tail},
                           {"fetch_bytes_per_rank", rank_fetch},
                           {"push_bytes_per_rank", rank_push},
-                          {"dense_bytes", dense_bytes}};
+                          {"dense_bytes", dense_bytes},
+                          {"owner_imbalance_ranges", c.imbalance_ranges},
+                          {"owner_imbalance_strided", c.imbalance_strided}};
     double ms[2][2];
     const double gbps[2] = {100.0, 400.0};
     for (int b = 0; b < 2; ++b) {
@@ -164,10 +199,11 @@ int main(int argc, char** argv) {
       ms[b][1] = 1e3 * node_fetch / bytes_per_s;
       row[b == 0 ? "ms_100g" : "ms_400g"] = {{"dense_plus_push", ms[b][0]}, {"fetch", ms[b][1]}};
     }
-    std::printf("%9lld %7.1f%% | %9.0f %9.0f | %9.1f %9.1f %9.1f | %10.1f | %9.1f | %10.1f | %9.1f\n",
-                (long long)hot, 100.0 * zipf.coverage(hot),
-                c.embedding_tail, c.softmax_tail, rank_fetch / 1e6, rank_push / 1e6,
-                dense_bytes / 1e6, ms[0][0], ms[0][1], ms[1][0], ms[1][1]);
+    std::printf("%9lld %7.1f%% | %9.0f %9.0f | %9.1f %9.1f %9.1f | %5.2f / %5.2f | %10.1f | %9.1f | "
+                "%10.1f | %9.1f\n",
+                (long long)hot, 100.0 * zipf.coverage(hot), c.embedding_tail, c.softmax_tail,
+                rank_fetch / 1e6, rank_push / 1e6, dense_bytes / 1e6, c.imbalance_ranges,
+                c.imbalance_strided, ms[0][0], ms[0][1], ms[1][0], ms[1][1]);
     out.push_back(row);
   }
   if (!o.json.empty()) std::ofstream(o.json) << out.dump(2) << "\n";
