@@ -16,8 +16,14 @@
 #include "comm/sparse_exchange.h"
 #include "io/safetensors.h"
 #include "io/token_cache.h"
+#include "kernels/embedding.h"
+#include "kernels/grad_norm.h"
+#include "kernels/pointwise.h"
+#include "kernels/row_scatter.h"
 #include "model/embedding.h"
+#include "runtime/cuda_memory.h"
 #include "runtime/log.h"
+#include "runtime/pinned.h"
 
 namespace elmo {
 
@@ -35,7 +41,36 @@ std::string pending_shard_path(const std::string& run_dir, int64_t step, int ran
       .string();
 }
 
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+// Device int32 copy of host ids (uploaded through pinned staging on the current stream).
+Tensor upload_ids(const int32_t* ids, int64_t n, Device device) {
+  Tensor out = Tensor::empty({std::max<int64_t>(n, 1)}, DType::kI32, device);
+  if (n > 0) upload_to_device(device.index, out.raw(), ids, sizeof(int32_t) * n);
+  return out;
+}
+
 }  // namespace
+
+std::vector<int32_t> remote_ids(const std::vector<int32_t>& requested, int64_t hot_rows,
+                                RowRange own) {
+  std::vector<int32_t> out;
+  out.reserve(requested.size());
+  for (const int32_t id : requested)
+    if (id >= hot_rows && (id < own.begin || id >= own.end)) out.push_back(id);
+  return out;
+}
+
+std::vector<std::pair<int64_t, int64_t>> bucket_pieces(int64_t count, int64_t max_bytes) {
+  const int64_t per = std::max<int64_t>(1, max_bytes / static_cast<int64_t>(sizeof(float)));
+  std::vector<std::pair<int64_t, int64_t>> pieces;
+  for (int64_t at = 0; at < count; at += per) pieces.emplace_back(at, std::min(per, count - at));
+  return pieces;
+}
 
 int64_t choose_hot_rows(const TokenCache& data, int64_t vocab, double coverage) {
   std::vector<int64_t> counts(static_cast<size_t>(vocab), 0);
@@ -65,7 +100,7 @@ int64_t choose_hot_rows(const TokenCache& data, int64_t vocab, double coverage) 
 }
 
 DataParallel::DataParallel(const ProcessPlan& plan, double timeout_s)
-    : topology_(plan.topology), timeout_s_(timeout_s) {
+    : topology_(plan.topology), device_id_(plan.device_id), timeout_s_(timeout_s) {
   ProcessPlan joined = plan;
   joined.timeout_s = timeout_s;
   const Topology topology = topology_;
@@ -99,12 +134,57 @@ void DataParallel::load_tail_rows(const NamedTensors& model_tensors) {
     ELMO_CHECK(it != model_tensors.end() && it->second.numel() == p.value.numel(), p.name,
                " is missing or has the wrong size in the checkpoint being evaluated");
     const RowRange own = exchange_->owned_rows(static_cast<int>(t));
+    if (on_gpu_) {  // the device table is what rank 0 evaluates with
+      const Tensor whole = it->second.reshape(p.value.shape());
+      if (own.begin > hot_rows_)
+        p.value.rows(hot_rows_, own.begin).copy_from(whole.rows(hot_rows_, own.begin));
+      if (p.rows() > own.end)
+        p.value.rows(own.end, p.rows()).copy_from(whole.rows(own.end, p.rows()));
+      continue;
+    }
     const int64_t dim = p.row_dim();
     const float* from = it->second.data<float>();
     float* to = p.value.data<float>();
     std::copy(from + hot_rows_ * dim, from + own.begin * dim, to + hot_rows_ * dim);
     std::copy(from + own.end * dim, from + p.rows() * dim, to + own.end * dim);
   }
+}
+
+Device DataParallel::agree_on_device(bool want_gpu, bool require_gpu) {
+  const int gpus = cuda_device_count();
+  const int mine = want_gpu && device_id_ >= 0 && device_id_ < gpus ? device_id_ : -1;
+  const std::string host = host_name();
+  KvStore& store = session_->store();
+  store.set(str("device/", topology_.rank), str(mine, " ", host));
+  std::vector<std::pair<int, std::string>> all(static_cast<size_t>(topology_.world_size));
+  for (int r = 0; r < topology_.world_size; ++r) {
+    const std::string value = store.get(str("device/", r), timeout_s_);
+    const size_t space = value.find(' ');
+    ELMO_CHECK(space != std::string::npos, "rank ", r, " published a malformed device entry '",
+               value, "' under device/", r);
+    all[r] = {std::stoi(value.substr(0, space)), value.substr(space + 1)};
+  }
+  // Every rank sees the same entries, so every rank reaches the same verdict.
+  std::string why;
+  for (int r = 0; r < topology_.world_size && why.empty(); ++r) {
+    if (all[r].first < 0) {
+      why = str("rank ", r, " has no GPU (none visible, --no_cuda, or train.device = \"cpu\")");
+      break;
+    }
+    for (int q = 0; q < r && why.empty(); ++q)
+      if (all[q] == all[r])
+        why = str("ranks ", q, " and ", r, " would share cuda:", all[r].first, " on ",
+                  all[r].second, " (NCCL needs one device per rank; give each rank its own "
+                  "with --device_ids)");
+  }
+  if (why.empty()) return Device::cuda(mine);
+  if (require_gpu)
+    throw UsageError(str("train.device = \"cuda\" in a distributed run, but ", why,
+                         "; use train.device = \"auto\" to fall back to CPUs"));
+  const bool some_gpu =
+      std::any_of(all.begin(), all.end(), [](const auto& e) { return e.first >= 0; });
+  if (some_gpu && is_root()) log_warn("distributed ranks train on CPUs: ", why);
+  return Device::cpu();
 }
 
 void DataParallel::root_first(const std::string& what, const std::function<void()>& work) {
@@ -126,6 +206,7 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
   ELMO_CHECK(!model_, "DataParallel::attach called twice");
   model_ = &model;
   optimizer_ = &optimizer;
+  on_gpu_ = model.device().is_cuda();
   const int64_t vocab = model.shape().vocab;
   hot_rows_ = std::clamp<int64_t>(hot_rows, 0, vocab);
   std::vector<SparseTable> specs;
@@ -133,23 +214,41 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
     Parameter& p = model.params().get(name);
     ELMO_CHECK(p.row_sparse, name, " is expected to be row-sparse");
     tables_.push_back(&p);
-    specs.push_back({name, p.value.data<float>(), p.rows(), p.row_dim(), hot_rows_});
+    float* values = nullptr;
+    if (on_gpu_) {  // the host working copy starts equal to the device table
+      host_tables_.push_back(p.value.to_floats());
+      values = host_tables_.back().data();
+    } else {
+      values = p.value.data<float>();
+    }
+    specs.push_back({name, values, p.rows(), p.row_dim(), hot_rows_});
   }
   for (Parameter* p : model.params().all())
     if (!is_table(*p)) dense_.push_back(p);
   int64_t bucket = 0;
   for (const Parameter* p : dense_) bucket += p->grad.numel();
   for (const Parameter* p : tables_) bucket += hot_rows_ * p->row_dim();
-  bucket_.assign(static_cast<size_t>(bucket), 0.0f);
+  if (on_gpu_) {
+    device_bucket_ = Tensor::zeros({std::max<int64_t>(bucket, 1)}, DType::kF32, model.device());
+    nccl_ = make_nccl_allreduce(session_->store(), topology_, model.device().index, timeout_s_);
+    fetched_[0].assign(tables_.size(), {});
+    fetched_[1].assign(tables_.size(), {});
+  } else {
+    bucket_.assign(static_cast<size_t>(bucket), 0.0f);
+  }
   needed_.assign(tables_.size(), {});
   seen_.assign(static_cast<size_t>(vocab), 0);
   SparseExchangeOptions options;
   options.timeout_s = timeout_s_;
   exchange_ = std::make_unique<SparseExchange>(session_->store(), topology_, specs, options);
   const RowRange own = exchange_->owned_rows(0);
+  const std::string how =
+      on_gpu_ ? str(", NCCL on ", model.device().str(), " in ",
+                    bucket_pieces(bucket, kNcclBucketBytes).size(), " piece(s)")
+              : std::string();
   log_info("tables: ids below ", hot_rows_, " replicated (", bucket, " floats all-reduced per "
-           "step with the dense gradients), this rank owns tail rows [", own.begin, ", ", own.end,
-           ")");
+           "step with the dense gradients", how, "), this rank owns tail rows [", own.begin, ", ",
+           own.end, ")");
 }
 
 void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dirs,
@@ -178,13 +277,42 @@ void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dir
   });
   needed_[2] = needed_[1];  // the bias rows go with the weight rows
   exchange_->request_rows(step, needed_);
+  if (on_gpu_)
+    for (size_t t = 0; t < tables_.size(); ++t)
+      fetched_[step & 1][t] =
+          remote_ids(needed_[t], hot_rows_, exchange_->owned_rows(static_cast<int>(t)));
 }
 
-void DataParallel::wait_rows(int64_t step) { exchange_->wait_rows(step); }
+void DataParallel::wait_rows(int64_t step) {
+  exchange_->wait_rows(step);
+  if (on_gpu_) upload_fetched_rows(step);
+}
+
+void DataParallel::upload_fetched_rows(int64_t step) {
+  const Device device = model_->device();
+  cuda_set_device(device.index);
+  std::vector<float> staging;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const std::vector<int32_t>& ids = fetched_[step & 1][t];
+    if (ids.empty()) continue;
+    Parameter& p = *tables_[t];
+    const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
+    staging.resize(static_cast<size_t>(n * dim));
+    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    const Tensor device_ids = upload_ids(ids.data(), n, device);
+    Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
+    upload_to_device(device.index, rows.raw(), staging.data(), sizeof(float) * n * dim);
+    scatter_rows_cuda(p.value.data<float>(), dim, device_ids.data<int32_t>(), n,
+                      rows.data<float>());
+  }
+}
 
 StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResult& local,
                                      int64_t local_rows, int64_t global_rows, bool stop_requested,
                                      bool checkpoint_due) {
+  if (on_gpu_)
+    return finish_step_gpu(step, lr, local, local_rows, global_rows, stop_requested,
+                           checkpoint_due);
   // 1. One bucket: dense gradients in registry order, then each table's hot block.
   float* at = bucket_.data();
   for (const Parameter* p : dense_) {
@@ -276,6 +404,135 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
   }
   optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
   model_->params().zero_grads();
+  exchange_->rows_updated(step);
+  return totals;
+}
+
+StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStepResult& local,
+                                         int64_t local_rows, int64_t global_rows,
+                                         bool stop_requested, bool checkpoint_due) {
+  const Device device = model_->device();
+  cuda_set_device(device.index);
+  // 1. The device bucket: dense gradients in registry order, then each table's hot block (the
+  //    hot gradient rows scattered into zeros). Sparse gradient ids are ascending, so the hot
+  //    ids are a prefix; the tail rows after it go to the host for the exchange.
+  float* bucket = device_bucket_.data<float>();
+  float* at = bucket;
+  for (const Parameter* p : dense_) {
+    copy_floats(device, at, p->grad.data<float>(), p->grad.numel());
+    at += p->grad.numel();
+  }
+  std::vector<float*> hot_blocks;
+  std::vector<std::vector<int32_t>> tail_ids(tables_.size());
+  std::vector<std::vector<float>> tail_rows(tables_.size());
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const Parameter& p = *tables_[t];
+    const int64_t dim = p.row_dim();
+    fill_floats(device, at, hot_rows_ * dim, 0.0f);
+    hot_blocks.push_back(at);
+    const SparseRows& g = p.sparse_grad;
+    const int64_t n = static_cast<int64_t>(g.ids.size());
+    const int32_t first_tail = static_cast<int32_t>(std::min<int64_t>(hot_rows_, INT32_MAX));
+    const int64_t hot = std::lower_bound(g.ids.begin(), g.ids.end(), first_tail) - g.ids.begin();
+    if (hot > 0) {
+      const Tensor ids = upload_ids(g.ids.data(), hot, device);
+      scatter_rows_cuda(at, dim, ids.data<int32_t>(), hot, g.values.data<float>());
+    }
+    if (n > hot) {
+      tail_ids[t].assign(g.ids.begin() + hot, g.ids.end());
+      tail_rows[t].resize(static_cast<size_t>((n - hot) * dim));
+      cuda_copy(tail_rows[t].data(), Device::cpu(), g.values.data<float>() + hot * dim, device,
+                sizeof(float) * (n - hot) * dim);
+    }
+    at += hot_rows_ * dim;
+  }
+  const int64_t count = at - bucket;
+
+  // 2. The tail gradients go to their owners (UCX, host, own thread) while NCCL sums the bucket
+  //    on this thread's stream, piece by piece.
+  std::vector<SummedRows>& owned = owned_sums_;
+  std::exception_ptr sparse_error;
+  std::thread sparse([&] {
+    try {
+      SparseExchange::GradientRows pushes;
+      for (size_t t = 0; t < tables_.size(); ++t)
+        pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
+      exchange_->exchange_gradients(step, pushes, owned);
+    } catch (...) {
+      sparse_error = std::current_exception();
+    }
+  });
+  std::exception_ptr dense_error;
+  try {
+    for (const auto& [offset, n] : bucket_pieces(count, kNcclBucketBytes))
+      nccl_->sum(bucket + offset, n);
+  } catch (...) {
+    dense_error = std::current_exception();
+  }
+  sparse.join();
+  if (dense_error) std::rethrow_exception(dense_error);
+  if (sparse_error) std::rethrow_exception(sparse_error);
+
+  // 3. Norm: the replicated part (the same on every rank, summed on the device); the owned tail
+  //    rows are summed over ranks with the scalars on Gloo.
+  const double replicated_sq = count > 0 ? sum_of_squares({device_bucket_.rows(0, count)}) : 0.0;
+  double owned_sq = 0.0;
+  for (const SummedRows& rows : owned)
+    for (const float g : rows.values) owned_sq += static_cast<double>(g) * g;
+  double scalars[5] = {owned_sq, local.nll[0] * local_rows, local.nll[1] * local_rows,
+                       stop_requested ? 1.0 : 0.0, is_root() && checkpoint_due ? 1.0 : 0.0};
+  allreduce_->sum(scalars, 5);
+  StepTotals totals;
+  totals.grad_norm = std::sqrt(replicated_sq + scalars[0]);
+  const int dirs = model_->shape().directions();
+  for (int d = 0; d < dirs; ++d) {
+    totals.nll[d] = scalars[1 + d] / static_cast<double>(global_rows);
+    totals.loss += totals.nll[d] / dirs;
+  }
+  totals.stop = scalars[3] > 0.0;
+  totals.checkpoint = scalars[4] > 0.0;
+
+  // 4. Gradients back in place on the device: dense tensors, and per table the hot rows + the
+  //    owned tail sums (uploaded) as the sparse gradient; the optimizer updates on the device.
+  at = bucket;
+  for (Parameter* p : dense_) {
+    copy_floats(device, p->grad.data<float>(), at, p->grad.numel());
+    at += p->grad.numel();
+  }
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    Parameter& p = *tables_[t];
+    const int64_t dim = p.row_dim();
+    const int64_t n = hot_rows_ + static_cast<int64_t>(owned[t].ids.size());
+    SparseRows g;
+    g.ids.resize(static_cast<size_t>(n));
+    for (int64_t id = 0; id < hot_rows_; ++id) g.ids[id] = static_cast<int32_t>(id);
+    std::copy(owned[t].ids.begin(), owned[t].ids.end(), g.ids.begin() + hot_rows_);
+    g.values = Tensor::empty({std::max<int64_t>(n, 1), dim}, DType::kF32, device).rows(0, n);
+    copy_floats(device, g.values.data<float>(), hot_blocks[t], hot_rows_ * dim);
+    if (!owned[t].values.empty())
+      upload_to_device(device.index, g.values.data<float>() + hot_rows_ * dim,
+                       owned[t].values.data(), sizeof(float) * owned[t].values.size());
+    p.sparse_grad = std::move(g);
+  }
+  optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
+  model_->params().zero_grads();
+
+  // 5. The updated owned rows back into the host copy the exchange serves from.
+  std::vector<float> staging;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const std::vector<int32_t>& ids = owned[t].ids;
+    if (ids.empty()) continue;
+    const Parameter& p = *tables_[t];
+    const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
+    const Tensor device_ids = upload_ids(ids.data(), n, device);
+    Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
+    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                          rows.data<float>(), nullptr);
+    staging.resize(static_cast<size_t>(n * dim));
+    cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device,
+              sizeof(float) * n * dim);
+    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+  }
   exchange_->rows_updated(step);
   return totals;
 }

@@ -10,6 +10,18 @@
 // parameters and its owned tail rows. Tail rows a step needs are requested one step ahead, so
 // their transfer overlaps the previous step's compute.
 //
+// GPU ranks (the model on cuda:N, N = the rank's ProcessPlan.device_id). The replicated part
+// goes through a device bucket (dense gradients in registry order, then each table's hot block)
+// summed by NCCL in pieces of at most kNcclBucketBytes; scalars (norm part, loss sums, stop and
+// checkpoint flags) and barriers stay on Gloo. The row exchange is host memory only (Debian's
+// UCX has no CUDA transports), so each table keeps a host working copy [V, dim] that
+// SparseExchange serves from and fetches into: after wait_rows(k) the rows fetched for step k
+// are scattered onto the device table; the tail gradient rows are downloaded, exchanged, and the
+// owned sums uploaded with the hot block as the device sparse gradient; the optimizer applies on
+// the device, and the updated owned rows are downloaded into the host copy before
+// rows_updated(k). The device tensors are authoritative for hot and owned rows (checkpoints
+// read them); the host copy holds the owned rows for serving and the fetched rows in transit.
+//
 // Faults: a rank that dies, hangs or leaves without saying goodbye is reported by the
 // rendezvous to every other rank, which logs which rank was lost and exits with status 1 at
 // once (the last checkpoint stays loadable; --resume continues).
@@ -21,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/launch.h"
@@ -61,6 +74,15 @@ class DataParallel {
   DataParallel& operator=(const DataParallel&) = delete;
 
   const Topology& topology() const { return topology_; }
+  // The CUDA device the launcher gave this rank (-1: none).
+  int device_id() const { return device_id_; }
+
+  // Collective: every rank says whether it wants its GPU (want_gpu: train.device is "auto" or
+  // "cuda" and --no_cuda is absent; require_gpu: "cuda"), then all agree. GPUs are used when
+  // every rank has one and no two ranks on one host share a device (NCCL needs one device per
+  // rank); otherwise every rank trains on the CPU (logged on rank 0), or, with require_gpu, every
+  // rank throws UsageError naming the conflict.
+  Device agree_on_device(bool want_gpu, bool require_gpu);
   bool is_root() const { return topology_.rank == 0; }
 
   // Runs `work` on rank 0 first, then on every other rank at once (set-up that writes shared
@@ -100,7 +122,7 @@ class DataParallel {
   nlohmann::json shards_state() const;
 
   // Rank 0 before evaluating: copies the tail rows it does not own from whole model tensors
-  // (a checkpoint just written), so its tables are complete.
+  // (a checkpoint just written) into the model's tables (host or device), so they are complete.
   void load_tail_rows(const NamedTensors& model_tensors);
 
   // The run ended cleanly on this rank (after its final checkpoint): closes the row exchange
@@ -112,10 +134,15 @@ class DataParallel {
   std::string explain(const std::exception& error) const;
 
  private:
-  struct Table;
   bool is_table(const Parameter& p) const;
+  StepTotals finish_step_gpu(int64_t step, float lr, const TrainStepResult& local,
+                             int64_t local_rows, int64_t global_rows, bool stop_requested,
+                             bool checkpoint_due);
+  // GPU ranks: copies the remote rows fetched for `step` from the host copy to the device.
+  void upload_fetched_rows(int64_t step);
 
   Topology topology_;
+  int device_id_ = -1;
   double timeout_s_;
   std::unique_ptr<RankSession> session_;
   std::unique_ptr<DenseAllreduce> allreduce_;
@@ -129,6 +156,25 @@ class DataParallel {
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
   std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
+
+  // GPU ranks only (model on a CUDA device).
+  bool on_gpu_ = false;
+  std::unique_ptr<DenseAllreduce> nccl_;           // the device bucket
+  Tensor device_bucket_;                           // f32 [bucket] on the model's device
+  std::vector<std::vector<float>> host_tables_;    // per table [V * dim], SparseExchange's values
+  std::vector<std::vector<int32_t>> fetched_[2];   // per step parity, per table: remote ids asked
 };
+
+// Largest piece of the device bucket handed to one NCCL all-reduce (25 MB of f32).
+constexpr int64_t kNcclBucketBytes = 25 << 20;
+
+// GPU ranks' host-side bookkeeping (pure, testable without a GPU): the ids of `requested`
+// (ascending) that are neither hot (< hot_rows) nor in [own.begin, own.end), i.e. the rows a
+// step fetched from other ranks.
+std::vector<int32_t> remote_ids(const std::vector<int32_t>& requested, int64_t hot_rows,
+                                RowRange own);
+// Splits `count` floats into consecutive pieces of at most max_bytes (>= 1 float each):
+// (offset, count) pairs covering [0, count) in order.
+std::vector<std::pair<int64_t, int64_t>> bucket_pieces(int64_t count, int64_t max_bytes);
 
 }  // namespace elmo

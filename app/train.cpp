@@ -237,9 +237,11 @@ void TrainingRun::resume_from(const std::string& where) {
                         config_.train.batch_size, " rows"));
       if (into.size(1) == whole.size(1)) return into.copy_from(whole);
       const int64_t width = whole.size(2), rows = into.size(1);
+      Tensor part = Tensor::empty(into.shape());  // host; the state may live on a GPU
       for (int64_t l = 0; l < whole.size(0); ++l)
         std::copy_n(whole.data<float>() + (l * whole.size(1) + mine.begin) * width, rows * width,
-                    into.data<float>() + l * rows * width);
+                    part.data<float>() + l * rows * width);
+      into.copy_from(part);
     };
     for (const auto& [name, tensor] : *carry_file) {
       if (name == "carry." + dir + ".h") take_rows(states_[d].h, tensor), found_h = true;
@@ -402,13 +404,21 @@ int TrainingRun::run() {
                               std::max(1, dist_->topology().local_size));
   set_num_threads(threads);
   if (dist_ && !dist_->is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
-  const bool device_auto = (args_.device.empty() ? config_.train.device : args_.device) == "auto";
-  // Distributed ranks train on CPUs in this version (see docs/ARCHITECTURE.md).
-  device_ = dist_ && device_auto ? Device::cpu() : choose_device(config_, args_);
-  if (dist_ && device_.is_cuda())
-    throw UsageError(str("distributed training on GPUs is not wired up yet (the NCCL all-reduce "
-                         "exists, the GPU ranks' gradient staging does not): use train.device = "
-                         "\"auto\" or \"cpu\", or add --no_cuda"));
+  if (dist_) {
+    // A rank's GPU is the one its launcher gave it (--device_ids, or its local rank); every rank
+    // must get one of its own, else all train on CPUs (agree_on_device).
+    const std::string wanted = args_.device.empty() ? config_.train.device : args_.device;
+    if (wanted != "auto" && wanted != "cpu" && wanted != "cuda")
+      throw UsageError(str("train.device = \"", wanted, "\" in a distributed run: each rank's ",
+                           "GPU comes from --device_ids (or its local rank); use \"auto\", ",
+                           "\"cuda\" or \"cpu\""));
+    if (wanted == "cuda" && args_.no_cuda)
+      throw UsageError("train.device = \"cuda\" asks for GPUs but --no_cuda refuses them; use "
+                       "\"cpu\" or \"auto\", or drop --no_cuda");
+    device_ = dist_->agree_on_device(wanted != "cpu" && !args_.no_cuda, wanted == "cuda");
+  } else {
+    device_ = choose_device(config_, args_);
+  }
   log_info("device: ", device_.str(),
            device_.is_cuda() ? str(" (", cuda_device_name(device_.index), ")") : "", ", ",
            num_threads(), " CPU thread(s)",

@@ -191,7 +191,8 @@ const std::vector<KeySpec>& key_table() {
       int_key(ELMO_KEY(train, threads), 0, 4096, "CPU threads per process (0 = all cores)"),
       string_key(ELMO_KEY(train, device), StringRule::kDevice, {"auto", "cpu", "cuda", "cuda:N"},
                  "\"auto\" (cuda:0 when a GPU is visible and --no_cuda is not given, else the "
-                 "CPU; distributed ranks: the CPU), \"cpu\", \"cuda\" or \"cuda:N\""),
+                 "CPU; distributed ranks: each its own GPU when every rank has one, else all on CPUs), "
+                 "\"cpu\", \"cuda\" or \"cuda:N\" (one process only)"),
       int_key(ELMO_KEY(train, log_every), 1, kInt64Max,
               "Log and write a metrics line every this many steps"),
       int_key(ELMO_KEY(train, eval_every), 0, kInt64Max,
