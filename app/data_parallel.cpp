@@ -104,13 +104,17 @@ DataParallel::DataParallel(const ProcessPlan& plan, double timeout_s)
   ProcessPlan joined = plan;
   joined.timeout_s = timeout_s;
   const Topology topology = topology_;
-  session_ = RankSession::join(joined, [topology](const PeerLost& lost) {
+  const bool serving = plan.serve_store;
+  session_ = RankSession::join(joined, [topology, serving](const PeerLost& lost) {
     // The main thread may be blocked in a collective: report and leave from here.
     std::fprintf(stderr, "[elmo_fast] error: %s: %s; stopping (the last checkpoint stays "
                  "loadable: continue with --resume)\n",
                  topology.label().c_str(), lost.what());
     std::fflush(stderr);
     std::fflush(stdout);
+    // A rank that serves the rendezvous keeps it up a moment, so that every other rank hears
+    // which rank was lost rather than only that the server went away.
+    if (serving) std::this_thread::sleep_for(std::chrono::seconds(2));
     ::_exit(1);
   });
   allreduce_ = make_gloo_allreduce(session_->store(), topology_, session_->local_address(),
