@@ -168,6 +168,8 @@ Device DataParallel::agree_on_device(bool want_gpu, bool require_gpu) {
                value, "' under device/", r);
     all[r] = {std::stoi(value.substr(0, space)), value.substr(space + 1)};
   }
+  ranks_on_host_ = static_cast<int>(
+      std::count_if(all.begin(), all.end(), [&](const auto& e) { return e.second == host; }));
   // Every rank sees the same entries, so every rank reaches the same verdict.
   std::string why;
   for (int r = 0; r < topology_.world_size && why.empty(); ++r) {

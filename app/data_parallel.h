@@ -83,6 +83,11 @@ class DataParallel {
   // rank); otherwise every rank trains on the CPU (logged on rank 0), or, with require_gpu, every
   // rank throws UsageError naming the conflict.
   Device agree_on_device(bool want_gpu, bool require_gpu);
+  // Ranks of the job on this machine (by hostname; known after agree_on_device, else the
+  // launcher's local size): train.threads = 0 splits the cores among them.
+  int ranks_on_this_host() const {
+    return ranks_on_host_ > 0 ? ranks_on_host_ : topology_.local_size;
+  }
   bool is_root() const { return topology_.rank == 0; }
 
   // Runs `work` on rank 0 first, then on every other rank at once (set-up that writes shared
@@ -155,7 +160,8 @@ class DataParallel {
   std::vector<float> bucket_;       // dense gradients, then each table's hot block [hot, dim]
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
-  std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
+  std::vector<SummedRows> owned_sums_;
+  int ranks_on_host_ = 0;        // gradient sums of the owned tail rows, reused
 
   // GPU ranks only (model on a CUDA device).
   bool on_gpu_ = false;

@@ -398,11 +398,6 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
 }
 
 int TrainingRun::run() {
-  int threads = static_cast<int>(config_.train.threads);
-  if (dist_ && threads == 0)  // ranks sharing a machine share its cores
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
-                              std::max(1, dist_->topology().local_size));
-  set_num_threads(threads);
   if (dist_ && !dist_->is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   if (dist_) {
     // A rank's GPU is the one its launcher gave it (--device_ids, or its local rank); every rank
@@ -419,6 +414,11 @@ int TrainingRun::run() {
   } else {
     device_ = choose_device(config_, args_);
   }
+  int threads = static_cast<int>(config_.train.threads);
+  if (dist_ && threads == 0)  // ranks sharing a machine share its cores
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                              std::max(1, dist_->ranks_on_this_host()));
+  set_num_threads(threads);
   log_info("device: ", device_.str(),
            device_.is_cuda() ? str(" (", cuda_device_name(device_.index), ")") : "", ", ",
            num_threads(), " CPU thread(s)",
