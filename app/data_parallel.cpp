@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 #include <thread>
 
 #include "comm/dense_allreduce.h"
@@ -243,6 +244,7 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
     bucket_.assign(static_cast<size_t>(bucket), 0.0f);
   }
   needed_.assign(tables_.size(), {});
+  grad_values_.assign(tables_.size(), Tensor());
   seen_.assign(static_cast<size_t>(vocab), 0);
   SparseExchangeOptions options;
   options.timeout_s = timeout_s_;
@@ -313,6 +315,59 @@ void DataParallel::upload_fetched_rows(int64_t step) {
   }
 }
 
+size_t DataParallel::hot_prefix(const std::vector<int32_t>& ascending_ids) const {
+  const int32_t first_tail = static_cast<int32_t>(std::min<int64_t>(hot_rows_, INT32_MAX));
+  return static_cast<size_t>(
+      std::lower_bound(ascending_ids.begin(), ascending_ids.end(), first_tail) -
+      ascending_ids.begin());
+}
+
+StepTotals DataParallel::reduce_totals(double replicated_sq, const TrainStepResult& local,
+                                       int64_t local_rows, int64_t global_rows,
+                                       bool stop_requested, bool checkpoint_due) {
+  double owned_sq = 0.0;
+  for (const SummedRows& rows : owned_sums_)
+    for (const float g : rows.values) owned_sq += static_cast<double>(g) * g;
+  double scalars[5] = {owned_sq, local.nll[0] * local_rows, local.nll[1] * local_rows,
+                       stop_requested ? 1.0 : 0.0, is_root() && checkpoint_due ? 1.0 : 0.0};
+  allreduce_->sum(scalars, 5);
+  StepTotals totals;
+  totals.grad_norm = std::sqrt(replicated_sq + scalars[0]);
+  const int dirs = model_->shape().directions();
+  for (int d = 0; d < dirs; ++d) {
+    totals.nll[d] = scalars[1 + d] / static_cast<double>(global_rows);
+    totals.loss += totals.nll[d] / dirs;
+  }
+  totals.stop = scalars[3] > 0.0;
+  totals.checkpoint = scalars[4] > 0.0;
+  return totals;
+}
+
+void DataParallel::set_table_gradient(size_t t, const float* hot_block) {
+  Parameter& p = *tables_[t];
+  const Device device = p.value.device();
+  const SummedRows& owned = owned_sums_[t];
+  const int64_t dim = p.row_dim();
+  const int64_t n = hot_rows_ + static_cast<int64_t>(owned.ids.size());
+  SparseRows g;
+  g.ids.resize(static_cast<size_t>(n));
+  std::iota(g.ids.begin(), g.ids.begin() + hot_rows_, 0);
+  std::copy(owned.ids.begin(), owned.ids.end(), g.ids.begin() + hot_rows_);
+  // [n, dim] ([n, 1] for the bias, as the softmax hands it over) in a buffer kept across steps.
+  Tensor& buffer = grad_values_[t];
+  if (!buffer.defined() || buffer.size(0) < std::max<int64_t>(n, 1))
+    buffer = Tensor::empty({std::max<int64_t>(n, 1), dim}, DType::kF32, device);
+  g.values = buffer.rows(0, n);
+  float* values = g.values.data<float>();
+  copy_floats(device, values, hot_block, hot_rows_ * dim);
+  if (device.is_cpu())
+    std::copy(owned.values.begin(), owned.values.end(), values + hot_rows_ * dim);
+  else if (!owned.values.empty())
+    upload_to_device(device.index, values + hot_rows_ * dim, owned.values.data(),
+                     sizeof(float) * owned.values.size());
+  p.sparse_grad = std::move(g);
+}
+
 StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResult& local,
                                      int64_t local_rows, int64_t global_rows, bool stop_requested,
                                      bool checkpoint_due) {
@@ -333,17 +388,13 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
     const int64_t dim = p.row_dim();
     std::fill_n(at, hot_rows_ * dim, 0.0f);
     hot_blocks.push_back(at);
+    // Sparse gradient ids are ascending: the hot ids are a prefix, the tail rows follow.
     const SparseRows& g = p.sparse_grad;
     const float* values = g.ids.empty() ? nullptr : g.values.data<float>();
-    for (size_t i = 0; i < g.ids.size(); ++i) {
-      const int32_t id = g.ids[i];
-      if (id < hot_rows_) {
-        std::copy_n(values + i * dim, dim, at + id * dim);
-      } else {
-        tail_ids[t].push_back(id);
-        tail_rows[t].insert(tail_rows[t].end(), values + i * dim, values + (i + 1) * dim);
-      }
-    }
+    const size_t hot = hot_prefix(g.ids);
+    for (size_t i = 0; i < hot; ++i) std::copy_n(values + i * dim, dim, at + g.ids[i] * dim);
+    tail_ids[t].assign(g.ids.begin() + hot, g.ids.end());
+    if (hot < g.ids.size()) tail_rows[t].assign(values + hot * dim, values + g.ids.size() * dim);
     at += hot_rows_ * dim;
   }
 
@@ -371,22 +422,10 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
   if (sparse_error) std::rethrow_exception(sparse_error);
 
   // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed.
-  double replicated_sq = 0.0, owned_sq = 0.0;
+  double replicated_sq = 0.0;
   for (const float g : bucket_) replicated_sq += static_cast<double>(g) * g;
-  for (const SummedRows& rows : owned)
-    for (const float g : rows.values) owned_sq += static_cast<double>(g) * g;
-  double scalars[5] = {owned_sq, local.nll[0] * local_rows, local.nll[1] * local_rows,
-                       stop_requested ? 1.0 : 0.0, is_root() && checkpoint_due ? 1.0 : 0.0};
-  allreduce_->sum(scalars, 5);
-  StepTotals totals;
-  totals.grad_norm = std::sqrt(replicated_sq + scalars[0]);
-  const int dirs = model_->shape().directions();
-  for (int d = 0; d < dirs; ++d) {
-    totals.nll[d] = scalars[1 + d] / static_cast<double>(global_rows);
-    totals.loss += totals.nll[d] / dirs;
-  }
-  totals.stop = scalars[3] > 0.0;
-  totals.checkpoint = scalars[4] > 0.0;
+  const StepTotals totals = reduce_totals(replicated_sq, local, local_rows, global_rows,
+                                          stop_requested, checkpoint_due);
 
   // 4. Gradients back in place: dense tensors, and per table the hot rows + owned tail rows.
   at = bucket_.data();
@@ -394,20 +433,7 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
     std::copy_n(at, p->grad.numel(), p->grad.data<float>());
     at += p->grad.numel();
   }
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    Parameter& p = *tables_[t];
-    const int64_t dim = p.row_dim();
-    const int64_t n = hot_rows_ + static_cast<int64_t>(owned[t].ids.size());
-    SparseRows g;
-    g.ids.resize(static_cast<size_t>(n));
-    for (int64_t id = 0; id < hot_rows_; ++id) g.ids[id] = static_cast<int32_t>(id);
-    std::copy(owned[t].ids.begin(), owned[t].ids.end(), g.ids.begin() + hot_rows_);
-    g.values = Tensor::empty({n, dim});  // [n, 1] for the bias, as the softmax hands it over
-    std::copy_n(hot_blocks[t], hot_rows_ * dim, g.values.data<float>());
-    std::copy(owned[t].values.begin(), owned[t].values.end(),
-              g.values.data<float>() + hot_rows_ * dim);
-    p.sparse_grad = std::move(g);
-  }
+  for (size_t t = 0; t < tables_.size(); ++t) set_table_gradient(t, hot_blocks[t]);
   optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
   model_->params().zero_grads();
   exchange_->rows_updated(step);
@@ -438,8 +464,7 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
     hot_blocks.push_back(at);
     const SparseRows& g = p.sparse_grad;
     const int64_t n = static_cast<int64_t>(g.ids.size());
-    const int32_t first_tail = static_cast<int32_t>(std::min<int64_t>(hot_rows_, INT32_MAX));
-    const int64_t hot = std::lower_bound(g.ids.begin(), g.ids.end(), first_tail) - g.ids.begin();
+    const int64_t hot = static_cast<int64_t>(hot_prefix(g.ids));
     if (hot > 0) {
       const Tensor ids = upload_ids(g.ids.data(), hot, device);
       scatter_rows_cuda(at, dim, ids.data<int32_t>(), hot, g.values.data<float>());
@@ -482,21 +507,8 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
   // 3. Norm: the replicated part (the same on every rank, summed on the device); the owned tail
   //    rows are summed over ranks with the scalars on Gloo.
   const double replicated_sq = count > 0 ? sum_of_squares({device_bucket_.rows(0, count)}) : 0.0;
-  double owned_sq = 0.0;
-  for (const SummedRows& rows : owned)
-    for (const float g : rows.values) owned_sq += static_cast<double>(g) * g;
-  double scalars[5] = {owned_sq, local.nll[0] * local_rows, local.nll[1] * local_rows,
-                       stop_requested ? 1.0 : 0.0, is_root() && checkpoint_due ? 1.0 : 0.0};
-  allreduce_->sum(scalars, 5);
-  StepTotals totals;
-  totals.grad_norm = std::sqrt(replicated_sq + scalars[0]);
-  const int dirs = model_->shape().directions();
-  for (int d = 0; d < dirs; ++d) {
-    totals.nll[d] = scalars[1 + d] / static_cast<double>(global_rows);
-    totals.loss += totals.nll[d] / dirs;
-  }
-  totals.stop = scalars[3] > 0.0;
-  totals.checkpoint = scalars[4] > 0.0;
+  const StepTotals totals = reduce_totals(replicated_sq, local, local_rows, global_rows,
+                                          stop_requested, checkpoint_due);
 
   // 4. Gradients back in place on the device: dense tensors, and per table the hot rows + the
   //    owned tail sums (uploaded) as the sparse gradient; the optimizer updates on the device.
@@ -505,21 +517,7 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
     copy_floats(device, p->grad.data<float>(), at, p->grad.numel());
     at += p->grad.numel();
   }
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    Parameter& p = *tables_[t];
-    const int64_t dim = p.row_dim();
-    const int64_t n = hot_rows_ + static_cast<int64_t>(owned[t].ids.size());
-    SparseRows g;
-    g.ids.resize(static_cast<size_t>(n));
-    for (int64_t id = 0; id < hot_rows_; ++id) g.ids[id] = static_cast<int32_t>(id);
-    std::copy(owned[t].ids.begin(), owned[t].ids.end(), g.ids.begin() + hot_rows_);
-    g.values = Tensor::empty({std::max<int64_t>(n, 1), dim}, DType::kF32, device).rows(0, n);
-    copy_floats(device, g.values.data<float>(), hot_blocks[t], hot_rows_ * dim);
-    if (!owned[t].values.empty())
-      upload_to_device(device.index, g.values.data<float>() + hot_rows_ * dim,
-                       owned[t].values.data(), sizeof(float) * owned[t].values.size());
-    p.sparse_grad = std::move(g);
-  }
+  for (size_t t = 0; t < tables_.size(); ++t) set_table_gradient(t, hot_blocks[t]);
   optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
   model_->params().zero_grads();
 

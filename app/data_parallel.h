@@ -139,6 +139,15 @@ class DataParallel {
   std::string explain(const std::exception& error) const;
 
  private:
+  // How many of `ascending_ids` are hot (ids < hot_rows): they form a prefix.
+  size_t hot_prefix(const std::vector<int32_t>& ascending_ids) const;
+  // The step's scalars summed over ranks (owners' squared norm of owned_sums_, the loss sums,
+  // the stop and checkpoint flags) and the global norm with `replicated_sq` added.
+  StepTotals reduce_totals(double replicated_sq, const TrainStepResult& local, int64_t local_rows,
+                           int64_t global_rows, bool stop_requested, bool checkpoint_due);
+  // Table t's gradient for the optimizer: every hot row (from `hot_block`, on the table's
+  // device) and the owned tail sums, as ascending SparseRows.
+  void set_table_gradient(size_t t, const float* hot_block);
   bool is_table(const Parameter& p) const;
   StepTotals finish_step_gpu(int64_t step, float lr, const TrainStepResult& local,
                              int64_t local_rows, int64_t global_rows, bool stop_requested,
@@ -161,6 +170,7 @@ class DataParallel {
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
   std::vector<SummedRows> owned_sums_;
+  std::vector<Tensor> grad_values_;           // per table, reused sparse-gradient values
   int ranks_on_host_ = 0;        // gradient sums of the owned tail rows, reused
 
   // GPU ranks only (model on a CUDA device).
