@@ -1,10 +1,7 @@
 // Distributed training end to end, on loopback (label dist): N ranks with the same global batch
 // give the parameters of one rank; the rendezvous refuses a wrong job token and names a rank
 // that never joins; killing a rank stops the others with its number and --resume continues.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,18 +42,6 @@ std::string write_config(const std::string& dir, const std::string& text) {
   const std::string path = dir + "/run.toml";
   write_file_atomic(path, text);
   return path;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // A command running in the background (its own process, `exec`ed by sh) with its output in a
@@ -150,7 +135,7 @@ TEST(TrainDist, SchedulerAndWorkersTrainTogether) {
   const std::string dir = testing::temp_dir("train_dist_cluster");
   const std::string run = dir + "/run";
   const std::string config = write_config(dir, dist_config(run, 4, 0));
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(testing::free_port());
   const std::string env = "env ELMO_JOB_TOKEN=my-secret-token ";
   const std::string where = " --root_uri 127.0.0.1 --root_port " + port + " --world_size 2";
   Background scheduler(env + ELMO_BINARY + " --role scheduler" + where, dir + "/scheduler.log");
@@ -169,7 +154,7 @@ TEST(TrainDist, SchedulerAndWorkersTrainTogether) {
 TEST(TrainDist, WrongJobTokenIsRefused) {
   const std::string dir = testing::temp_dir("train_dist_token");
   const std::string config = write_config(dir, dist_config(dir + "/run", 4, 0));
-  const int port = free_port();
+  const int port = testing::free_port();
   Background scheduler(std::string(ELMO_BINARY) + " --role scheduler --root_uri 127.0.0.1" +
                            " --root_port " + std::to_string(port) +
                            " --world_size 1 --job_token right",
@@ -186,7 +171,7 @@ TEST(TrainDist, WrongJobTokenIsRefused) {
 TEST(TrainDist, MissingRankTimesOutNamingIt) {
   const std::string dir = testing::temp_dir("train_dist_missing");
   const std::string config = write_config(dir, dist_config(dir + "/run", 4, 0));
-  const int port = free_port();
+  const int port = testing::free_port();
   const auto start = Clock::now();
   const auto r = testing::run_command(env_rank(0, 2, port) + " --config " + config +
                                       " --set dist.timeout_seconds=3 2>&1");
@@ -202,7 +187,7 @@ TEST(TrainDist, KilledRankStopsTheOthersAndResumeContinues) {
   const std::string dir = testing::temp_dir("train_dist_kill");
   const std::string run = dir + "/run";
   const std::string config = write_config(dir, dist_config(run, 5000, 4));
-  const int port = free_port();
+  const int port = testing::free_port();
   std::vector<std::unique_ptr<Background>> ranks;
   for (int r = 0; r < 3; ++r)
     ranks.push_back(std::make_unique<Background>(env_rank(r, 3, port) + " --config " + config,
@@ -226,7 +211,7 @@ TEST(TrainDist, KilledRankStopsTheOthersAndResumeContinues) {
   const CheckpointData last = load_checkpoint(run);
   const int64_t resume_to = last.step + 4;
   std::vector<std::unique_ptr<Background>> again;
-  const int port2 = free_port();
+  const int port2 = testing::free_port();
   for (int r = 0; r < 3; ++r)
     again.push_back(std::make_unique<Background>(
         env_rank(r, 3, port2) + " --config " + config + " --resume --set train.max_steps=" +

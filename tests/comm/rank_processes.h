@@ -23,6 +23,19 @@ namespace elmo::testing {
 
 inline constexpr const char* kTestToken = "test-job-token";
 
+// Client options of rank `rank` joining the test's server on `port`.
+inline KvClientOptions rank_options(int port, int rank, double timeout_s,
+                                    double heartbeat_interval_s = 1.0) {
+  KvClientOptions o;
+  o.port = port;
+  o.token = kTestToken;
+  o.rank = rank;
+  o.timeout_s = timeout_s;
+  o.connect_timeout_s = timeout_s;
+  o.heartbeat_interval_s = heartbeat_interval_s;
+  return o;
+}
+
 // A failed expectation inside a rank process: the parent reports the message.
 inline void rank_expect(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);

@@ -22,13 +22,7 @@ using testing::rank_expect;
 using testing::run_rank_processes;
 
 KvClientOptions rank_options(int port, int rank) {
-  KvClientOptions o;
-  o.port = port;
-  o.token = kTestToken;
-  o.rank = rank;
-  o.timeout_s = 30;
-  o.connect_timeout_s = 30;
-  return o;
+  return testing::rank_options(port, rank, /*timeout_s=*/30);
 }
 
 Topology topology_of(int rank, int world) { return Topology{rank, world, rank, world, 0}; }

@@ -1,11 +1,8 @@
 // Launchers with real processes: the local launcher with shell children (exit codes, stopping
 // the others, nothing left behind), and a scheduler with two node supervisors whose ranks are
 // this test binary re-executed (see RankChild below).
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,18 +89,6 @@ SpawnOptions shell(double grace_s = 10) {
   spawn.grace_s = grace_s;
   spawn.forward_signals = false;
   return spawn;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 // ---- local launcher --------------------------------------------------------------------------
@@ -233,7 +218,7 @@ struct ClusterResult {
 // are this binary in rank-child mode.
 ClusterResult run_cluster(const std::string& mode) {
   ::setenv("ELMO_TEST_RANK_CHILD", mode.c_str(), 1);
-  const int port = free_port();
+  const int port = testing::free_port();
   LaunchOptions scheduler_options;
   scheduler_options.role = "scheduler";
   scheduler_options.root_port = port;
@@ -297,7 +282,7 @@ TEST(Scheduler, AFailingRankStopsTheWholeJob) {
 TEST(Scheduler, MissingNodesAreNamedAfterTheTimeout) {
   LaunchOptions o;
   o.role = "scheduler";
-  o.root_port = free_port();
+  o.root_port = testing::free_port();
   o.world_size = 2;
   o.job_token = "t";
   o.timeout_s = 0.5;

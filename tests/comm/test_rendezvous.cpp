@@ -79,18 +79,6 @@ bool closed_by_peer(int fd, double seconds) {
   return false;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 TEST(Rendezvous, SetGetAddTryGet) {
   KvServer server("127.0.0.1", 0, kToken);
   ASSERT_GT(server.port(), 0);
@@ -375,7 +363,7 @@ TEST(Rendezvous, LosingTheServerIsReportedAsRankMinusOne) {
 }
 
 TEST(Rendezvous, ClientsRetryUntilTheServerStarts) {
-  const int port = free_port();
+  const int port = testing::free_port();
   auto connected = std::async(std::launch::async, [port] {
     KvClient client(client_options(port));
     return client.get("hello", 10);
@@ -388,7 +376,7 @@ TEST(Rendezvous, ClientsRetryUntilTheServerStarts) {
 }
 
 TEST(Rendezvous, ConnectTimeoutNamesTheEndpoint) {
-  const int port = free_port();
+  const int port = testing::free_port();
   KvClientOptions o = client_options(port, 1);
   o.connect_timeout_s = 0.3;
   const std::string message = error_of([&] { KvClient client(o); });

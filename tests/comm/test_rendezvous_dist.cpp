@@ -19,14 +19,7 @@ using testing::rank_expect;
 using testing::run_rank_processes;
 
 KvClientOptions rank_options(int port, int rank) {
-  KvClientOptions o;
-  o.port = port;
-  o.token = kTestToken;
-  o.rank = rank;
-  o.timeout_s = 20;
-  o.connect_timeout_s = 20;
-  o.heartbeat_interval_s = 0.2;
-  return o;
+  return testing::rank_options(port, rank, /*timeout_s=*/20, /*heartbeat_interval_s=*/0.2);
 }
 
 TEST(RendezvousDist, RanksJoinGatherAndLeaveCleanly) {

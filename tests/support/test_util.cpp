@@ -3,6 +3,9 @@
 #include "runtime/error.h"
 #include "runtime/rng.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,6 +119,18 @@ std::string data_dir() {
 
 std::string source_dir() { return ELMO_SOURCE_DIR; }
 std::string elmo_binary() { return ELMO_BINARY; }
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
 
 std::string temp_dir(const std::string& tag) {
   static int counter = 0;

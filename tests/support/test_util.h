@@ -56,6 +56,9 @@ std::string elmo_binary();
 // A fresh, empty temporary folder for this test (removed by the OS, not by the test).
 std::string temp_dir(const std::string& tag);
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for servers a test starts).
+int free_port();
+
 }  // namespace elmo::testing
 
 #define ELMO_SKIP_WITHOUT_GPU()                                                    \
