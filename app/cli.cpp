@@ -188,7 +188,8 @@ int run_cli(int argc, char** argv) {
       }
       return 0;
     }
-    if (!top_train.config.empty() || top_train.launch.role == "scheduler")
+    // A scheduler needs no config; a worker without one is told it needs it.
+    if (!top_train.config.empty() || !top_train.launch.role.empty())
       return train_command(top_train);
     std::fputs(app.help().c_str(), stdout);
     return 2;

@@ -57,6 +57,11 @@ TEST(Cli, UsageErrorsExitTwo) {
       {"vocab --corpus x.txt", "--out"},
       {"config --set model.no_such_key=3", "no_such_key"},
       {"config --set model.cell_size=-5", "model.cell_size"},
+      {"--role worker --root_uri 127.0.0.1 --root_port 29701 --world_size 1 --job_token x",
+       "--config is required"},
+      {"--role bogus", "bogus"},
+      {"--nodes 2 --workers_per_node -1 --config " + testing::source_dir() + "/run.toml",
+       "--workers_per_node must be >= 1"},
   };
   for (const Case& c : cases) {
     const auto r = run_elmo(c.args);
