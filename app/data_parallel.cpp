@@ -22,6 +22,7 @@
 #include "kernels/pointwise.h"
 #include "kernels/row_scatter.h"
 #include "model/embedding.h"
+#include "model/lstm_stack.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/log.h"
 #include "runtime/pinned.h"
@@ -55,14 +56,40 @@ Tensor upload_ids(const int32_t* ids, int64_t n, Device device) {
   return out;
 }
 
+// The rows `shard` owns of a table [rows, ...] (f32, on any device), in shard order, as a host
+// tensor [shard.count(), ...]: what a checkpoint shard stores.
+Tensor gather_shard(const Tensor& table, const TailShard& shard) {
+  const int64_t n = shard.count(), dim = table.numel() / table.size(0);
+  std::vector<int64_t> dims = table.shape().vec();
+  dims[0] = n;
+  Tensor out = Tensor::empty(Shape(dims), DType::kF32);
+  if (n == 0) return out;
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>(shard.id(i));
+  if (table.device().is_cpu()) {
+    embedding_gather_cpu(table.data<float>(), table.size(0), dim, ids.data(), n,
+                         out.data<float>());
+    return out;
+  }
+  const Device device = table.device();
+  cuda_set_device(device.index);
+  const Tensor device_ids = upload_ids(ids.data(), n, device);
+  Tensor rows = Tensor::empty(Shape(dims), DType::kF32, device);
+  embedding_gather_cuda(table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
+                        rows.data<float>(), nullptr);
+  cuda_copy(out.data<float>(), Device::cpu(), rows.data<float>(), device,
+            sizeof(float) * n * dim);
+  return out;
+}
+
 }  // namespace
 
 std::vector<int32_t> remote_ids(const std::vector<int32_t>& requested, int64_t hot_rows,
-                                RowRange own) {
+                                const TailShard& own) {
   std::vector<int32_t> out;
   out.reserve(requested.size());
   for (const int32_t id : requested)
-    if (id >= hot_rows && (id < own.begin || id >= own.end)) out.push_back(id);
+    if (id >= hot_rows && !own.owns(id)) out.push_back(id);
   return out;
 }
 
@@ -132,26 +159,17 @@ void DataParallel::finish() {
 }
 
 void DataParallel::load_tail_rows(const NamedTensors& model_tensors) {
+  // The whole tail comes from the checkpoint: this rank's own rows there are the ones it has
+  // just written, so they equal its rows in memory.
   for (size_t t = 0; t < tables_.size(); ++t) {
     Parameter& p = *tables_[t];
     const auto it = std::find_if(model_tensors.begin(), model_tensors.end(),
                                  [&](const auto& named) { return named.first == p.name; });
     ELMO_CHECK(it != model_tensors.end() && it->second.numel() == p.value.numel(), p.name,
                " is missing or has the wrong size in the checkpoint being evaluated");
-    const RowRange own = exchange_->owned_rows(static_cast<int>(t));
-    if (on_gpu_) {  // the device table is what rank 0 evaluates with
-      const Tensor whole = it->second.reshape(p.value.shape());
-      if (own.begin > hot_rows_)
-        p.value.rows(hot_rows_, own.begin).copy_from(whole.rows(hot_rows_, own.begin));
-      if (p.rows() > own.end)
-        p.value.rows(own.end, p.rows()).copy_from(whole.rows(own.end, p.rows()));
-      continue;
-    }
-    const int64_t dim = p.row_dim();
-    const float* from = it->second.data<float>();
-    float* to = p.value.data<float>();
-    std::copy(from + hot_rows_ * dim, from + own.begin * dim, to + hot_rows_ * dim);
-    std::copy(from + own.end * dim, from + p.rows() * dim, to + own.end * dim);
+    if (hot_rows_ == p.rows()) continue;
+    const Tensor whole = it->second.reshape(p.value.shape());
+    p.value.rows(hot_rows_, p.rows()).copy_from(whole.rows(hot_rows_, p.rows()));
   }
 }
 
@@ -209,11 +227,16 @@ bool DataParallel::is_table(const Parameter& p) const {
   return std::find(tables_.begin(), tables_.end(), &p) != tables_.end();
 }
 
-void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
+void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
+                          bool bf16_allreduce) {
   ELMO_CHECK(!model_, "DataParallel::attach called twice");
   model_ = &model;
   optimizer_ = &optimizer;
   on_gpu_ = model.device().is_cuda();
+  if (bf16_allreduce && !on_gpu_)
+    throw Error(str("dist.allreduce_precision = \"bf16\" needs GPU ranks (NCCL sums bf16); these "
+                    "ranks train on the CPU, where Gloo sums fp32: set dist.allreduce_precision "
+                    "= \"fp32\" or train on GPUs"));
   const int64_t vocab = model.shape().vocab;
   hot_rows_ = std::clamp<int64_t>(hot_rows, 0, vocab);
   std::vector<SparseTable> specs;
@@ -230,8 +253,34 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
     }
     specs.push_back({name, values, p.rows(), p.row_dim(), hot_rows_});
   }
+  // The LSTM gradients are reduced layer by layer during the backward (DenseOverlap), in a
+  // fixed order: the top layer of each direction first, as the backward finishes them. Their
+  // parameters come first in the bucket, one contiguous segment per layer and direction; any
+  // other dense parameter and the hot blocks are reduced after the backward.
+  const int dirs = model.shape().directions();
+  const int64_t layers = model.shape().layers;
+  std::vector<DenseOverlap::Group> groups;
+  std::vector<std::vector<int>> group_of(dirs, std::vector<int>(layers, -1));
+  int64_t offset = 0;
+  for (int64_t l = layers - 1; l >= 0; --l)
+    for (int d = 0; d < dirs; ++d) {
+      const std::string prefix = lstm_parameter_name(BiLM::direction_name(d), l, "");
+      DenseOverlap::Group group;
+      group.offset = offset;
+      for (Parameter* p : model.params().all())
+        if (!is_table(*p) && p->name.rfind(prefix, 0) == 0) {
+          group.params.push_back(p);
+          dense_.push_back(p);
+          offset += p->grad.numel();
+        }
+      ELMO_CHECK(!group.params.empty(), "no parameters named ", prefix, "* in the model");
+      group_of[d][l] = static_cast<int>(groups.size());
+      groups.push_back(std::move(group));
+    }
+  late_offset_ = offset;
   for (Parameter* p : model.params().all())
-    if (!is_table(*p)) dense_.push_back(p);
+    if (!is_table(*p) && std::find(dense_.begin(), dense_.end(), p) == dense_.end())
+      dense_.push_back(p);
   int64_t bucket = 0;
   for (const Parameter* p : dense_) bucket += p->grad.numel();
   for (const Parameter* p : tables_) bucket += hot_rows_ * p->row_dim();
@@ -243,21 +292,30 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows) {
   } else {
     bucket_.assign(static_cast<size_t>(bucket), 0.0f);
   }
+  overlap_ = std::make_unique<DenseOverlap>(
+      std::move(groups), on_gpu_ ? device_bucket_.data<float>() : bucket_.data(),
+      on_gpu_ ? *nccl_ : *allreduce_, model.device(),
+      on_gpu_ ? kNcclBucketBytes / static_cast<int64_t>(sizeof(float)) : 0, bf16_allreduce);
+  model.set_gradient_hook(
+      [this, group_of](int d, int64_t l) { overlap_->ready(group_of[d][l]); });
   needed_.assign(tables_.size(), {});
   grad_values_.assign(tables_.size(), Tensor());
   seen_.assign(static_cast<size_t>(vocab), 0);
   SparseExchangeOptions options;
   options.timeout_s = timeout_s_;
   exchange_ = std::make_unique<SparseExchange>(session_->store(), topology_, specs, options);
-  const RowRange own = exchange_->owned_rows(0);
+  const TailShard own = exchange_->owned_rows(0);
   const std::string how =
       on_gpu_ ? str(", NCCL on ", model.device().str(), " in ",
                     bucket_pieces(bucket, kNcclBucketBytes).size(), " piece(s)")
               : std::string();
   log_info("tables: ids below ", hot_rows_, " replicated (", bucket, " floats all-reduced per "
-           "step with the dense gradients", how, "), this rank owns tail rows [", own.begin, ", ",
-           own.end, ")");
+           "step with the dense gradients, the LSTM layers' ", late_offset_, " during the "
+           "backward", bf16_allreduce ? " in bf16" : "", how, "), this rank owns ", own.count(), " tail rows (ids ", hot_rows_,
+           " + ", own.rank, " + k x ", own.world_size, ")");
 }
+
+void DataParallel::begin_step() { overlap_->begin_step(); }
 
 void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dirs,
                                 const std::vector<int32_t>* samples) {
@@ -374,10 +432,11 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
   if (on_gpu_)
     return finish_step_gpu(step, lr, local, local_rows, global_rows, stop_requested,
                            checkpoint_due);
-  // 1. One bucket: dense gradients in registry order, then each table's hot block.
+  // 1. One bucket: the LSTM gradients (copied and being reduced by overlap_ already), any other
+  //    dense gradient, then each table's hot block.
   float* at = bucket_.data();
   for (const Parameter* p : dense_) {
-    std::copy_n(p->grad.data<float>(), p->grad.numel(), at);
+    if (at >= bucket_.data() + late_offset_) std::copy_n(p->grad.data<float>(), p->grad.numel(), at);
     at += p->grad.numel();
   }
   std::vector<float*> hot_blocks;
@@ -398,11 +457,14 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
     at += hot_rows_ * dim;
   }
 
-  // 2. Dense all-reduce (Gloo, own thread) while the tail gradients go to their owners (UCX).
+  // 2. Dense all-reduce (Gloo, own thread: the rest of the layers, then the late part) while the
+  //    tail gradients go to their owners (UCX).
   std::exception_ptr dense_error;
   std::thread dense([&] {
     try {
-      allreduce_->sum(bucket_.data(), static_cast<int64_t>(bucket_.size()));
+      overlap_->finish_step();
+      allreduce_->sum(bucket_.data() + late_offset_,
+                      static_cast<int64_t>(bucket_.size()) - late_offset_);
     } catch (...) {
       dense_error = std::current_exception();
     }
@@ -450,8 +512,8 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
   //    ids are a prefix; the tail rows after it go to the host for the exchange.
   float* bucket = device_bucket_.data<float>();
   float* at = bucket;
-  for (const Parameter* p : dense_) {
-    copy_floats(device, at, p->grad.data<float>(), p->grad.numel());
+  for (const Parameter* p : dense_) {  // the LSTM layers' part is overlap_'s
+    if (at >= bucket + late_offset_) copy_floats(device, at, p->grad.data<float>(), p->grad.numel());
     at += p->grad.numel();
   }
   std::vector<float*> hot_blocks;
@@ -495,8 +557,9 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
   });
   std::exception_ptr dense_error;
   try {
-    for (const auto& [offset, n] : bucket_pieces(count, kNcclBucketBytes))
-      nccl_->sum(bucket + offset, n);
+    overlap_->finish_step();  // the LSTM layers, reduced on overlap_'s stream during the backward
+    for (const auto& [offset, n] : bucket_pieces(count - late_offset_, kNcclBucketBytes))
+      nccl_->sum(bucket + late_offset_ + offset, n);
   } catch (...) {
     dense_error = std::current_exception();
   }
@@ -546,15 +609,14 @@ std::string DataParallel::write_shard(const std::string& run_dir, int64_t step,
   NamedTensors tensors;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const Parameter& p = *tables_[t];
-    const RowRange own = exchange_->owned_rows(static_cast<int>(t));
-    tensors.emplace_back("model/" + p.name, p.value.rows(own.begin, own.end).clone());
+    tensors.emplace_back("model/" + p.name,
+                         gather_shard(p.value, exchange_->owned_rows(static_cast<int>(t))));
   }
   for (auto& [name, tensor] : optimizer_->state_tensors())
     for (size_t t = 0; t < tables_.size(); ++t)
-      if (name.rfind(tables_[t]->name + ".", 0) == 0) {
-        const RowRange own = exchange_->owned_rows(static_cast<int>(t));
-        tensors.emplace_back("optimizer/" + name, tensor.rows(own.begin, own.end).clone());
-      }
+      if (name.rfind(tables_[t]->name + ".", 0) == 0)
+        tensors.emplace_back("optimizer/" + name,
+                             gather_shard(tensor, exchange_->owned_rows(static_cast<int>(t))));
   for (int d = 0; d < dirs; ++d) {
     tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".h"), states[d].h);
     tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".c"), states[d].c);
@@ -594,7 +656,9 @@ NamedTensors DataParallel::replicated_optimizer_tensors() const {
 nlohmann::json DataParallel::shards_state() const {
   nlohmann::json files = nlohmann::json::array();
   for (int r = 0; r < topology_.world_size; ++r) files.push_back(shard_name(r));
-  return {{"files", files}, {"axis", {{"model", 0}, {"optimizer", 0}, {"carry", 1}}},
+  return {{"files", files},
+          {"axis", {{"model", 0}, {"optimizer", 0}, {"carry", 1}}},
+          {"interleave", {"model", "optimizer"}},
           {"hot_rows", hot_rows_}};
 }
 

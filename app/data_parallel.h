@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "app/dense_overlap.h"
 #include "comm/launch.h"
 #include "comm/sparse_exchange.h"
 #include "comm/topology.h"
@@ -98,8 +99,9 @@ class DataParallel {
   void barrier(const std::string& name);
 
   // From now on the embedding and softmax tables are shared: ids < hot_rows replicated, the
-  // tail sharded by row. Call once, after the model and optimizer exist.
-  void attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows);
+  // tail sharded by row. Call once, after the model and optimizer exist. bf16_allreduce: GPU
+  // ranks sum the LSTM gradients in bf16 (dist.allreduce_precision; an Error on CPU ranks).
+  void attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows, bool bf16_allreduce = false);
   int64_t hot_rows() const { return hot_rows_; }
 
   // Tail rows step `step` needs: the inputs of every direction (embedding) and the targets plus
@@ -108,6 +110,9 @@ class DataParallel {
                     const std::vector<int32_t>* samples);
   void wait_rows(int64_t step);
 
+  // Right before the local train_step: arms the layer-by-layer all-reduce of the LSTM
+  // gradients, which runs while the backward computes (app/dense_overlap.h).
+  void begin_step();
   // After the local train_step of `step`: sums gradients over ranks, clips with the global norm,
   // applies the update with `lr` (replicated parameters and owned tail rows) and zeroes every
   // gradient. `local` holds this rank's per-direction mean NLL over its `local_rows` rows.
@@ -126,8 +131,9 @@ class DataParallel {
   NamedTensors replicated_optimizer_tensors() const;
   nlohmann::json shards_state() const;
 
-  // Rank 0 before evaluating: copies the tail rows it does not own from whole model tensors
-  // (a checkpoint just written) into the model's tables (host or device), so they are complete.
+  // Rank 0 before evaluating: copies the tail rows from whole model tensors (a checkpoint just
+  // written, so its own rows there equal its rows in memory) into the model's tables (host or
+  // device), so they are complete.
   void load_tail_rows(const NamedTensors& model_tensors);
 
   // The run ended cleanly on this rank (after its final checkpoint): closes the row exchange
@@ -164,14 +170,16 @@ class DataParallel {
   BiLM* model_ = nullptr;
   Optimizer* optimizer_ = nullptr;
   int64_t hot_rows_ = 0;
-  std::vector<Parameter*> dense_;   // registry order
+  std::vector<Parameter*> dense_;   // the overlap groups' parameters in group order, then the rest
+  int64_t late_offset_ = 0;         // bucket floats reduced by overlap_; the rest after backward
+  std::unique_ptr<DenseOverlap> overlap_;
   std::vector<Parameter*> tables_;  // embedding.weight, softmax.weight, softmax.bias
   std::vector<float> bucket_;       // dense gradients, then each table's hot block [hot, dim]
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
-  std::vector<SummedRows> owned_sums_;
+  std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
   std::vector<Tensor> grad_values_;           // per table, reused sparse-gradient values
-  int ranks_on_host_ = 0;        // gradient sums of the owned tail rows, reused
+  int ranks_on_host_ = 0;
 
   // GPU ranks only (model on a CUDA device).
   bool on_gpu_ = false;
@@ -185,10 +193,10 @@ class DataParallel {
 constexpr int64_t kNcclBucketBytes = 25 << 20;
 
 // GPU ranks' host-side bookkeeping (pure, testable without a GPU): the ids of `requested`
-// (ascending) that are neither hot (< hot_rows) nor in [own.begin, own.end), i.e. the rows a
-// step fetched from other ranks.
+// (ascending) that are neither hot (< hot_rows) nor owned by `own`, i.e. the rows a step
+// fetched from other ranks.
 std::vector<int32_t> remote_ids(const std::vector<int32_t>& requested, int64_t hot_rows,
-                                RowRange own);
+                                const TailShard& own);
 // Splits `count` floats into consecutive pieces of at most max_bytes (>= 1 float each):
 // (offset, count) pairs covering [0, count) in order.
 std::vector<std::pair<int64_t, int64_t>> bucket_pieces(int64_t count, int64_t max_bytes);

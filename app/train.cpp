@@ -439,7 +439,7 @@ int TrainingRun::run() {
     const int64_t hot = config_.dist.hot_rows >= 0
                             ? config_.dist.hot_rows
                             : choose_hot_rows(train_data_, vocab_.size(), config_.dist.hot_coverage);
-    dist_->attach(*model_, *optimizer_, hot);
+    dist_->attach(*model_, *optimizer_, hot, config_.dist.allreduce_precision == "bf16");
   }
 
   const int64_t tokens_per_step = config_.train.batch_size * config_.train.unroll_steps;
@@ -494,6 +494,7 @@ int TrainingRun::run() {
         dist_->request_rows(step_ + 1, pending_[1].tokens, dirs,
                             sampled ? &pending_[1].samples : nullptr);
       }
+      dist_->begin_step();
       const TrainStepResult local =
           model_->train_step(current.tokens, states_, static_cast<uint64_t>(step_), sampler_);
       lr = optimizer_->learning_rate(current.epoch);

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "comm/sparse_exchange.h"
 #include "kernels/log_uniform_sampler.h"
 #include "runtime/rng.h"
 
@@ -72,8 +73,8 @@ class Zipf {
 struct StepCounts {
   double embedding_tail = 0, softmax_tail = 0;  // unique tail rows per rank and step (mean)
   // Rows served + received by the busiest owner per step, over the mean owner (1 = balanced),
-  // for contiguous id ranges per owner (what comm/sparse_exchange does) and for ids dealt out
-  // round-robin (id mod N), the alternative.
+  // for contiguous id ranges per owner (the first layout, kept for comparison) and for ids
+  // dealt out round-robin (comm/sparse_exchange's tail_owner, what training does).
   double imbalance_ranges = 0, imbalance_strided = 0;
 };
 
@@ -115,12 +116,14 @@ StepCounts count_rows(const Options& o, const Zipf& zipf, int64_t hot) {
       for (const int32_t id : touched_e) {
         seen_e[id] = 0;
         if (range_owner(id) != r) load_ranges[range_owner(id)] += 1;
-        if (id % N != r) load_strided[id % N] += 1;
+        if (const int owner = elmo::tail_owner(o.vocab, hot, N, id); owner != r)
+          load_strided[owner] += 1;
       }
       for (const int32_t id : touched_s) {
         seen_s[id] = 0;
         if (range_owner(id) != r) load_ranges[range_owner(id)] += 1;
-        if (id % N != r) load_strided[id % N] += 1;
+        if (const int owner = elmo::tail_owner(o.vocab, hot, N, id); owner != r)
+          load_strided[owner] += 1;
       }
     }
     const auto ratio = [&](const std::vector<double>& load) {
@@ -177,9 +180,11 @@ int main(int argc, char** argv) {
     const double rank_fetch = remote * (c.embedding_tail * row_bytes_e + c.softmax_tail * row_bytes_s);
     const double rank_push = rank_fetch;  // one gradient row back per fetched row
     const double dense_bytes = 4.0 * (lstm_floats + hot * (2.0 * o.dim + 1));
-    // Per node through its NIC: the ring over nodes, and the off-node share of its ranks' rows.
+    // Per node through its NIC: the ring over nodes, and the off-node share of its ranks' rows,
+    // scaled by the owners' imbalance (the busiest owner serves max/avg times the mean; a
+    // per-rank ratio, so an upper bound for a node of G ranks).
     const double node_dense = 2.0 * (n - 1) / n * dense_bytes;
-    const double node_fetch = G * rank_fetch * off_node / remote;
+    const double node_fetch = G * rank_fetch * off_node / remote * c.imbalance_strided;
     const double node_push = node_fetch;
     nlohmann::json row = {{"hot_rows", hot},
                           {"embedding_tail_rows_per_rank", c.embedding_tail},

@@ -84,10 +84,11 @@ float table_value(int64_t id, int64_t d) {
 }
 
 // Ids `rank` fetches from `owner` at `step`: `rows` distinct ids of the owner's shard, sorted.
-std::vector<int32_t> ids_from(const Case& c, int rank, int owner, int step, RowRange shard) {
+std::vector<int32_t> ids_from(const Case& c, int rank, int owner, int step,
+                              const TailShard& shard) {
   std::mt19937_64 rng(1000003ull * rank + 7919ull * owner + 131ull * step + 17);
-  std::vector<int32_t> all(shard.end - shard.begin);
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int32_t>(shard.begin + i);
+  std::vector<int32_t> all(shard.count());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int32_t>(shard.id(i));
   for (int64_t i = 0; i < c.rows; ++i)  // partial Fisher-Yates
     std::swap(all[i], all[i + rng() % (all.size() - i)]);
   all.resize(c.rows);
@@ -105,18 +106,19 @@ void run_rank(const Case& c, int rank, const std::string& dir, const std::string
     for (int64_t d = 0; d < c.dim; ++d) values[id * c.dim + d] = table_value(id, d);
   SparseExchange exchange(store, Topology{rank, c.ranks, rank, c.ranks, 0},
                           {{"softmax.weight", values.data(), table_rows, c.dim, 0}});
-  std::vector<RowRange> shards;
-  for (int r = 0; r < c.ranks; ++r) shards.push_back(tail_rows(table_rows, 0, r, c.ranks));
+  std::vector<TailShard> shards;
+  for (int r = 0; r < c.ranks; ++r) shards.push_back(tail_shard(table_rows, 0, r, c.ranks));
   json record = {{"rank", rank}, {"fetch_s", json::array()}, {"push_s", json::array()}};
   int64_t wrong_rows = 0, wrong_sums = 0;
   std::vector<SummedRows> sums;  // reused from step to step, as a trainer would
   for (int step = 0; step <= c.steps; ++step) {
-    std::vector<int32_t> ids;  // ascending: shards are ascending by rank
+    std::vector<int32_t> ids;
     for (int owner = 0; owner < c.ranks; ++owner) {
       if (owner == rank) continue;
       const std::vector<int32_t> part = ids_from(c, rank, owner, step, shards[owner]);
       ids.insert(ids.end(), part.begin(), part.end());
     }
+    std::sort(ids.begin(), ids.end());  // the owners' ids interleave
     const auto fetch_start = Clock::now();
     exchange.request_rows(step, {ids});
     exchange.wait_rows(step);

@@ -21,10 +21,11 @@ namespace elmo {
 using namespace sparse_wire;
 using namespace sparse_detail;
 
-RowRange tail_rows(int64_t rows, int64_t hot_rows, int rank, int world_size) {
+TailShard tail_shard(int64_t rows, int64_t hot_rows, int rank, int world_size) {
   ELMO_CHECK(0 <= hot_rows && hot_rows <= rows, "hot_rows ", hot_rows, " outside [0, ", rows, "]");
-  const RowRange tail = rank_rows(rows - hot_rows, rank, world_size);
-  return {tail.begin + hot_rows, tail.end + hot_rows};
+  ELMO_CHECK(world_size > 0 && 0 <= rank && rank < world_size, "rank ", rank,
+             " is not inside world size ", world_size);
+  return {rows, hot_rows, rank, world_size};
 }
 
 int tail_owner(int64_t rows, int64_t hot_rows, int world_size, int64_t id) {
@@ -32,12 +33,7 @@ int tail_owner(int64_t rows, int64_t hot_rows, int world_size, int64_t id) {
              ", hot_rows ", hot_rows, ", world ", world_size);
   ELMO_CHECK(0 <= id && id < rows, "id ", id, " is out of range [0, ", rows, ")");
   if (id < hot_rows) return -1;
-  // Inverse of even_part: the first `extra` ranks hold base + 1 rows, the others base.
-  const int64_t tail = rows - hot_rows, position = id - hot_rows;
-  const int64_t base = tail / world_size, extra = tail % world_size;
-  const int64_t in_big = extra * (base + 1);
-  if (position < in_big) return static_cast<int>(position / (base + 1));
-  return static_cast<int>(extra + (position - in_big) / base);  // base > 0 here
+  return static_cast<int>((id - hot_rows) % world_size);
 }
 
 std::string sparse_detail::rank_list(const std::vector<int>& ranks) {
@@ -88,11 +84,11 @@ SparseExchange::Impl::Impl(KvStore& store, const Topology& topo, std::vector<Spa
     if (table.hot_rows < 0 || table.hot_rows > table.rows)
       throw Error(str(what, " has hot_rows ", table.hot_rows, " outside [0, ", table.rows, "]"));
     if (table.values == nullptr) throw Error(str(what, " has no values (null pointer)"));
-    owned_.push_back(tail_rows(table.rows, table.hot_rows, topo_.rank, topo_.world_size));
-    std::vector<RowRange> per_rank;
+    owned_.push_back(tail_shard(table.rows, table.hot_rows, topo_.rank, topo_.world_size));
+    std::vector<TailShard> per_rank;
     for (int r = 0; r < topo_.world_size; ++r)
-      per_rank.push_back(tail_rows(table.rows, table.hot_rows, r, topo_.world_size));
-    ranges_.push_back(std::move(per_rank));
+      per_rank.push_back(tail_shard(table.rows, table.hot_rows, r, topo_.world_size));
+    shards_.push_back(std::move(per_rank));
   }
   updated_ids_.resize(tables_.size());
   descriptor_ = table_descriptor(tables_, topo_.world_size);
@@ -236,21 +232,42 @@ void SparseExchange::Impl::check_ids(const char* call, int64_t step, int t,
                     "; pass each table's ids sorted ascending without duplicates, in [0, rows)"));
 }
 
-// Per table, the part of `ids` (and of their rows) that `rank` owns: a contiguous run, since
-// ids are ascending and ownership ranges are contiguous.
-std::vector<RowsSource> SparseExchange::Impl::owned_slices(
-    const std::vector<std::span<const int32_t>>& ids, const std::vector<const float*>& rows,
-    int rank) const {
-  std::vector<RowsSource> slices(tables_.size());
+// Deals the ids of every table out to their owners (hot ids to nobody), keeping each id's
+// position in `ids` so that its row can be found in the caller's [ids.size(), dim] rows.
+void SparseExchange::Impl::split_by_owner(const std::vector<std::span<const int32_t>>& ids,
+                                          OwnerSplit& split) const {
+  const int world = topo_.world_size;
+  split.ids.resize(tables_.size());
+  split.positions.resize(tables_.size());
   for (size_t t = 0; t < tables_.size(); ++t) {
-    const RowRange range = ranges_[t][rank];
-    const auto begin = std::lower_bound(ids[t].begin(), ids[t].end(), range.begin);
-    const auto end = std::lower_bound(begin, ids[t].end(), range.end);
-    const size_t offset = static_cast<size_t>(begin - ids[t].begin());
-    slices[t].ids = ids[t].subspan(offset, static_cast<size_t>(end - begin));
-    slices[t].rows = rows[t] == nullptr ? nullptr : rows[t] + offset * tables_[t].dim;
+    split.ids[t].resize(world);
+    split.positions[t].resize(world);
+    for (int r = 0; r < world; ++r) {
+      split.ids[t][r].clear();
+      split.positions[t][r].clear();
+    }
+    const int64_t hot = tables_[t].hot_rows;
+    for (size_t i = 0; i < ids[t].size(); ++i) {
+      const int32_t id = ids[t][i];
+      if (id < hot) continue;
+      const int owner = static_cast<int>((id - hot) % world);
+      split.ids[t][owner].push_back(id);
+      split.positions[t][owner].push_back(static_cast<int32_t>(i));
+    }
   }
-  return slices;
+}
+
+// The rows payload sources of `rank`'s part of a split; rows[t] null: gather from the table.
+std::vector<RowsSource> SparseExchange::Impl::owner_sources(const OwnerSplit& split,
+                                                            const std::vector<const float*>& rows,
+                                                            int rank) const {
+  std::vector<RowsSource> sources(tables_.size());
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    sources[t].ids = split.ids[t][rank];
+    sources[t].rows = rows[t];
+    if (rows[t] != nullptr) sources[t].positions = split.positions[t][rank];
+  }
+  return sources;
 }
 
 BufferRef SparseExchange::Impl::encode_rows(const std::vector<RowsSource>& sources,
@@ -342,9 +359,10 @@ void SparseExchange::Impl::request_rows(int64_t step,
     std::vector<IdLists> per_peer(world);
     std::vector<Outgoing> messages;
     const std::vector<const float*> no_rows(tables_.size(), nullptr);
+    split_by_owner(ids, split_);
     for (int peer = 0; peer < world; ++peer) {
       if (peer == topo_.rank) continue;
-      const std::vector<RowsSource> slices = owned_slices(ids, no_rows, peer);
+      const std::vector<RowsSource> slices = owner_sources(split_, no_rows, peer);
       per_peer[peer].resize(tables_.size());
       for (int t = 0; t < num_tables(); ++t)
         per_peer[peer][t].assign(slices[t].ids.begin(), slices[t].ids.end());
@@ -433,7 +451,7 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
       RowsView view;
       std::string problem = parse_rows(completions[peer].get(), tables_, true, &view);
       for (int t = 0; t < num_tables() && problem.empty(); ++t) {
-        problem = check_id_run(view.ids[t], ranges_[t][peer].begin, ranges_[t][peer].end);
+        problem = check_owned_ids(view.ids[t], shards_[t][peer]);
         for (const int32_t id : view.ids[t])
           if (problem.empty() &&
               !std::binary_search(asked[peer][t].begin(), asked[peer][t].end(), id))
@@ -482,11 +500,12 @@ void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& 
   }
   const int world = topo_.world_size;
   std::vector<BufferRef> contributions(world);
+  split_by_owner(ids, split_);
   if (world > 1) {
     std::vector<Outgoing> messages;
     for (int peer = 0; peer < world; ++peer) {
       if (peer == topo_.rank) continue;
-      const std::vector<RowsSource> slices = owned_slices(ids, rows, peer);
+      const std::vector<RowsSource> slices = owner_sources(split_, rows, peer);
       BufferRef payload = encode_rows(slices, true);
       for (const auto& slice : slices) stats_.rows_pushed += static_cast<int64_t>(slice.ids.size());
       stats_.bytes_pushed += static_cast<int64_t>(payload->size);
@@ -510,13 +529,13 @@ void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& 
   }
 
   const auto sum_start = Clock::now();
-  const std::vector<RowsSource> own = owned_slices(ids, rows, topo_.rank);
+  const std::vector<RowsSource> own = owner_sources(split_, rows, topo_.rank);
   std::vector<RowsView> views(world);
   for (int peer = 0; peer < world; ++peer) {
     if (peer == topo_.rank) continue;
     std::string problem = parse_rows(contributions[peer].get(), tables_, true, &views[peer]);
     for (int t = 0; t < num_tables() && problem.empty(); ++t)
-      problem = check_id_run(views[peer].ids[t], owned_[t].begin, owned_[t].end);
+      problem = check_owned_ids(views[peer].ids[t], owned_[t]);
     if (!problem.empty())
       throw CommError(str("SparseExchange (", label_, "): bad gradients from rank ", peer,
                           " for step ", step, ": ", problem));
@@ -528,7 +547,7 @@ void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& 
     const int64_t dim = tables_[t].dim;
     std::vector<RowsSource> sources(world);  // rank order
     for (int r = 0; r < world; ++r)
-      sources[r] = r == topo_.rank ? own[t] : RowsSource{views[r].ids[t], views[r].values[t]};
+      sources[r] = r == topo_.rank ? own[t] : RowsSource{views[r].ids[t], views[r].values[t], {}};
     std::vector<int32_t>& union_ids = sums[t].ids;
     union_ids.clear();
     for (const auto& source : sources)
@@ -543,7 +562,7 @@ void SparseExchange::Impl::exchange_gradients(int64_t step, const GradientRows& 
       for (size_t i = 0; i < source.ids.size(); ++i) {
         while (union_ids[j] < source.ids[i]) ++j;
         float* dst = out.data() + j * dim;
-        const float* src = source.rows + i * dim;
+        const float* src = source.row(i, dim);
         if (!seen[j]) {
           std::memcpy(dst, src, dim * sizeof(float));
           seen[j] = 1;
@@ -675,7 +694,7 @@ SparseExchange::SparseExchange(KvStore& store, const Topology& topo,
 SparseExchange::~SparseExchange() = default;
 int SparseExchange::num_tables() const { return impl_->num_tables(); }
 const SparseTable& SparseExchange::table(int t) const { return impl_->table(t); }
-RowRange SparseExchange::owned_rows(int table) const { return impl_->owned_rows(table); }
+TailShard SparseExchange::owned_rows(int table) const { return impl_->owned_rows(table); }
 int SparseExchange::owner(int table, int64_t id) const { return impl_->owner(table, id); }
 void SparseExchange::request_rows(int64_t step,
                                   const std::vector<std::vector<int32_t>>& ids_per_table) {

@@ -400,7 +400,7 @@ void SparseExchange::Impl::answer_request(int peer, int64_t step, BufferRef payl
   RowsView view;
   std::string problem = parse_rows(payload.get(), tables_, false, &view);
   for (int t = 0; t < num_tables() && problem.empty(); ++t) {
-    problem = check_id_run(view.ids[t], owned_[t].begin, owned_[t].end);
+    problem = check_owned_ids(view.ids[t], owned_[t]);
     if (!problem.empty()) problem = str("table ", t, ": ", problem, " (ids this rank owns)");
   }
   if (!problem.empty()) {

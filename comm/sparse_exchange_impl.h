@@ -52,7 +52,7 @@ class SparseExchange::Impl {
     check_table(t);
     return tables_[t];
   }
-  RowRange owned_rows(int t) const {
+  TailShard owned_rows(int t) const {
     check_table(t);
     return owned_[t];
   }
@@ -111,9 +111,14 @@ class SparseExchange::Impl {
   void check_table(int t) const;
   void check_usable(const char* call) const;
   void check_ids(const char* call, int64_t step, int t, std::span<const int32_t> ids) const;
-  std::vector<sparse_wire::RowsSource> owned_slices(
-      const std::vector<std::span<const int32_t>>& ids, const std::vector<const float*>& rows,
-      int rank) const;
+  // [table][rank]: the ids each rank owns of a list, and their positions in it.
+  struct OwnerSplit {
+    std::vector<std::vector<std::vector<int32_t>>> ids, positions;
+  };
+  void split_by_owner(const std::vector<std::span<const int32_t>>& ids, OwnerSplit& split) const;
+  std::vector<sparse_wire::RowsSource> owner_sources(const OwnerSplit& split,
+                                                     const std::vector<const float*>& rows,
+                                                     int rank) const;
   BufferRef encode_rows(const std::vector<sparse_wire::RowsSource>& sources, bool with_values);
   void enqueue(std::vector<Outgoing> messages);
   void throw_if_failed(const char* call, int64_t step) const;  // mu_ held
@@ -150,8 +155,8 @@ class SparseExchange::Impl {
   Topology topo_;
   std::vector<SparseTable> tables_;
   SparseExchangeOptions options_;
-  std::vector<RowRange> owned_;                // [table] this rank's tail ids
-  std::vector<std::vector<RowRange>> ranges_;  // [table][rank] every rank's tail ids
+  std::vector<TailShard> owned_;                // [table] this rank's tail ids
+  std::vector<std::vector<TailShard>> shards_;  // [table][rank] every rank's tail ids
   std::string label_;                          // "rank 1/4"
   std::string descriptor_;
 
@@ -159,6 +164,7 @@ class SparseExchange::Impl {
   std::optional<int64_t> requested_, waited_, exchanged_, updated_;
   std::map<int64_t, std::vector<sparse_detail::IdLists>> requested_ids_;  // [step][peer][table]
   sparse_detail::IdLists updated_ids_;  // [table] sums of the last exchange
+  OwnerSplit split_;                    // scratch of request_rows and exchange_gradients
   SparseExchangeStats stats_;
   mutable SparseExchangeStats merged_stats_;
   bool closed_ = false;

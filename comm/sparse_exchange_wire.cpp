@@ -51,10 +51,17 @@ void write_rows(StagingBuffer& buffer, const std::vector<SparseTable>& tables,
     for (size_t t = 0; t < tables.size(); ++t) {
       const size_t row_bytes = tables[t].dim * sizeof(float);
       const auto& source = sources[t];
-      if (source.rows != nullptr) {
+      if (source.rows != nullptr && source.positions.empty()) {
         const size_t bytes = source.ids.size() * row_bytes;
         if (bytes > 0) std::memcpy(out, source.rows, bytes);
         out += bytes;
+      } else if (source.rows != nullptr) {
+        ELMO_CHECK(source.positions.size() == source.ids.size(), "rows payload: ",
+                   source.positions.size(), " positions for ", source.ids.size(), " ids");
+        for (size_t i = 0; i < source.ids.size(); ++i) {
+          std::memcpy(out, source.row(i, tables[t].dim), row_bytes);
+          out += row_bytes;
+        }
       } else {
         for (const int32_t id : source.ids) {
           std::memcpy(out, tables[t].values + id * tables[t].dim, row_bytes);
@@ -109,6 +116,16 @@ std::string check_id_run(std::span<const int32_t> ids, int64_t begin, int64_t en
       return str("ids are not ascending and unique: position ", i, " holds ", ids[i], " after ",
                  ids[i - 1]);
   }
+  return "";
+}
+
+std::string check_owned_ids(std::span<const int32_t> ids, const TailShard& shard) {
+  const std::string problem = check_id_run(ids, shard.hot_rows, shard.rows);
+  if (!problem.empty()) return problem;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (!shard.owns(ids[i]))
+      return str("id ", ids[i], " at position ", i, " belongs to rank ",
+                 (ids[i] - shard.hot_rows) % shard.world_size, ", not to rank ", shard.rank);
   return "";
 }
 

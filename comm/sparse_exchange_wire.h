@@ -43,7 +43,14 @@ struct MsgHeader {
 // Buffers are 64-byte aligned, so every part is aligned for its type.
 struct RowsSource {
   std::span<const int32_t> ids;
-  const float* rows = nullptr;  // [ids.size(), dim] contiguous; nullptr: gather table values
+  const float* rows = nullptr;  // nullptr: gather the ids' rows from the table values
+  // Empty: ids[i]'s row is rows[i * dim]; else rows[positions[i] * dim] (a subset of a larger
+  // [n, dim] block).
+  std::span<const int32_t> positions;
+
+  const float* row(size_t i, int64_t dim) const {
+    return rows + (positions.empty() ? static_cast<int64_t>(i) : positions[i]) * dim;
+  }
 };
 
 struct RowsView {
@@ -63,5 +70,7 @@ std::string parse_rows(const StagingBuffer* buffer, const std::vector<SparseTabl
                        bool with_values, RowsView* view);
 // "" when ids are ascending, unique and inside [begin, end); else what is wrong.
 std::string check_id_run(std::span<const int32_t> ids, int64_t begin, int64_t end);
+// "" when ids are ascending, unique and owned by `shard`; else what is wrong.
+std::string check_owned_ids(std::span<const int32_t> ids, const TailShard& shard);
 
 }  // namespace elmo::sparse_wire

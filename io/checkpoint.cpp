@@ -185,6 +185,48 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t axis, const std::string&
   return out;
 }
 
+// `base` (optional: an undefined tensor for none) followed by the rows of `parts` dealt
+// round-robin: row i of the tail is row i / S of part i % S. Part s must hold
+// ceil((total - s) / S) rows, as dealing leaves them.
+Tensor interleave(const Tensor& base, const std::vector<Tensor>& parts, const std::string& what) {
+  const Tensor& first = parts.front();
+  const int64_t count = static_cast<int64_t>(parts.size());
+  int64_t tail = 0;
+  for (const Tensor& p : parts) {
+    ELMO_CHECK(p.ndim() == first.ndim() && p.ndim() >= 1 && p.dtype() == first.dtype(), what,
+               ": shard parts differ in rank or dtype");
+    for (int d = 1; d < first.ndim(); ++d)
+      ELMO_CHECK(p.size(d) == first.size(d), what, ": shard parts differ in shape (",
+                 p.shape().str(), " vs ", first.shape().str(), ")");
+    tail += p.size(0);
+  }
+  for (int64_t s = 0; s < count; ++s) {
+    const int64_t expected = tail > s ? (tail - s + count - 1) / count : 0;
+    ELMO_CHECK(parts[s].size(0) == expected, what, ": shard ", s, " holds ", parts[s].size(0),
+               " rows; dealing ", tail, " rows over ", count, " shards gives it ", expected);
+  }
+  const int64_t head = base.defined() ? base.size(0) : 0;
+  if (base.defined()) {
+    ELMO_CHECK(base.ndim() == first.ndim() && base.dtype() == first.dtype(), what,
+               ": the replicated part differs from the shards in rank or dtype");
+    for (int d = 1; d < first.ndim(); ++d)
+      ELMO_CHECK(base.size(d) == first.size(d), what, ": the replicated part differs from the "
+                 "shards in shape (", base.shape().str(), " vs ", first.shape().str(), ")");
+  }
+  std::vector<int64_t> dims = first.shape().vec();
+  dims[0] = head + tail;
+  Tensor out = Tensor::empty(Shape(dims), first.dtype());
+  int64_t row_bytes = static_cast<int64_t>(dtype_size(first.dtype()));
+  for (int d = 1; d < first.ndim(); ++d) row_bytes *= first.size(d);
+  auto* dst = static_cast<unsigned char*>(out.raw());
+  if (head > 0) std::memcpy(dst, base.raw(), head * row_bytes);
+  for (int64_t i = 0; i < tail; ++i)
+    std::memcpy(dst + (head + i) * row_bytes,
+                static_cast<const unsigned char*>(parts[i % count].raw()) + (i / count) * row_bytes,
+                row_bytes);
+  return out;
+}
+
 // Replaces the shard files of a sharded checkpoint by whole tensors (see checkpoint.h).
 void assemble_shards(CheckpointData& data, const fs::path& dir) {
   const nlohmann::json& shards = data.state["shards"];
@@ -194,6 +236,17 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
       !shards.contains("axis") || !shards["axis"].is_object())
     throw fail("state.json \"shards\" needs a \"files\" list and an \"axis\" object");
+  std::set<std::string> interleaved;
+  if (shards.contains("interleave")) {
+    if (!shards["interleave"].is_array()) throw fail("\"shards\".\"interleave\" must be a list");
+    for (const auto& f : shards["interleave"]) {
+      if (!f.is_string() || !shards["axis"].contains(f.get<std::string>()) ||
+          shards["axis"][f.get<std::string>()] != 0)
+        throw fail(str("\"shards\".\"interleave\" entry ", f.dump(),
+                       " is not a file with axis 0"));
+      interleaved.insert(f.get<std::string>());
+    }
+  }
   std::map<std::string, std::map<std::string, std::vector<Tensor>>> parts;  // file -> name -> parts
   std::map<std::string, std::vector<std::string>> order;                    // first-seen order
   std::set<std::string> shard_names;
@@ -227,12 +280,22 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
     }
     NamedTensors& target = it->second;
     for (const std::string& tensor_name : order[file]) {
-      std::vector<Tensor> list;
       auto base = std::find_if(target.begin(), target.end(),
                                [&](const auto& t) { return t.first == tensor_name; });
-      if (base != target.end()) list.push_back(base->second);
-      for (Tensor& t : by_name[tensor_name]) list.push_back(t);
-      Tensor whole = concat(list, axis, str(dir.string(), ": ", file, "/", tensor_name));
+      const std::string what = str(dir.string(), ": ", file, "/", tensor_name);
+      Tensor whole;
+      if (interleaved.count(file)) {
+        const std::vector<Tensor>& shard_parts = by_name[tensor_name];
+        if (shard_parts.size() != shard_names.size())
+          throw fail(str(file, "/", tensor_name, " is in ", shard_parts.size(), " of the ",
+                         shard_names.size(), " shards; a dealt tensor must be in every shard"));
+        whole = interleave(base != target.end() ? base->second : Tensor(), shard_parts, what);
+      } else {
+        std::vector<Tensor> list;
+        if (base != target.end()) list.push_back(base->second);
+        for (Tensor& t : by_name[tensor_name]) list.push_back(t);
+        whole = concat(list, axis, what);
+      }
       if (base != target.end())
         base->second = whole;
       else

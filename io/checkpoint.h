@@ -12,11 +12,15 @@
 // state.json is the caller's JSON object plus three reserved keys written by save_checkpoint:
 // "format": "elmo_fast-checkpoint-1", "step": N and "files": ["model", "optimizer", ...].
 // Sharded checkpoints (distributed runs): when state.json has "shards":
-//   {"files": ["shard-0", "shard-1", ...], "axis": {"model": 0, "optimizer": 0, "carry": 1}}
+//   {"files": ["shard-0", "shard-1", ...], "axis": {"model": 0, "optimizer": 0, "carry": 1},
+//    "interleave": ["model", "optimizer"]}
 // each shard file holds tensors named "<file>/<tensor>" (e.g. "model/embedding.weight", the rows
 // one rank owns). load_checkpoint assembles them: for every such tensor, the part in <file> (if
-// any) comes first, then the shards' parts in the listed order, concatenated along the file's
-// axis. Readers therefore always see whole tensors, whatever the world size that wrote them.
+// any) comes first, then the shards' parts in the listed order along the file's axis:
+// concatenated, or, for the files listed in "interleave" (optional; axis 0 only), dealt
+// round-robin (the first slice of every shard in the listed order, then the second slice of
+// every shard, ...: shard s of S holds the tail's slices s, s + S, ...). Readers therefore always
+// see whole tensors, whatever the world size that wrote them.
 // What it is not: it does not know what the tensors mean (the trainer fills and reads them).
 #pragma once
 

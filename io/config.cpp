@@ -252,6 +252,9 @@ const std::vector<KeySpec>& key_table() {
       float_key(ELMO_KEY(dist, timeout_seconds), 0, true, 1e6, false,
                 "Longest wait for a peer (rendezvous, all-reduce, row exchange) before the run "
                 "stops with an error naming it"),
+      string_key(ELMO_KEY(dist, allreduce_precision), StringRule::kChoice, {"fp32", "bf16"},
+                 "How GPU ranks (NCCL) sum the LSTM gradients: \"bf16\" halves the bytes, "
+                 "rounding each gradient and each partial sum to bf16; CPU ranks need \"fp32\""),
   };
   return table;
 }

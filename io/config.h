@@ -132,6 +132,7 @@ struct DistConfig {
   int64_t hot_rows = -1;       // -1 = the smallest id prefix covering hot_coverage of tokens
   double hot_coverage = 0.9;   // share of training-token occurrences the hot head covers
   double timeout_seconds = 120.0;  // rendezvous, collectives and row exchange waits
+  std::string allreduce_precision = "fp32";  // LSTM gradients on GPU ranks: "fp32" | "bf16"
   bool operator==(const DistConfig&) const = default;
 };
 

@@ -78,7 +78,40 @@ __global__ void sum_to_double_kernel(const float* __restrict__ x, int64_t n,
   if (threadIdx.x == 0) *out = shared[0];
 }
 
+// Same rounding as float_to_bf16_bits (kernels/pointwise_cpu.cpp), written on the bits so
+// both backends agree exactly, NaN payloads included.
+__global__ void to_bf16_bits_kernel(const float* __restrict__ x, uint16_t* __restrict__ y,
+                                    int64_t n) {
+  for (int64_t e = first_index(); e < n; e += grid_stride()) {
+    uint32_t bits = __float_as_uint(x[e]);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+      y[e] = static_cast<uint16_t>((bits >> 16) | 0x40u);
+    } else {
+      bits += 0x7fffu + ((bits >> 16) & 1u);
+      y[e] = static_cast<uint16_t>(bits >> 16);
+    }
+  }
+}
+
+__global__ void from_bf16_bits_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
+                                      int64_t n) {
+  for (int64_t e = first_index(); e < n; e += grid_stride())
+    y[e] = __uint_as_float(static_cast<uint32_t>(x[e]) << 16);
+}
+
 }  // namespace
+
+void floats_to_bf16_cuda(const float* x, uint16_t* y, int64_t n) {
+  if (n <= 0) return;
+  to_bf16_bits_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, y, n);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_to_floats_cuda(const uint16_t* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  from_bf16_bits_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, y, n);
+  ELMO_CUDA_CHECK_LAUNCH();
+}
 
 void fill_floats_cuda(float* x, int64_t n, float value) {
   if (n <= 0) return;

@@ -12,6 +12,8 @@
 //   column_sums_add_f64    out[j] += sum_r x[r * ld + j]           f64 accumulator, r ascending
 //   add_scaled_table_rows  out[r, :] += scale[r] * table[ids[r], :]
 //   sum_to_double          *out = sum_e x[e] in double            (CUDA: *out is device memory)
+//   floats_to_bf16         y[e] = bf16(x[e])  round to nearest even, NaN stays NaN (quiet)
+//   bf16_to_floats         y[e] = f32(x[e])   exact
 //
 // The reductions are deterministic on both backends: each output element is summed by one
 // thread in a fixed order (column sums), or a fixed tree (sum_to_double on CUDA; sequential on
@@ -28,6 +30,10 @@ namespace elmo {
 
 void copy_floats(Device device, float* dst, const float* src, int64_t n);
 void fill_floats(Device device, float* x, int64_t n, float value);
+// bf16 values as raw 16-bit words (the upper half of the f32 bit pattern).
+void floats_to_bf16(Device device, const float* x, uint16_t* y, int64_t n);
+void bf16_to_floats(Device device, const uint16_t* x, float* y, int64_t n);
+uint16_t float_to_bf16_bits(float x);  // the CPU rounding, for one value
 void broadcast_rows(Device device, const float* row, int64_t dim, int64_t rows, float* out);
 void clip_values(Device device, const float* x, float* y, int64_t n, float limit);
 void mask_clip_grad(Device device, float* g, const float* x, int64_t n, float limit);
@@ -42,6 +48,8 @@ void sum_to_double(Device device, const float* x, int64_t n, double* out);
 
 // Raw CUDA launchers (device pointers, current stream). The CPU side is in pointwise_cpu.cpp.
 void fill_floats_cuda(float* x, int64_t n, float value);
+void floats_to_bf16_cuda(const float* x, uint16_t* y, int64_t n);
+void bf16_to_floats_cuda(const uint16_t* x, float* y, int64_t n);
 void broadcast_rows_cuda(const float* row, int64_t dim, int64_t rows, float* out);
 void clip_values_cuda(const float* x, float* y, int64_t n, float limit);
 void mask_clip_grad_cuda(float* g, const float* x, int64_t n, float limit);

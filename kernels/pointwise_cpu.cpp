@@ -33,6 +33,34 @@ void fill_floats(Device device, float* x, int64_t n, float value) {
     fill_floats_cuda(x, n, value);
 }
 
+uint16_t float_to_bf16_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  // Round to nearest, ties to even: add 0x7fff plus the lowest kept bit, then truncate.
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+void floats_to_bf16(Device device, const float* x, uint16_t* y, int64_t n) {
+  if (n <= 0) return;
+  if (!device.is_cpu()) return floats_to_bf16_cuda(x, y, n);
+  parallel_for(n, kPointwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) y[e] = float_to_bf16_bits(x[e]);
+  });
+}
+
+void bf16_to_floats(Device device, const uint16_t* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  if (!device.is_cpu()) return bf16_to_floats_cuda(x, y, n);
+  parallel_for(n, kPointwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      const uint32_t bits = static_cast<uint32_t>(x[e]) << 16;
+      std::memcpy(y + e, &bits, sizeof bits);
+    }
+  });
+}
+
 void broadcast_rows(Device device, const float* row, int64_t dim, int64_t rows, float* out) {
   if (rows <= 0 || dim <= 0) return;
   if (!device.is_cpu()) return broadcast_rows_cuda(row, dim, rows, out);

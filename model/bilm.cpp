@@ -270,7 +270,9 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   }
 
   for_each_direction(0, dirs, [&](int d) {
-    m.stacks[d].backward(m.d_top[d].data<float>(), m.d_embedded[d].data<float>());
+    std::function<void(int64_t)> layer_done;
+    if (gradient_hook_) layer_done = [&, d](int64_t layer) { gradient_hook_(d, layer); };
+    m.stacks[d].backward(m.d_top[d].data<float>(), m.d_embedded[d].data<float>(), layer_done);
   });
   std::vector<EmbeddingGrad> embedding_grads;
   for (int d = 0; d < dirs; ++d)

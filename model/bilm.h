@@ -123,6 +123,13 @@ class BiLM {
 
   static const char* direction_name(int direction) { return direction == 0 ? "fwd" : "bwd"; }
 
+  // Called by train_step's backward as soon as the gradients of LSTM layer `layer` of
+  // `direction` are complete (CPU: computed, from that direction's thread; CUDA: queued on the
+  // direction's stream, which is current during the call). Directions call it concurrently on
+  // the CPU. Empty: no calls.
+  using GradientHook = std::function<void(int direction, int64_t layer)>;
+  void set_gradient_hook(GradientHook hook) { gradient_hook_ = std::move(hook); }
+
  private:
   struct Impl;
   class Scope;
@@ -133,6 +140,7 @@ class BiLM {
   BilmTrainOptions options_;
   Device device_;
   ParameterStore params_;
+  GradientHook gradient_hook_;
   std::unique_ptr<Impl> impl_;
 };
 

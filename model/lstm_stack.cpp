@@ -175,7 +175,8 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
   ready_for_backward_ = run.training;
 }
 
-void LstmStack::backward(const float* d_output, float* d_input) {
+void LstmStack::backward(const float* d_output, float* d_input,
+                         const std::function<void(int64_t)>& layer_done) {
   ELMO_CHECK(ready_for_backward_,
              "LstmStack::backward: no training-mode forward to differentiate (run forward with "
              "training = true before each backward)");
@@ -202,6 +203,7 @@ void LstmStack::backward(const float* d_output, float* d_input) {
                                layer.bias->grad.data<float>(),
                                layer.w_hr ? layer.w_hr->grad.data<float>() : nullptr};
     lstm_layer_backward(ls, weights(layer), T, B, layer.x, layer.y.data(), layer.ws, g, dx, grads);
+    if (layer_done) layer_done(l);
     if (!dx) break;
     if (shape_.skip_connections && l > 0)
       add_floats(device_, dx, g, dx, n_in);  // residual: d x_l += d out_l

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -88,7 +89,11 @@ class LstmStack {
 
   // Backward of the last forward (which must have been a training run): d_output [T, B, H]
   // -> d_input [T, B, E] (overwritten; nullable), parameters' .grad += their gradients.
-  void backward(const float* d_output, float* d_input);
+  // layer_done(l), when given, is called as soon as layer l's gradients are complete (CUDA:
+  // queued on the current stream), from the top layer down: a distributed rank starts their
+  // all-reduce there.
+  void backward(const float* d_output, float* d_input,
+                const std::function<void(int64_t)>& layer_done = {});
 
   const LstmStackShape& shape() const { return shape_; }
   const std::string& direction() const { return direction_; }

@@ -11,11 +11,12 @@ namespace {
 
 TEST(DataParallelHelpers, RemoteIdsDropHotAndOwnedRows) {
   const std::vector<int32_t> requested = {0, 3, 4, 9, 10, 11, 19, 20, 25};
-  // hot ids < 4, owned [10, 20)
-  EXPECT_EQ(remote_ids(requested, 4, RowRange{10, 20}), (std::vector<int32_t>{4, 9, 20, 25}));
-  EXPECT_EQ(remote_ids({}, 4, RowRange{10, 20}), std::vector<int32_t>{});
-  // Owning nothing (an empty range) keeps every tail id.
-  EXPECT_EQ(remote_ids(requested, 10, RowRange{30, 30}),
+  // hot ids < 4; rank 1 of 3 owns 5, 8, 11, 14, 17, 20, 23
+  const TailShard own = tail_shard(26, 4, 1, 3);
+  EXPECT_EQ(remote_ids(requested, 4, own), (std::vector<int32_t>{4, 9, 10, 19, 25}));
+  EXPECT_EQ(remote_ids({}, 4, own), std::vector<int32_t>{});
+  // Owning nothing (more ranks than tail rows) keeps every tail id.
+  EXPECT_EQ(remote_ids(requested, 10, tail_shard(26, 10, 20, 21)),
             (std::vector<int32_t>{10, 11, 19, 20, 25}));
 }
 

@@ -115,6 +115,7 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
                              " --nodes 2 --workers_per_node 2");
   ASSERT_EQ(four.status, 0) << four.output;
   EXPECT_NE(four.output.find("best reachable perplexity"), std::string::npos) << four.output;
+  EXPECT_NE(four.output.find("during the backward"), std::string::npos) << four.output;
 
   const NamedTensors reference = final_model(dir + "/1/run");
   ASSERT_FALSE(reference.empty());
@@ -149,6 +150,18 @@ TEST(TrainDist, SchedulerAndWorkersTrainTogether) {
   EXPECT_EQ(load_checkpoint(run).step, 4);
   const std::string logs = worker.output() + other.output;
   EXPECT_NE(logs.find("done: 4 steps"), std::string::npos) << logs;
+}
+
+// bf16 sums are NCCL's: CPU ranks refuse the setting with a message naming it, before training.
+TEST(TrainDist, Bf16AllreduceOnCpuRanksIsAUsageError) {
+  const std::string dir = testing::temp_dir("train_dist_bf16");
+  const auto r = run_elmo("--config " + write_config(dir, dist_config(dir + "/run", 2, 0)) +
+                          " --nodes 1 --workers_per_node 2 --set dist.allreduce_precision=bf16");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("dist.allreduce_precision = \"bf16\" needs GPU ranks"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(find_latest_checkpoint(dir + "/run").has_value());
 }
 
 TEST(TrainDist, WrongJobTokenIsRefused) {

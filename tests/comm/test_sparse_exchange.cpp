@@ -23,34 +23,50 @@ class UnusedStore : public KvStore {
   }
 };
 
-TEST(SparseExchangeOwnership, TailRangesCoverTheTailOnceAndMatchOwner) {
+TEST(SparseExchangeOwnership, TailShardsDealTheTailOnceAndMatchOwner) {
   struct Shape {
     int64_t rows, hot;
   };
   for (const Shape shape : {Shape{100, 10}, Shape{7, 0}, Shape{10, 8}, Shape{5, 5}, Shape{33, 1}}) {
     for (int world = 1; world <= 6; ++world) {
-      int64_t next = shape.hot;
+      std::vector<int> owners(static_cast<size_t>(shape.rows), -1);
+      int64_t total = 0;
       for (int rank = 0; rank < world; ++rank) {
-        const RowRange range = tail_rows(shape.rows, shape.hot, rank, world);
-        EXPECT_EQ(range.begin, next) << shape.rows << "/" << shape.hot << " world " << world;
-        EXPECT_LE(range.begin, range.end);
-        for (int64_t id = range.begin; id < range.end; ++id)
-          ASSERT_EQ(tail_owner(shape.rows, shape.hot, world, id), rank)
-              << "id " << id << " rows " << shape.rows << " hot " << shape.hot << " world "
-              << world;
-        next = range.end;
+        const TailShard shard = tail_shard(shape.rows, shape.hot, rank, world);
+        total += shard.count();
+        for (int64_t i = 0; i < shard.count(); ++i) {
+          const int64_t id = shard.id(i);
+          ASSERT_TRUE(id >= shape.hot && id < shape.rows) << "rank " << rank << " i " << i;
+          ASSERT_EQ(owners[id], -1) << "id " << id << " dealt twice";
+          owners[id] = rank;
+          EXPECT_TRUE(shard.owns(id));
+          EXPECT_EQ(shard.index(id), i);
+          if (i > 0) {
+            EXPECT_GT(id, shard.id(i - 1));
+          }
+        }
       }
-      EXPECT_EQ(next, shape.rows);
-      for (int64_t id = 0; id < shape.hot; ++id)
-        EXPECT_EQ(tail_owner(shape.rows, shape.hot, world, id), -1);
+      EXPECT_EQ(total, shape.rows - shape.hot) << shape.rows << "/" << shape.hot << " world " << world;
+      for (int64_t id = 0; id < shape.rows; ++id) {
+        ASSERT_EQ(tail_owner(shape.rows, shape.hot, world, id), owners[id])
+            << "id " << id << " rows " << shape.rows << " hot " << shape.hot << " world " << world;
+        for (int rank = 0; rank < world; ++rank)
+          EXPECT_EQ(tail_shard(shape.rows, shape.hot, rank, world).owns(id), owners[id] == rank);
+      }
     }
   }
-  // Lower ranks take the remainder first, as rank_rows does.
-  EXPECT_EQ(tail_rows(13, 3, 0, 3).end - tail_rows(13, 3, 0, 3).begin, 4);
-  EXPECT_EQ(tail_rows(13, 3, 2, 3).end - tail_rows(13, 3, 2, 3).begin, 3);
+  // Dealt round-robin: neighbouring ids (similar frequencies) go to different ranks, and lower
+  // ranks take the remainder.
+  EXPECT_EQ(tail_owner(13, 3, 3, 3), 0);
+  EXPECT_EQ(tail_owner(13, 3, 3, 4), 1);
+  EXPECT_EQ(tail_owner(13, 3, 3, 12), 0);
+  EXPECT_EQ(tail_shard(13, 3, 0, 3).count(), 4);
+  EXPECT_EQ(tail_shard(13, 3, 2, 3).count(), 3);
+  EXPECT_EQ(tail_shard(13, 3, 2, 3).id(2), 11);
   EXPECT_THROW(tail_owner(10, 2, 2, 10), Error);
   EXPECT_THROW(tail_owner(10, 2, 2, -1), Error);
-  EXPECT_THROW(tail_rows(10, 11, 0, 2), Error);
+  EXPECT_THROW(tail_shard(10, 11, 0, 2), Error);
+  EXPECT_THROW(tail_shard(10, 2, 2, 2), Error);
 }
 
 struct OneRankTables {
@@ -69,8 +85,8 @@ TEST(SparseExchangeOneRank, StepsAreLocalAndSumsAreTheCallersOwnTailRows) {
   UnusedStore store;
   SparseExchange exchange(store, Topology{}, data.tables());
   EXPECT_EQ(exchange.num_tables(), 2);
-  EXPECT_EQ(exchange.owned_rows(0).begin, 5);
-  EXPECT_EQ(exchange.owned_rows(0).end, 20);
+  EXPECT_EQ(exchange.owned_rows(0).count(), 15);
+  EXPECT_EQ(exchange.owned_rows(0).id(0), 5);
   EXPECT_EQ(exchange.owner(0, 4), -1);
   EXPECT_EQ(exchange.owner(1, 19), 0);
   const std::vector<float> before = data.embedding;

@@ -292,10 +292,10 @@ std::string run_workload_rank(const Workload& w, int rank, const std::string& di
     const auto expected_sums = simulate_step(w, step, expected);
     for (int t = 0; t < num_tables; ++t) {
       const int64_t dim = kTables[t].dim;
-      const RowRange owned = exchange.owned_rows(t);
+      const TailShard owned = exchange.owned_rows(t);
       std::vector<int32_t> expected_ids;
       for (const auto& [id, sum] : expected_sums[t])
-        if (id >= owned.begin && id < owned.end) expected_ids.push_back(id);
+        if (owned.owns(id)) expected_ids.push_back(id);
       if (sums[t].ids != expected_ids)
         return str("step ", step, " table ", t, ": summed ", sums[t].ids.size(), " ids, expected ",
                    expected_ids.size());
@@ -316,11 +316,13 @@ std::string run_workload_rank(const Workload& w, int rank, const std::string& di
     exchange.rows_updated(step);
   }
   for (int t = 0; t < num_tables; ++t) {
-    const RowRange owned = exchange.owned_rows(t);
+    const TailShard owned = exchange.owned_rows(t);
     const int64_t dim = kTables[t].dim;
-    for (int64_t id = owned.begin; id < owned.end; ++id)
+    for (int64_t i = 0; i < owned.count(); ++i) {
+      const int64_t id = owned.id(i);
       if (!same_bits(&mine[t][id * dim], &expected[t][id * dim], dim))
         return str("after the last step, owned row ", id, " of table ", t, " differs");
+    }
   }
   exchange.close();
   const SparseExchangeStats& stats = exchange.stats();

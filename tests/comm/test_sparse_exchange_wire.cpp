@@ -34,7 +34,7 @@ TEST(SparseExchangeWire, RowsRoundTripWithGatheredAndContiguousRows) {
   Fixture f;
   const std::vector<int32_t> ids_a = {2, 7, 9}, ids_b = {5};
   const std::vector<float> rows_b = {-1.5f};
-  const std::vector<RowsSource> sources = {{ids_a, nullptr}, {ids_b, rows_b.data()}};
+  const std::vector<RowsSource> sources = {{ids_a, nullptr, {}}, {ids_b, rows_b.data(), {}}};
   const size_t bytes = rows_payload_bytes(f.tables, sources, true);
   EXPECT_EQ(bytes, 2 * 8 + 4 * 4 + (3 * 3 + 1) * 4u);
   std::vector<int64_t> storage;
@@ -50,10 +50,36 @@ TEST(SparseExchangeWire, RowsRoundTripWithGatheredAndContiguousRows) {
   EXPECT_EQ(view.values[1][0], -1.5f);  // copied from the contiguous rows
 }
 
+// Rows picked out of a larger block by position (one owner's share of a gradient list).
+TEST(SparseExchangeWire, RowsAtPositionsArePickedFromTheBlock) {
+  Fixture f;
+  const std::vector<int32_t> ids = {4, 9}, positions = {2, 0};
+  const std::vector<float> block = {1, 1, 1, 2, 2, 2, 3, 3, 3};  // [3, 3]
+  const std::vector<RowsSource> sources = {{ids, block.data(), positions}, {}};
+  std::vector<int64_t> storage;
+  StagingBuffer buffer = buffer_of(storage, rows_payload_bytes(f.tables, sources, true));
+  write_rows(buffer, f.tables, sources, true);
+  RowsView view;
+  ASSERT_EQ(parse_rows(&buffer, f.tables, true, &view), "");
+  EXPECT_EQ(std::vector<float>(view.values[0], view.values[0] + 6),
+            (std::vector<float>{3, 3, 3, 1, 1, 1}));
+}
+
+TEST(SparseExchangeWire, OwnedIdsFollowTheShard) {
+  const TailShard shard = tail_shard(20, 4, 1, 3);  // owns 5, 8, 11, 14, 17
+  EXPECT_EQ(check_owned_ids(std::vector<int32_t>{5, 11, 17}, shard), "");
+  EXPECT_EQ(check_owned_ids(std::vector<int32_t>{}, shard), "");
+  EXPECT_EQ(check_owned_ids(std::vector<int32_t>{5, 6}, shard),
+            "id 6 at position 1 belongs to rank 2, not to rank 1");
+  EXPECT_EQ(check_owned_ids(std::vector<int32_t>{2}, shard), "id 2 at position 0 is outside [4, 20)");
+  EXPECT_EQ(check_owned_ids(std::vector<int32_t>{8, 5}, shard),
+            "ids are not ascending and unique: position 1 holds 5 after 8");
+}
+
 TEST(SparseExchangeWire, RequestsCarryIdsOnlyAndEmptyListsAreFine) {
   Fixture f;
   const std::vector<int32_t> ids = {3};
-  const std::vector<RowsSource> sources = {{ids, nullptr}, {}};
+  const std::vector<RowsSource> sources = {{ids, nullptr, {}}, {}};
   const size_t bytes = rows_payload_bytes(f.tables, sources, false);
   EXPECT_EQ(bytes, 2 * 8 + 4u);
   std::vector<int64_t> storage;

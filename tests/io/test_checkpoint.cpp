@@ -229,6 +229,59 @@ TEST(Checkpoint, ShardedCheckpointsLoadAsWholeTensors) {
   EXPECT_EQ((*carry)[0].second.to_floats(), (std::vector<float>{0, 10, 1, 11}));
 }
 
+// The tail rows dealt round-robin over 3 ranks (rank r owns tail rows r, r + 3, ...): loading
+// deals the shards' rows back into place after the replicated head.
+TEST(Checkpoint, InterleavedShardsAreDealtBackIntoPlace) {
+  const std::string dir = testing::temp_dir("ckpt_interleave");
+  CheckpointData d;
+  d.step = 2;
+  d.state = {{"shards",
+              {{"files", {"shard-0", "shard-1", "shard-2"}},
+               {"axis", {{"model", 0}, {"carry", 1}}},
+               {"interleave", {"model"}}}}};
+  d.files = {{"model", {{"embedding.weight", Tensor::from_floats({0, 0}, {1, 2})}}}};  // hot row 0
+  // Tail rows 1..7 hold (id, id): rank 0 owns 1, 4, 7; rank 1 owns 2, 5; rank 2 owns 3, 6.
+  const std::vector<std::vector<float>> owned = {{1, 4, 7}, {2, 5}, {3, 6}};
+  for (int r = 0; r < 3; ++r) {
+    std::vector<float> rows;
+    for (const float id : owned[r]) rows.insert(rows.end(), {id, id});
+    const std::string path = str(dir, "/shard-", r, ".pending");
+    save_safetensors(path, {{"model/embedding.weight",
+                             Tensor::from_floats(rows, {static_cast<int64_t>(owned[r].size()), 2})}});
+    d.adopted.emplace_back(str("shard-", r), path);
+  }
+  save_checkpoint(dir, d, 0);
+  const CheckpointData loaded = load_checkpoint(dir);
+  const NamedTensors* model = loaded.file("model");
+  ASSERT_NE(model, nullptr);
+  ASSERT_EQ(model->size(), 1u);
+  EXPECT_EQ((*model)[0].second.shape(), Shape({8, 2}));
+  EXPECT_EQ((*model)[0].second.to_floats(),
+            (std::vector<float>{0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7}));
+}
+
+// Dealt shards whose row counts cannot come from dealing (rank 1 with more rows than rank 0) are
+// damage, named with the tensor; so is an "interleave" entry without axis 0.
+TEST(Checkpoint, InterleavedShardsWithImpossibleCountsAreDamage) {
+  const std::string dir = testing::temp_dir("ckpt_interleave_bad");
+  CheckpointData d;
+  d.step = 1;
+  d.state = {{"shards",
+              {{"files", {"shard-0", "shard-1"}}, {"axis", {{"model", 0}}}, {"interleave", {"model"}}}}};
+  d.files = {{"shard-0", {{"model/t", Tensor::from_floats({1, 2}, {1, 2})}}},
+             {"shard-1", {{"model/t", Tensor::from_floats({1, 2, 3, 4}, {2, 2})}}}};
+  save_checkpoint(dir, d, 0);
+  EXPECT_THAT(testing::error_of([&] { load_checkpoint(dir); }),
+              ::testing::AllOf(HasSubstr("model/t"), HasSubstr("shard 0 holds 1 rows")));
+
+  const std::string dir2 = testing::temp_dir("ckpt_interleave_axis");
+  d.state = {{"shards",
+              {{"files", {"shard-0", "shard-1"}}, {"axis", {{"model", 1}}}, {"interleave", {"model"}}}}};
+  save_checkpoint(dir2, d, 0);
+  EXPECT_THAT(testing::error_of([&] { load_checkpoint(dir2); }),
+              HasSubstr("is not a file with axis 0"));
+}
+
 TEST(Checkpoint, ShardTensorsWithMismatchedShapesAreDamage) {
   const std::string dir = testing::temp_dir("ckpt_bad_shards");
   CheckpointData d;

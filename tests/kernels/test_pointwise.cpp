@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "runtime/rng.h"
@@ -19,6 +20,49 @@ std::vector<float> randoms(int64_t n, uint64_t seed, float scale = 2.0f) {
 }
 
 const Device kCpu = Device::cpu();
+
+// bf16 words are the upper half of the f32 bits, rounded to nearest with ties to even; NaN
+// stays a (quiet) NaN, overflow rounds to infinity; widening is exact.
+TEST(Pointwise, Bf16RoundsToNearestEvenAndWidensExactly) {
+  const Device cpu = Device::cpu();
+  const float one_and_half_ulp = 1.0f + 1.0f / 256.0f;   // 0x3f808000: a tie, kept bit 0 -> down
+  const float tie_up = 1.0f + 3.0f / 256.0f;             // 0x3f818000: a tie, kept bit 1 -> up
+  const float above_tie = 1.0f + 1.0f / 256.0f + 1.0f / (1 << 20);
+  const std::vector<float> x = {1.0f, -2.5f, one_and_half_ulp, tie_up, above_tie, 0.0f, -0.0f,
+                                3.4028235e38f, INFINITY, -INFINITY, NAN, 1e-45f};
+  std::vector<uint16_t> words(x.size());
+  floats_to_bf16(cpu, x.data(), words.data(), static_cast<int64_t>(x.size()));
+  EXPECT_EQ(words[0], 0x3f80);
+  EXPECT_EQ(words[1], 0xc020);
+  EXPECT_EQ(words[2], 0x3f80);
+  EXPECT_EQ(words[3], 0x3f82);
+  EXPECT_EQ(words[4], 0x3f81);
+  EXPECT_EQ(words[5], 0x0000);
+  EXPECT_EQ(words[6], 0x8000);
+  EXPECT_EQ(words[7], 0x7f80);  // the largest float rounds up to infinity
+  EXPECT_EQ(words[8], 0x7f80);
+  EXPECT_EQ(words[9], 0xff80);
+  EXPECT_EQ(words[10] & 0x7fc0, 0x7fc0);  // quiet NaN
+  EXPECT_EQ(words[11], 0x0000);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(float_to_bf16_bits(x[i]), words[i]) << i;
+
+  std::vector<float> back(x.size());
+  bf16_to_floats(cpu, words.data(), back.data(), static_cast<int64_t>(x.size()));
+  EXPECT_EQ(back[0], 1.0f);
+  EXPECT_EQ(back[1], -2.5f);
+  EXPECT_EQ(back[3], 1.0f + 2.0f / 128.0f);
+  EXPECT_TRUE(std::isinf(back[8]) && back[8] > 0);
+  EXPECT_TRUE(std::isnan(back[10]));
+  // Every bf16 value survives a round trip.
+  for (uint32_t w = 0; w < 0x10000; w += 7) {
+    const uint16_t word = static_cast<uint16_t>(w);
+    float f;
+    bf16_to_floats(cpu, &word, &f, 1);
+    if (!std::isnan(f)) {
+      EXPECT_EQ(float_to_bf16_bits(f), word) << w;
+    }
+  }
+}
 
 TEST(Pointwise, CopyFillBroadcastAdd) {
   std::vector<float> src = randoms(100, 1), dst(100, 0.0f);

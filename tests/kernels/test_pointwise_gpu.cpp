@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/cuda_memory.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 #include "tests/support/test_util.h"
@@ -28,6 +29,31 @@ std::vector<float> randoms(int64_t n, uint64_t seed) {
 }
 Tensor gpu(const std::vector<float>& v) {
   return Tensor::from_floats(v, {static_cast<int64_t>(v.size())}).to(kGpu);
+}
+
+// The bf16 conversions (the bf16 all-reduce of GPU ranks) work on the bits on both backends:
+// equal words, NaN and infinities included, and the widening back is exact.
+TEST(PointwiseGpu, Bf16ConversionsMatchCpuBitForBit) {
+  ELMO_SKIP_WITHOUT_GPU();
+  std::vector<float> x = randoms(70001, 5);
+  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, 3.0e38f, 1.00390625f};
+  x.insert(x.end(), std::begin(specials), std::end(specials));
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<uint16_t> words(n);
+  floats_to_bf16(kCpu, x.data(), words.data(), n);
+  const Tensor gx = gpu(x);
+  Tensor gwords = Tensor::empty({n}, DType::kBF16, kGpu);
+  floats_to_bf16(kGpu, gx.data<float>(), static_cast<uint16_t*>(gwords.raw()), n);
+  std::vector<uint16_t> back(n);
+  cuda_copy(back.data(), kCpu, gwords.raw(), kGpu, sizeof(uint16_t) * n);
+  EXPECT_EQ(back, words);
+
+  std::vector<float> wide(n);
+  bf16_to_floats(kCpu, words.data(), wide.data(), n);
+  Tensor gwide = gpu(std::vector<float>(n, 0.0f));
+  bf16_to_floats(kGpu, static_cast<const uint16_t*>(gwords.raw()), gwide.data<float>(), n);
+  const std::vector<float> got = gwide.to_floats();
+  EXPECT_EQ(std::memcmp(got.data(), wide.data(), sizeof(float) * n), 0);
 }
 
 TEST(PointwiseGpu, ElementwiseOpsMatchCpuBitForBit) {
