@@ -18,7 +18,11 @@ ELMO_HD float hash_uniform(uint64_t seed, uint64_t index, float lo, float hi) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z ^= z >> 31;
   const float unit = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(lo, __fmul_rn(hi - lo, unit));  // no FMA contraction: same bits as the host
+#else
   return lo + (hi - lo) * unit;
+#endif
 }
 
 // p[i] = hash_uniform(seed, i, lo, hi) for i in [0, n). Device pointer, current stream.

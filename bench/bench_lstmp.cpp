@@ -298,7 +298,8 @@ class CudnnLstm {
       const Block b = block(id, weights_.raw());
       to_cudnn(matrix_source(id), b.matrix, b.rows * b.cols);
       if (b.bias && id < 4) to_cudnn(p.bias.data<float>() + id * s.C, b.bias, s.C);
-      else if (b.bias) ELMO_CUDA_CHECK(cudaMemsetAsync(b.bias, 0, elem_ * s.C, current_stream()));
+      else if (b.bias && id < 8)  // a recurrent bias, if this cuDNN keeps one anyway: zero
+        ELMO_CUDA_CHECK(cudaMemsetAsync(b.bias, 0, elem_ * s.C, current_stream()));
     }
   }
 
@@ -396,17 +397,30 @@ class CudnnLstm {
       BENCH_CUDNN_CHECK(cudnnGetRNNWeightParams(handle_, rnn_, 0, weight_bytes_, space, id, m_desc,
                                                 &b.matrix, b_desc, &b.bias));
       cudnnDataType_t type;
-      int dims = 0, dim[3] = {0, 0, 0}, stride[3] = {0, 0, 0};
-      BENCH_CUDNN_CHECK(cudnnGetTensorNdDescriptor(m_desc, 3, &type, &dims, dim, stride));
-      b.rows = dim[1];
-      b.cols = dim[2];
+      int dims = 0, dim[8] = {}, stride[8] = {};
+      BENCH_CUDNN_CHECK(cudnnGetTensorNdDescriptor(m_desc, 8, &type, &dims, dim, stride));
+      // Expected: [1, rows, cols] packed row-major. Accept any unit dims around rows and cols,
+      // but demand that order and a packed layout: anything else is reported, never guessed.
+      std::vector<int64_t> sizes;
+      bool packed = dims > 0 && stride[dims - 1] == 1;
+      int64_t expected_stride = 1;
+      std::string shown;
+      for (int k = dims - 1; k >= 0; --k) {
+        if (dim[k] > 1) {
+          packed &= stride[k] == expected_stride;
+          sizes.insert(sizes.begin(), dim[k]);
+        }
+        expected_stride *= dim[k];
+        shown = str(dim[k], "/", stride[k], k + 1 < dims ? ", " : "", shown);
+      }
       const int64_t want_rows = id < 8 ? s.C : s.P;
       const int64_t want_cols = id < 4 ? s.in : id < 8 ? s.H() : s.C;
-      ELMO_CHECK(b.matrix != nullptr && dims == 3 && dim[0] == 1 && b.rows == want_rows &&
-                     b.cols == want_cols && stride[2] == 1 && stride[1] == b.cols,
-                 "cuDNN linear layer ", id, " is [", dim[0], ", ", dim[1], ", ", dim[2],
-                 "] with strides [", stride[0], ", ", stride[1], ", ", stride[2],
-                 "], expected a dense [1, ", want_rows, ", ", want_cols, "]");
+      ELMO_CHECK(b.matrix != nullptr && packed &&
+                     sizes == std::vector<int64_t>({want_rows, want_cols}),
+                 "cuDNN linear layer ", id, " has dims/strides [", shown,
+                 "]; expected a packed row-major [", want_rows, ", ", want_cols, "] matrix");
+      b.rows = want_rows;
+      b.cols = want_cols;
     } catch (...) {
       cudnnDestroyTensorDescriptor(m_desc);
       cudnnDestroyTensorDescriptor(b_desc);
