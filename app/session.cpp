@@ -67,6 +67,9 @@ BilmTrainOptions bilm_options(const Config& config) {
   options.samples = config.softmax.samples;
   options.dropout = static_cast<float>(config.model.dropout);
   options.seed = static_cast<uint64_t>(config.run.seed);
+  // CUDA GEMMs only; a CPU model computes f32 whatever this says (the trainer refuses or warns
+  // about tf32/bf16 on the CPU, see train.cpp check_precision_request).
+  options.precision = parse_gemm_precision(config.train.precision);
   return options;
 }
 

@@ -59,6 +59,38 @@ Device choose_device(const Config& config, const TrainArgs& args) {
   return device;
 }
 
+// train.precision selects the CUDA GEMM mode (runtime/gemm.h); the CPU always computes fp32.
+// Asking for tf32/bf16 and for the CPU at the same time (train.device = "cpu", --device cpu,
+// --no_cuda) is a contradiction: a usage error before any work, so a CPU run never silently
+// measures something other than what was asked. "auto" that finds no GPU is not a request for
+// the CPU: that run trains in fp32 with a warning (effective_precision), so one config serves
+// GPU machines and CPU-only ones.
+void check_precision_request(const Config& config, const TrainArgs& args) {
+  const std::string& precision = config.train.precision;
+  if (precision == "fp32") return;
+  const std::string wanted = args.device.empty() ? config.train.device : args.device;
+  std::string cpu_request;
+  if (args.no_cuda)
+    cpu_request = "--no_cuda";
+  else if (wanted == "cpu")
+    cpu_request = args.device.empty() ? "train.device = \"cpu\"" : "--device cpu";
+  if (cpu_request.empty()) return;
+  throw UsageError(str("train.precision = \"", precision, "\" selects the GPU's GEMM mode, but ",
+                       cpu_request, " trains on the CPU, which computes fp32 only: set ",
+                       "train.precision = \"fp32\" (--set train.precision=fp32) for a CPU run, "
+                       "or train on a GPU (train.device = \"auto\" or \"cuda\")"));
+}
+
+// The precision the GEMMs of this run use: train.precision on a GPU, fp32 on the CPU (with a
+// warning when the config asked for less: "auto" found no GPU).
+std::string effective_precision(const Config& config, const Device& device) {
+  if (device.is_cuda() || config.train.precision == "fp32") return config.train.precision;
+  log_warn("train.precision = \"", config.train.precision, "\" applies to GPU GEMMs; this run ",
+           "trains on the CPU (train.device = \"auto\" found no GPU to use), which computes ",
+           "fp32");
+  return "fp32";
+}
+
 OptimizerOptions optimizer_settings(const Config& config) {
   OptimizerOptions s;
   s.type = config.optimizer.type;
@@ -116,6 +148,7 @@ class TrainingRun {
   std::vector<uint8_t> lookahead_seen_;
   bool stop_agreed_ = false, checkpoint_agreed_ = false;
   Device device_;  // where the model trains (choose_device)
+  std::string precision_ = "fp32";  // the GEMM precision in effect (effective_precision)
   DataFiles files_;
   Vocab vocab_;
   TokenCache train_data_;
@@ -399,6 +432,7 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
 
 int TrainingRun::run() {
   if (dist_ && !dist_->is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
+  check_precision_request(config_, args_);
   if (dist_) {
     // A rank's GPU is the one its launcher gave it (--device_ids, or its local rank); every rank
     // must get one of its own, else all train on CPUs (agree_on_device).
@@ -419,9 +453,10 @@ int TrainingRun::run() {
     threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
                               std::max(1, dist_->ranks_on_this_host()));
   set_num_threads(threads);
+  precision_ = effective_precision(config_, device_);
   log_info("device: ", device_.str(),
-           device_.is_cuda() ? str(" (", cuda_device_name(device_.index), ")") : "", ", ",
-           num_threads(), " CPU thread(s)",
+           device_.is_cuda() ? str(" (", cuda_device_name(device_.index), ")") : "",
+           ", GEMM precision ", precision_, ", ", num_threads(), " CPU thread(s)",
            cuda_device_count() > 0 ? str(" (", cuda_device_count(), " GPU(s) visible)") : "");
 
   const std::optional<std::string> existing = find_latest_checkpoint(config_.run.dir);
@@ -600,6 +635,9 @@ int TrainingRun::run() {
   summary["world_size"] = dist_ ? dist_->topology().world_size : 1;
   if (dist_) summary["hot_rows"] = dist_->hot_rows();
   summary["device"] = device_.str();
+  if (device_.is_cuda()) summary["device_name"] = cuda_device_name(device_.index);
+  summary["precision"] = precision_;                         // what the GEMMs computed in
+  summary["precision_requested"] = config_.train.precision;  // train.precision
   if (device_.is_cuda()) {
     summary["peak_device_memory_bytes"] = cuda_peak_bytes(device_.index);
     log_info("peak device memory: ", cuda_peak_bytes(device_.index) >> 20, " MiB (", device_.str(),

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <utility>
 
 #include "io/atomic_file.h"
 #include "runtime/error.h"
@@ -145,6 +146,14 @@ TEST(Session, BilmShapeAndOptionsFromConfig) {
   EXPECT_EQ(o.samples, 77);
   EXPECT_FLOAT_EQ(o.dropout, 0.25f);
   EXPECT_EQ(o.seed, 4242u);
+  EXPECT_EQ(o.precision, GemmPrecision::kFp32);  // the default
+  for (const auto& [name, mode] : {std::pair{"tf32", GemmPrecision::kTf32},
+                                   std::pair{"bf16", GemmPrecision::kBf16},
+                                   std::pair{"fp32", GemmPrecision::kFp32}}) {
+    Config p = c;
+    p.train.precision = name;
+    EXPECT_EQ(bilm_options(p).precision, mode) << name;
+  }
 
   c.model.projection_dim = 0;
   c.model.embedding_dim = 0;

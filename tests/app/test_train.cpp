@@ -52,6 +52,8 @@ TEST(Train, RunsWritesCheckpointMetricsAndSummary) {
   EXPECT_EQ(summary["steps"], 12);
   EXPECT_GT(summary["tokens_per_s"].get<double>(), 0.0);
   EXPECT_GT(summary["valid"]["ppl"].get<double>(), 1.0);
+  EXPECT_EQ(summary["precision"], "fp32");
+  EXPECT_EQ(summary["precision_requested"], "fp32");
   std::ifstream metrics(run + "/metrics.jsonl");
   std::string line;
   int lines = 0;
@@ -179,6 +181,51 @@ TEST(Train, DeviceChoiceRefusesWhatCannotRun) {
   r = run_elmo("--config " + config + " --device tpu");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir + "/run/checkpoints")) << "refused before any work";
+}
+
+// train.precision on the CPU (app/train.cpp check_precision_request): tf32/bf16 together with
+// an explicit CPU request is a usage error naming both, before any work; "auto" without a GPU
+// trains in fp32 with a warning, and summary.json says what was asked and what ran.
+TEST(Train, PrecisionOnTheCpuIsRefusedWhenAskedOrFallsBackWithAWarning) {
+  const std::string dir = testing::temp_dir("precision");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));  // train.device = "cpu"
+  struct Case {
+    std::string args, must_mention;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--set train.precision=bf16", "train.device = \"cpu\""},
+           {"--set train.precision=tf32 --set train.device=auto --device cpu", "--device cpu"},
+           {"--set train.precision=bf16 --set train.device=auto --no_cuda", "--no_cuda"}}) {
+    const auto r = run_elmo("--config " + config + " " + c.args);
+    EXPECT_EQ(r.status, 2) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find("train.precision = \""), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.must_mention), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find("--set train.precision=fp32"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(run + "/checkpoints")) << "refused before any work: " << c.args;
+  }
+  // fp32 on the CPU is what the CPU computes: no complaint.
+  auto r = run_elmo("--config " + config + " --set train.max_steps=2 --set train.precision=fp32");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find("train.precision"), std::string::npos) << r.output;
+  fs::remove_all(run);
+
+  // "auto": a GPU when there is one (the precision applies), else the CPU in fp32 with a warning.
+  r = run_elmo("--config " + config +
+               " --set train.max_steps=2 --set train.device=auto --set train.precision=tf32");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto summary = nlohmann::json::parse(read_file(run + "/summary.json"));
+  EXPECT_EQ(summary["precision_requested"], "tf32");
+  if (cuda_device_count() == 0) {
+    EXPECT_NE(r.output.find("which computes fp32"), std::string::npos) << r.output;
+    EXPECT_EQ(summary["device"], "cpu");
+    EXPECT_EQ(summary["precision"], "fp32");
+  } else {
+    EXPECT_EQ(summary["device"], "cuda:0");
+    EXPECT_EQ(summary["precision"], "tf32");
+    EXPECT_TRUE(summary.contains("device_name"));
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/config.h"
 #include "runtime/error.h"
+#include "runtime/gemm.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -181,6 +182,34 @@ TEST(Config, BadEnumListsChoicesAndSuggests) {
   EXPECT_THAT(error_of("[run]\ndir = \"\"\n"), HasSubstr("'run.dir' must not be empty"));
 }
 
+TEST(Config, PrecisionIsOneOfTheGemmModes) {
+  EXPECT_EQ(Config{}.train.precision, "fp32");
+  // Every accepted value is one the runtime parses, and names the same mode back: the config
+  // choices and runtime/gemm.h's GemmPrecision cannot drift apart.
+  for (const char* good : {"fp32", "tf32", "bf16"}) {
+    const Config c = config_from_string(str("[train]\nprecision = \"", good, "\"\n"));
+    EXPECT_EQ(c.train.precision, good);
+    EXPECT_STREQ(gemm_precision_name(parse_gemm_precision(c.train.precision)), good);
+    EXPECT_EQ(config_from_string("", "x", {str("train.precision=", good)}).train.precision, good);
+  }
+  EXPECT_EQ(error_of("[train]\nprecision = \"bf61\"\n"),
+            "run.toml:2: 'train.precision' = \"bf61\" is not one of: fp32 | tf32 | bf16 (did you "
+            "mean 'bf16'?)");
+  EXPECT_THAT(error_of("[train]\nprecision = \"fp16\"\n"),
+              HasSubstr("'train.precision' = \"fp16\" is not one of: fp32 | tf32 | bf16"));
+  EXPECT_THAT(error_of("[train]\nprecision = \"FP32\"\n"), HasSubstr("is not one of"));
+  EXPECT_EQ(error_of("[train]\nprecision = 16\n"),
+            "run.toml:2: 'train.precision' must be a string, got integer");
+  EXPECT_THAT(error_of("", {"train.precision=half"}),
+              StartsWith("--set train.precision=half: 'train.precision' = \"half\" is not one "
+                         "of: fp32 | tf32 | bf16"));
+  // The canonical dump carries it (checkpoints record the precision a run was trained with).
+  Config c;
+  c.train.precision = "bf16";
+  EXPECT_THAT(config_to_toml(c), HasSubstr("precision = \"bf16\"\n"));
+  EXPECT_EQ(config_from_string(config_to_toml(c)), c);
+}
+
 TEST(Config, ReportsEveryProblemInLineOrder) {
   const std::string message = error_of("[train]\nbatch_size = 0\n[model]\nlayers = 99\n");
   EXPECT_EQ(message,
@@ -282,7 +311,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 59u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 60u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));
