@@ -27,16 +27,17 @@ namespace {
 
 namespace cg = cooperative_groups;
 using bf16 = __nv_bfloat16;
-using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, bf16,
-                                     nvcuda::wmma::row_major>;
-using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16,
-                                     nvcuda::wmma::col_major>;
+using FragA =
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, bf16, nvcuda::wmma::row_major>;
+using FragB =
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16, nvcuda::wmma::col_major>;
 using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
 
 static_assert(kLstmpTile == 16, "the wmma shape below is m16n16k16");
 static_assert(kLstmpThreads % 32 == 0 && kLstmpWarps * 32 == kLstmpThreads, "whole warps");
 static_assert((kLstmpTile * kLstmpTile) % 32 == 0, "a staged 16x16 tile splits evenly over lanes");
-static_assert(kLstmpSmemPad % 8 == 0, "wmma needs the bf16 leading dimension to be a multiple of 8");
+static_assert(kLstmpSmemPad % 8 == 0,
+              "wmma needs the bf16 leading dimension to be a multiple of 8");
 constexpr int kPerLane = kLstmpTile * kLstmpTile / 32;  // staged elements per lane: 8
 constexpr int kStageFloats = kLstmpTile * kLstmpTile;   // one 16x16 fp32 tile
 
@@ -51,15 +52,15 @@ struct FwdParams {
   const float* c0;    // [B, C] | null
   float* z;           // [T, B, 4C]
   int save_gates;
-  float* c;           // [c_slots, B, C]
+  float* c;  // [c_slots, B, C]
   int64_t c_slots;
-  float* c_raw;       // [T, B, C] | null
-  float* m;           // [T, B, C] | null
-  float* r;           // [T, B, P] | null
-  float* y;           // [T, B, P]
-  bf16* hb;           // [Bpad, P]
-  bf16* mb;           // [Bpad, C]
-  float* partial;     // [tiles_k, Bpad, P]
+  float* c_raw;    // [T, B, C] | null
+  float* m;        // [T, B, C] | null
+  float* r;        // [T, B, P] | null
+  float* y;        // [T, B, P]
+  bf16* hb;        // [Bpad, P]
+  bf16* mb;        // [Bpad, C]
+  float* partial;  // [tiles_k, Bpad, P]
 };
 
 struct BwdParams {
@@ -152,7 +153,8 @@ __global__ void __launch_bounds__(kLstmpThreads, 1) lstmp_persistent_forward_ker
     for (int64_t e = threadIdx.x; e < 4 * p.U * P; e += blockDim.x) {
       const int64_t row = e / P, k = e % P;  // row = (s * 4 + g) * 16 + u
       const int64_t u = row % kLstmpTile, g = (row / kLstmpTile) % 4, s = row / (4 * kLstmpTile);
-      w_gate[row * ldg + k] = __float2bfloat16_rn(p.w_hh[(g * C + j0 + s * kLstmpTile + u) * P + k]);
+      w_gate[row * ldg + k] =
+          __float2bfloat16_rn(p.w_hh[(g * C + j0 + s * kLstmpTile + u) * P + k]);
     }
   }
   if (tile_block) {
@@ -166,7 +168,8 @@ __global__ void __launch_bounds__(kLstmpThreads, 1) lstmp_persistent_forward_ker
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t e = first; e < Bpad * P; e += stride)
     p.hb[e] = __float2bfloat16_rn(e < B * P && p.h0 ? p.h0[e] : 0.0f);
-  for (int64_t e = first; e < (Bpad - B) * C; e += stride) p.mb[B * C + e] = __float2bfloat16_rn(0.0f);
+  for (int64_t e = first; e < (Bpad - B) * C; e += stride)
+    p.mb[B * C + e] = __float2bfloat16_rn(0.0f);
   __syncthreads();
   grid.sync();
 
@@ -204,7 +207,7 @@ __global__ void __launch_bounds__(kLstmpThreads, 1) lstmp_persistent_forward_ker
           __syncwarp();
 #pragma unroll
           for (int i = 0; i < kPerLane; ++i) {
-            const int e = lane + 32 * i;                  // staged element: row * 16 + unit
+            const int e = lane + 32 * i;  // staged element: row * 16 + unit
             const int row = e / kLstmpTile, u = e % kLstmpTile;
             const int64_t b = row_tile * kLstmpTile + row;
             const int64_t j = j0 + s * kLstmpTile + u;
@@ -288,8 +291,10 @@ __global__ void __launch_bounds__(kLstmpThreads, 1) lstmp_persistent_backward_ke
   }
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (int64_t e = first; e < (Bpad - B) * P; e += stride) p.drb[B * P + e] = __float2bfloat16_rn(0.0f);
-  for (int64_t e = first; e < (Bpad - B) * G; e += stride) p.dzb[B * G + e] = __float2bfloat16_rn(0.0f);
+  for (int64_t e = first; e < (Bpad - B) * P; e += stride)
+    p.drb[B * P + e] = __float2bfloat16_rn(0.0f);
+  for (int64_t e = first; e < (Bpad - B) * G; e += stride)
+    p.dzb[B * G + e] = __float2bfloat16_rn(0.0f);
   // dr_{T-1} = dy_{T-1} * clip mask (nothing comes from a later step).
   {
     const int64_t t = p.T - 1;
@@ -338,8 +343,7 @@ __global__ void __launch_bounds__(kLstmpThreads, 1) lstmp_persistent_backward_ke
               const int64_t ce = b * C + j;
               const LstmCellBackward d = lstmp_cell_backward_math(
                   gi[j], gi[C + j], gi[2 * C + j], gi[3 * C + j], c_prev ? c_prev[ce] : 0.0f,
-                  p.c_raw[t * B * C + ce], p.cell_clip, staging[e],
-                  t + 1 < p.T ? p.dc[ce] : 0.0f);
+                  p.c_raw[t * B * C + ce], p.cell_clip, staging[e], t + 1 < p.T ? p.dc[ce] : 0.0f);
               gi[j] = d.dzi;
               gi[C + j] = d.dzf;
               gi[2 * C + j] = d.dzg;
@@ -385,20 +389,30 @@ using BackwardKernel = void (*)(BwdParams);
 ForwardKernel forward_kernel_for(int64_t units) {
   static_assert(kLstmpMaxSub == 4, "instances for kSub = 1..4");
   switch (units / kLstmpTile) {
-    case 1: return lstmp_persistent_forward_kernel<1>;
-    case 2: return lstmp_persistent_forward_kernel<2>;
-    case 3: return lstmp_persistent_forward_kernel<3>;
-    case 4: return lstmp_persistent_forward_kernel<4>;
-    default: return nullptr;
+    case 1:
+      return lstmp_persistent_forward_kernel<1>;
+    case 2:
+      return lstmp_persistent_forward_kernel<2>;
+    case 3:
+      return lstmp_persistent_forward_kernel<3>;
+    case 4:
+      return lstmp_persistent_forward_kernel<4>;
+    default:
+      return nullptr;
   }
 }
 BackwardKernel backward_kernel_for(int64_t units) {
   switch (units / kLstmpTile) {
-    case 1: return lstmp_persistent_backward_kernel<1>;
-    case 2: return lstmp_persistent_backward_kernel<2>;
-    case 3: return lstmp_persistent_backward_kernel<3>;
-    case 4: return lstmp_persistent_backward_kernel<4>;
-    default: return nullptr;
+    case 1:
+      return lstmp_persistent_backward_kernel<1>;
+    case 2:
+      return lstmp_persistent_backward_kernel<2>;
+    case 3:
+      return lstmp_persistent_backward_kernel<3>;
+    case 4:
+      return lstmp_persistent_backward_kernel<4>;
+    default:
+      return nullptr;
   }
 }
 
@@ -418,9 +432,9 @@ std::string residency_problem(const void* kernel, int grid, size_t smem, int dev
   ELMO_CUDA_CHECK(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kLstmpThreads, smem));
   if (static_cast<int64_t>(per_sm) * sm_count < grid)
-    return str(which, " kernel: ", grid, " cooperative blocks of ", kLstmpThreads,
-               " threads with ", smem, " bytes of shared memory cannot all be resident (",
-               per_sm, " per multiprocessor x ", sm_count, " multiprocessors)");
+    return str(which, " kernel: ", grid, " cooperative blocks of ", kLstmpThreads, " threads with ",
+               smem, " bytes of shared memory cannot all be resident (", per_sm,
+               " per multiprocessor x ", sm_count, " multiprocessors)");
   return "";
 }
 

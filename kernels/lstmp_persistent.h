@@ -75,8 +75,8 @@ struct LstmpPersistentPlan {
   int64_t fwd_tile_n = 0, fwd_tile_k = 0, fwd_tiles_n = 0, fwd_tiles_k = 0;
   // Backward dh tiles of W_hh [4C, P] seen as [K = 4C, N = P]: bwd_tile_k x bwd_tile_n.
   int64_t bwd_tile_n = 0, bwd_tile_k = 0, bwd_tiles_n = 0, bwd_tiles_k = 0;
-  int fwd_grid = 0, bwd_grid = 0;         // blocks launched
-  size_t fwd_smem = 0, bwd_smem = 0;      // dynamic shared memory per block, bytes
+  int fwd_grid = 0, bwd_grid = 0;     // blocks launched
+  size_t fwd_smem = 0, bwd_smem = 0;  // dynamic shared memory per block, bytes
   bool ok() const { return reason.empty(); }
 };
 
@@ -85,8 +85,7 @@ struct LstmpPersistentPlan {
 //   forward  = staging + 4U x (P + pad) bf16 + fwd_tile_n x (fwd_tile_k + pad) bf16
 //   backward = staging + U  x (P + pad) bf16 + bwd_tile_n x (bwd_tile_k + pad) bf16
 size_t lstmp_persistent_forward_smem(int64_t units, int64_t proj, int64_t tile_n, int64_t tile_k);
-size_t lstmp_persistent_backward_smem(int64_t units, int64_t proj, int64_t tile_n,
-                                      int64_t tile_k);
+size_t lstmp_persistent_backward_smem(int64_t units, int64_t proj, int64_t tile_n, int64_t tile_k);
 
 // Chooses the partition, or says in plan.reason why (C, P) does not fit these limits.
 LstmpPersistentPlan lstmp_persistent_plan(int64_t cell, int64_t proj,
@@ -104,40 +103,41 @@ std::string lstmp_persistent_supported(int64_t cell, int64_t proj, int device);
 struct LstmpForwardArgs {
   int64_t T = 0, B = 0;
   float cell_clip = 0.0f, proj_clip = 0.0f;  // <= 0: no clip
-  const float* w_hh = nullptr;  // [4C, P] f32 (rounded to bf16 on load)
-  const float* w_hr = nullptr;  // [P, C]  f32 (rounded to bf16 on load)
-  const float* h0 = nullptr;    // [B, P] | nullptr (zeros)
-  const float* c0 = nullptr;    // [B, C] | nullptr (zeros)
-  float* z = nullptr;           // [T, B, 4C] in: zx; out (gates != nullptr): activated gates
-  bool save_gates = false;      // write the activated gates over z
-  float* c = nullptr;           // [c_slots, B, C] clipped cell state of step t in slot t % c_slots
-  int64_t c_slots = 0;          // T (training) or 2 (inference ping-pong)
-  float* c_raw = nullptr;       // [T, B, C] | nullptr: pre-clip cell states
-  float* m = nullptr;           // [T, B, C] | nullptr: o * tanh(c)
-  float* r = nullptr;           // [T, B, P] | nullptr: pre-clip projections
-  float* y = nullptr;           // [T, B, P] outputs h_t
-  void* scratch = nullptr;      // lstmp_persistent_scratch_bytes(plan, B) bytes, 256-aligned
+  const float* w_hh = nullptr;               // [4C, P] f32 (rounded to bf16 on load)
+  const float* w_hr = nullptr;               // [P, C]  f32 (rounded to bf16 on load)
+  const float* h0 = nullptr;                 // [B, P] | nullptr (zeros)
+  const float* c0 = nullptr;                 // [B, C] | nullptr (zeros)
+  float* z = nullptr;       // [T, B, 4C] in: zx; out (save_gates): activated gates
+  bool save_gates = false;  // write the activated gates over z
+  float* c = nullptr;       // [c_slots, B, C] clipped cell state of step t in slot t % c_slots
+  int64_t c_slots = 0;      // T (training) or 2 (inference ping-pong)
+  float* c_raw = nullptr;   // [T, B, C] | nullptr: pre-clip cell states
+  float* m = nullptr;       // [T, B, C] | nullptr: o * tanh(c)
+  float* r = nullptr;       // [T, B, P] | nullptr: pre-clip projections
+  float* y = nullptr;       // [T, B, P] outputs h_t
+  void* scratch = nullptr;  // lstmp_persistent_scratch_bytes(plan, B) bytes, 256-aligned
 };
 
 struct LstmpBackwardArgs {
   int64_t T = 0, B = 0;
   float cell_clip = 0.0f, proj_clip = 0.0f;
-  const float* w_hh = nullptr;    // [4C, P]
-  const float* w_hr = nullptr;    // [P, C]
-  float* gates = nullptr;         // [T, B, 4C] in: activated gates; out: dz
-  const float* c = nullptr;       // [T, B, C] clipped cell states
-  const float* c_raw = nullptr;   // [T, B, C] pre-clip (== c when cell_clip <= 0)
-  const float* c0 = nullptr;      // [B, C] | nullptr
-  const float* r = nullptr;       // [T, B, P] pre-clip projections | nullptr (no proj clip)
-  const float* dy = nullptr;      // [T, B, P]
-  float* dr = nullptr;            // [T, B, P] out: gradient w.r.t. the pre-clip projection
-  float* dc = nullptr;            // [B, C] scratch: cell-state gradient carried back in time
-  void* scratch = nullptr;        // lstmp_persistent_scratch_bytes(plan, B) bytes, 256-aligned
+  const float* w_hh = nullptr;   // [4C, P]
+  const float* w_hr = nullptr;   // [P, C]
+  float* gates = nullptr;        // [T, B, 4C] in: activated gates; out: dz
+  const float* c = nullptr;      // [T, B, C] clipped cell states
+  const float* c_raw = nullptr;  // [T, B, C] pre-clip (== c when cell_clip <= 0)
+  const float* c0 = nullptr;     // [B, C] | nullptr
+  const float* r = nullptr;      // [T, B, P] pre-clip projections | nullptr (no proj clip)
+  const float* dy = nullptr;     // [T, B, P]
+  float* dr = nullptr;           // [T, B, P] out: gradient w.r.t. the pre-clip projection
+  float* dc = nullptr;           // [B, C] scratch: cell-state gradient carried back in time
+  void* scratch = nullptr;       // lstmp_persistent_scratch_bytes(plan, B) bytes, 256-aligned
 };
 
 // Scratch of one launch, carved from one allocation (offsets in bytes, 256-aligned):
-//   forward:  vec_a = bf16(h) [Bpad, P], vec_b = bf16(m)  [Bpad, C],  partial f32 [tiles_k, Bpad, P]
-//   backward: vec_a = bf16(dr) [Bpad, P], vec_b = bf16(dz) [Bpad, 4C], partial f32 [tiles_k, Bpad, P]
+//   forward:  vec_a = bf16(h) [Bpad, P], vec_b = bf16(m)  [Bpad, C],  partial f32 [tiles_k, Bpad,
+//   P] backward: vec_a = bf16(dr) [Bpad, P], vec_b = bf16(dz) [Bpad, 4C], partial f32 [tiles_k,
+//   Bpad, P]
 // Rows >= B of vec_a / vec_b are zeroed by the kernel's prologue and never written after.
 struct LstmpScratchLayout {
   int64_t rows_padded = 0;  // Bpad

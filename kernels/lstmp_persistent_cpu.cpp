@@ -3,14 +3,13 @@
 // W_hh, W_hr and of the exchanged vectors (h, m forward; dr, dz backward), fp32 accumulation,
 // cross-tile partial sums added in tile order, the cell math of lstmp_cell.h - written as plain
 // loops so that it reads as the specification of the kernels. See lstmp_persistent.h.
-#include "kernels/lstmp_persistent.h"
-
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
 
 #include "kernels/lstmp_cell.h"
+#include "kernels/lstmp_persistent.h"
 #include "runtime/error.h"
 
 namespace elmo {
@@ -38,16 +37,14 @@ LstmpDeviceLimits lstmp_persistent_h100_limits() {
   return limits;
 }
 
-size_t lstmp_persistent_forward_smem(int64_t units, int64_t proj, int64_t tile_n,
-                                     int64_t tile_k) {
+size_t lstmp_persistent_forward_smem(int64_t units, int64_t proj, int64_t tile_n, int64_t tile_k) {
   const size_t staging = size_t{kLstmpWarps} * 4 * kLstmpTile * kLstmpTile * sizeof(float);
   const size_t w_gate = static_cast<size_t>(4 * units * (proj + kLstmpSmemPad)) * 2;
   const size_t w_tile = static_cast<size_t>(tile_n * (tile_k + kLstmpSmemPad)) * 2;
   return staging + w_gate + w_tile;
 }
 
-size_t lstmp_persistent_backward_smem(int64_t units, int64_t proj, int64_t tile_n,
-                                      int64_t tile_k) {
+size_t lstmp_persistent_backward_smem(int64_t units, int64_t proj, int64_t tile_n, int64_t tile_k) {
   const size_t staging = size_t{kLstmpWarps} * kLstmpTile * kLstmpTile * sizeof(float);
   const size_t w_unit = static_cast<size_t>(units * (proj + kLstmpSmemPad)) * 2;
   const size_t w_tile = static_cast<size_t>(tile_n * (tile_k + kLstmpSmemPad)) * 2;
@@ -85,7 +82,7 @@ TileChoice choose_tiles(int64_t n_total, int64_t k_total, int64_t max_tiles, siz
       if (tiles_n * tiles_k > max_tiles) continue;
       const size_t bytes = smem(tn, tk);
       if (bytes > limit) continue;
-      const double traffic = tiles_n * kCostRows * k_total * 2.0 +  // A reads
+      const double traffic = tiles_n * kCostRows * k_total * 2.0 +       // A reads
                              2.0 * tiles_k * kCostRows * n_total * 4.0;  // partials
       const double cost = traffic / kL2BytesPerNs + 2.0 * kCostRows * tn * tk / kSmFlopPerNs;
       if (cost < best_cost) {
@@ -132,14 +129,12 @@ LstmpPersistentPlan lstmp_persistent_plan(int64_t cell, int64_t proj,
   for (int sub = 1; sub <= kLstmpMaxSub; ++sub) {
     const int64_t U = int64_t{kLstmpTile} * sub;
     if (C % U != 0 || C / U > max_blocks) continue;
-    const TileChoice fwd = choose_tiles(P, C, max_blocks, limits.smem_per_block,
-                                        [&](int64_t tn, int64_t tk) {
-                                          return lstmp_persistent_forward_smem(U, P, tn, tk);
-                                        });
-    const TileChoice bwd = choose_tiles(P, 4 * C, max_blocks, limits.smem_per_block,
-                                        [&](int64_t tn, int64_t tk) {
-                                          return lstmp_persistent_backward_smem(U, P, tn, tk);
-                                        });
+    const TileChoice fwd = choose_tiles(
+        P, C, max_blocks, limits.smem_per_block,
+        [&](int64_t tn, int64_t tk) { return lstmp_persistent_forward_smem(U, P, tn, tk); });
+    const TileChoice bwd = choose_tiles(
+        P, 4 * C, max_blocks, limits.smem_per_block,
+        [&](int64_t tn, int64_t tk) { return lstmp_persistent_backward_smem(U, P, tn, tk); });
     if (!fwd.found || !bwd.found) {
       last_failure = str("with ", U, " cell units per block (", C / U, " blocks) the weights do ",
                          "not fit in ", limits.smem_per_block, " bytes of shared memory per ",
@@ -158,8 +153,10 @@ LstmpPersistentPlan lstmp_persistent_plan(int64_t cell, int64_t proj,
     plan.bwd_tiles_n = P / bwd.tile_n;
     plan.bwd_tiles_k = 4 * C / bwd.tile_k;
     plan.bwd_smem = bwd.smem;
-    plan.fwd_grid = static_cast<int>(std::max(plan.gate_blocks, plan.fwd_tiles_n * plan.fwd_tiles_k));
-    plan.bwd_grid = static_cast<int>(std::max(plan.gate_blocks, plan.bwd_tiles_n * plan.bwd_tiles_k));
+    plan.fwd_grid =
+        static_cast<int>(std::max(plan.gate_blocks, plan.fwd_tiles_n * plan.fwd_tiles_k));
+    plan.bwd_grid =
+        static_cast<int>(std::max(plan.gate_blocks, plan.bwd_tiles_n * plan.bwd_tiles_k));
     return plan;
   }
   plan.reason = last_failure.empty()
@@ -233,9 +230,8 @@ void lstmp_persistent_forward_cpu(const LstmpPersistentPlan& plan, const LstmpFo
       }
       for (int64_t j = 0; j < C; ++j) {
         const int64_t e = b * C + j;
-        const LstmCellForward f = lstmp_cell_forward_math(z[j], z[C + j], z[2 * C + j],
-                                                          z[3 * C + j], c_prev ? c_prev[e] : 0.0f,
-                                                          a.cell_clip);
+        const LstmCellForward f = lstmp_cell_forward_math(
+            z[j], z[C + j], z[2 * C + j], z[3 * C + j], c_prev ? c_prev[e] : 0.0f, a.cell_clip);
         c_t[e] = f.c;
         if (a.c_raw) a.c_raw[t * B * C + e] = f.c_raw;
         if (a.m) a.m[t * B * C + e] = f.m;
@@ -254,7 +250,8 @@ void lstmp_persistent_forward_cpu(const LstmpPersistentPlan& plan, const LstmpFo
       for (int64_t b = 0; b < B; ++b)
         for (int64_t p = 0; p < P; ++p) {
           float acc = 0.0f;
-          for (int64_t k = k0; k < k0 + plan.fwd_tile_k; ++k) acc += mb[b * C + k] * w_hr[p * C + k];
+          for (int64_t k = k0; k < k0 + plan.fwd_tile_k; ++k)
+            acc += mb[b * C + k] * w_hr[p * C + k];
           partial[(kt * B + b) * P + p] = acc;
         }
     }
@@ -320,7 +317,8 @@ void lstmp_persistent_backward_cpu(const LstmpPersistentPlan& plan, const LstmpB
       for (int64_t b = 0; b < B; ++b)
         for (int64_t p = 0; p < P; ++p) {
           float acc = 0.0f;
-          for (int64_t k = k0; k < k0 + plan.bwd_tile_k; ++k) acc += dzb[b * G + k] * w_hh[k * P + p];
+          for (int64_t k = k0; k < k0 + plan.bwd_tile_k; ++k)
+            acc += dzb[b * G + k] * w_hh[k * P + p];
           partial[(kt * B + b) * P + p] = acc;
         }
     }

@@ -3,8 +3,6 @@
 // with __float2bfloat16_rn, and a finite-difference check of the CPU twin's backward.
 // The twin against the standard layer is in tests/model/test_lstm_layer_persistent.cpp; the
 // CUDA kernels against the twin in test_lstmp_persistent_gpu.cpp.
-#include "kernels/lstmp_persistent.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/lstmp_persistent.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -37,12 +36,13 @@ TEST(LstmpPersistentPlan, ElmoSizesFitAnH100) {
   EXPECT_LE(plan.bwd_smem, h100.smem_per_block);
   // The gate slice alone is 4U x (P + pad) bf16 = 133,120 bytes.
   EXPECT_GE(plan.fwd_smem, size_t{4 * 32 * (512 + kLstmpSmemPad) * 2});
-  std::printf("ELMo plan: U %lld, fwd tiles %lld x %lld (%lldx%lld), bwd tiles %lld x %lld "
-              "(%lldx%lld), grid %d / %d, smem %zu / %zu\n",
-              (long long)plan.units, (long long)plan.fwd_tiles_n, (long long)plan.fwd_tiles_k,
-              (long long)plan.fwd_tile_n, (long long)plan.fwd_tile_k, (long long)plan.bwd_tiles_n,
-              (long long)plan.bwd_tiles_k, (long long)plan.bwd_tile_n, (long long)plan.bwd_tile_k,
-              plan.fwd_grid, plan.bwd_grid, plan.fwd_smem, plan.bwd_smem);
+  std::printf(
+      "ELMo plan: U %lld, fwd tiles %lld x %lld (%lldx%lld), bwd tiles %lld x %lld "
+      "(%lldx%lld), grid %d / %d, smem %zu / %zu\n",
+      (long long)plan.units, (long long)plan.fwd_tiles_n, (long long)plan.fwd_tiles_k,
+      (long long)plan.fwd_tile_n, (long long)plan.fwd_tile_k, (long long)plan.bwd_tiles_n,
+      (long long)plan.bwd_tiles_k, (long long)plan.bwd_tile_n, (long long)plan.bwd_tile_k,
+      plan.fwd_grid, plan.bwd_grid, plan.fwd_smem, plan.bwd_smem);
 }
 
 // Every plan must tile exactly: units and tiles divide their totals in multiples of 16, the
@@ -103,17 +103,14 @@ TEST(LstmpPersistentPlan, LargeCellsUseWiderUnitGroups) {
 TEST(LstmpPersistentPlan, RefusalsSayWhy) {
   const LstmpDeviceLimits h100 = lstmp_persistent_h100_limits();
   EXPECT_NE(lstmp_persistent_plan(64, 0, h100).reason.find("projection"), std::string::npos);
-  EXPECT_NE(lstmp_persistent_plan(40, 16, h100).reason.find("multiples of 16"),
-            std::string::npos);
-  EXPECT_NE(lstmp_persistent_plan(64, 24, h100).reason.find("multiples of 16"),
-            std::string::npos);
+  EXPECT_NE(lstmp_persistent_plan(40, 16, h100).reason.find("multiples of 16"), std::string::npos);
+  EXPECT_NE(lstmp_persistent_plan(64, 24, h100).reason.find("multiples of 16"), std::string::npos);
   // 132 * 64 < 8464 = 16 * 529: no unit count fits one block per SM.
   EXPECT_NE(lstmp_persistent_plan(8464, 64, h100).reason.find("blocks of 16, 32, 48 or 64"),
             std::string::npos);
   LstmpDeviceLimits no_coop = h100;
   no_coop.cooperative_launch = false;
-  EXPECT_NE(lstmp_persistent_plan(64, 32, no_coop).reason.find("cooperative"),
-            std::string::npos);
+  EXPECT_NE(lstmp_persistent_plan(64, 32, no_coop).reason.find("cooperative"), std::string::npos);
   LstmpDeviceLimits old = h100;
   old.compute_major = 7;
   EXPECT_NE(lstmp_persistent_plan(64, 32, old).reason.find("compute capability"),
@@ -133,11 +130,11 @@ float from_bits(uint32_t bits) {
 TEST(LstmpPersistent, Bf16RoundingIsNearestEven) {
   EXPECT_EQ(lstmp_round_bf16(1.0f), 1.0f);
   EXPECT_EQ(lstmp_round_bf16(-2.5f), -2.5f);
-  EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f808000u)), 1.0f);              // tie -> even (down)
+  EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f808000u)), 1.0f);  // tie -> even (down)
   EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f818000u)), from_bits(0x3f820000u));  // tie -> even (up)
   EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f808001u)), from_bits(0x3f810000u));  // above the tie
-  EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f807fffu)), 1.0f);              // below the tie
-  EXPECT_TRUE(std::isinf(lstmp_round_bf16(from_bits(0x7f7fffffu))));     // FLT_MAX -> inf
+  EXPECT_EQ(lstmp_round_bf16(from_bits(0x3f807fffu)), 1.0f);                    // below the tie
+  EXPECT_TRUE(std::isinf(lstmp_round_bf16(from_bits(0x7f7fffffu))));            // FLT_MAX -> inf
   EXPECT_TRUE(std::isnan(lstmp_round_bf16(std::numeric_limits<float>::quiet_NaN())));
   EXPECT_TRUE(std::isnan(lstmp_round_bf16(from_bits(0x7f800001u))));  // NaN with low payload
 }

@@ -43,9 +43,9 @@ std::vector<float> uniform(uint64_t seed, int64_t n, float scale) {
   for (size_t k = 0; k < actual.size(); ++k) {
     const float diff = std::fabs(actual[k] - expected[k]);
     if (!(diff <= tol * scale + 1e-6f))
-      return ::testing::AssertionFailure() << what << "[" << k << "]: GPU " << actual[k]
-                                           << " vs twin " << expected[k] << " (allowed "
-                                           << tol * scale << ")";
+      return ::testing::AssertionFailure()
+             << what << "[" << k << "]: GPU " << actual[k] << " vs twin " << expected[k]
+             << " (allowed " << tol * scale << ")";
   }
   return ::testing::AssertionSuccess();
 }
@@ -136,8 +136,8 @@ Result run(const Problem& p, bool gpu, const Result* saved) {
     out.dz = in.gates;
     return out;
   }
-  const Tensor w_hh = upload(p.w_hh), w_hr = upload(p.w_hr), h0 = upload(p.h0),
-               c0 = upload(p.c0), dy = upload(p.dy);
+  const Tensor w_hh = upload(p.w_hh), w_hr = upload(p.w_hr), h0 = upload(p.h0), c0 = upload(p.c0),
+               dy = upload(p.dy);
   Tensor gates = upload(p.zx), c = zeros_gpu(TBC), c_raw = zeros_gpu(TBC), m = zeros_gpu(TBC),
          r = zeros_gpu(TBP), y = zeros_gpu(TBP), dr = zeros_gpu(TBP), dcg = zeros_gpu(k.B * k.C);
   const size_t bytes = lstmp_persistent_scratch_bytes(p.plan, k.B) + 256;
@@ -225,7 +225,8 @@ TEST(LstmpPersistentGpu, EveryUnitGroupWidthMatchesTwin) {
   // On 132 SMs: 16, 32, 48 and 64 units per block (kSub 1..4). A device with fewer SMs cannot
   // plan the larger ones; those are reported and left out.
   for (int64_t C : {int64_t{2048}, int64_t{4096}, int64_t{6336}, int64_t{8192}}) {
-    const LstmpPersistentPlan plan = lstmp_persistent_plan(C, 16, lstmp_persistent_device_limits(0));
+    const LstmpPersistentPlan plan =
+        lstmp_persistent_plan(C, 16, lstmp_persistent_device_limits(0));
     if (!plan.ok()) {
       std::printf("C %lld left out on this device: %s\n", (long long)C, plan.reason.c_str());
       continue;

@@ -46,19 +46,19 @@ std::vector<float> uniform(uint64_t seed, int64_t n, float scale) {
                                         const std::vector<float>& expected, float tol,
                                         const char* what, float* max_diff = nullptr) {
   if (actual.size() != expected.size())
-    return ::testing::AssertionFailure() << what << ": sizes " << actual.size() << " vs "
-                                         << expected.size();
+    return ::testing::AssertionFailure()
+           << what << ": sizes " << actual.size() << " vs " << expected.size();
   float scale = 0.0f, worst = 0.0f;
   for (float e : expected) scale = std::max(scale, std::fabs(e));
-  for (size_t k = 0; k < actual.size(); ++k) worst = std::max(worst, std::fabs(actual[k] - expected[k]));
+  for (size_t k = 0; k < actual.size(); ++k)
+    worst = std::max(worst, std::fabs(actual[k] - expected[k]));
   if (max_diff) *max_diff = worst;
   for (size_t k = 0; k < actual.size(); ++k) {
     const float diff = std::fabs(actual[k] - expected[k]);
     if (!(diff <= tol * scale + 1e-6f))
       return ::testing::AssertionFailure()
-             << what << "[" << k << "]: " << actual[k] << " vs " << expected[k] << " (diff "
-             << diff << ", allowed " << tol * scale << " = " << tol << " x scale " << scale
-             << ")";
+             << what << "[" << k << "]: " << actual[k] << " vs " << expected[k] << " (diff " << diff
+             << ", allowed " << tol * scale << " = " << tol << " x scale " << scale << ")";
   }
   return ::testing::AssertionSuccess();
 }
@@ -107,9 +107,8 @@ Grads run_backward(const Problem& p, LstmKernel kernel, LstmLayerWorkspace& ws,
   Grads g{std::vector<float>(p.x.size()), std::vector<float>(p.w_ih.size()),
           std::vector<float>(p.w_hh.size()), std::vector<float>(p.b.size()),
           std::vector<float>(p.w_hr.size())};
-  lstm_layer_backward(p.shape, p.weights(kernel), p.T, p.B, p.x.data(), y.data(), ws,
-                      p.dy.data(), g.dx.data(),
-                      {g.w_ih.data(), g.w_hh.data(), g.b.data(), g.w_hr.data()});
+  lstm_layer_backward(p.shape, p.weights(kernel), p.T, p.B, p.x.data(), y.data(), ws, p.dy.data(),
+                      g.dx.data(), {g.w_ih.data(), g.w_hh.data(), g.b.data(), g.w_hr.data()});
   return g;
 }
 
@@ -202,8 +201,8 @@ TEST(LstmLayerPersistent, UnsupportedShapesAreErrorsWithTheReason) {
   const Problem odd({8, 40, 16, 0.0f, 0.0f}, 2, 2, 701);
   std::vector<float> y2(2 * 2 * 16);
   message = testing::error_of([&] {
-    lstm_layer_forward(odd.shape, odd.weights(LstmKernel::kPersistent), 2, 2, odd.x.data(),
-                       nullptr, nullptr, y2.data(), nullptr, nullptr, nullptr, false);
+    lstm_layer_forward(odd.shape, odd.weights(LstmKernel::kPersistent), 2, 2, odd.x.data(), nullptr,
+                       nullptr, y2.data(), nullptr, nullptr, nullptr, false);
   });
   EXPECT_NE(message.find("multiples of 16"), std::string::npos) << message;
 }

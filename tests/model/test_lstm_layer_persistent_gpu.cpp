@@ -92,18 +92,19 @@ Outputs run(const Problem& p, Device device, LstmKernel fwd_kernel, LstmKernel b
   Tensor g_hh = Tensor::zeros(w_hh.shape(), DType::kF32, device);
   Tensor g_b = Tensor::zeros(b.shape(), DType::kF32, device);
   Tensor g_hr = Tensor::zeros(w_hr.shape(), DType::kF32, device);
-  LstmLayerWeights weights{w_ih.data<float>(), w_hh.data<float>(), b.data<float>(),
-                           w_hr.data<float>(), device, fwd_kernel};
+  LstmLayerWeights weights{
+      w_ih.data<float>(), w_hh.data<float>(), b.data<float>(), w_hr.data<float>(), device,
+      fwd_kernel};
   LstmLayerWorkspace ws;
   lstm_layer_forward(s, weights, p.T, p.B, x.data<float>(), h0.data<float>(), c0.data<float>(),
                      y.data<float>(), h_last.data<float>(), c_last.data<float>(), &ws, true);
   weights.kernel = bwd_kernel;
-  lstm_layer_backward(s, weights, p.T, p.B, x.data<float>(), y.data<float>(), ws,
-                      dy.data<float>(), dx.data<float>(),
-                      {g_ih.data<float>(), g_hh.data<float>(), g_b.data<float>(),
-                       g_hr.data<float>()});
-  return {y.to_floats(),  h_last.to_floats(), c_last.to_floats(), dx.to_floats(),
-          g_ih.to_floats(), g_hh.to_floats(), g_b.to_floats(),    g_hr.to_floats()};
+  lstm_layer_backward(
+      s, weights, p.T, p.B, x.data<float>(), y.data<float>(), ws, dy.data<float>(),
+      dx.data<float>(),
+      {g_ih.data<float>(), g_hh.data<float>(), g_b.data<float>(), g_hr.data<float>()});
+  return {y.to_floats(),    h_last.to_floats(), c_last.to_floats(), dx.to_floats(),
+          g_ih.to_floats(), g_hh.to_floats(),   g_b.to_floats(),    g_hr.to_floats()};
 }
 
 void expect_close(const Outputs& a, const Outputs& e, float fwd_tol, float grad_tol) {
@@ -145,8 +146,8 @@ TEST(LstmLayerPersistentGpu, SmallWithClipsMatchesStandard) {
 
 TEST(LstmLayerPersistentGpu, SmallWithoutClipsMatchesStandard) {
   ELMO_SKIP_WITHOUT_GPU();
-  compare_with_standard(Problem({40, 256, 48, 0.0f, 0.0f}, 4, 17, 20), GemmPrecision::kFp32,
-                        8 * kU, 16 * kU);
+  compare_with_standard(Problem({40, 256, 48, 0.0f, 0.0f}, 4, 17, 20), GemmPrecision::kFp32, 8 * kU,
+                        16 * kU);
 }
 
 TEST(LstmLayerPersistentGpu, ElmoSizeWithClipsMatchesStandard) {
