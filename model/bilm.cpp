@@ -109,7 +109,7 @@ BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device devic
   params_.add("softmax.weight", {shape.vocab, shape.hidden()}, /*row_sparse=*/true, device);
   params_.add("softmax.bias", {shape.vocab}, /*row_sparse=*/true, device);
   for (int d = 0; d < shape.directions(); ++d)
-    impl_->stacks.emplace_back(params_, direction_name(d), stack);
+    impl_->stacks.emplace_back(params_, direction_name(d), stack, options.lstm_kernel);
   if (options.softmax == SoftmaxKind::kSampled) {
     ELMO_REQUIRE(options.samples > 0 && options.samples < shape.vocab, "softmax.samples = ",
                  options.samples, " must be between 1 and the vocabulary size - 1 (",

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "model/full_softmax.h"
+#include "model/lstm_layer.h"
 #include "model/parameters.h"
 #include "runtime/gemm.h"
 #include "runtime/rng.h"
@@ -57,6 +58,11 @@ struct BilmTrainOptions {
   // GEMM precision on CUDA (runtime/gemm.h: fp32, TF32, bf16 inputs with f32 accumulation and
   // f32 master weights). The CPU always computes in f32.
   GemmPrecision precision = GemmPrecision::kFp32;
+  // How the LSTM layers run their recurrence (model/lstm_layer.h): kAuto is the standard path
+  // until the persistent kernels have been checked on a GPU. No config key yet: a
+  // `train.lstm_kernel = "auto" | "standard" | "persistent"` key would be parsed with
+  // parse_lstm_kernel and passed here by bilm_options.
+  LstmKernel lstm_kernel = LstmKernel::kAuto;
 };
 
 // Carried LSTM state of one direction: h [L, B, H] and c [L, B, C] (pre-residual), on the

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/lstmp_cell.h"
+#include "kernels/lstmp_persistent.h"
 #include "kernels/pointwise.h"
 #include "runtime/gemm.h"
 
@@ -19,11 +20,29 @@ float* FloatBuffer::ensure(int64_t n, Device device) {
 }
 
 int64_t LstmLayerWorkspace::bytes() const {
-  const FloatBuffer* all[] = {&gates_, &c_, &c_raw_, &m_, &r_, &h0_, &c0_, &dr_, &dm_, &dc_,
-                              &ones_};
+  const FloatBuffer* all[] = {&gates_, &c_,  &c_raw_, &m_,    &r_,
+                              &h0_,    &c0_, &dr_,    &dm_,   &dc_,
+                              &ones_,  &persistent_.scratch};
   int64_t n = 0;
   for (const FloatBuffer* b : all) n += b->capacity();
   return n * static_cast<int64_t>(sizeof(float));
+}
+
+const char* lstm_kernel_name(LstmKernel kernel) {
+  switch (kernel) {
+    case LstmKernel::kStandard: return "standard";
+    case LstmKernel::kPersistent: return "persistent";
+    case LstmKernel::kAuto: return "auto";
+  }
+  return "unknown";
+}
+
+LstmKernel parse_lstm_kernel(const std::string& text) {
+  if (text == "standard") return LstmKernel::kStandard;
+  if (text == "persistent") return LstmKernel::kPersistent;
+  if (text == "auto") return LstmKernel::kAuto;
+  throw UsageError(str("LSTM kernel \"", text, "\" is not known; use \"standard\", ",
+                       "\"persistent\" or \"auto\""));
 }
 
 void check_lstm_layer_shape(const LstmLayerShape& shape, const char* where) {
@@ -41,6 +60,46 @@ void check_weights(const LstmLayerShape& shape, const LstmLayerWeights& w, const
              "exactly when proj_dim > 0 (proj_dim ", shape.proj_dim, ")");
 }
 
+// True when this call runs the persistent kernels (throws, naming the reason, when kPersistent
+// was asked for a shape or device they do not support). kAuto is the standard path until the
+// kernels have been verified on a GPU (see LstmKernel in lstm_layer.h).
+bool use_persistent(const LstmLayerShape& shape, const LstmLayerWeights& w,
+                    LstmPersistentState& state, const char* where) {
+  if (w.kernel != LstmKernel::kPersistent) return false;
+  if (!state.planned || state.cell != shape.cell_size || state.proj != shape.proj_dim ||
+      !(state.device == w.device)) {
+    if (w.device.is_cpu()) {
+      state.plan = lstmp_persistent_plan(shape.cell_size, shape.proj_dim,
+                                         lstmp_persistent_h100_limits());
+    } else {
+      state.plan = lstmp_persistent_plan(shape.cell_size, shape.proj_dim,
+                                         lstmp_persistent_device_limits(w.device.index));
+      if (state.plan.ok()) {
+        const std::string problem =
+            lstmp_persistent_supported(shape.cell_size, shape.proj_dim, w.device.index);
+        if (!problem.empty()) state.plan.reason = problem;
+      }
+    }
+    state.cell = shape.cell_size;
+    state.proj = shape.proj_dim;
+    state.device = w.device;
+    state.planned = true;
+  }
+  ELMO_CHECK(state.plan.ok(), where, ": the persistent LSTM kernel was asked for (cell_size ",
+             shape.cell_size, ", proj_dim ", shape.proj_dim, ", ", w.device.str(),
+             ") but cannot run it: ", state.plan.reason);
+  return true;
+}
+
+// Scratch of the CUDA kernels, 256-byte aligned; nullptr on the CPU (the twin needs none).
+void* persistent_scratch(LstmPersistentState& state, int64_t B, Device device) {
+  if (device.is_cpu()) return nullptr;
+  const size_t bytes = lstmp_persistent_scratch_bytes(state.plan, B) + 256;
+  float* raw = state.scratch.ensure(static_cast<int64_t>((bytes + 3) / 4), device);
+  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + 255) / 256 * 256;
+  return reinterpret_cast<void*>(aligned);
+}
+
 }  // namespace
 
 void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& weights, int64_t T,
@@ -53,6 +112,7 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
   LstmLayerWorkspace local;
   if (!ws) ws = &local;
   ws->ready_for_backward_ = false;
+  const bool persistent = use_persistent(shape, weights, ws->persistent_, "lstm_layer_forward");
 
   const Device dev = weights.device;
   const int64_t in = shape.input_dim, C = shape.cell_size, P = shape.proj_dim;
@@ -94,27 +154,53 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
   broadcast_rows(dev, weights.bias, G, T * B, z);
   gemm(dev, false, true, T * B, G, in, 1.0f, x, in, weights.w_ih, in, 1.0f, z, G);
 
-  const float* h_prev = h0;  // [B, H]
-  const float* c_prev = c0;  // [B, C]
-  for (int64_t t = 0; t < T; ++t) {
-    float* z_t = z + t * B * G;  // [B, 4C]
-    if (h_prev) gemm(dev, false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, H, 1.0f, z_t, G);
-    float* c_t = c_all + (training ? t : t % 2) * B * C;  // [B, C]
-    float* y_t = y + t * B * H;                           // [B, H]
-    float* m_t = project ? m_all + (training ? t * B * C : 0) : y_t;  // [B, C]
-    (dev.is_cpu() ? lstmp_cell_forward_cpu : lstmp_cell_forward_cuda)(
-        B, C, shape.cell_clip, z_t, c_prev, c_t, m_t, training ? z_t : nullptr,
-        c_raw ? c_raw + t * B * C : nullptr);
-    if (project) {
-      float* r_t = r_all ? r_all + t * B * P : y_t;  // [B, P] pre-clip projection
-      gemm(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, C, 0.0f, r_t, P);
-      if (shape.proj_clip > 0.0f) clip_values(dev, r_t, y_t, B * P, shape.proj_clip);
+  const float* c_last_src = nullptr;  // [B, C] the cell state after step T-1
+  if (persistent) {
+    LstmpForwardArgs a;
+    a.T = T;
+    a.B = B;
+    a.cell_clip = shape.cell_clip;
+    a.proj_clip = shape.proj_clip;
+    a.w_hh = weights.w_hh;
+    a.w_hr = weights.w_hr;
+    a.h0 = h0;
+    a.c0 = c0;
+    a.z = z;
+    a.save_gates = training;
+    a.c = c_all;
+    a.c_slots = training ? T : 2;
+    a.c_raw = c_raw;
+    a.m = training ? m_all : nullptr;
+    a.r = r_all;
+    a.y = y;
+    a.scratch = persistent_scratch(ws->persistent_, B, dev);
+    if (dev.is_cpu()) lstmp_persistent_forward_cpu(ws->persistent_.plan, a);
+    else lstmp_persistent_forward_cuda(ws->persistent_.plan, a);
+    c_last_src = c_all + ((T - 1) % a.c_slots) * B * C;
+  } else {
+    const float* h_prev = h0;  // [B, H]
+    const float* c_prev = c0;  // [B, C]
+    for (int64_t t = 0; t < T; ++t) {
+      float* z_t = z + t * B * G;  // [B, 4C]
+      if (h_prev) gemm(dev, false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, H, 1.0f, z_t, G);
+      float* c_t = c_all + (training ? t : t % 2) * B * C;  // [B, C]
+      float* y_t = y + t * B * H;                           // [B, H]
+      float* m_t = project ? m_all + (training ? t * B * C : 0) : y_t;  // [B, C]
+      (dev.is_cpu() ? lstmp_cell_forward_cpu : lstmp_cell_forward_cuda)(
+          B, C, shape.cell_clip, z_t, c_prev, c_t, m_t, training ? z_t : nullptr,
+          c_raw ? c_raw + t * B * C : nullptr);
+      if (project) {
+        float* r_t = r_all ? r_all + t * B * P : y_t;  // [B, P] pre-clip projection
+        gemm(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, C, 0.0f, r_t, P);
+        if (shape.proj_clip > 0.0f) clip_values(dev, r_t, y_t, B * P, shape.proj_clip);
+      }
+      h_prev = y_t;
+      c_prev = c_t;
     }
-    h_prev = y_t;
-    c_prev = c_t;
+    c_last_src = c_prev;
   }
   if (h_last) copy_floats(dev, h_last, y + (T - 1) * B * H, B * H);
-  if (c_last) copy_floats(dev, c_last, c_prev, B * C);
+  if (c_last) copy_floats(dev, c_last, c_last_src, B * C);
   if (training) {
     ws->saved_T_ = T;
     ws->saved_B_ = B;
@@ -133,6 +219,7 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
              ", B ", B, " but the saved forward ran with T ", ws.saved_T_, ", B ", ws.saved_B_);
   ELMO_CHECK(grads.w_ih && grads.w_hh && grads.bias && (shape.proj_dim == 0 || grads.w_hr),
              "lstm_layer_backward: a gradient pointer is missing");
+  const bool persistent = use_persistent(shape, weights, ws.persistent_, "lstm_layer_backward");
   ws.ready_for_backward_ = false;  // dZ overwrites the saved gates
   const Device dev = weights.device;
   const int64_t in = shape.input_dim, C = shape.cell_size, P = shape.proj_dim;
@@ -153,22 +240,43 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
   float* dm = ws.dm_.ensure(B * C, dev);                              // [B, C]
   float* dc = ws.dc_.ensure(B * C, dev);                              // [B, C]
 
-  for (int64_t t = T - 1; t >= 0; --t) {
-    // dh_t = dy_t + dz_{t+1} W_hh, written where it is consumed: dR_t (projection) or dm.
-    float* dh = project ? dr_all + t * B * P : dm;  // [B, H]
-    copy_floats(dev, dh, dy + t * B * H, B * H);
-    if (t + 1 < T)
-      gemm(dev, false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh, H, 1.0f,
-           dh, H);
-    if (project) {
-      if (r_all) mask_clip_grad(dev, dh, r_all + t * B * P, B * P, shape.proj_clip);
-      gemm(dev, false, false, B, C, P, 1.0f, dh, P, weights.w_hr, C, 0.0f, dm, C);  // dm = dR W_hr
+  if (persistent) {  // the BPTT loop in one launch: dZ over the gates, dR_t in dr_all
+    LstmpBackwardArgs a;
+    a.T = T;
+    a.B = B;
+    a.cell_clip = shape.cell_clip;
+    a.proj_clip = shape.proj_clip;
+    a.w_hh = weights.w_hh;
+    a.w_hr = weights.w_hr;
+    a.gates = gates;
+    a.c = c_all;
+    a.c_raw = c_raw_all;
+    a.c0 = c0;
+    a.r = r_all;
+    a.dy = dy;
+    a.dr = dr_all;
+    a.dc = dc;
+    a.scratch = persistent_scratch(ws.persistent_, B, dev);
+    if (dev.is_cpu()) lstmp_persistent_backward_cpu(ws.persistent_.plan, a);
+    else lstmp_persistent_backward_cuda(ws.persistent_.plan, a);
+  } else {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      // dh_t = dy_t + dz_{t+1} W_hh, written where it is consumed: dR_t (projection) or dm.
+      float* dh = project ? dr_all + t * B * P : dm;  // [B, H]
+      copy_floats(dev, dh, dy + t * B * H, B * H);
+      if (t + 1 < T)
+        gemm(dev, false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh, H, 1.0f,
+             dh, H);
+      if (project) {
+        if (r_all) mask_clip_grad(dev, dh, r_all + t * B * P, B * P, shape.proj_clip);
+        gemm(dev, false, false, B, C, P, 1.0f, dh, P, weights.w_hr, C, 0.0f, dm, C);  // dm = dR W_hr
+      }
+      const float* c_prev = t > 0 ? c_all + (t - 1) * B * C : c0;
+      float* z_t = gates + t * B * G;
+      (dev.is_cpu() ? lstmp_cell_backward_cpu : lstmp_cell_backward_cuda)(
+          B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm, t + 1 < T ? dc : nullptr,
+          z_t, t > 0 ? dc : nullptr);
     }
-    const float* c_prev = t > 0 ? c_all + (t - 1) * B * C : c0;
-    float* z_t = gates + t * B * G;
-    (dev.is_cpu() ? lstmp_cell_backward_cpu : lstmp_cell_backward_cuda)(
-        B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm, t + 1 < T ? dc : nullptr,
-        z_t, t > 0 ? dc : nullptr);
   }
 
   const float* dz = gates;  // [T*B, 4C]

@@ -17,10 +17,15 @@
 // thread's GEMM precision), the cell through kernels/lstmp_cell.h, the rest through
 // kernels/pointwise.h. The bias gradient is a GEMM with a ones vector run in fp32 whatever the
 // precision (a sum over T*B rows should not see bf16-rounded inputs).
+// With LstmKernel::kPersistent the per-step loop of forward and of backward is replaced by one
+// launch of kernels/lstmp_persistent.h each; the input GEMM, the saved activations and the
+// weight-gradient GEMMs stay the same, so either backward can follow either forward.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "kernels/lstmp_persistent.h"
 #include "runtime/tensor.h"
 
 namespace elmo {
@@ -35,12 +40,35 @@ struct LstmLayerShape {
   int64_t gates() const { return 4 * cell_size; }
 };
 
+// How the T-step recurrence of a layer runs (the input GEMM and the weight-gradient GEMMs are
+// the same either way).
+//   kStandard    per step a recurrent GEMM, the fused cell and the projection GEMM (cuBLAS /
+//                OpenBLAS at the thread's GEMM precision).
+//   kPersistent  kernels/lstmp_persistent.h: the whole recurrence (forward, and the BPTT loop of
+//                backward) in one cooperative launch with W_hh and W_hr held on chip in bf16,
+//                whatever the GEMM precision. Needs a projection and a shape the device fits;
+//                anything else is an error naming the reason. On the CPU it runs the kernels'
+//                CPU twin (same bf16 roundings), planned for an H100.
+//   kAuto        the standard path. The persistent kernels have been compiled for sm_90 but
+//                never run on a GPU; kAuto must keep choosing kStandard until a device run has
+//                checked them (tests/kernels/test_lstmp_persistent_gpu.cpp,
+//                tests/model/test_lstm_layer_persistent_gpu.cpp) and measured them faster.
+//                Then it may pick kPersistent where lstmp_persistent_supported() is "" (and,
+//                since the persistent path always rounds to bf16, where the GEMM precision is
+//                bf16).
+enum class LstmKernel : uint8_t { kStandard, kPersistent, kAuto };
+
+const char* lstm_kernel_name(LstmKernel kernel);  // "standard", "persistent", "auto"
+// Parses "standard", "persistent" or "auto"; throws UsageError naming the accepted values.
+LstmKernel parse_lstm_kernel(const std::string& text);
+
 struct LstmLayerWeights {
   const float* w_ih = nullptr;  // [4C, in]
   const float* w_hh = nullptr;  // [4C, H]
   const float* bias = nullptr;  // [4C]
   const float* w_hr = nullptr;  // [P, C]; nullptr when proj_dim == 0
   Device device = Device::cpu();  // where these, the activations and the gradients live
+  LstmKernel kernel = LstmKernel::kAuto;  // how the recurrence runs on them (see LstmKernel)
 };
 
 // Gradients are ACCUMULATED (+=) into these.
@@ -62,6 +90,15 @@ class FloatBuffer {
 
  private:
   Tensor tensor_;
+};
+
+// The persistent kernels' plan for (C, P, device), computed once, and their scratch.
+struct LstmPersistentState {
+  LstmpPersistentPlan plan;
+  int64_t cell = 0, proj = 0;
+  Device device = Device::cpu();
+  bool planned = false;
+  FloatBuffer scratch;  // lstmp_persistent_scratch_bytes + 256 (aligned up to 256 bytes)
 };
 
 // Scratch and saved activations of one layer, allocated on first use and reused: after the
@@ -90,6 +127,7 @@ class LstmLayerWorkspace {
   FloatBuffer dm_;     // [B, C]
   FloatBuffer dc_;     // [B, C] cell-state gradient carried backwards in time
   FloatBuffer ones_;   // [T * B] for the bias-gradient GEMM
+  LstmPersistentState persistent_;
   int64_t ones_filled_ = 0;
   const float* ones_data_ = nullptr;
   int64_t saved_T_ = 0, saved_B_ = 0;

@@ -86,8 +86,11 @@ void init_lstm_parameters(ParameterStore& store, const std::string& direction,
 }
 
 LstmStack::LstmStack(ParameterStore& store, const std::string& direction,
-                     const LstmStackShape& shape)
-    : shape_(shape), direction_(direction), dir_index_(direction_index(direction)) {
+                     const LstmStackShape& shape, LstmKernel kernel)
+    : shape_(shape),
+      direction_(direction),
+      kernel_(kernel),
+      dir_index_(direction_index(direction)) {
   check_lstm_stack_shape(shape);
   const int64_t G = 4 * shape.cell_size, H = shape.hidden();
   device_ = store.get(lstm_parameter_name(direction, 0, "weight_ih")).value.device();
@@ -114,7 +117,7 @@ LstmStack::LstmStack(ParameterStore& store, const std::string& direction,
 LstmLayerWeights LstmStack::weights(const Layer& layer) const {
   return {layer.w_ih->value.data<float>(), layer.w_hh->value.data<float>(),
           layer.bias->value.data<float>(),
-          layer.w_hr ? layer.w_hr->value.data<float>() : nullptr, device_};
+          layer.w_hr ? layer.w_hr->value.data<float>() : nullptr, device_, kernel_};
 }
 
 const float* LstmStack::layer_output(int64_t l) const {

@@ -73,8 +73,10 @@ struct LstmStackRun {
 class LstmStack {
  public:
   // Binds to the registered parameters of `direction` ("fwd" or "bwd"); they must exist with the
-  // shapes `shape` implies and all live on one device, which the stack then runs on.
-  LstmStack(ParameterStore& store, const std::string& direction, const LstmStackShape& shape);
+  // shapes `shape` implies and all live on one device, which the stack then runs on. `kernel`
+  // says how every layer runs its recurrence (model/lstm_layer.h LstmKernel).
+  LstmStack(ParameterStore& store, const std::string& direction, const LstmStackShape& shape,
+            LstmKernel kernel = LstmKernel::kAuto);
 
   // x [T, B, E]; h0 [L, B, H], c0 [L, B, C] (nullptr = zeros) -> h_last [L, B, H],
   // c_last [L, B, C] (nullable; may alias h0 / c0). T and B may change from call to call
@@ -98,6 +100,7 @@ class LstmStack {
   const LstmStackShape& shape() const { return shape_; }
   const std::string& direction() const { return direction_; }
   Device device() const { return device_; }
+  LstmKernel kernel() const { return kernel_; }
 
  private:
   struct Layer {
@@ -122,6 +125,7 @@ class LstmStack {
   LstmStackShape shape_;
   std::string direction_;
   Device device_;
+  LstmKernel kernel_ = LstmKernel::kAuto;
   int dir_index_ = 0;
   std::vector<Layer> layers_;
   FloatBuffer top_drop_;  // [T, B, H]
