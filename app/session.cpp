@@ -70,6 +70,7 @@ BilmTrainOptions bilm_options(const Config& config) {
   // CUDA GEMMs only; a CPU model computes f32 whatever this says (the trainer refuses or warns
   // about tf32/bf16 on the CPU, see train.cpp check_precision_request).
   options.precision = parse_gemm_precision(config.train.precision);
+  options.lstm_kernel = parse_lstm_kernel(config.train.lstm_kernel);
   return options;
 }
 

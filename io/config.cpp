@@ -199,6 +199,12 @@ const std::vector<KeySpec>& key_table() {
                  "weights and optimizer stay f32. The CPU computes fp32 only: \"tf32\"/\"bf16\" "
                  "with device \"cpu\" or --no_cuda is an error, with \"auto\" and no GPU a "
                  "warning"),
+      string_key(ELMO_KEY(train, lstm_kernel), StringRule::kChoice,
+                 {"auto", "standard", "persistent"},
+                 "How the LSTM recurrence runs: \"standard\" (per-step GEMMs and a fused cell), "
+                 "\"persistent\" (one launch per layer and direction, recurrent and projection "
+                 "weights held on chip in bf16; needs a projection; on the CPU its bf16 twin) "
+                 "or \"auto\" (standard until the persistent kernels are verified on a GPU)"),
       int_key(ELMO_KEY(train, log_every), 1, kInt64Max,
               "Log and write a metrics line every this many steps"),
       int_key(ELMO_KEY(train, eval_every), 0, kInt64Max,

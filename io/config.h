@@ -90,6 +90,7 @@ struct TrainConfig {
   int64_t threads = 0;          // 0 = all cores
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   std::string precision = "fp32";  // fp32 | tf32 | bf16: CUDA GEMMs (runtime/gemm.h); CPU: fp32
+  std::string lstm_kernel = "auto";  // auto | standard | persistent (model/lstm_layer.h)
   int64_t log_every = 10;
   int64_t eval_every = 0;  // 0 = only at the end
   bool deterministic = true;

@@ -10,19 +10,13 @@
 
 #include "kernels/lstmp_cell.h"
 #include "kernels/lstmp_persistent.h"
+#include "kernels/pointwise.h"
 #include "runtime/error.h"
 
 namespace elmo {
 
 float lstmp_round_bf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
-    bits |= 0x00400000u;  // NaN: keep it a (quiet) NaN after truncation
-  } else {
-    bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest, ties to even
-  }
-  bits &= 0xffff0000u;
+  const uint32_t bits = static_cast<uint32_t>(float_to_bf16_bits(x)) << 16;
   float out;
   std::memcpy(&out, &bits, sizeof out);
   return out;

@@ -58,10 +58,8 @@ struct BilmTrainOptions {
   // GEMM precision on CUDA (runtime/gemm.h: fp32, TF32, bf16 inputs with f32 accumulation and
   // f32 master weights). The CPU always computes in f32.
   GemmPrecision precision = GemmPrecision::kFp32;
-  // How the LSTM layers run their recurrence (model/lstm_layer.h): kAuto is the standard path
-  // until the persistent kernels have been checked on a GPU. No config key yet: a
-  // `train.lstm_kernel = "auto" | "standard" | "persistent"` key would be parsed with
-  // parse_lstm_kernel and passed here by bilm_options.
+  // How the LSTM layers run their recurrence (model/lstm_layer.h; config train.lstm_kernel):
+  // kAuto is the standard path until the persistent kernels have been checked on a GPU.
   LstmKernel lstm_kernel = LstmKernel::kAuto;
 };
 

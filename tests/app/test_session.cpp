@@ -154,6 +154,13 @@ TEST(Session, BilmShapeAndOptionsFromConfig) {
     p.train.precision = name;
     EXPECT_EQ(bilm_options(p).precision, mode) << name;
   }
+  EXPECT_EQ(o.lstm_kernel, LstmKernel::kAuto);  // the default: the standard path for now
+  for (const auto& [name, kernel] : {std::pair{"standard", LstmKernel::kStandard},
+                                     std::pair{"persistent", LstmKernel::kPersistent}}) {
+    Config p = c;
+    p.train.lstm_kernel = name;
+    EXPECT_EQ(bilm_options(p).lstm_kernel, kernel) << name;
+  }
 
   c.model.projection_dim = 0;
   c.model.embedding_dim = 0;
