@@ -165,7 +165,7 @@ struct Outputs {
 
 class Ours {
  public:
-  Ours(const Problem& p, bool clipped) : p_(p) {
+  Ours(const Problem& p, bool clipped, LstmKernel kernel) : p_(p), kernel_(kernel) {
     const Device gpu = Device::cuda(0);
     const LayerShape& s = p.s;
     const int64_t G = 4 * s.C, H = s.H();
@@ -188,8 +188,9 @@ class Ours {
     const cudaStream_t stream = current_stream();
     for (Tensor* g : {&g_ih_, &g_hh_, &g_b_, &g_hr_})
       if (g->defined()) ELMO_CUDA_CHECK(cudaMemsetAsync(g->raw(), 0, g->nbytes(), stream));
-    const LstmLayerWeights w{p_.w_ih.data<float>(), p_.w_hh.data<float>(), p_.bias.data<float>(),
-                             p_.s.P > 0 ? p_.w_hr.data<float>() : nullptr, Device::cuda(0)};
+    LstmLayerWeights w{p_.w_ih.data<float>(), p_.w_hh.data<float>(), p_.bias.data<float>(),
+                       p_.s.P > 0 ? p_.w_hr.data<float>() : nullptr, Device::cuda(0)};
+    w.kernel = kernel_;
     const LstmLayerGrads g{g_ih_.data<float>(), g_hh_.data<float>(), g_b_.data<float>(),
                            p_.s.P > 0 ? g_hr_.data<float>() : nullptr};
     lstm_layer_forward(shape_, w, p_.s.T, p_.s.B, p_.x.data<float>(), p_.h0.data<float>(),
@@ -211,6 +212,7 @@ class Ours {
     return download_floats(t.data<float>(), t.numel());
   }
   const Problem& p_;
+  LstmKernel kernel_;
   LstmLayerShape shape_;
   LstmLayerWorkspace ws_;
   Tensor y_, h_last_, c_last_, dx_, g_ih_, g_hh_, g_b_, g_hr_;
@@ -482,6 +484,7 @@ struct Options {
   int warmup = 3;
   bool quick = false;
   bool clipped = true;
+  std::string kernel = "standard";  // our recurrence: standard | persistent (model/lstm_layer.h)
   std::string json = "bench/results/lstmp.json";
 };
 
@@ -520,11 +523,14 @@ CaseResult run_case(const Options& o, const LayerShape& s, GemmPrecision precisi
       data = CUDNN_DATA_HALF;
     }
   }
-  Ours ours(problem, false);
+  const LstmKernel kernel = parse_lstm_kernel(o.kernel);
+  Ours ours(problem, false, kernel);
   ours.run();
   const Outputs mine = ours.outputs();
 
-  const Tolerance tol = tolerance_for(precision);
+  // The persistent path holds W_hh and W_hr in bf16 whatever the GEMM precision: bf16 bounds.
+  const Tolerance tol =
+      tolerance_for(kernel == LstmKernel::kPersistent ? GemmPrecision::kBf16 : precision);
   struct Pair {
     const char* name;
     const std::vector<float>* ours;
@@ -553,7 +559,7 @@ CaseResult run_case(const Options& o, const LayerShape& s, GemmPrecision precisi
   const Timing t_cudnn = time_on_stream(stream, o.warmup, o.reps, [&] { cudnn->run(); });
   Timing t_clipped;
   if (o.clipped) {
-    Ours clipped(problem, true);
+    Ours clipped(problem, true, kernel);
     t_clipped = time_on_stream(stream, o.warmup, o.reps, [&] { clipped.run(); });
   }
   const double flops = s.flops();
@@ -633,6 +639,7 @@ int run(const Options& o) {
       {"benchmark", "lstmp_layer"},
       {"device", device},
       {"ours", "model/lstm_layer: lstm_layer_forward (training) + lstm_layer_backward"},
+      {"ours_kernel", o.kernel},
       {"reference", "cuDNN cudnnRNNForward + cudnnRNNBackwardData_v8 + cudnnRNNBackwardWeights_v8"},
       {"flop_model", "3*2*T*B*(4C*(in+H) + C*P)"},
       {"timed", "zero weight grads + forward (training) + backward data + backward weights"},
@@ -664,6 +671,10 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
   app.add_flag("--quick", o.quick, "small shapes (one per set), 3 reps");
   app.add_flag("!--no-clipped", o.clipped, "skip timing ours with clips on");
+  app.add_option("--kernel", o.kernel,
+                 "our recurrence: standard (per-step GEMMs) or persistent (one cooperative launch; "
+                 "needs a projection, so use it with --shapes elmo)")
+      ->check(CLI::IsMember({"standard", "persistent"}));
   app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
