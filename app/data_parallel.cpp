@@ -228,11 +228,21 @@ bool DataParallel::is_table(const Parameter& p) const {
 }
 
 void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
-                          bool bf16_allreduce) {
+                          const DenseSync& sync) {
   ELMO_CHECK(!model_, "DataParallel::attach called twice");
   model_ = &model;
   optimizer_ = &optimizer;
   on_gpu_ = model.device().is_cuda();
+  const bool bf16_allreduce = sync.bf16;
+  ELMO_CHECK(sync.overlap == "auto" || sync.overlap == "on" || sync.overlap == "off",
+             "dist.overlap_allreduce is \"", sync.overlap, "\"; use auto, on or off");
+  // ranks_on_host_ comes from agree_on_device, where every rank saw every rank's host: the
+  // same verdict everywhere (the ranks must agree on the sequence of collectives).
+  const bool one_host = ranks_on_host_ == topology_.world_size;
+  const bool overlap = sync.overlap == "on" || (sync.overlap == "auto" && (on_gpu_ || !one_host));
+  if (bf16_allreduce && on_gpu_ && !overlap)
+    throw Error("dist.allreduce_precision = \"bf16\" applies to the LSTM layers summed during the "
+                "backward: set dist.overlap_allreduce = \"auto\" or \"on\" with it");
   if (bf16_allreduce && !on_gpu_)
     throw Error(str("dist.allreduce_precision = \"bf16\" needs GPU ranks (NCCL sums bf16); these "
                     "ranks train on the CPU, where Gloo sums fp32: set dist.allreduce_precision "
@@ -262,7 +272,7 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
   std::vector<DenseOverlap::Group> groups;
   std::vector<std::vector<int>> group_of(dirs, std::vector<int>(layers, -1));
   int64_t offset = 0;
-  for (int64_t l = layers - 1; l >= 0; --l)
+  for (int64_t l = overlap ? layers - 1 : -1; l >= 0; --l)
     for (int d = 0; d < dirs; ++d) {
       const std::string prefix = lstm_parameter_name(BiLM::direction_name(d), l, "");
       DenseOverlap::Group group;
@@ -296,8 +306,9 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
       std::move(groups), on_gpu_ ? device_bucket_.data<float>() : bucket_.data(),
       on_gpu_ ? *nccl_ : *allreduce_, model.device(),
       on_gpu_ ? kNcclBucketBytes / static_cast<int64_t>(sizeof(float)) : 0, bf16_allreduce);
-  model.set_gradient_hook(
-      [this, group_of](int d, int64_t l) { overlap_->ready(group_of[d][l]); });
+  if (overlap)
+    model.set_gradient_hook(
+        [this, group_of](int d, int64_t l) { overlap_->ready(group_of[d][l]); });
   needed_.assign(tables_.size(), {});
   grad_values_.assign(tables_.size(), Tensor());
   seen_.assign(static_cast<size_t>(vocab), 0);
@@ -310,8 +321,9 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
                     bucket_pieces(bucket, kNcclBucketBytes).size(), " piece(s)")
               : std::string();
   log_info("tables: ids below ", hot_rows_, " replicated (", bucket, " floats all-reduced per "
-           "step with the dense gradients, the LSTM layers' ", late_offset_, " during the "
-           "backward", bf16_allreduce ? " in bf16" : "", how, "), this rank owns ", own.count(), " tail rows (ids ", hot_rows_,
+           "step with the dense gradients",
+           overlap ? str(", the LSTM layers' ", late_offset_, " during the backward") : "",
+           bf16_allreduce ? " in bf16" : "", how, "), this rank owns ", own.count(), " tail rows (ids ", hot_rows_,
            " + ", own.rank, " + k x ", own.world_size, ")");
 }
 

@@ -98,10 +98,19 @@ class DataParallel {
   // Every rank reaches `name` (no time limit, see root_first).
   void barrier(const std::string& name);
 
+  // How the dense gradients are summed (config [dist]).
+  struct DenseSync {
+    bool bf16 = false;  // allreduce_precision "bf16": GPU ranks only (an Error on CPU ranks)
+    // overlap_allreduce: "on" reduces the LSTM layers during the backward (DenseOverlap), "off"
+    // after it in one bucket, "auto" is on for GPU ranks and for CPU ranks spread over several
+    // hosts, off for CPU ranks sharing one machine (there the all-reduce competes with the
+    // backward for the same cores: measured slower, BENCHMARKS.md).
+    std::string overlap = "auto";
+  };
   // From now on the embedding and softmax tables are shared: ids < hot_rows replicated, the
-  // tail sharded by row. Call once, after the model and optimizer exist. bf16_allreduce: GPU
-  // ranks sum the LSTM gradients in bf16 (dist.allreduce_precision; an Error on CPU ranks).
-  void attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows, bool bf16_allreduce = false);
+  // tail sharded by row. Call once, after the model and optimizer exist (and after
+  // agree_on_device, whose host count decides overlap "auto" the same way on every rank).
+  void attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows, const DenseSync& sync);
   int64_t hot_rows() const { return hot_rows_; }
 
   // Tail rows step `step` needs: the inputs of every direction (embedding) and the targets plus

@@ -474,7 +474,10 @@ int TrainingRun::run() {
     const int64_t hot = config_.dist.hot_rows >= 0
                             ? config_.dist.hot_rows
                             : choose_hot_rows(train_data_, vocab_.size(), config_.dist.hot_coverage);
-    dist_->attach(*model_, *optimizer_, hot, config_.dist.allreduce_precision == "bf16");
+    DataParallel::DenseSync sync;
+    sync.bf16 = config_.dist.allreduce_precision == "bf16";
+    sync.overlap = config_.dist.overlap_allreduce;
+    dist_->attach(*model_, *optimizer_, hot, sync);
   }
 
   const int64_t tokens_per_step = config_.train.batch_size * config_.train.unroll_steps;

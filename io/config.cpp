@@ -267,6 +267,11 @@ const std::vector<KeySpec>& key_table() {
       string_key(ELMO_KEY(dist, allreduce_precision), StringRule::kChoice, {"fp32", "bf16"},
                  "How GPU ranks (NCCL) sum the LSTM gradients: \"bf16\" halves the bytes, "
                  "rounding each gradient and each partial sum to bf16; CPU ranks need \"fp32\""),
+      string_key(ELMO_KEY(dist, overlap_allreduce), StringRule::kChoice, {"auto", "on", "off"},
+                 "Sum each LSTM layer's gradients while the backward computes the layers below "
+                 "(\"on\") or all after the backward (\"off\"); \"auto\": on for GPU ranks "
+                 "and for CPU ranks on several machines, off for CPU ranks sharing one machine "
+                 "(their all-reduce would compete with the backward for the same cores)"),
   };
   return table;
 }

@@ -135,6 +135,7 @@ struct DistConfig {
   double hot_coverage = 0.9;   // share of training-token occurrences the hot head covers
   double timeout_seconds = 120.0;  // rendezvous, collectives and row exchange waits
   std::string allreduce_precision = "fp32";  // LSTM gradients on GPU ranks: "fp32" | "bf16"
+  std::string overlap_allreduce = "auto";    // auto | on | off (app/data_parallel.h DenseSync)
   bool operator==(const DistConfig&) const = default;
 };
 
