@@ -31,6 +31,9 @@ import sys
 import tempfile
 import tomllib
 
+import bench_util
+from bench_util import fmt
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, "bench", "reference", "torch_elmo_cpu.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -50,8 +53,7 @@ CONFIG_DEFAULTS = {
 
 
 def fail(message, code=1):
-    print(f"bench_train_cpu: {message}", file=sys.stderr)
-    sys.exit(code)
+    bench_util.fail("bench_train_cpu", message, code)
 
 
 def parse_args():
@@ -234,28 +236,6 @@ def program_env(a, threads, policy):
     return env
 
 
-def run_logged(command, log_path, timeout, what, env):
-    """Runs `command`, echoing its output and saving it to `log_path`."""
-    print(f"bench_train_cpu: {what}: {' '.join(command)}", flush=True)
-    lines = []
-    with open(log_path, "w", encoding="utf-8") as log:
-        try:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=env)
-        except OSError as e:
-            fail(f"{what}: cannot start {command[0]} ({e.strerror})")
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line)
-                print(f"  | {line}", end="", flush=True)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            fail(f"{what}: no result after {timeout} s (log: {log_path})")
-    if proc.returncode != 0:
-        fail(f"{what} exited with {proc.returncode}; log: {log_path}")
-    return lines
 
 
 def median_step_ms_from_metrics(run_dir, tokens_per_step):
@@ -288,8 +268,8 @@ def run_ours(a, cfg, run_dir, steps, threads):
         command += ["--set", assignment]
     command += ["--set", f"run.dir={run_dir}", "--set", f"train.max_steps={steps}",
                 "--set", f"train.threads={threads}"]
-    run_logged(command, os.path.join(run_dir, "elmo_fast.log"), a.timeout, "elmo_fast",
-               program_env(a, threads, a.ours_omp_wait_policy))
+    bench_util.run_logged("bench_train_cpu", command, os.path.join(run_dir, "elmo_fast.log"),
+                          a.timeout, "elmo_fast", program_env(a, threads, a.ours_omp_wait_policy))
     summary_path = os.path.join(run_dir, "summary.json")
     try:
         with open(summary_path, encoding="utf-8") as f:
@@ -320,8 +300,8 @@ def run_reference(a, cfg, corpus, vocab, steps, threads, warmup, work_dir):
         command += ["--vocab", vocab]
     command += reference_flags(cfg, steps, threads, warmup)
     command += ["--omp-wait-policy", a.omp_wait_policy]
-    run_logged(command, os.path.join(work_dir, "pytorch.log"), a.timeout, "pytorch",
-               program_env(a, threads, a.omp_wait_policy))
+    bench_util.run_logged("bench_train_cpu", command, os.path.join(work_dir, "pytorch.log"),
+                          a.timeout, "pytorch", program_env(a, threads, a.omp_wait_policy))
     with open(out_json, encoding="utf-8") as f:
         return json.load(f)
 
@@ -339,8 +319,6 @@ def machine_info():
     return {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node()}
 
 
-def fmt(value, spec):
-    return "-" if value is None else format(value, spec)
 
 
 def main():

@@ -47,6 +47,9 @@ import sys
 import tempfile
 import tomllib
 
+import bench_util
+from bench_util import count_vocab, fmt
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, "bench", "reference", "torch_elmo.py")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -66,8 +69,7 @@ HOPPER_SXM_PEAKS = {"bf16": 989e12, "tf32": 495e12, "fp32": 67e12}
 
 
 def fail(message, code=1):
-    print(f"bench_train_gpu: {message}", file=sys.stderr)
-    sys.exit(code)
+    bench_util.fail("bench_train_gpu", message, code)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,17 +234,6 @@ def resolved_config(a, overrides):
         fail(f"cannot read the output of `elmo_fast config` as TOML ({e})")
 
 
-def count_vocab(path):
-    """Tokens of a vocab file as elmo_fast loads it (non-empty lines, missing specials added)."""
-    words = set()
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                n += 1
-                words.add(fields[0])
-    return n + sum(1 for s in ("<S>", "</S>", "<UNK>") if s not in words)
 
 
 def vocab_size_of(a, cfg):
@@ -298,25 +289,6 @@ def torch_available(python):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def run_logged(command, log_path, timeout, what, env=None):
-    """Runs `command`, echoing its output and saving it to `log_path`."""
-    print(f"bench_train_gpu: {what}: {' '.join(command)}", flush=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-        try:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=env)
-        except OSError as e:
-            fail(f"{what}: cannot start {command[0]} ({e.strerror})")
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                print(f"  | {line}", end="", flush=True)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            fail(f"{what}: no result after {timeout} s (log: {log_path})")
-    if proc.returncode != 0:
-        fail(f"{what} exited with {proc.returncode}; log: {log_path}")
 
 
 def program_env(a):
@@ -339,8 +311,9 @@ def run_ours(a, base_overrides, precision, work_dir, corpus, vocab):
             "metrics.tensorboard=false"] + (
             [f"train.threads={a.threads}"] if a.device == "cpu" else []):
         command += ["--set", assignment]
-    run_logged(command, os.path.join(work_dir, f"elmo_fast-{precision}.log"), a.timeout,
-               f"elmo_fast {precision}", program_env(a))
+    bench_util.run_logged("bench_train_gpu", command,
+                          os.path.join(work_dir, f"elmo_fast-{precision}.log"), a.timeout,
+                          f"elmo_fast {precision}", program_env(a))
     summary_path = os.path.join(run_dir, "summary.json")
     try:
         with open(summary_path, encoding="utf-8") as f:
@@ -403,8 +376,9 @@ def run_reference(a, cfg, precision, work_dir, corpus, vocab):
                "--log-every", str(max(1, a.steps // 6)), "--json-out", out_json]
     if a.device == "cpu":
         command += ["--threads", str(a.threads)]
-    run_logged(command, os.path.join(work_dir, f"pytorch-{precision}.log"), a.timeout,
-               f"pytorch {precision}", program_env(a))
+    bench_util.run_logged("bench_train_gpu", command,
+                          os.path.join(work_dir, f"pytorch-{precision}.log"), a.timeout,
+                          f"pytorch {precision}", program_env(a))
     with open(out_json, encoding="utf-8") as f:
         r = json.load(f)
     return {"program": "pytorch", "precision": precision, "steps": r["steps"],
@@ -422,8 +396,6 @@ def add_flops(row, flops, device_name):
     return note
 
 
-def fmt(value, spec):
-    return "-" if value is None else format(value, spec)
 
 
 def main():

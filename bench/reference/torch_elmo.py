@@ -65,6 +65,8 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/
+from bench_util import count_vocab  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -162,18 +164,6 @@ def read_toml(path):
         fail(f"--config {path}: {e}")
 
 
-def count_vocab(path):
-    """Tokens of a vocab file as elmo_fast loads it: non-empty lines, plus any of <S> </S> <UNK>
-    that are missing (added at the front)."""
-    words = set()
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                n += 1
-                words.add(fields[0])
-    return n + sum(1 for s in ("<S>", "</S>", "<UNK>") if s not in words)
 
 
 def resolve_sizes(p, a):
@@ -302,24 +292,6 @@ class DeviceLogUniformSampler:
         return torch.log(-torch.expm1(tries.to(torch.float64) * torch.log1p(-p))).float()
 
 
-def sampled_softmax_loss(model, sampler, h, targets):
-    """h [D, N, P], targets [D, N] -> 0.5 (mean_fwd + mean_bwd) NLL (the mean over D*N rows)."""
-    D, N, P = h.shape
-    sampled, tries = sampler.sample()                                    # [S]
-    flat_targets = targets.reshape(-1)                                   # [D*N]
-    ids = torch.cat([flat_targets, sampled])                             # [D*N + S]
-    w = model.softmax_w(ids)                                             # [D*N + S, P]
-    b = model.softmax_b(ids).squeeze(1)                                  # [D*N + S]
-    with torch.no_grad():
-        log_q = sampler.log_expected_count(ids, tries)                   # [D*N + S]
-    hf = h.reshape(D * N, P)                                             # [D*N, P]
-    w_true, w_s = w[:D * N], w[D * N:]
-    true_logit = (hf * w_true).sum(1) + b[:D * N] - log_q[:D * N]        # [D*N]
-    samp_logit = hf @ w_s.t() + (b[D * N:] - log_q[D * N:])              # [D*N, S]
-    hit = flat_targets.unsqueeze(1) == sampled.unsqueeze(0)              # [D*N, S]
-    samp_logit = samp_logit.float().masked_fill(hit, -1e30)
-    logits = torch.cat([true_logit.float().unsqueeze(1), samp_logit], 1)  # [D*N, 1+S]
-    return (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
 
 
 def clip_global_norm_(params, max_norm):
@@ -494,7 +466,7 @@ def main(a):
             D, T, B, P = h.shape
             h = h.reshape(D, T * B, P)
             tg = targets.reshape(D, T * B)
-            loss = (sampled_softmax_loss(model, sampler, h, tg) if sampler
+            loss = (cpu_ref.sampled_softmax_loss(model, sampler, h, tg) if sampler
                     else cpu_ref.full_softmax_loss(model, h, tg))
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

@@ -286,10 +286,13 @@ class BiLM(nn.Module):
 
 
 def sampled_softmax_loss(model, sampler, h, targets):
-    """h [D, N, P], targets [D, N] -> 0.5 (mean_fwd + mean_bwd) NLL (mean over all D*N rows)."""
+    """h [D, N, P], targets [D, N] -> 0.5 (mean_fwd + mean_bwd) NLL (mean over all D*N rows).
+    The sampler returns its ids as a numpy array (this CPU reference) or a tensor on h's device
+    (torch_elmo.py); logits are compared in f32 whatever autocast computed them in."""
     D, N, P = h.shape
-    sampled_np, tries = sampler.sample()
-    sampled = torch.from_numpy(sampled_np)                               # [S]
+    sampled, tries = sampler.sample()
+    if not torch.is_tensor(sampled):
+        sampled = torch.from_numpy(sampled)                              # [S]
     flat_targets = targets.reshape(-1)                                   # [D*N]
     ids = torch.cat([flat_targets, sampled])                             # [D*N + S]
     w = model.softmax_w(ids)                                             # [D*N + S, P]
@@ -301,9 +304,9 @@ def sampled_softmax_loss(model, sampler, h, targets):
     true_logit = (hf * w_true).sum(1) + b[:D * N] - log_q[:D * N]        # [D*N]
     samp_logit = hf @ w_s.t() + (b[D * N:] - log_q[D * N:])              # [D*N, S]
     hit = flat_targets.unsqueeze(1) == sampled.unsqueeze(0)              # [D*N, S]
-    samp_logit = samp_logit.masked_fill(hit, -1e30)
-    logits = torch.cat([true_logit.unsqueeze(1), samp_logit], 1)         # [D*N, 1+S]
-    return (torch.logsumexp(logits, 1) - true_logit).mean()
+    samp_logit = samp_logit.float().masked_fill(hit, -1e30)
+    logits = torch.cat([true_logit.float().unsqueeze(1), samp_logit], 1)  # [D*N, 1+S]
+    return (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
 
 
 def full_softmax_loss(model, h, targets):

@@ -26,30 +26,6 @@ namespace {
 constexpr float kU = 1.0f / 512.0f;
 const Device kGpu = Device::cuda(0);
 
-std::vector<float> uniform(uint64_t seed, int64_t n, float scale) {
-  Rng rng(seed, kRngSynthetic);
-  std::vector<float> v(n);
-  for (float& e : v) e = scale * (2.0f * rng.uniform() - 1.0f);
-  return v;
-}
-
-::testing::AssertionResult within_scale(const std::vector<float>& actual,
-                                        const std::vector<float>& expected, float tol,
-                                        const char* what) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure() << what << ": sizes differ";
-  float scale = 0.0f;
-  for (float e : expected) scale = std::max(scale, std::fabs(e));
-  for (size_t k = 0; k < actual.size(); ++k) {
-    const float diff = std::fabs(actual[k] - expected[k]);
-    if (!(diff <= tol * scale + 1e-6f))
-      return ::testing::AssertionFailure()
-             << what << "[" << k << "]: GPU " << actual[k] << " vs twin " << expected[k]
-             << " (allowed " << tol * scale << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
-
 Tensor upload(const std::vector<float>& v) {
   return Tensor::from_floats(v, {static_cast<int64_t>(v.size())}).to(kGpu);
 }
@@ -72,12 +48,12 @@ struct Problem {
   std::vector<float> w_hh, w_hr, h0, c0, zx, dy;
   explicit Problem(const Case& c) : k(c) {
     plan = lstmp_persistent_plan(c.C, c.P, lstmp_persistent_device_limits(0));
-    w_hh = uniform(c.seed + 1, 4 * c.C * c.P, 2.0f / std::sqrt(float(c.P)));
-    w_hr = uniform(c.seed + 2, c.P * c.C, 2.0f / std::sqrt(float(c.C)));
-    h0 = uniform(c.seed + 3, c.B * c.P, 0.4f);
-    c0 = uniform(c.seed + 4, c.B * c.C, 0.4f);
-    zx = uniform(c.seed + 5, c.T * c.B * 4 * c.C, 1.5f);
-    dy = uniform(c.seed + 6, c.T * c.B * c.P, 1.0f);
+    w_hh = testing::uniform_floats(c.seed + 1, 4 * c.C * c.P, 2.0f / std::sqrt(float(c.P)));
+    w_hr = testing::uniform_floats(c.seed + 2, c.P * c.C, 2.0f / std::sqrt(float(c.C)));
+    h0 = testing::uniform_floats(c.seed + 3, c.B * c.P, 0.4f);
+    c0 = testing::uniform_floats(c.seed + 4, c.B * c.C, 0.4f);
+    zx = testing::uniform_floats(c.seed + 5, c.T * c.B * 4 * c.C, 1.5f);
+    dy = testing::uniform_floats(c.seed + 6, c.T * c.B * c.P, 1.0f);
   }
 };
 
@@ -196,18 +172,18 @@ void check_against_twin(const Case& k) {
   gpu_saved.gates = gpu.gates;  // activated gates as the GPU forward saved them
   const Result twin = run(p, false, &gpu_saved);
   // Forward: the twin's own forward vs the GPU's.
-  EXPECT_TRUE(within_scale(gpu.y, twin.y, 2 * kU, "y"));
-  EXPECT_TRUE(within_scale(gpu.c, twin.c, 2 * kU, "c"));
-  EXPECT_TRUE(within_scale(gpu.m, twin.m, 2 * kU, "m"));
+  EXPECT_TRUE(testing::within_scale(gpu.y, twin.y, 2 * kU, "y"));
+  EXPECT_TRUE(testing::within_scale(gpu.c, twin.c, 2 * kU, "c"));
+  EXPECT_TRUE(testing::within_scale(gpu.m, twin.m, 2 * kU, "m"));
   if (k.cell_clip > 0) {
-    EXPECT_TRUE(within_scale(gpu.c_raw, twin.c_raw, 2 * kU, "c_raw"));
+    EXPECT_TRUE(testing::within_scale(gpu.c_raw, twin.c_raw, 2 * kU, "c_raw"));
   }
   if (k.proj_clip > 0) {
-    EXPECT_TRUE(within_scale(gpu.r, twin.r, 2 * kU, "r"));
+    EXPECT_TRUE(testing::within_scale(gpu.r, twin.r, 2 * kU, "r"));
   }
   // Backward: both from the GPU forward's saved activations.
-  EXPECT_TRUE(within_scale(gpu.dz, twin.dz, 4 * kU, "dz"));
-  EXPECT_TRUE(within_scale(gpu.dr, twin.dr, 4 * kU, "dr"));
+  EXPECT_TRUE(testing::within_scale(gpu.dz, twin.dz, 4 * kU, "dz"));
+  EXPECT_TRUE(testing::within_scale(gpu.dr, twin.dr, 4 * kU, "dr"));
 }
 
 TEST(LstmpPersistentGpu, SmallWithClipsMatchesTwin) {

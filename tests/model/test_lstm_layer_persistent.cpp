@@ -33,36 +33,6 @@ namespace {
 constexpr float kU = 1.0f / 512.0f;  // bf16 unit roundoff 2^-9
 constexpr float kForwardTol = 8 * kU, kGradientTol = 16 * kU;
 
-std::vector<float> uniform(uint64_t seed, int64_t n, float scale) {
-  Rng rng(seed, kRngSynthetic);
-  std::vector<float> v(n);
-  for (float& e : v) e = scale * (2.0f * rng.uniform() - 1.0f);
-  return v;
-}
-
-// Every element within tol * max|expected| (the scale of the tensor); also reports the largest
-// difference seen, so a test can check that the roundings really happened.
-::testing::AssertionResult within_scale(const std::vector<float>& actual,
-                                        const std::vector<float>& expected, float tol,
-                                        const char* what, float* max_diff = nullptr) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure()
-           << what << ": sizes " << actual.size() << " vs " << expected.size();
-  float scale = 0.0f, worst = 0.0f;
-  for (float e : expected) scale = std::max(scale, std::fabs(e));
-  for (size_t k = 0; k < actual.size(); ++k)
-    worst = std::max(worst, std::fabs(actual[k] - expected[k]));
-  if (max_diff) *max_diff = worst;
-  for (size_t k = 0; k < actual.size(); ++k) {
-    const float diff = std::fabs(actual[k] - expected[k]);
-    if (!(diff <= tol * scale + 1e-6f))
-      return ::testing::AssertionFailure()
-             << what << "[" << k << "]: " << actual[k] << " vs " << expected[k] << " (diff " << diff
-             << ", allowed " << tol * scale << " = " << tol << " x scale " << scale << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
-
 struct Problem {
   LstmLayerShape shape;
   int64_t T, B;
@@ -70,14 +40,14 @@ struct Problem {
 
   Problem(LstmLayerShape s, int64_t t, int64_t batch, uint64_t seed) : shape(s), T(t), B(batch) {
     const int64_t G = 4 * s.cell_size, H = s.hidden(), C = s.cell_size;
-    w_ih = uniform(seed + 1, G * s.input_dim, 2.0f / std::sqrt(float(s.input_dim)));
-    w_hh = uniform(seed + 2, G * H, 2.0f / std::sqrt(float(H)));
-    b = uniform(seed + 3, G, 0.5f);
-    w_hr = uniform(seed + 4, s.proj_dim * C, 2.0f / std::sqrt(float(C)));
-    x = uniform(seed + 5, T * B * s.input_dim, 1.0f);
-    h0 = uniform(seed + 6, B * H, 0.4f);
-    c0 = uniform(seed + 7, B * C, 0.4f);
-    dy = uniform(seed + 8, T * B * H, 1.0f);
+    w_ih = testing::uniform_floats(seed + 1, G * s.input_dim, 2.0f / std::sqrt(float(s.input_dim)));
+    w_hh = testing::uniform_floats(seed + 2, G * H, 2.0f / std::sqrt(float(H)));
+    b = testing::uniform_floats(seed + 3, G, 0.5f);
+    w_hr = testing::uniform_floats(seed + 4, s.proj_dim * C, 2.0f / std::sqrt(float(C)));
+    x = testing::uniform_floats(seed + 5, T * B * s.input_dim, 1.0f);
+    h0 = testing::uniform_floats(seed + 6, B * H, 0.4f);
+    c0 = testing::uniform_floats(seed + 7, B * C, 0.4f);
+    dy = testing::uniform_floats(seed + 8, T * B * H, 1.0f);
   }
   LstmLayerWeights weights(LstmKernel kernel) const {
     LstmLayerWeights w{w_ih.data(), w_hh.data(), b.data(), w_hr.data()};
@@ -113,11 +83,11 @@ Grads run_backward(const Problem& p, LstmKernel kernel, LstmLayerWorkspace& ws,
 }
 
 void expect_grads_close(const Grads& a, const Grads& e) {
-  EXPECT_TRUE(within_scale(a.dx, e.dx, kGradientTol, "dx"));
-  EXPECT_TRUE(within_scale(a.w_ih, e.w_ih, kGradientTol, "dW_ih"));
-  EXPECT_TRUE(within_scale(a.w_hh, e.w_hh, kGradientTol, "dW_hh"));
-  EXPECT_TRUE(within_scale(a.b, e.b, kGradientTol, "db"));
-  EXPECT_TRUE(within_scale(a.w_hr, e.w_hr, kGradientTol, "dW_hr"));
+  EXPECT_TRUE(testing::within_scale(a.dx, e.dx, kGradientTol, "dx"));
+  EXPECT_TRUE(testing::within_scale(a.w_ih, e.w_ih, kGradientTol, "dW_ih"));
+  EXPECT_TRUE(testing::within_scale(a.w_hh, e.w_hh, kGradientTol, "dW_hh"));
+  EXPECT_TRUE(testing::within_scale(a.b, e.b, kGradientTol, "db"));
+  EXPECT_TRUE(testing::within_scale(a.w_hr, e.w_hr, kGradientTol, "dW_hr"));
 }
 
 // Forward of both paths, then both backwards from the persistent forward's saved activations.
@@ -126,10 +96,10 @@ void compare(const Problem& p) {
   const Forward ref = run_forward(p, LstmKernel::kStandard, &ws_std, true);
   const Forward per = run_forward(p, LstmKernel::kPersistent, &ws_a, true);
   float max_diff = 0.0f;
-  EXPECT_TRUE(within_scale(per.y, ref.y, kForwardTol, "y", &max_diff));
+  EXPECT_TRUE(testing::within_scale(per.y, ref.y, kForwardTol, "y", &max_diff));
   EXPECT_GT(max_diff, 0.0f) << "the persistent path should differ by its bf16 roundings";
-  EXPECT_TRUE(within_scale(per.h_last, ref.h_last, kForwardTol, "h_last"));
-  EXPECT_TRUE(within_scale(per.c_last, ref.c_last, kForwardTol, "c_last"));
+  EXPECT_TRUE(testing::within_scale(per.h_last, ref.h_last, kForwardTol, "h_last"));
+  EXPECT_TRUE(testing::within_scale(per.c_last, ref.c_last, kForwardTol, "c_last"));
 
   const Forward again = run_forward(p, LstmKernel::kPersistent, &ws_b, true);
   ASSERT_EQ(again.y, per.y) << "the twin is deterministic";
@@ -152,7 +122,7 @@ TEST(LstmLayerPersistent, WholeForwardBackwardWithoutClipsMatchesStandard) {
   LstmLayerWorkspace ws_std, ws_per;
   const Forward ref = run_forward(p, LstmKernel::kStandard, &ws_std, true);
   const Forward per = run_forward(p, LstmKernel::kPersistent, &ws_per, true);
-  EXPECT_TRUE(within_scale(per.y, ref.y, kForwardTol, "y"));
+  EXPECT_TRUE(testing::within_scale(per.y, ref.y, kForwardTol, "y"));
   expect_grads_close(run_backward(p, LstmKernel::kPersistent, ws_per, per.y),
                      run_backward(p, LstmKernel::kStandard, ws_std, ref.y));
 }

@@ -29,44 +29,21 @@ namespace {
 constexpr float kU = 1.0f / 512.0f;
 const Device kGpu = Device::cuda(0);
 
-std::vector<float> uniform(uint64_t seed, int64_t n, float scale) {
-  Rng rng(seed, kRngSynthetic);
-  std::vector<float> v(n);
-  for (float& e : v) e = scale * (2.0f * rng.uniform() - 1.0f);
-  return v;
-}
-
-::testing::AssertionResult within_scale(const std::vector<float>& actual,
-                                        const std::vector<float>& expected, float tol,
-                                        const char* what) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure() << what << ": sizes differ";
-  float scale = 0.0f;
-  for (float e : expected) scale = std::max(scale, std::fabs(e));
-  for (size_t k = 0; k < actual.size(); ++k) {
-    const float diff = std::fabs(actual[k] - expected[k]);
-    if (!(diff <= tol * scale + 1e-6f))
-      return ::testing::AssertionFailure() << what << "[" << k << "]: " << actual[k] << " vs "
-                                           << expected[k] << " (allowed " << tol * scale << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
-
 struct Problem {
   LstmLayerShape shape;
   int64_t T, B;
   std::vector<float> w_ih, w_hh, b, w_hr, x, h0, c0, dy;
   Problem(LstmLayerShape s, int64_t t, int64_t batch, uint64_t seed) : shape(s), T(t), B(batch) {
     const int64_t C = s.cell_size, G = 4 * C, P = s.proj_dim;
-    w_ih = uniform(seed + 1, G * s.input_dim, 2.0f / std::sqrt(float(s.input_dim)));
-    w_hh = uniform(seed + 2, G * P, 2.0f / std::sqrt(float(P)));
-    b = uniform(seed + 3, G, 0.5f);
+    w_ih = testing::uniform_floats(seed + 1, G * s.input_dim, 2.0f / std::sqrt(float(s.input_dim)));
+    w_hh = testing::uniform_floats(seed + 2, G * P, 2.0f / std::sqrt(float(P)));
+    b = testing::uniform_floats(seed + 3, G, 0.5f);
     for (int64_t j = C; j < 2 * C; ++j) b[j] += 1.0f;  // forget bias, as the model initialises
-    w_hr = uniform(seed + 4, P * C, 2.0f / std::sqrt(float(C)));
-    x = uniform(seed + 5, T * B * s.input_dim, 1.0f);
-    h0 = uniform(seed + 6, B * P, 0.4f);
-    c0 = uniform(seed + 7, B * C, 0.4f);
-    dy = uniform(seed + 8, T * B * P, 1.0f);
+    w_hr = testing::uniform_floats(seed + 4, P * C, 2.0f / std::sqrt(float(C)));
+    x = testing::uniform_floats(seed + 5, T * B * s.input_dim, 1.0f);
+    h0 = testing::uniform_floats(seed + 6, B * P, 0.4f);
+    c0 = testing::uniform_floats(seed + 7, B * C, 0.4f);
+    dy = testing::uniform_floats(seed + 8, T * B * P, 1.0f);
   }
 };
 
@@ -108,14 +85,14 @@ Outputs run(const Problem& p, Device device, LstmKernel fwd_kernel, LstmKernel b
 }
 
 void expect_close(const Outputs& a, const Outputs& e, float fwd_tol, float grad_tol) {
-  EXPECT_TRUE(within_scale(a.y, e.y, fwd_tol, "y"));
-  EXPECT_TRUE(within_scale(a.h_last, e.h_last, fwd_tol, "h_last"));
-  EXPECT_TRUE(within_scale(a.c_last, e.c_last, fwd_tol, "c_last"));
-  EXPECT_TRUE(within_scale(a.dx, e.dx, grad_tol, "dx"));
-  EXPECT_TRUE(within_scale(a.g_ih, e.g_ih, grad_tol, "dW_ih"));
-  EXPECT_TRUE(within_scale(a.g_hh, e.g_hh, grad_tol, "dW_hh"));
-  EXPECT_TRUE(within_scale(a.g_b, e.g_b, grad_tol, "db"));
-  EXPECT_TRUE(within_scale(a.g_hr, e.g_hr, grad_tol, "dW_hr"));
+  EXPECT_TRUE(testing::within_scale(a.y, e.y, fwd_tol, "y"));
+  EXPECT_TRUE(testing::within_scale(a.h_last, e.h_last, fwd_tol, "h_last"));
+  EXPECT_TRUE(testing::within_scale(a.c_last, e.c_last, fwd_tol, "c_last"));
+  EXPECT_TRUE(testing::within_scale(a.dx, e.dx, grad_tol, "dx"));
+  EXPECT_TRUE(testing::within_scale(a.g_ih, e.g_ih, grad_tol, "dW_ih"));
+  EXPECT_TRUE(testing::within_scale(a.g_hh, e.g_hh, grad_tol, "dW_hh"));
+  EXPECT_TRUE(testing::within_scale(a.g_b, e.g_b, grad_tol, "db"));
+  EXPECT_TRUE(testing::within_scale(a.g_hr, e.g_hr, grad_tol, "dW_hr"));
 }
 
 // Persistent vs standard on the GPU at `precision`: forwards compared directly; backwards both
@@ -127,9 +104,9 @@ void compare_with_standard(const Problem& p, GemmPrecision precision, float fwd_
   const Outputs standard = run(p, kGpu, LstmKernel::kStandard, LstmKernel::kStandard);
   const Outputs persistent = run(p, kGpu, LstmKernel::kPersistent, LstmKernel::kPersistent);
   const Outputs mixed = run(p, kGpu, LstmKernel::kPersistent, LstmKernel::kStandard);
-  EXPECT_TRUE(within_scale(persistent.y, standard.y, fwd_tol, "y"));
-  EXPECT_TRUE(within_scale(persistent.h_last, standard.h_last, fwd_tol, "h_last"));
-  EXPECT_TRUE(within_scale(persistent.c_last, standard.c_last, fwd_tol, "c_last"));
+  EXPECT_TRUE(testing::within_scale(persistent.y, standard.y, fwd_tol, "y"));
+  EXPECT_TRUE(testing::within_scale(persistent.h_last, standard.h_last, fwd_tol, "h_last"));
+  EXPECT_TRUE(testing::within_scale(persistent.c_last, standard.c_last, fwd_tol, "c_last"));
   Outputs grads_only = persistent;
   grads_only.y = mixed.y;  // identical forwards: compare the gradients only
   grads_only.h_last = mixed.h_last;

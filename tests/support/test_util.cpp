@@ -88,6 +88,34 @@ CommandResult run_command(const std::string& command) {
 
 CommandResult run_elmo(const std::string& args) { return run_command(elmo_binary() + " " + args); }
 
+std::vector<float> uniform_floats(uint64_t seed, int64_t n, float scale) {
+  Rng rng(seed, kRngSynthetic);
+  std::vector<float> v(n);
+  for (float& e : v) e = scale * (2.0f * rng.uniform() - 1.0f);
+  return v;
+}
+
+::testing::AssertionResult within_scale(const std::vector<float>& actual,
+                                        const std::vector<float>& expected, float tol,
+                                        const char* what, float* max_diff) {
+  if (actual.size() != expected.size())
+    return ::testing::AssertionFailure()
+           << what << ": sizes " << actual.size() << " vs " << expected.size();
+  float scale = 0.0f, worst = 0.0f;
+  for (float e : expected) scale = std::max(scale, std::fabs(e));
+  for (size_t k = 0; k < actual.size(); ++k)
+    worst = std::max(worst, std::fabs(actual[k] - expected[k]));
+  if (max_diff) *max_diff = worst;
+  for (size_t k = 0; k < actual.size(); ++k) {
+    const float diff = std::fabs(actual[k] - expected[k]);
+    if (!(diff <= tol * scale + 1e-6f))
+      return ::testing::AssertionFailure()
+             << what << "[" << k << "]: " << actual[k] << " vs " << expected[k] << " (diff " << diff
+             << ", allowed " << tol * scale << " = " << tol << " x scale " << scale << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 Tensor random_tensor(const Shape& shape, uint64_t seed) {
   Rng rng(seed, 0);
   Tensor t = Tensor::empty(shape);

@@ -21,6 +21,13 @@ namespace elmo::testing {
 ::testing::AssertionResult all_close(const std::vector<float>& actual,
                                      const std::vector<float>& expected, float atol, float rtol);
 
+// Every element within tol * max|expected| + 1e-6 (errors that scale with the tensor, as bf16
+// roundings do); the first failure is reported. max_diff, when given, receives the largest
+// difference seen (so a test can check that the roundings really happened).
+::testing::AssertionResult within_scale(const std::vector<float>& actual,
+                                        const std::vector<float>& expected, float tol,
+                                        const char* what, float* max_diff = nullptr);
+
 // Central finite difference of a scalar function f w.r.t. x[i] (x is modified and restored).
 double finite_difference(const std::function<double()>& f, float* x, int64_t i, double eps);
 
@@ -42,6 +49,8 @@ CommandResult run_elmo(const std::string& args);
 
 // Uniform(-1, 1) f32 CPU tensor from Rng(seed, 0).
 Tensor random_tensor(const Shape& shape, uint64_t seed);
+// n values scale * (2u - 1), u uniform from Rng(seed, kRngSynthetic).
+std::vector<float> uniform_floats(uint64_t seed, int64_t n, float scale);
 
 // Writes `text` to dir/name (replacing it) and returns the path.
 std::string write_text_file(const std::string& dir, const std::string& name,
