@@ -1,5 +1,6 @@
 // Data-parallel training across ranks (DESIGN.md §6): what one rank of a distributed run adds to
-// the single-process training loop in app/train.cpp.
+// the training loop in app/train.cpp, which drives it through DataParallelStepRunner
+// (app/step_runner.h).
 //
 // Per step k every rank holds rows [row_offset, row_offset + B/N) of the global batch. Dense
 // parameters are replicated; their gradients, and the gradients of the hot head of the embedding
