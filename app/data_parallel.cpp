@@ -56,6 +56,24 @@ Tensor upload_ids(const int32_t* ids, int64_t n, Device device) {
   return out;
 }
 
+// table[ids[k], :] = rows[k, :] with host `ids` (uploaded for a device table); table and rows
+// on `device`.
+void scatter_rows_by_host_ids(Device device, float* table, int64_t table_rows, int64_t dim,
+                              const int32_t* ids, int64_t n, const float* rows) {
+  if (device.is_cpu()) return scatter_rows(device, table, table_rows, dim, ids, n, rows);
+  const Tensor device_ids = upload_ids(ids, n, device);
+  scatter_rows(device, table, table_rows, dim, device_ids.data<int32_t>(), n, rows);
+}
+
+// n floats from `src` on `device` to host memory.
+void copy_to_host(float* dst, const float* src, int64_t n, Device device) {
+  if (n <= 0) return;
+  if (device.is_cpu())
+    std::copy_n(src, n, dst);
+  else
+    cuda_copy(dst, Device::cpu(), src, device, sizeof(float) * n);
+}
+
 // The rows `shard` owns of a table [rows, ...] (f32, on any device), in shard order, as a host
 // tensor [shard.count(), ...]: what a checkpoint shard stores.
 Tensor gather_shard(const Tensor& table, const TailShard& shard) {
@@ -294,17 +312,14 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
   int64_t bucket = 0;
   for (const Parameter* p : dense_) bucket += p->grad.numel();
   for (const Parameter* p : tables_) bucket += hot_rows_ * p->row_dim();
+  bucket_ = Tensor::zeros({std::max<int64_t>(bucket, 1)}, DType::kF32, model.device());
   if (on_gpu_) {
-    device_bucket_ = Tensor::zeros({std::max<int64_t>(bucket, 1)}, DType::kF32, model.device());
     nccl_ = make_nccl_allreduce(session_->store(), topology_, model.device().index, timeout_s_);
     fetched_[0].assign(tables_.size(), {});
     fetched_[1].assign(tables_.size(), {});
-  } else {
-    bucket_.assign(static_cast<size_t>(bucket), 0.0f);
   }
   overlap_ = std::make_unique<DenseOverlap>(
-      std::move(groups), on_gpu_ ? device_bucket_.data<float>() : bucket_.data(),
-      on_gpu_ ? *nccl_ : *allreduce_, model.device(),
+      std::move(groups), bucket_.data<float>(), on_gpu_ ? *nccl_ : *allreduce_, model.device(),
       on_gpu_ ? kNcclBucketBytes / static_cast<int64_t>(sizeof(float)) : 0, bf16_allreduce);
   if (overlap)
     model.set_gradient_hook(
@@ -438,93 +453,50 @@ void DataParallel::set_table_gradient(size_t t, const float* hot_block) {
   p.sparse_grad = std::move(g);
 }
 
+void DataParallel::sum_bucket(float* from, int64_t count) {
+  if (!on_gpu_) return allreduce_->sum(from, count);
+  for (const auto& [offset, n] : bucket_pieces(count, kNcclBucketBytes))
+    nccl_->sum(from + offset, n);
+}
+
+double DataParallel::bucket_sum_of_squares(int64_t count) const {
+  if (on_gpu_) return count > 0 ? sum_of_squares({bucket_.rows(0, count)}) : 0.0;
+  double sq = 0.0;
+  const float* g = bucket_.data<float>();
+  for (int64_t i = 0; i < count; ++i) sq += static_cast<double>(g[i]) * g[i];
+  return sq;
+}
+
+void DataParallel::refresh_host_rows() {
+  const Device device = model_->device();
+  std::vector<float> staging;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const std::vector<int32_t>& ids = owned_sums_[t].ids;
+    if (ids.empty()) continue;
+    const Parameter& p = *tables_[t];
+    const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
+    const Tensor device_ids = upload_ids(ids.data(), n, device);
+    Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
+    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                          rows.data<float>(), nullptr);
+    staging.resize(static_cast<size_t>(n * dim));
+    cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device, sizeof(float) * n * dim);
+    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+  }
+}
+
 StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResult& local,
                                      int64_t local_rows, int64_t global_rows, bool stop_requested,
                                      bool checkpoint_due) {
-  if (on_gpu_)
-    return finish_step_gpu(step, lr, local, local_rows, global_rows, stop_requested,
-                           checkpoint_due);
-  // 1. One bucket: the LSTM gradients (copied and being reduced by overlap_ already), any other
-  //    dense gradient, then each table's hot block.
-  float* at = bucket_.data();
-  for (const Parameter* p : dense_) {
-    if (at >= bucket_.data() + late_offset_) std::copy_n(p->grad.data<float>(), p->grad.numel(), at);
-    at += p->grad.numel();
-  }
-  std::vector<float*> hot_blocks;
-  std::vector<std::vector<int32_t>> tail_ids(tables_.size());
-  std::vector<std::vector<float>> tail_rows(tables_.size());
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    const Parameter& p = *tables_[t];
-    const int64_t dim = p.row_dim();
-    std::fill_n(at, hot_rows_ * dim, 0.0f);
-    hot_blocks.push_back(at);
-    // Sparse gradient ids are ascending: the hot ids are a prefix, the tail rows follow.
-    const SparseRows& g = p.sparse_grad;
-    const float* values = g.ids.empty() ? nullptr : g.values.data<float>();
-    const size_t hot = hot_prefix(g.ids);
-    for (size_t i = 0; i < hot; ++i) std::copy_n(values + i * dim, dim, at + g.ids[i] * dim);
-    tail_ids[t].assign(g.ids.begin() + hot, g.ids.end());
-    if (hot < g.ids.size()) tail_rows[t].assign(values + hot * dim, values + g.ids.size() * dim);
-    at += hot_rows_ * dim;
-  }
-
-  // 2. Dense all-reduce (Gloo, own thread: the rest of the layers, then the late part) while the
-  //    tail gradients go to their owners (UCX).
-  std::exception_ptr dense_error;
-  std::thread dense([&] {
-    try {
-      overlap_->finish_step();
-      allreduce_->sum(bucket_.data() + late_offset_,
-                      static_cast<int64_t>(bucket_.size()) - late_offset_);
-    } catch (...) {
-      dense_error = std::current_exception();
-    }
-  });
-  std::vector<SummedRows>& owned = owned_sums_;
-  std::exception_ptr sparse_error;
-  try {
-    SparseExchange::GradientRows pushes;
-    for (size_t t = 0; t < tables_.size(); ++t)
-      pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
-    exchange_->exchange_gradients(step, pushes, owned);
-  } catch (...) {
-    sparse_error = std::current_exception();
-  }
-  dense.join();
-  if (dense_error) std::rethrow_exception(dense_error);
-  if (sparse_error) std::rethrow_exception(sparse_error);
-
-  // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed.
-  double replicated_sq = 0.0;
-  for (const float g : bucket_) replicated_sq += static_cast<double>(g) * g;
-  const StepTotals totals = reduce_totals(replicated_sq, local, local_rows, global_rows,
-                                          stop_requested, checkpoint_due);
-
-  // 4. Gradients back in place: dense tensors, and per table the hot rows + owned tail rows.
-  at = bucket_.data();
-  for (Parameter* p : dense_) {
-    std::copy_n(at, p->grad.numel(), p->grad.data<float>());
-    at += p->grad.numel();
-  }
-  for (size_t t = 0; t < tables_.size(); ++t) set_table_gradient(t, hot_blocks[t]);
-  optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
-  model_->params().zero_grads();
-  exchange_->rows_updated(step);
-  return totals;
-}
-
-StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStepResult& local,
-                                         int64_t local_rows, int64_t global_rows,
-                                         bool stop_requested, bool checkpoint_due) {
   const Device device = model_->device();
-  cuda_set_device(device.index);
-  // 1. The device bucket: dense gradients in registry order, then each table's hot block (the
-  //    hot gradient rows scattered into zeros). Sparse gradient ids are ascending, so the hot
-  //    ids are a prefix; the tail rows after it go to the host for the exchange.
-  float* bucket = device_bucket_.data<float>();
+  if (on_gpu_) cuda_set_device(device.index);
+  // 1. One bucket on the model's device: the LSTM gradients (copied and being reduced by
+  //    overlap_ already), any other dense gradient, then each table's hot block (the hot
+  //    gradient rows scattered into zeros). Sparse gradient ids are ascending, so the hot ids
+  //    are a prefix; the tail rows after it are copied to the host for the exchange.
+  float* const bucket = bucket_.data<float>();
   float* at = bucket;
-  for (const Parameter* p : dense_) {  // the LSTM layers' part is overlap_'s
+  for (const Parameter* p : dense_) {
     if (at >= bucket + late_offset_) copy_floats(device, at, p->grad.data<float>(), p->grad.numel());
     at += p->grad.numel();
   }
@@ -539,54 +511,63 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
     const SparseRows& g = p.sparse_grad;
     const int64_t n = static_cast<int64_t>(g.ids.size());
     const int64_t hot = static_cast<int64_t>(hot_prefix(g.ids));
-    if (hot > 0) {
-      const Tensor ids = upload_ids(g.ids.data(), hot, device);
-      scatter_rows_cuda(at, dim, ids.data<int32_t>(), hot, g.values.data<float>());
-    }
+    if (hot > 0)
+      scatter_rows_by_host_ids(device, at, hot_rows_, dim, g.ids.data(), hot,
+                               g.values.data<float>());
     if (n > hot) {
       tail_ids[t].assign(g.ids.begin() + hot, g.ids.end());
       tail_rows[t].resize(static_cast<size_t>((n - hot) * dim));
-      cuda_copy(tail_rows[t].data(), Device::cpu(), g.values.data<float>() + hot * dim, device,
-                sizeof(float) * (n - hot) * dim);
+      copy_to_host(tail_rows[t].data(), g.values.data<float>() + hot * dim, (n - hot) * dim,
+                   device);
     }
     at += hot_rows_ * dim;
   }
   const int64_t count = at - bucket;
 
-  // 2. The tail gradients go to their owners (UCX, host, own thread) while NCCL sums the bucket
-  //    on this thread's stream, piece by piece.
-  std::vector<SummedRows>& owned = owned_sums_;
-  std::exception_ptr sparse_error;
-  std::thread sparse([&] {
+  // 2. The dense sum (what overlap_ has left of the LSTM layers, then the rest of the bucket)
+  //    while the tail gradients go to their owners (UCX, host memory). A GPU rank sums on this
+  //    thread (its device and stream: NCCL) and exchanges on a second one; a CPU rank sums on
+  //    the second thread (Gloo) and exchanges on this one.
+  std::exception_ptr dense_error, sparse_error;
+  const auto dense = [&] {
+    try {
+      overlap_->finish_step();
+      sum_bucket(bucket + late_offset_, count - late_offset_);
+    } catch (...) {
+      dense_error = std::current_exception();
+    }
+  };
+  const auto sparse = [&] {
     try {
       SparseExchange::GradientRows pushes;
       for (size_t t = 0; t < tables_.size(); ++t)
         pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
-      exchange_->exchange_gradients(step, pushes, owned);
+      exchange_->exchange_gradients(step, pushes, owned_sums_);
     } catch (...) {
       sparse_error = std::current_exception();
     }
+  };
+  std::thread second([&] {
+    if (on_gpu_)
+      sparse();
+    else
+      dense();
   });
-  std::exception_ptr dense_error;
-  try {
-    overlap_->finish_step();  // the LSTM layers, reduced on overlap_'s stream during the backward
-    for (const auto& [offset, n] : bucket_pieces(count - late_offset_, kNcclBucketBytes))
-      nccl_->sum(bucket + late_offset_ + offset, n);
-  } catch (...) {
-    dense_error = std::current_exception();
-  }
-  sparse.join();
+  if (on_gpu_)
+    dense();
+  else
+    sparse();
+  second.join();
   if (dense_error) std::rethrow_exception(dense_error);
   if (sparse_error) std::rethrow_exception(sparse_error);
 
-  // 3. Norm: the replicated part (the same on every rank, summed on the device); the owned tail
-  //    rows are summed over ranks with the scalars on Gloo.
-  const double replicated_sq = count > 0 ? sum_of_squares({device_bucket_.rows(0, count)}) : 0.0;
-  const StepTotals totals = reduce_totals(replicated_sq, local, local_rows, global_rows,
-                                          stop_requested, checkpoint_due);
+  // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed over
+  //    ranks with the step's scalars.
+  const StepTotals totals = reduce_totals(bucket_sum_of_squares(count), local, local_rows,
+                                          global_rows, stop_requested, checkpoint_due);
 
-  // 4. Gradients back in place on the device: dense tensors, and per table the hot rows + the
-  //    owned tail sums (uploaded) as the sparse gradient; the optimizer updates on the device.
+  // 4. Gradients back in place: dense tensors, and per table the hot rows + the owned tail sums
+  //    as the sparse gradient; the optimizer updates where the model lives.
   at = bucket;
   for (Parameter* p : dense_) {
     copy_floats(device, p->grad.data<float>(), at, p->grad.numel());
@@ -596,22 +577,9 @@ StepTotals DataParallel::finish_step_gpu(int64_t step, float lr, const TrainStep
   optimizer_->apply(lr, optimizer_->clip_scale(totals.grad_norm));
   model_->params().zero_grads();
 
-  // 5. The updated owned rows back into the host copy the exchange serves from.
-  std::vector<float> staging;
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    const std::vector<int32_t>& ids = owned[t].ids;
-    if (ids.empty()) continue;
-    const Parameter& p = *tables_[t];
-    const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
-    const Tensor device_ids = upload_ids(ids.data(), n, device);
-    Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
-    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
-                          rows.data<float>(), nullptr);
-    staging.resize(static_cast<size_t>(n * dim));
-    cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device,
-              sizeof(float) * n * dim);
-    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
-  }
+  // 5. A GPU rank's updated owned rows go back into the host copy the exchange serves from (a
+  //    CPU rank's exchange serves the model's tables themselves).
+  if (on_gpu_) refresh_host_rows();
   exchange_->rows_updated(step);
   return totals;
 }

@@ -1,5 +1,6 @@
 // Data-parallel training across ranks (DESIGN.md §6): what one rank of a distributed run adds to
-// the single-process training loop in app/train.cpp.
+// the training loop in app/train.cpp, which drives it through DataParallelStepRunner
+// (app/step_runner.h).
 //
 // Per step k every rank holds rows [row_offset, row_offset + B/N) of the global batch. Dense
 // parameters are replicated; their gradients, and the gradients of the hot head of the embedding
@@ -124,7 +125,8 @@ class DataParallel {
   void begin_step();
   // After the local train_step of `step`: sums gradients over ranks, clips with the global norm,
   // applies the update with `lr` (replicated parameters and owned tail rows) and zeroes every
-  // gradient. `local` holds this rank's per-direction mean NLL over its `local_rows` rows.
+  // gradient. `local` holds this rank's per-direction mean NLL over its `local_rows` rows. One
+  // sequence for CPU and GPU ranks; what differs by device is in the small pieces below.
   StepTotals finish_step(int64_t step, float lr, const TrainStepResult& local, int64_t local_rows,
                          int64_t global_rows, bool stop_requested, bool checkpoint_due);
 
@@ -164,11 +166,16 @@ class DataParallel {
   // device) and the owned tail sums, as ascending SparseRows.
   void set_table_gradient(size_t t, const float* hot_block);
   bool is_table(const Parameter& p) const;
-  StepTotals finish_step_gpu(int64_t step, float lr, const TrainStepResult& local,
-                             int64_t local_rows, int64_t global_rows, bool stop_requested,
-                             bool checkpoint_due);
-  // GPU ranks: copies the remote rows fetched for `step` from the host copy to the device.
+  // The pieces of finish_step that differ by device. sum_bucket: `count` floats of the bucket
+  // summed over ranks (GPU ranks: NCCL in pieces of at most kNcclBucketBytes; CPU ranks: Gloo).
+  // bucket_sum_of_squares: of its first `count` floats, in double (on the device for GPU
+  // ranks, one read-back; in order on the host for CPU ranks).
+  void sum_bucket(float* from, int64_t count);
+  double bucket_sum_of_squares(int64_t count) const;
+  // GPU ranks: copies the remote rows fetched for `step` from the host copy to the device; after
+  // an update, the owned rows just updated from the device into the host copy.
   void upload_fetched_rows(int64_t step);
+  void refresh_host_rows();
 
   Topology topology_;
   int device_id_ = -1;
@@ -183,7 +190,7 @@ class DataParallel {
   int64_t late_offset_ = 0;         // bucket floats reduced by overlap_; the rest after backward
   std::unique_ptr<DenseOverlap> overlap_;
   std::vector<Parameter*> tables_;  // embedding.weight, softmax.weight, softmax.bias
-  std::vector<float> bucket_;       // dense gradients, then each table's hot block [hot, dim]
+  Tensor bucket_;  // f32 on the model's device: dense gradients, then each table's hot block
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
   std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
@@ -192,8 +199,7 @@ class DataParallel {
 
   // GPU ranks only (model on a CUDA device).
   bool on_gpu_ = false;
-  std::unique_ptr<DenseAllreduce> nccl_;           // the device bucket
-  Tensor device_bucket_;                           // f32 [bucket] on the model's device
+  std::unique_ptr<DenseAllreduce> nccl_;           // sums the bucket
   std::vector<std::vector<float>> host_tables_;    // per table [V * dim], SparseExchange's values
   std::vector<std::vector<int32_t>> fetched_[2];   // per step parity, per table: remote ids asked
 };

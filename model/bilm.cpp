@@ -6,6 +6,7 @@
 #include "kernels/pointwise.h"
 #include "model/embedding.h"
 #include "model/lstm_stack.h"
+#include "model/negative_sampler.h"
 #include "model/sampled_softmax.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"
@@ -66,6 +67,7 @@ void check_state(const LstmState& s, Device device, int direction) {
 struct BiLM::Impl {
   std::vector<LstmStack> stacks;  // one per direction
   std::unique_ptr<SampledSoftmax> sampled;
+  std::unique_ptr<NegativeSampler> sampler;  // the sampled softmax's samples, step by step
   FullSoftmaxWorkspace full_workspace[2];  // per direction: evaluation runs them concurrently
   Tensor full_dweight, full_dbias;  // [V, H], [V] (full softmax training only)
   std::vector<int32_t> all_ids;     // 0 .. V-1, the rows a full-softmax step touches
@@ -117,6 +119,8 @@ BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device devic
     impl_->sampled =
         std::make_unique<SampledSoftmax>(shape.vocab, shape.hidden(), options.samples, device);
   }
+  impl_->sampler = std::make_unique<NegativeSampler>(shape.vocab, options.samples,
+                                                     Rng(options.seed, kRngSampler).state());
   if (device.is_cuda()) {
     for (int d = 0; d < shape.directions(); ++d) {
       impl_->streams[d] = std::make_unique<CudaStream>(device.index);
@@ -174,8 +178,7 @@ LstmState BiLM::zero_state(int64_t rows) const {
           Tensor::zeros({shape_.layers, rows, shape_.cell_size}, DType::kF32, device_)};
 }
 
-TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, uint64_t step,
-                                 Rng& sampler) {
+TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, uint64_t step) {
   Impl& m = *impl_;
   const Scope scope(*this);
   const int dirs = shape_.directions();
@@ -237,7 +240,7 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   if (options_.softmax == SoftmaxKind::kSampled) {
     std::vector<std::pair<const int32_t*, int64_t>> host_targets;
     for (int d = 0; d < dirs; ++d) host_targets.emplace_back(m.host_targets[d].data<int32_t>(), N);
-    m.sampled->begin_step(sampler, host_targets);
+    m.sampled->begin_step(m.sampler->take(step), host_targets);
     for (int d = 0; d < dirs; ++d)
       m.sampled->forward_backward_deferred(w, b, m.stacks[d].output(),
                                            targets[d]->data<int32_t>(), N, grad_scale,
@@ -352,5 +355,22 @@ std::vector<Tensor> BiLM::representations(int direction, const int32_t* inputs, 
   });
   return out;
 }
+
+TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, uint64_t step,
+                                 Rng& sampler) {
+  set_sampler_state(sampler.state());
+  const TrainStepResult result = train_step(batches, states, step);
+  sampler = Rng(sampler_state());
+  return result;
+}
+
+const std::vector<int32_t>* BiLM::plan_step(uint64_t step) {
+  if (options_.softmax != SoftmaxKind::kSampled) return nullptr;
+  return &impl_->sampler->plan(step).ids;
+}
+
+RngState BiLM::sampler_state() const { return impl_->sampler->position(); }
+
+void BiLM::set_sampler_state(const RngState& state) { impl_->sampler->restore(state); }
 
 }  // namespace elmo

@@ -110,9 +110,28 @@ class BiLM {
 
   // Forward + loss + backward for both directions (direction 1 only when bidirectional).
   // Gradients (of loss x T) are written into params() (dense .grad and .sparse_grad); the
-  // carried states are advanced to the end of the batch. `sampler` draws the shared samples.
+  // carried states are advanced to the end of the batch. The sampled softmax's samples, shared
+  // by the directions, come from the model's sampler: the ones plan_step(step) drew, else drawn
+  // now.
+  TrainStepResult train_step(const TokenBatch* batches, LstmState* states, uint64_t step);
+  // The same with the sampler's stream held by the caller (tests that drive several models with
+  // one stream): the model's sampler continues from `sampler`'s position (plans are dropped) and
+  // `sampler` is left where the step left it.
   TrainStepResult train_step(const TokenBatch* batches, LstmState* states, uint64_t step,
                              Rng& sampler);
+
+  // What train_step(step) will sample, drawn now from the model's sampler: the sampled
+  // softmax's negative samples (null with the full softmax, which uses every row). Steps are
+  // planned in order, from the next one to train (a data-parallel rank plans step k + 1 before
+  // step k trains, to fetch its softmax rows meanwhile), and each step then uses exactly what
+  // was planned for it: planning changes when samples are drawn, never which
+  // (model/negative_sampler.h). The ids stay valid until that step trains.
+  const std::vector<int32_t>* plan_step(uint64_t step);
+  // The sampler's position after the steps trained (planned draws not counted): what a
+  // checkpoint stores. It starts at Rng(options().seed, kRngSampler); set_sampler_state
+  // continues from a stored position and drops any plan.
+  RngState sampler_state() const;
+  void set_sampler_state(const RngState& state);
 
   // Full-softmax NLL of one direction over every position of the batch whose target is not
   // kIgnoreTarget, no dropout; advances the state through all `steps` positions. The two

@@ -79,10 +79,33 @@ void SampledSoftmax::check_targets(const int32_t* targets, int64_t n, bool must_
 void SampledSoftmax::begin_step(
     Rng& rng, const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction) {
   for (const auto& [targets, n] : targets_per_direction) check_targets(targets, n, false);
+  sample_log_uniform_unique(vocab_, num_samples_, rng, samples_, seen_);
+  open_step(targets_per_direction);
+}
+
+void SampledSoftmax::begin_step(
+    const SampleSet& samples,
+    const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction) {
+  ELMO_CHECK(static_cast<int64_t>(samples.ids.size()) == num_samples_ &&
+                 samples.log_expected.size() == samples.ids.size(),
+             "sampled softmax: ", samples.ids.size(), " samples (", samples.log_expected.size(),
+             " expected counts) given to a layer of ", num_samples_);
+  for (size_t j = 0; j < samples.ids.size(); ++j)
+    ELMO_CHECK(samples.ids[j] >= 0 && samples.ids[j] < vocab_, "sampled softmax: sample ", j,
+               " (id ", samples.ids[j], ") is outside the vocabulary [0, ", vocab_, ")");
+  bool distinct = true;
+  for (const int32_t id : samples.ids) distinct = distinct && !seen_[id], seen_[id] = 1;
+  for (const int32_t id : samples.ids) seen_[id] = 0;
+  ELMO_CHECK(distinct, "sampled softmax: the ", samples.ids.size(), " samples are not distinct");
+  for (const auto& [targets, n] : targets_per_direction) check_targets(targets, n, false);
+  samples_ = samples;
+  open_step(targets_per_direction);
+}
+
+void SampledSoftmax::open_step(
+    const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction) {
   for (const int32_t id : touched_) slot_[id] = -1;
   touched_.clear();
-
-  sample_log_uniform_unique(vocab_, num_samples_, rng, samples_, seen_);
 
   // U = sorted unique(samples ∪ targets); seen_ dedupes and is cleared again afterwards.
   auto touch = [&](int32_t id) {

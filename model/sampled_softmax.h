@@ -54,6 +54,11 @@ class SampledSoftmax {
   // every device). Zeroes the accumulated gradients. Every target must be in [0, V).
   void begin_step(Rng& rng,
                   const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
+  // The same with samples drawn beforehand (model/negative_sampler.h): S distinct ids in
+  // [0, V) with their log expected counts, as sample_log_uniform_unique returns them (sizes, range
+  // and distinctness are checked).
+  void begin_step(const SampleSet& samples,
+                  const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
 
   // One direction. weight [V, P], bias [V], h [N, P], targets [N] (each passed to begin_step).
   // Returns the mean NLL over the N rows; writes dh [N, P] = grad_scale * d(sum NLL)/dh and
@@ -92,6 +97,8 @@ class SampledSoftmax {
  private:
   struct Cuda;  // device buffers (sampled_softmax.cpp)
   void check_targets(const int32_t* targets, int64_t n, bool must_be_touched) const;
+  // The rest of begin_step once samples_ holds the step's samples: U, the slots, the buffers.
+  void open_step(const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
   void gather_samples(const float* weight, const float* bias);
   // Fills logits_ [N, S] and true_ [N] and runs the row pass; returns the summed NLL.
   double rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,

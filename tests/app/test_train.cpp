@@ -1,5 +1,6 @@
 // train: a tiny end-to-end run (checkpoint, metrics, summary), resume equivalence
-// (N steps == N/2 + --resume N/2, identical parameter bytes) and every bad-input path of
+// (N steps == N/2 + --resume N/2, identical parameter bytes; also from a checkpoint whose
+// sampler position is written as older versions wrote it) and every bad-input path of
 // must-show 4: one clear line, exit 2 for usage/config, 1 for runtime, checkpoints intact.
 #include <gtest/gtest.h>
 
@@ -10,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "runtime/cuda_memory.h"
+#include "tests/app/sampler_position.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -90,6 +92,33 @@ TEST(Train, ResumeContinuesBitIdentically) {
     EXPECT_TRUE(read_file(full + "/checkpoints/step-12/" + file) ==
                 read_file(half + "/checkpoints/step-12/" + file))
         << file << " differs after resume";
+}
+
+// state.json "sampler_rng" is the negative sampler's position after the checkpoint's steps, as
+// every version has written it (each step draws once from Rng(run.seed, kRngSampler)): the
+// checkpoint holds exactly the replayed position, and a checkpoint carrying that position as an
+// older version wrote it (the same three keys) resumes to the parameters of an uninterrupted run.
+TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
+  const std::string dir = testing::temp_dir("sampler_position");
+  const std::string full = dir + "/full", half = dir + "/half";
+  fs::create_directories(dir + "/a");
+  fs::create_directories(dir + "/b");
+  ASSERT_EQ(run_elmo("--config " + write_config(dir + "/a", tiny_config(full))).status, 0);
+  const std::string config_half = write_config(dir + "/b", tiny_config(half));
+  ASSERT_EQ(run_elmo("--config " + config_half + " --set train.max_steps=6").status, 0);
+  const std::string state_path = half + "/checkpoints/step-6/state.json";
+  nlohmann::json state = nlohmann::json::parse(read_file(state_path));
+  const nlohmann::json old_format =  // run.seed = 5, softmax.samples = 40
+      testing::sampler_position_after(5, state.at("vocab_size").get<int64_t>(), 40, 6);
+  EXPECT_EQ(state.at("sampler_rng"), old_format);
+  state["sampler_rng"] = old_format;
+  write_file_atomic(state_path, state.dump(2) + "\n");
+  const auto resumed = run_elmo("--config " + config_half + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  for (const char* file : {"model.safetensors", "optimizer.safetensors", "carry.safetensors"})
+    EXPECT_TRUE(read_file(full + "/checkpoints/step-12/" + file) ==
+                read_file(half + "/checkpoints/step-12/" + file))
+        << file << " differs after resuming the old-format position";
 }
 
 struct BadCase {

@@ -1,19 +1,21 @@
 // Distributed training end to end, on loopback (label dist): N ranks with the same global batch
-// give the parameters of one rank; the rendezvous refuses a wrong job token and names a rank
-// that never joins; killing a rank stops the others with its number and --resume continues.
+// give the parameters of one rank; resuming a mid-run or a final checkpoint is exact; the
+// rendezvous refuses a wrong job token and names a rank that never joins; killing a rank stops
+// the others with its number and --resume continues.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "tests/app/sampler_position.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -131,6 +133,49 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
                                      1e-5f, 1e-5f))
           << model[i].first << " with " << world << " ranks";
     }
+  }
+}
+
+// A rank draws the next step's batch and samples one step ahead. Its checkpoints still hold the
+// batcher and sampler positions after their own steps (a mid-run checkpoint and the final one of
+// a shorter run agree, the sampler at the replayed draws of those steps), and resuming from
+// either reaches the parameters of the uninterrupted run exactly (same world size).
+TEST(TrainDist, ResumeFromAMidRunOrAFinalCheckpointIsExact) {
+  const std::string dir = testing::temp_dir("train_dist_resume");
+  const std::string launch = " --nodes 2 --workers_per_node 1";
+  const std::string straight = dir + "/straight/run", shorter = dir + "/short/run";
+  const std::string config = write_config(dir + "/straight", dist_config(straight, 8, 4));
+  const auto a = run_elmo("--config " + config + launch);
+  ASSERT_EQ(a.status, 0) << a.output;
+  const auto b = run_elmo("--config " + config + launch + " --set run.dir=" + shorter +
+                          " --set train.max_steps=4");
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto state_at = [](const std::string& run, int step) {
+    return nlohmann::json::parse(
+        read_file(run + "/checkpoints/step-" + std::to_string(step) + "/state.json"));
+  };
+  const nlohmann::json mid = state_at(straight, 4), last = state_at(shorter, 4);
+  EXPECT_EQ(mid.at("batcher"), last.at("batcher"));
+  const nlohmann::json position =  // run.seed = 5, softmax.samples = 40
+      testing::sampler_position_after(5, mid.at("vocab_size").get<int64_t>(), 40, 4);
+  EXPECT_EQ(mid.at("sampler_rng"), position);
+  EXPECT_EQ(last.at("sampler_rng"), position);
+
+  // The straight run cut back to its mid-run checkpoint, and the shorter run, continue to 8.
+  const std::string cut = dir + "/cut/run";
+  fs::create_directories(dir + "/cut");
+  fs::copy(straight, cut, fs::copy_options::recursive);
+  fs::remove_all(cut + "/checkpoints/step-8");
+  write_file_atomic(cut + "/checkpoints/latest", "step-4\n");
+  for (const std::string& run : {cut, shorter}) {
+    const auto r = run_elmo("--config " + config + launch + " --resume --set run.dir=" + run);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("resumed from step 4"), std::string::npos) << r.output;
+    for (const char* file : {"model.safetensors", "optimizer.safetensors", "shard-0.safetensors",
+                             "shard-1.safetensors"})
+      EXPECT_TRUE(read_file(straight + "/checkpoints/step-8/" + file) ==
+                  read_file(run + "/checkpoints/step-8/" + file))
+          << file << " differs after resuming " << run;
   }
 }
 

@@ -1,17 +1,19 @@
 // BiLM: whole-model finite-difference gradient check of train_step (sampled and full softmax,
 // both directions with projection, clips, dropout and residuals; forward-only plain LSTM),
-// evaluate() against a direct full softmax over representations(), state carrying, zero_state
-// and the constructor's usage errors.
-#include "model/bilm.h"
-
+// evaluate() against a direct full softmax over representations(), state carrying, zero_state,
+// the samples planned ahead (plan_step) and the sampler position, and the constructor's usage
+// errors.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/full_softmax.h"
+#include "kernels/log_uniform_sampler.h"
+#include "model/bilm.h"
 #include "model/embedding.h"
 #include "runtime/error.h"
 #include "runtime/parallel.h"
@@ -529,6 +531,135 @@ TEST(BiLM, DropoutDependsOnStepAndSeedOnly) {
   };
   EXPECT_EQ(loss_at(4), loss_at(4));
   EXPECT_NE(loss_at(4), loss_at(5));
+}
+
+// RngState has no ==: its three fields.
+std::tuple<uint64_t, uint64_t, uint64_t> rng_position(const RngState& s) {
+  return {s.seed, s.stream, s.position};
+}
+
+// plan_step: the samples it returns are the ones train_step then uses (the softmax rows a step
+// touches are exactly its targets and those samples), and planning one or two steps ahead
+// changes nothing a step computes, nor the sampler position a checkpoint stores.
+TEST(BiLM, PlannedSamplesAreTheOnesTheStepUses) {
+  BilmShape shape = projected_shape();
+  shape.vocab = 60;  // room for rows a step does not touch
+  BiLM model(shape, train_options(SoftmaxKind::kSampled, 0.0f));
+  model.init(21, 0.5f, 1.0f);
+  Batches b(2, 3, shape.vocab, 2100);
+  LstmState states[2] = {model.zero_state(2), model.zero_state(2)};
+  const std::vector<int32_t>* planned = model.plan_step(4);
+  ASSERT_NE(planned, nullptr);
+  const std::vector<int32_t> samples = *planned;
+  ASSERT_EQ(samples.size(), 5u);
+  model.train_step(b.batch, states, 4);
+  std::vector<int32_t> expected = samples;
+  for (int d = 0; d < 2; ++d)
+    expected.insert(expected.end(), b.targets[d].begin(), b.targets[d].end());
+  std::sort(expected.begin(), expected.end());
+  expected.erase(std::unique(expected.begin(), expected.end()), expected.end());
+  EXPECT_EQ(model.params().get("softmax.weight").sparse_grad.ids, expected);
+  EXPECT_EQ(model.params().get("softmax.bias").sparse_grad.ids, expected);
+}
+
+TEST(BiLM, PlanningAheadChangesNothingAStepComputes) {
+  BilmShape shape = projected_shape();
+  shape.vocab = 60;
+  const BilmTrainOptions options = train_options(SoftmaxKind::kSampled, 0.2f);
+  BiLM planned(shape, options), unplanned(shape, options);
+  planned.init(22, 0.5f, 1.0f);
+  unplanned.init(22, 0.5f, 1.0f);
+  const RngState start = planned.sampler_state();
+  EXPECT_EQ(rng_position(start), rng_position(Rng(options.seed, kRngSampler).state()));
+  LstmState ps[2] = {planned.zero_state(2), planned.zero_state(2)};
+  LstmState us[2] = {unplanned.zero_state(2), unplanned.zero_state(2)};
+  Rng replay(options.seed, kRngSampler);
+  SampleSet draw;
+  std::vector<uint8_t> seen;
+  for (uint64_t step = 0; step < 4; ++step) {
+    Batches b(2, 3, shape.vocab, 2200 + step);
+    // Two steps planned before this one trains, as a data-parallel rank does.
+    if (step == 0) {
+      ASSERT_NE(planned.plan_step(0), nullptr);
+    }
+    const RngState before = planned.sampler_state();
+    const std::vector<int32_t> next = *planned.plan_step(step + 1);
+    EXPECT_EQ(rng_position(planned.sampler_state()), rng_position(before))
+        << "a planned draw must not move the position a checkpoint stores";
+    planned.params().zero_grads();
+    unplanned.params().zero_grads();
+    const TrainStepResult a = planned.train_step(b.batch, ps, step);
+    const TrainStepResult u = unplanned.train_step(b.batch, us, step);
+    EXPECT_EQ(a.loss, u.loss) << "step " << step;
+    for (Parameter* p : planned.params().all()) {
+      const Parameter& q = unplanned.params().get(p->name);
+      if (p->row_sparse) {
+        EXPECT_EQ(p->sparse_grad.ids, q.sparse_grad.ids) << p->name;
+        EXPECT_EQ(p->sparse_grad.values.to_floats(), q.sparse_grad.values.to_floats()) << p->name;
+      } else {
+        EXPECT_EQ(p->grad.to_floats(), q.grad.to_floats()) << p->name;
+      }
+    }
+    // Both streams stand after step + 1 draws of the sampler.
+    sample_log_uniform_unique(shape.vocab, options.samples, replay, draw, seen);
+    EXPECT_EQ(rng_position(planned.sampler_state()), rng_position(replay.state()));
+    EXPECT_EQ(rng_position(unplanned.sampler_state()), rng_position(replay.state()));
+    // The step after is the next draw of the stream.
+    Rng peek = replay;
+    SampleSet following;
+    sample_log_uniform_unique(shape.vocab, options.samples, peek, following, seen);
+    EXPECT_EQ(next, following.ids) << "samples planned for step " << step + 1;
+  }
+}
+
+// The sampler position restores the stream (as --resume does) and drops plans; the
+// train_step overload with the caller's Rng draws from it and leaves it where the step did.
+TEST(BiLM, SamplerStateRestoresTheStreamAndDropsPlans) {
+  const BilmTrainOptions options = train_options(SoftmaxKind::kSampled, 0.0f);
+  BiLM model(projected_shape(), options);
+  model.init(23, 0.5f, 1.0f);
+  Batches b(2, 3, 12, 2300);
+  LstmState states[2] = {model.zero_state(2), model.zero_state(2)};
+  Rng replay(kSamplerSeed, kRngSampler);
+  SampleSet first;
+  std::vector<uint8_t> seen;
+  sample_log_uniform_unique(12, options.samples, replay, first, seen);
+  model.plan_step(0);  // dropped by the restore
+  model.set_sampler_state(Rng(kSamplerSeed, kRngSampler).state());
+  EXPECT_EQ(*model.plan_step(9), first.ids);
+  model.train_step(b.batch, states, 9);
+  EXPECT_EQ(rng_position(model.sampler_state()), rng_position(replay.state()));
+
+  Rng caller(kSamplerSeed, kRngSampler);
+  model.plan_step(10);  // dropped: the caller's stream decides
+  model.train_step(b.batch, states, 10, caller);
+  EXPECT_EQ(rng_position(caller.state()), rng_position(replay.state()));
+  EXPECT_EQ(rng_position(model.sampler_state()), rng_position(replay.state()));
+}
+
+TEST(BiLM, FullSoftmaxPlansNothingAndKeepsTheSamplerStill) {
+  BiLM model(projected_shape(), train_options(SoftmaxKind::kFull, 0.0f));
+  model.init(24, 0.5f, 1.0f);
+  Batches b(2, 3, 12, 2400);
+  LstmState states[2] = {model.zero_state(2), model.zero_state(2)};
+  const RngState start = model.sampler_state();
+  EXPECT_EQ(model.plan_step(0), nullptr);
+  model.train_step(b.batch, states, 0);
+  EXPECT_EQ(rng_position(model.sampler_state()), rng_position(start));
+}
+
+TEST(BiLM, StepsTrainInTheOrderTheyWerePlanned) {
+  BiLM model(projected_shape(), train_options(SoftmaxKind::kSampled, 0.0f));
+  model.init(25, 0.5f, 1.0f);
+  Batches b(2, 3, 12, 2500);
+  LstmState states[2] = {model.zero_state(2), model.zero_state(2)};
+  model.plan_step(3);
+  EXPECT_NE(testing::error_of([&] { model.plan_step(5); }).find("planned after step 3"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] {
+              model.train_step(b.batch, states, 4);
+            }).find("step 3 is the next one planned"),
+            std::string::npos);
 }
 
 TEST(BiLM, ZeroStateShapes) {

@@ -1,5 +1,6 @@
 // SampledSoftmax layer: loss against a double-precision reference, finite-difference checks of
-// dh and of the sparse weight/bias rows, the touched-row set and per-id summation.
+// dh and of the sparse weight/bias rows, the touched-row set and per-id summation, samples given
+// to begin_step instead of drawn there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -204,6 +205,56 @@ TEST(SampledSoftmax, BadSizesAndTargetsAreErrors) {
   EXPECT_THROW(layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(), kRows,
                                       1.0f, dh.data()),
                Error);
+}
+
+// begin_step with samples drawn beforehand (what BiLM's NegativeSampler hands over) computes
+// exactly what drawing them from the same stream inside begin_step does; samples that cannot
+// be the sampler's (wrong count, out of range, repeated) are errors naming the problem.
+TEST(SampledSoftmax, GivenSamplesEqualDrawingThemFromTheStream) {
+  Fixture f;
+  SampledSoftmax drawn(kVocab, kDim, kSamples), given(kVocab, kDim, kSamples);
+  std::vector<float> dh_fwd, dh_bwd, dh_fwd2, dh_bwd2;
+  const auto a = run_step(f, drawn, 0.4f, 0.2f, dh_fwd, dh_bwd);
+  const std::vector<float> gw = f.weight->sparse_grad.values.to_floats();
+  const std::vector<float> gb = f.bias->sparse_grad.values.to_floats();
+  const std::vector<int32_t> ids = f.weight->sparse_grad.ids;
+
+  given.begin_step(f.expected_samples, {{f.t_fwd.data(), kRows}, {f.t_bwd.data(), kRows}});
+  dh_fwd2.assign(kRows * kDim, 0.0f);
+  dh_bwd2.assign(kRows * kDim, 0.0f);
+  const double fwd = given.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(), f.t_fwd.data(),
+                                            kRows, 0.4f, dh_fwd2.data());
+  const double bwd = given.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(),
+                                            kRows, 0.2f, dh_bwd2.data());
+  given.finish_step(*f.weight, *f.bias);
+  EXPECT_EQ(a, std::make_pair(fwd, bwd));
+  EXPECT_EQ(given.samples().ids, drawn.samples().ids);
+  EXPECT_EQ(given.samples().tries, drawn.samples().tries);
+  EXPECT_EQ(dh_fwd, dh_fwd2);
+  EXPECT_EQ(dh_bwd, dh_bwd2);
+  EXPECT_EQ(ids, f.weight->sparse_grad.ids);
+  EXPECT_EQ(gw, f.weight->sparse_grad.values.to_floats());  // bitwise
+  EXPECT_EQ(gb, f.bias->sparse_grad.values.to_floats());
+
+  SampleSet short_set = f.expected_samples;
+  short_set.ids.pop_back();
+  short_set.log_expected.pop_back();
+  SampleSet outside = f.expected_samples;
+  outside.ids[2] = kVocab;
+  SampleSet repeated = f.expected_samples;
+  repeated.ids[1] = repeated.ids[0];
+  const std::vector<std::pair<const int32_t*, int64_t>> targets = {{f.t_fwd.data(), kRows}};
+  EXPECT_NE(testing::error_of([&] { given.begin_step(short_set, targets); }).find("11 samples"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { given.begin_step(outside, targets); }).find("outside"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { given.begin_step(repeated, targets); }).find("not distinct"),
+            std::string::npos);
+  // A refused set leaves the layer usable: U = sorted unique(samples ∪ targets).
+  given.begin_step(f.expected_samples, targets);
+  std::set<int32_t> touched(f.expected_samples.ids.begin(), f.expected_samples.ids.end());
+  touched.insert(f.t_fwd.begin(), f.t_fwd.end());
+  EXPECT_EQ(given.touched_ids(), std::vector<int32_t>(touched.begin(), touched.end()));
 }
 
 }  // namespace

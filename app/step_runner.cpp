@@ -1,0 +1,215 @@
+// The two ways a process runs training steps: see step_runner.h.
+#include "app/step_runner.h"
+
+#include <cmath>
+#include <utility>
+
+#include "app/data_parallel.h"
+#include "app/session.h"
+#include "runtime/cuda_memory.h"
+
+namespace elmo {
+
+namespace {
+
+// One direction's batch as the model takes it: rows [row_begin, row_begin + rows) of a global
+// batch of `global_rows`.
+TokenBatch tokens_of(const Batch& batch, int64_t global_rows) {
+  return {batch.rows,           batch.steps, batch.inputs.data(),
+          batch.targets.data(), global_rows, batch.row_begin};
+}
+
+}  // namespace
+
+void check_loss_is_finite(double loss, int64_t step) {
+  if (!std::isfinite(loss))
+    throw Error(str("training diverged at step ", step, ": loss is ", loss,
+                    "; lower optimizer.learning_rate or set optimizer.clip_norm"));
+}
+
+// ---- LocalStepRunner ------------------------------------------------------------------------
+
+// train.device / --device / --no_cuda: "auto" is cuda:0 when a GPU is visible and --no_cuda is
+// not given, else the CPU; "cuda" / "cuda:N" need that GPU, and --no_cuda refuses them
+// (docs/ARCHITECTURE.md, GPU training path).
+Device LocalStepRunner::choose_device(const Config& config, const TrainArgs& args) {
+  std::string wanted = args.device.empty() ? config.train.device : args.device;
+  const int gpus = cuda_device_count();
+  if (wanted == "auto") return !args.no_cuda && gpus > 0 ? Device::cuda(0) : Device::cpu();
+  const Device device = Device::parse(wanted);
+  if (device.is_cuda() && args.no_cuda)
+    throw UsageError(str("train.device = \"", wanted, "\" asks for a GPU but --no_cuda refuses ",
+                         "it; use \"cpu\" or \"auto\", or drop --no_cuda"));
+  if (device.is_cuda() && device.index >= gpus)
+    throw UsageError(
+        str("train.device = \"", wanted, "\": ",
+            gpus == 0 ? std::string("no GPU is visible on this machine")
+                      : str("only ", gpus, " GPU(s) are visible (cuda:0..cuda:", gpus - 1, ")"),
+            "; use \"cpu\" or \"auto\""));
+  return device;
+}
+
+void LocalStepRunner::root_first(const std::string&, const std::function<void()>& work) { work(); }
+
+StepOutcome LocalStepRunner::run_step(int64_t step, bool, bool checkpoint_due) {
+  Batcher& batcher = *parts_.batcher;
+  batcher.next(&batch_[0], &batch_[1]);
+  const int64_t epoch = batcher.epoch();
+  TokenBatch tokens[2];
+  for (int d = 0; d < parts_.model->shape().directions(); ++d)
+    tokens[d] = tokens_of(batch_[d], parts_.config->train.batch_size);
+  const TrainStepResult result =
+      parts_.model->train_step(tokens, parts_.states, static_cast<uint64_t>(step));
+  check_loss_is_finite(result.loss, step);
+  const Optimizer::StepStats stats = parts_.optimizer->step(epoch);
+  StepOutcome outcome;
+  outcome.loss = result.loss;
+  outcome.nll[0] = result.nll[0];
+  outcome.nll[1] = result.nll[1];
+  outcome.grad_norm = stats.grad_norm;
+  outcome.lr = stats.lr;
+  outcome.checkpoint = checkpoint_due;
+  return outcome;
+}
+
+std::string LocalStepRunner::write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
+                                              int keep_last) {
+  const BiLM& model = *parts_.model;
+  ckpt.files.emplace_back("model", model_tensors(model));
+  NamedTensors optimizer_state;
+  for (const auto& [name, tensor] : parts_.optimizer->state_tensors())
+    optimizer_state.emplace_back(name, tensor);
+  ckpt.files.emplace_back("optimizer", optimizer_state);
+  NamedTensors carry;
+  for (int d = 0; d < model.shape().directions(); ++d) {
+    carry.emplace_back(str("carry.", BiLM::direction_name(d), ".h"), parts_.states[d].h);
+    carry.emplace_back(str("carry.", BiLM::direction_name(d), ".c"), parts_.states[d].c);
+  }
+  ckpt.files.emplace_back("carry", carry);
+  return save_checkpoint(run_dir, ckpt, keep_last);
+}
+
+void LocalStepRunner::describe(nlohmann::json&) const {}
+
+// ---- DataParallelStepRunner -----------------------------------------------------------------
+
+bool DataParallelStepRunner::is_root() const { return dist_.is_root(); }
+int DataParallelStepRunner::rank() const { return dist_.topology().rank; }
+int DataParallelStepRunner::world_size() const { return dist_.topology().world_size; }
+int DataParallelStepRunner::processes_on_this_host() const { return dist_.ranks_on_this_host(); }
+
+// A rank's GPU is the one its launcher gave it (--device_ids, or its local rank); every rank
+// must get one of its own, else all train on CPUs (DataParallel::agree_on_device).
+Device DataParallelStepRunner::choose_device(const Config& config, const TrainArgs& args) {
+  const std::string wanted = args.device.empty() ? config.train.device : args.device;
+  if (wanted != "auto" && wanted != "cpu" && wanted != "cuda")
+    throw UsageError(str("train.device = \"", wanted, "\" in a distributed run: each rank's ",
+                         "GPU comes from --device_ids (or its local rank); use \"auto\", ",
+                         "\"cuda\" or \"cpu\""));
+  if (wanted == "cuda" && args.no_cuda)
+    throw UsageError(
+        "train.device = \"cuda\" asks for GPUs but --no_cuda refuses them; use "
+        "\"cpu\" or \"auto\", or drop --no_cuda");
+  return dist_.agree_on_device(wanted != "cpu" && !args.no_cuda, wanted == "cuda");
+}
+
+void DataParallelStepRunner::root_first(const std::string& what,
+                                        const std::function<void()>& work) {
+  dist_.root_first(what, work);
+}
+
+// After a resume has loaded the model: peers may read this rank's rows as soon as it is
+// attached.
+void DataParallelStepRunner::attach(const TrainingParts& parts) {
+  parts_ = parts;
+  const Config& config = *parts.config;
+  const int64_t hot = config.dist.hot_rows >= 0
+                          ? config.dist.hot_rows
+                          : choose_hot_rows(*parts.train_data, parts.model->shape().vocab,
+                                            config.dist.hot_coverage);
+  DataParallel::DenseSync sync;
+  sync.bf16 = config.dist.allreduce_precision == "bf16";
+  sync.overlap = config.dist.overlap_allreduce;
+  dist_.attach(*parts.model, *parts.optimizer, hot, sync);
+  state_after_ = parts.batcher->state();
+}
+
+void DataParallelStepRunner::prefetch(int64_t step, Pending& p) {
+  Batcher& batcher = *parts_.batcher;
+  batcher.next(&p.batch[0], &p.batch[1]);
+  p.epoch = batcher.epoch();
+  p.state_after = batcher.state();
+  const int dirs = parts_.model->shape().directions();
+  for (int d = 0; d < dirs; ++d)
+    p.tokens[d] = tokens_of(p.batch[d], parts_.config->train.batch_size);
+  // The softmax rows of the step: its targets and negative samples (every row: full softmax).
+  dist_.request_rows(step, p.tokens, dirs, parts_.model->plan_step(static_cast<uint64_t>(step)));
+}
+
+void DataParallelStepRunner::start(int64_t first_step, int64_t total_steps) {
+  total_steps_ = total_steps;
+  if (first_step < total_steps) prefetch(first_step, current_);
+}
+
+StepOutcome DataParallelStepRunner::run_step(int64_t step, bool stop_requested,
+                                             bool checkpoint_due) {
+  dist_.wait_rows(step);
+  // The next step's rows travel while this one computes.
+  if (step + 1 < total_steps_) prefetch(step + 1, next_);
+  dist_.begin_step();
+  const TrainStepResult local =
+      parts_.model->train_step(current_.tokens, parts_.states, static_cast<uint64_t>(step));
+  const float lr = parts_.optimizer->learning_rate(current_.epoch);
+  const StepTotals totals =
+      dist_.finish_step(step, lr, local, current_.tokens[0].rows, parts_.config->train.batch_size,
+                        stop_requested, checkpoint_due);
+  check_loss_is_finite(totals.loss, step);
+  state_after_ = current_.state_after;
+  std::swap(current_, next_);
+  StepOutcome outcome;
+  outcome.loss = totals.loss;
+  outcome.nll[0] = totals.nll[0];
+  outcome.nll[1] = totals.nll[1];
+  outcome.grad_norm = totals.grad_norm;
+  outcome.lr = lr;
+  outcome.stop = totals.stop;
+  outcome.checkpoint = totals.checkpoint;  // rank 0's clock decides for everyone
+  return outcome;
+}
+
+// Every rank writes its shard (owned tail rows, its carried-state rows); rank 0 adopts them
+// into the step folder with the replicated tensors, then everybody continues.
+std::string DataParallelStepRunner::write_checkpoint(CheckpointData& ckpt,
+                                                     const std::string& run_dir, int keep_last) {
+  const int64_t step = ckpt.step;
+  dist_.write_shard(run_dir, step, parts_.states, parts_.model->shape().directions());
+  dist_.barrier(str("checkpoint-", step, "-shards"));
+  std::string path = str(run_dir, "/checkpoints/step-", step);
+  if (dist_.is_root()) {
+    ckpt.state["shards"] = dist_.shards_state();
+    ckpt.files.emplace_back("model", dist_.replicated_model_tensors());
+    ckpt.files.emplace_back("optimizer", dist_.replicated_optimizer_tensors());
+    ckpt.adopted = dist_.shard_files(run_dir, step);
+    path = save_checkpoint(run_dir, ckpt, keep_last);
+  }
+  dist_.barrier(str("checkpoint-", step, "-saved"));
+  return path;
+}
+
+// Rank 0 before evaluating: every tail row as of the checkpoint just written.
+void DataParallelStepRunner::complete_model(const std::string& checkpoint) {
+  const CheckpointData ckpt = load_checkpoint(checkpoint);
+  const NamedTensors* model = ckpt.file("model");
+  ELMO_CHECK(model, checkpoint, ": no model tensors");
+  dist_.load_tail_rows(*model);
+}
+
+void DataParallelStepRunner::barrier(const std::string& name) { dist_.barrier(name); }
+
+void DataParallelStepRunner::finish() { dist_.finish(); }
+
+void DataParallelStepRunner::describe(nlohmann::json& summary) const {
+  summary["hot_rows"] = dist_.hot_rows();
+}
+
+}  // namespace elmo

@@ -1,0 +1,173 @@
+// StepRunner: how one process runs the steps of a training run, which app/train.cpp's loop
+// drives without asking whether the run is distributed. Two implementations:
+//
+//   LocalStepRunner         the whole batch in this process: next batch, train_step, optimizer
+//                           step
+//   DataParallelStepRunner  one rank of a data-parallel job (app/data_parallel.h): its rows of
+//                           every batch, the next step's batch and tail rows fetched one step
+//                           ahead, gradients summed over the ranks before the update
+//
+// The loop asks the runner what differs: which device and how many CPU threads, how the set-up
+// that writes shared files is ordered, which rows of every batch are this process's, how a step
+// trains and updates (and the stop and time-based checkpoint flags every process agrees on),
+// how a checkpoint is written, whether the model here holds every table row (evaluation reads
+// the others from a checkpoint), and where the processes wait for each other.
+//
+// What it is not: the loop (step counting, metrics, the checkpoint and evaluation schedule, the
+// summary: app/train.cpp), the model or the optimizer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "app/commands.h"
+#include "io/batcher.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "model/bilm.h"
+#include "model/optimizer.h"
+
+namespace elmo {
+
+class DataParallel;
+class TokenCache;
+
+// What one step reports: over the global batch, the same on every process of the run.
+struct StepOutcome {
+  double loss = 0.0;           // mean over directions of the mean NLL per row
+  double nll[2] = {0.0, 0.0};  // per direction
+  double grad_norm = 0.0;      // before clipping
+  float lr = 0.0f;             // the learning rate applied
+  // The processes agreed to stop after this step: one of them was asked to (SIGINT/SIGTERM). A
+  // process alone has nobody to agree with: the loop watches its signal and this stays false.
+  bool stop = false;
+  bool checkpoint = false;  // a time-based checkpoint is due after this step (the root's clock)
+};
+
+// What a runner trains: owned by the training run, given to attach() once they exist (after a
+// resume has loaded them) and alive as long as the runner.
+struct TrainingParts {
+  const Config* config = nullptr;
+  const TokenCache* train_data = nullptr;
+  Batcher* batcher = nullptr;  // made with this runner's rank() and world_size()
+  BiLM* model = nullptr;
+  Optimizer* optimizer = nullptr;
+  LstmState* states = nullptr;  // one per direction: the carried state of this process's rows
+};
+
+// Every runner's check of a step's loss: Error "training diverged at step ..." (naming the
+// settings to change) unless it is finite.
+void check_loss_is_finite(double loss, int64_t step);
+
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+
+  // Where this process stands: the root writes logs, metrics, evaluations and the summary.
+  virtual bool is_root() const = 0;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+
+  // Set-up, in this order. The device this process trains on (train.device, --device,
+  // --no_cuda; UsageError for what cannot run); the processes of the run on this machine
+  // (train.threads = 0 splits its cores among them); `work` that writes files every process
+  // reads (corpus, vocabulary, token cache), run by the root first, then by the others.
+  virtual Device choose_device(const Config& config, const TrainArgs& args) = 0;
+  virtual int processes_on_this_host() const = 0;
+  virtual void root_first(const std::string& what, const std::function<void()>& work) = 0;
+  virtual void attach(const TrainingParts& parts) = 0;
+
+  // Steps: start() once, before step `first_step` of a run ending at `total_steps` (when it
+  // has a step to run); then run_step(k) for k = first_step, first_step + 1, ...: trains the
+  // step on this process's rows of the next batch and updates the parameters.
+  // stop_requested: this process was asked to stop; checkpoint_due: its clock says a
+  // time-based checkpoint is due (only the root's counts).
+  virtual void start(int64_t first_step, int64_t total_steps) = 0;
+  virtual StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) = 0;
+  // The batcher's position after the batch of the last step run (what a checkpoint stores).
+  virtual BatcherState batcher_state() const = 0;
+
+  // Writes `ckpt` (its step and state.json filled by the caller) with the model, optimizer and
+  // carried state under run_dir/checkpoints; returns the step folder. Every process calls it.
+  virtual std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
+                                       int keep_last) = 0;
+  // Whether the model here holds every row of its tables; if not, complete_model(checkpoint)
+  // copies the others from a checkpoint of the current step before the root evaluates.
+  virtual bool whole_model() const = 0;
+  virtual void complete_model(const std::string& checkpoint) = 0;
+  // Every process of the run reaches `name`.
+  virtual void barrier(const std::string& name) = 0;
+  // The run ended cleanly here (after the final checkpoint).
+  virtual void finish() = 0;
+  // What summary.json adds about how the run was spread, beyond world_size (the hot rows).
+  virtual void describe(nlohmann::json& summary) const = 0;
+};
+
+class LocalStepRunner : public StepRunner {
+ public:
+  bool is_root() const override { return true; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  Device choose_device(const Config& config, const TrainArgs& args) override;
+  int processes_on_this_host() const override { return 1; }
+  void root_first(const std::string& what, const std::function<void()>& work) override;
+  void attach(const TrainingParts& parts) override { parts_ = parts; }
+  void start(int64_t, int64_t) override {}
+  StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
+  BatcherState batcher_state() const override { return parts_.batcher->state(); }
+  std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
+                               int keep_last) override;
+  bool whole_model() const override { return true; }
+  void complete_model(const std::string&) override {}
+  void barrier(const std::string&) override {}
+  void finish() override {}
+  void describe(nlohmann::json& summary) const override;
+
+ private:
+  TrainingParts parts_;
+  Batch batch_[2];  // the current step's, per direction
+};
+
+class DataParallelStepRunner : public StepRunner {
+ public:
+  explicit DataParallelStepRunner(DataParallel& dist) : dist_(dist) {}
+  bool is_root() const override;
+  int rank() const override;
+  int world_size() const override;
+  Device choose_device(const Config& config, const TrainArgs& args) override;
+  int processes_on_this_host() const override;
+  void root_first(const std::string& what, const std::function<void()>& work) override;
+  void attach(const TrainingParts& parts) override;
+  void start(int64_t first_step, int64_t total_steps) override;
+  StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
+  BatcherState batcher_state() const override { return state_after_; }
+  std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
+                               int keep_last) override;
+  bool whole_model() const override { return false; }
+  void complete_model(const std::string& checkpoint) override;
+  void barrier(const std::string& name) override;
+  void finish() override;
+  void describe(nlohmann::json& summary) const override;
+
+ private:
+  // A step's batch (this rank's rows) drawn one step ahead, with its sampling planned, so the
+  // tail rows it needs travel while the step before computes.
+  struct Pending {
+    Batch batch[2];
+    TokenBatch tokens[2];
+    int64_t epoch = 0;
+    BatcherState state_after;  // the batcher once this batch is drawn
+  };
+  // Draws step `step`'s batch into `p`, plans its samples and requests its tail rows.
+  void prefetch(int64_t step, Pending& p);
+
+  DataParallel& dist_;
+  TrainingParts parts_;
+  int64_t total_steps_ = 0;
+  Pending current_, next_;
+  BatcherState state_after_;
+};
+
+}  // namespace elmo
