@@ -1,5 +1,6 @@
 #include "runtime/cuda_memory.h"
 
+#include <cstdint>
 #include <mutex>
 #include <unordered_map>
 
@@ -60,6 +61,22 @@ PoolStats& pool_stats(int device) {
   std::lock_guard<std::mutex> lock(mutex);
   return stats[device];
 }
+
+// Once per device, before its first allocation: the pool cudaMallocAsync draws from keeps what
+// is freed (release threshold "everything") instead of handing it back to the driver at every
+// synchronisation and mapping it again at the next step's first allocations (the default
+// threshold is 0).
+void prepare_pool(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, bool> prepared;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (prepared[device]) return;
+  cudaMemPool_t pool = nullptr;
+  ELMO_CUDA_CHECK(cudaDeviceGetMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  ELMO_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  prepared[device] = true;
+}
 }  // namespace
 
 void* cuda_allocate(size_t bytes, int device) {
@@ -68,6 +85,7 @@ void* cuda_allocate(size_t bytes, int device) {
   ELMO_CUDA_CHECK(cudaSetDevice(device));
   void* ptr = nullptr;
   if (bytes == 0) return nullptr;
+  prepare_pool(device);
   cudaError_t status = cudaMallocAsync(&ptr, bytes, current_stream());
   if (status == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();

@@ -11,7 +11,9 @@ namespace elmo {
 
 int cuda_device_count();                 // 0 when there is no usable GPU or driver
 std::string cuda_device_name(int index);  // "NVIDIA H100 80GB HBM3"
-void* cuda_allocate(size_t bytes, int device);  // stream-ordered (cudaMallocAsync), pooled
+// Stream-ordered (cudaMallocAsync on the current stream) from the device's current pool, whose
+// release threshold is set once per device to keep freed memory for the next allocations.
+void* cuda_allocate(size_t bytes, int device);
 void cuda_release(void* ptr, int device);
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero(void* ptr, int device, size_t bytes);
