@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/pointwise.h"
 #include "runtime/rng.h"
 #include "runtime/stream.h"
 #include "runtime/tensor.h"
@@ -151,6 +152,51 @@ TEST(GemmGpu, StreamsGetTheirOwnHandlesAndAgree) {
   // Same algorithm for the same problem on any stream: identical bits.
   EXPECT_EQ(results[0], c0.to_floats());
   EXPECT_EQ(results[1], c0.to_floats());
+}
+
+// A bf16 copy of B made once (convert_to_bf16, as the LSTM layer does for its weights) gives
+// the bits of a kBf16 GEMM that converts B itself, for every transpose pair and padded strides
+// (the copy is packed); fp32 and tf32 read the f32 B and ignore the copy.
+TEST(GemmGpu, Bf16CopyOfBGivesTheSameBitsAndOnlyBf16ReadsIt) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const Device dev = Device::cuda(0);
+  const int64_t m = 37, n = 29, k = 61;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true}) {
+      const int64_t lda = (ta ? m : k) + 3, b_rows = tb ? n : k, b_cols = tb ? k : n;
+      const int64_t ldb = b_cols + 2, ldc = n + 1;
+      Tensor a = testing::random_tensor({(ta ? k : m) * lda}, 11).to(dev);
+      Tensor b = testing::random_tensor({b_rows * ldb}, 12).to(dev);
+      Tensor packed = testing::random_tensor({b_rows, b_cols}, 13);  // B without the padding
+      {
+        const Tensor host_b = b.to(Device::cpu());
+        for (int64_t r = 0; r < b_rows; ++r)
+          for (int64_t c = 0; c < b_cols; ++c)
+            packed.data<float>()[r * b_cols + c] = host_b.data<float>()[r * ldb + c];
+      }
+      const Tensor packed_dev = packed.to(dev);
+      Tensor copy = Tensor::empty({b_rows * b_cols}, DType::kBF16, dev);
+      auto* copy16 = static_cast<uint16_t*>(copy.raw());
+      convert_to_bf16(dev, packed_dev.data<float>(), b_rows * b_cols, copy16);
+      Tensor wrong = Tensor::empty({b_rows * b_cols}, DType::kBF16, dev);
+      Tensor ones = Tensor::zeros({b_rows * b_cols}, DType::kF32, dev);
+      fill_floats(dev, ones.data<float>(), ones.numel(), 1.0f);
+      convert_to_bf16(dev, ones.data<float>(), ones.numel(), static_cast<uint16_t*>(wrong.raw()));
+      for (const GemmPrecision p :
+           {GemmPrecision::kFp32, GemmPrecision::kTf32, GemmPrecision::kBf16}) {
+        GemmPrecisionGuard guard(p);
+        Tensor c_plain = Tensor::zeros({m * ldc}, DType::kF32, dev);
+        Tensor c_copy = Tensor::zeros({m * ldc}, DType::kF32, dev);
+        gemm(dev, ta, tb, m, n, k, 0.75f, a.data<float>(), lda, b.data<float>(), ldb, 0.0f,
+             c_plain.data<float>(), ldc);
+        const uint16_t* given =
+            p == GemmPrecision::kBf16 ? copy16 : static_cast<const uint16_t*>(wrong.raw());
+        gemm_with_bf16_b(dev, ta, tb, m, n, k, 0.75f, a.data<float>(), lda, b.data<float>(), given,
+                         ldb, 0.0f, c_copy.data<float>(), ldc);
+        EXPECT_EQ(c_copy.to_floats(), c_plain.to_floats())
+            << gemm_precision_name(p) << " ta " << ta << " tb " << tb;
+      }
+    }
 }
 
 }  // namespace
