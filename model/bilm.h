@@ -11,8 +11,8 @@
 // activations are time-major [T, B, .] so each step's rows are contiguous. Parameters, carried
 // states and returned representations live on the model's device.
 //
-// CUDA: every call runs on the caller's current stream and two streams of its own, one per
-// direction (fork/join by events: the call's work is ordered after what the caller issued
+// CUDA: every call runs on the caller's current stream and two non-blocking streams of its own,
+// one per direction (fork/join by events: the call's work is ordered after what the caller issued
 // before and before what it issues after). Token ids are uploaded through pinned memory; the
 // sampler, the touched-row set and the per-id summation plans are computed on the host while
 // the device runs the LSTMs. The one host synchronisation of train_step is the read-back of the
