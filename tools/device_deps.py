@@ -31,6 +31,11 @@ find-gpu-libs  looks for nvcc (PATH, CUDA_HOME, /usr/local/cuda, the nvidia/cu13
          CUDA_cublas_LIBRARY / CUDA_cublasLt_LIBRARY (FindCUDAToolkit) where the toolkit has only
          versioned files.
 size     what a device call would carry: tracked and untracked-not-ignored files plus .devdeps.
+bare -- COMMAND...
+         here, as root: runs COMMAND where the machine looks bare, in a private mount namespace
+         whose /usr hides (overlayfs whiteouts) every file of the fetched packages that a minimal
+         Debian/Ubuntu base (apt, dpkg, coreutils, bash, tar, gzip and what they need) would not
+         have: checks that the GPU check builds and runs from .devdeps alone.
 """
 
 import argparse
@@ -314,10 +319,25 @@ def unpack(deps_dir, prefix, have=None, environ=None):
     if not debs:
         raise DepsError(f"no .deb files in {deps_dir}/debs: run `python3 tools/device_deps.py "
                         "fetch` on a machine with apt, and carry the folder")
-    os.makedirs(prefix, exist_ok=True)
-    for deb in debs:
-        extract_deb(deb, prefix)
-    relocated = relocate_files(prefix)
+    # The same .debs already unpacked here (a second run on the same machine): keep them.
+    stamp = [[os.path.basename(d), os.path.getsize(d)] for d in debs]
+    try:
+        with open(os.path.join(prefix, "env.json"), encoding="utf-8") as f:
+            reuse = json.load(f).get("stamp") == stamp
+    except (OSError, ValueError):
+        reuse = False
+    if reuse:
+        relocated = 0
+    else:
+        if os.path.isdir(prefix) and os.listdir(prefix):
+            if not os.path.isfile(os.path.join(prefix, "env.json")):
+                raise DepsError(f"--prefix {prefix} is not empty and was not made by "
+                                "device_deps (no env.json): name a new folder")
+            shutil.rmtree(prefix)  # an earlier unpack of other .debs
+        os.makedirs(prefix, exist_ok=True)
+        for deb in debs:
+            extract_deb(deb, prefix)
+        relocated = relocate_files(prefix)
     usr = os.path.join(prefix, "usr")
     linked = build_overlay(prefix, system_sonames() if have is None else have)
     pc_dirs = sorted({os.path.dirname(p) for p in
@@ -341,8 +361,8 @@ def unpack(deps_dir, prefix, have=None, environ=None):
     ucx = os.path.join(usr, "lib/x86_64-linux-gnu/ucx")
     if "libucs.so.0" in linked and os.path.isdir(ucx):
         env["UCX_MODULE_DIR"] = ucx
-    info = {"prefix": prefix, "debs": len(debs), "relocated_files": relocated,
-            "overlay": linked, "env": env}
+    info = {"prefix": prefix, "debs": len(debs), "reused": reuse, "relocated_files": relocated,
+            "overlay": linked, "env": env, "stamp": stamp}
     with open(os.path.join(prefix, "env.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     with open(os.path.join(prefix, "env.sh"), "w", encoding="utf-8") as f:
@@ -578,6 +598,68 @@ def travelling_bytes(repo, carried):
 
 
 # ----------------------------------------------------------------------------------------------
+# bare (here, as root)
+# ----------------------------------------------------------------------------------------------
+
+BASE_PACKAGES = ["apt", "dpkg", "coreutils", "bash", "tar", "gzip", "libc6", "libstdc++6",
+                 "libgcc-s1"]
+
+
+def packages_to_hide(fetched, installed):
+    """The fetched packages a minimal base system would lack: those outside the full dependency
+    closure of BASE_PACKAGES."""
+    base, stack = set(), list(BASE_PACKAGES)
+    while stack:
+        name = stack.pop()
+        if name in base or name not in installed:
+            continue
+        base.add(name)
+        fields = installed[name]
+        for group in _parse_depends(fields["depends"] + "," + fields["pre"]):
+            pick = next((alt for alt in group if alt in installed), None)
+            if pick:
+                stack.append(pick)
+    return sorted(p for p in fetched if p not in base)
+
+
+def bare(deps_dir, command):
+    """Runs `command` with the files of packages_to_hide() hidden from /usr (see the doc)."""
+    import stat
+    import tempfile
+    with open(os.path.join(deps_dir, "manifest.json"), encoding="utf-8") as f:
+        fetched = json.load(f)["packages"]
+    hide = packages_to_hide(fetched, installed_packages())
+    listed = subprocess.run(["dpkg", "-L"] + hide, capture_output=True, text=True).stdout
+    work = tempfile.mkdtemp(prefix="device-deps-bare-")
+    upper, scratch = os.path.join(work, "upper"), os.path.join(work, "work")
+    os.makedirs(upper)
+    os.makedirs(scratch)
+    hidden = 0
+    for path in sorted(set(listed.splitlines())):
+        # Merged /usr: /lib, /bin and /lib64 are /usr's.
+        for old, new in (("/lib/", "/usr/lib/"), ("/lib64/", "/usr/lib64/"),
+                         ("/bin/", "/usr/bin/")):
+            if path.startswith(old):
+                path = new + path[len(old):]
+        if not path.startswith("/usr/") or (os.path.isdir(path) and not os.path.islink(path)):
+            continue
+        if not os.path.lexists(path):
+            continue
+        white = os.path.join(upper, path[len("/usr/"):])
+        os.makedirs(os.path.dirname(white), exist_ok=True)
+        if not os.path.lexists(white):
+            os.mknod(white, stat.S_IFCHR | 0o600, os.makedev(0, 0))  # an overlayfs whiteout
+            hidden += 1
+    log(f"bare: {hidden} files of {len(hide)} packages hidden from /usr "
+        f"({len(fetched) - len(hide)} fetched packages are part of any base system)")
+    mount = f"mount -t overlay overlay -o lowerdir=/usr,upperdir={upper},workdir={scratch} /usr"
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f'{mount} && exec "$@"', "sh"] + command)
+    shutil.rmtree(work, ignore_errors=True)
+    return proc.returncode
+
+
+# ----------------------------------------------------------------------------------------------
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -600,6 +682,10 @@ def main(argv=None):
     s = sub.add_parser("size", help="what a device call carries")
     s.add_argument("--carry", action="append", default=None,
                    help="carried folder, relative to the repository (default .devdeps)")
+    b = sub.add_parser("bare", help="here, as root: run a command where the fetched packages "
+                       "look absent")
+    b.add_argument("--dir", default=DEFAULT_DIR)
+    b.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     a = p.parse_args(argv)
     try:
         if a.command == "fetch":
@@ -618,6 +704,11 @@ def main(argv=None):
             print(json.dumps(found, indent=2))
             if not found["nvcc"] or not found["cublas"]["found"] or not found["nccl"]["found"]:
                 return 1
+        elif a.command == "bare":
+            command = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+            if not command:
+                p.error("bare: name the command to run after --")
+            return bare(os.path.abspath(a.dir), command)
         elif a.command == "size":
             tree, carried = travelling_bytes(REPO, a.carry or [".devdeps"])
             total = tree + sum(carried.values())

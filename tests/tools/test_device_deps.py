@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -167,6 +168,19 @@ class Unpack(unittest.TestCase):
         # No pkg-config on PATH (PATH=/nonexistent) and none packed: PKG_CONFIG not set.
         self.assertNotIn("PKG_CONFIG", info["env"])
 
+    def test_second_unpack_reuses_and_a_foreign_folder_is_refused(self):
+        first = self.unpack()
+        self.assertFalse(first["reused"])
+        second = self.unpack()
+        self.assertTrue(second["reused"])
+        self.assertEqual(second["overlay"], first["overlay"])
+        self.check_unpacked(second)
+        foreign = os.path.join(self.tmp, "foreign")
+        write(os.path.join(foreign, "mine.txt"), "keep")
+        with self.assertRaisesRegex(device_deps.DepsError, "not made by device_deps"):
+            device_deps.unpack(self.deps, foreign, have=set())
+        self.assertTrue(os.path.exists(os.path.join(foreign, "mine.txt")))
+
     def test_refuses_root_prefix_and_missing_debs(self):
         with self.assertRaisesRegex(device_deps.DepsError, "never into /"):
             device_deps.unpack(self.deps, "/usr", have=set())
@@ -314,6 +328,40 @@ class FindGpuLibs(unittest.TestCase):
             shutil.rmtree(os.path.join(self.site, "nvidia/nccl"))
             with contextlib.redirect_stdout(io.StringIO()):
                 self.assertEqual(device_deps.main(argv), 1)
+
+
+class Bare(unittest.TestCase):
+    def test_base_packages_are_never_hidden(self):
+        installed = {
+            "apt": {"depends": "libzstd1, libgnutls30 | libssl3", "pre": "", "version": "1"},
+            "libzstd1": {"depends": "", "pre": "", "version": "1"},
+            "libgnutls30": {"depends": "libgmp10", "pre": "", "version": "1"},
+            "libgmp10": {"depends": "", "pre": "", "version": "1"},
+            "libssl3": {"depends": "", "pre": "", "version": "1"},
+            "libhdf5-103-1": {"depends": "libzstd1", "pre": "", "version": "1"},
+        }
+        got = device_deps.packages_to_hide(
+            ["libzstd1", "libgmp10", "libssl3", "libhdf5-103-1"], installed)
+        self.assertEqual(got, ["libhdf5-103-1", "libssl3"])
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare") and
+                         shutil.which("dpkg") and
+                         subprocess.run(["dpkg-query", "-W", "libgtest-dev"],
+                                        capture_output=True).returncode == 0,
+                         "needs root, unshare, and libgtest-dev installed")
+    def test_hidden_inside_visible_outside(self):
+        tmp = tempfile.mkdtemp(prefix="device-deps-bare-test-")
+        try:
+            with open(os.path.join(tmp, "manifest.json"), "w") as f:
+                json.dump({"packages": {"libgtest-dev": "1"}}, f)
+            header = "/usr/include/gtest/gtest.h"
+            with contextlib.redirect_stderr(io.StringIO()):
+                rc = device_deps.bare(tmp, ["sh", "-c",
+                                            f"test ! -e {header} && test -e /usr/bin/sh"])
+            self.assertEqual(rc, 0)
+            self.assertTrue(os.path.exists(header))  # only inside the namespace
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Relocate(unittest.TestCase):
