@@ -109,6 +109,16 @@ def _parse_depends(text):
     return groups
 
 
+def installed_dependencies(name, installed):
+    """The packages `name` depends on (Depends and Pre-Depends), each alternative resolved to
+    the first one installed here; alternatives none of which is installed are left out."""
+    fields = installed[name]
+    for group in _parse_depends(fields["depends"] + "," + fields["pre"]):
+        pick = next((alt for alt in group if alt in installed), None)
+        if pick is not None:
+            yield pick
+
+
 def package_closure(roots, installed):
     """The packages to fetch: `roots` and, recursively, the library packages (lib*, not -dev,
     not -doc) they depend on, each alternative resolved to the one installed here; NEVER_FETCH
@@ -118,15 +128,11 @@ def package_closure(roots, installed):
         name = stack.pop()
         if name in chosen or name in NEVER_FETCH:
             continue
-        fields = installed.get(name)
-        if fields is None:
+        if name not in installed:
             raise DepsError(f"{name} is not installed here: run ./setup.sh first (fetch takes the "
                             "versions this machine builds against)")
-        chosen[name] = fields["version"]
-        for group in _parse_depends(fields["depends"] + "," + fields["pre"]):
-            pick = next((alt for alt in group if alt in installed), None)
-            if pick is None or pick in NEVER_FETCH:
-                continue
+        chosen[name] = installed[name]["version"]
+        for pick in installed_dependencies(name, installed):
             is_library = pick.startswith("lib") and not pick.endswith(("-dev", "-doc", "-dbg"))
             if is_library or pick in roots:
                 stack.append(pick)
@@ -614,11 +620,7 @@ def packages_to_hide(fetched, installed):
         if name in base or name not in installed:
             continue
         base.add(name)
-        fields = installed[name]
-        for group in _parse_depends(fields["depends"] + "," + fields["pre"]):
-            pick = next((alt for alt in group if alt in installed), None)
-            if pick:
-                stack.append(pick)
+        stack += installed_dependencies(name, installed)
     return sorted(p for p in fetched if p not in base)
 
 

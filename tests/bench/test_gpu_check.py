@@ -23,12 +23,17 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 import gpu_check  # noqa: E402
 
 
-class Runner(unittest.TestCase):
+class TempDirTest(unittest.TestCase):
+    """self.tmp: a fresh folder per test, removed after it."""
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="gpu-check-test-")
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Runner(TempDirTest):
 
     def test_output_and_exit_code_in_the_log(self):
         log = os.path.join(self.tmp, "a.log")
@@ -65,12 +70,7 @@ class Runner(unittest.TestCase):
         self.assertEqual(ran.rc, 127)
 
 
-class Readers(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="gpu-check-test-")
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
+class Readers(TempDirTest):
 
     def test_junit_counts(self):
         # The shape ctest --output-junit writes (CMake 3.21+).
@@ -201,15 +201,12 @@ def run_script(*args, timeout=120):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-class DryRun(unittest.TestCase):
+class DryRun(TempDirTest):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="gpu-check-dry-")
+        super().setUp()
         self.out = os.path.join(self.tmp, "out")
         self.common = ["--dry-run", "--build-dir", os.path.join(self.tmp, "build"),
                        "--out", self.out]
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def summary(self):
         with open(os.path.join(self.out, "summary.json")) as f:

@@ -64,19 +64,22 @@ def make_deb(path, files, links=()):
                 f.write(b"\n")
 
 
+def pkg(depends="", pre="", version="1"):
+    """One entry of a fake installed_packages() map."""
+    return {"depends": depends, "pre": pre, "version": version}
+
+
 class PackageClosure(unittest.TestCase):
     INSTALLED = {
-        "libfoo-dev": {"depends": "libfoo1 (= 1.0), libbar-dev, zlib1g-dev | libz-dev",
-                       "pre": "", "version": "1.0"},
-        "libfoo1": {"depends": "libc6 (>= 2.34), libbaz2 | libqux2, libstdc++6", "pre": "",
-                    "version": "1.0"},
-        "libbar-dev": {"depends": "libbar0", "pre": "", "version": "2"},
-        "libbar0": {"depends": "", "pre": "", "version": "2"},
-        "libqux2": {"depends": "adduser", "pre": "libc6", "version": "3"},
-        "libc6": {"depends": "", "pre": "", "version": "2.36"},
-        "libstdc++6": {"depends": "", "pre": "", "version": "12"},
-        "zlib1g-dev": {"depends": "", "pre": "", "version": "1"},
-        "adduser": {"depends": "", "pre": "", "version": "1"},
+        "libfoo-dev": pkg("libfoo1 (= 1.0), libbar-dev, zlib1g-dev | libz-dev", version="1.0"),
+        "libfoo1": pkg("libc6 (>= 2.34), libbaz2 | libqux2, libstdc++6", version="1.0"),
+        "libbar-dev": pkg("libbar0", version="2"),
+        "libbar0": pkg(version="2"),
+        "libqux2": pkg("adduser", pre="libc6", version="3"),
+        "libc6": pkg(version="2.36"),
+        "libstdc++6": pkg(version="12"),
+        "zlib1g-dev": pkg(),
+        "adduser": pkg(),
     }
 
     def test_follows_libraries_and_installed_alternatives(self):
@@ -332,14 +335,9 @@ class FindGpuLibs(unittest.TestCase):
 
 class Bare(unittest.TestCase):
     def test_base_packages_are_never_hidden(self):
-        installed = {
-            "apt": {"depends": "libzstd1, libgnutls30 | libssl3", "pre": "", "version": "1"},
-            "libzstd1": {"depends": "", "pre": "", "version": "1"},
-            "libgnutls30": {"depends": "libgmp10", "pre": "", "version": "1"},
-            "libgmp10": {"depends": "", "pre": "", "version": "1"},
-            "libssl3": {"depends": "", "pre": "", "version": "1"},
-            "libhdf5-103-1": {"depends": "libzstd1", "pre": "", "version": "1"},
-        }
+        installed = {"apt": pkg("libzstd1, libgnutls30 | libssl3"), "libzstd1": pkg(),
+                     "libgnutls30": pkg("libgmp10"), "libgmp10": pkg(), "libssl3": pkg(),
+                     "libhdf5-103-1": pkg("libzstd1")}
         got = device_deps.packages_to_hide(
             ["libzstd1", "libgmp10", "libssl3", "libhdf5-103-1"], installed)
         self.assertEqual(got, ["libhdf5-103-1", "libssl3"])
