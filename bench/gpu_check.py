@@ -449,6 +449,11 @@ class Check:
 
     def execute(self, stages):
         self.write_summary()  # marks the output folder as this script's from the start
+        if "deps" not in stages and set(stages) - {"probe"}:
+            try:
+                self.prepare_environment()
+            except device_deps.DepsError as e:
+                print(f"gpu_check: the environment is incomplete: {e}", file=sys.stderr)
         for name in stages:
             result = Result(name, limit=self.a.limits[name])
             self.results[name] = result
@@ -523,6 +528,25 @@ class Check:
 
     def stage_deps(self, result):
         result.log = "deps.log"
+        debs, found = self.prepare_environment()
+        result.key = (f"{debs} .debs; CUDA {self.facts['cuda']}, cuBLAS "
+                      f"{self.facts['cublas']}, cuDNN {self.facts['cudnn']}, NCCL "
+                      f"{self.facts['nccl']}; compute-sanitizer "
+                      f"{'found' if found['compute_sanitizer'] else 'NOT FOUND'}")
+        missing = [n for n, ok in (("nvcc", found["nvcc"]), ("cuBLAS", found["cublas"]["found"]),
+                                   ("NCCL", found["nccl"]["found"])) if not ok]
+        if self.a.dry_run:
+            result.status = "dry"
+        elif missing:
+            result.status, result.note = "FAIL", f"{', '.join(missing)} not found (deps.log)"
+        else:
+            result.status = "ok"
+
+    def prepare_environment(self):
+        """The deps stage's work, also done (without a summary row) when --stages leaves the
+        stage out, since every later stage needs its environment: unpack .devdeps (a no-op
+        when already unpacked), find the GPU libraries, write deps.log and gpu_libs.json.
+        Returns (.deb count, what find_gpu_libs found)."""
         a = self.a
         lines = []
         debs = glob.glob(os.path.join(a.deps, "debs", "*.deb"))
@@ -559,18 +583,7 @@ class Check:
             self.facts[name] = (f"{r.get('version') or '?'} ({r['where'].split(' ')[0]})"
                                 if r["found"] else "not found")
         self.facts["cuda"] = found.get("cuda_version") or "?"
-        result.key = (f"{len(debs)} .debs; CUDA {self.facts['cuda']}, cuBLAS "
-                      f"{self.facts['cublas']}, cuDNN {self.facts['cudnn']}, NCCL "
-                      f"{self.facts['nccl']}; compute-sanitizer "
-                      f"{'found' if found['compute_sanitizer'] else 'NOT FOUND'}")
-        missing = [n for n, ok in (("nvcc", found["nvcc"]), ("cuBLAS", found["cublas"]["found"]),
-                                   ("NCCL", found["nccl"]["found"])) if not ok]
-        if a.dry_run:
-            result.status = "dry"
-        elif missing:
-            result.status, result.note = "FAIL", f"{', '.join(missing)} not found (deps.log)"
-        else:
-            result.status = "ok"
+        return len(debs), found
 
     def stage_configure(self, result):
         a = self.a

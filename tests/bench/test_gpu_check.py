@@ -282,6 +282,15 @@ class DryRun(TempDirTest):
         _, stages = self.summary()
         self.assertEqual(list(stages), ["deps", "train"])
 
+    def test_later_stages_alone_still_get_the_environment(self):
+        rc, out, err = run_script(*self.common, "--stages", "train")
+        self.assertEqual(rc, 0, out + err)
+        _, stages = self.summary()
+        self.assertEqual(list(stages), ["train"])
+        # No deps row, but its work was done: the library discovery's files are there.
+        self.assertTrue(os.path.isfile(os.path.join(self.out, "gpu_libs.json")))
+        self.assertTrue(os.path.isfile(os.path.join(self.out, "deps.log")))
+
     def test_an_earlier_output_folder_is_replaced_a_foreign_one_refused(self):
         self.assertEqual(run_script(*self.common, "--stages", "probe")[0], 0)
         self.assertEqual(run_script(*self.common, "--stages", "deps")[0], 0)
