@@ -215,10 +215,11 @@ def junit_counts(path):
 
 
 def gtest_counts(text):
-    """(passed, failed, skipped) from GoogleTest's closing lines; None where absent."""
+    """(passed, failed, skipped) from GoogleTest's closing lines, summed over every test binary
+    in the text; None where no binary printed that line."""
     def count(label):
-        m = re.search(rf"^\[\s*{label}\s*\] (\d+) tests?", text, re.M)
-        return int(m.group(1)) if m else None
+        found = re.findall(rf"^\[\s*{label}\s*\] (\d+) tests?", text, re.M)
+        return sum(int(n) for n in found) if found else None
     return count("PASSED"), count("FAILED"), count("SKIPPED")
 
 
@@ -290,14 +291,14 @@ def ctest_verdict(counts, listed, rc, timed_out, cpu):
 
 
 def sanitizer_errors(text):
-    """Errors compute-sanitizer reported (memcheck 'ERROR SUMMARY: N errors', racecheck
-    'RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)'), or None."""
-    m = re.search(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?, (\d+) warnings?\)",
-                  text)
-    if m:
-        return int(m.group(1))
-    m = re.search(r"ERROR SUMMARY: (\d+) errors?", text)
-    return int(m.group(1)) if m else None
+    """Errors compute-sanitizer reported, summed over its runs in the text (memcheck 'ERROR
+    SUMMARY: N errors', racecheck 'RACECHECK SUMMARY: N hazards displayed (E errors, W
+    warnings)'), or None when no run got as far as its summary."""
+    race = re.findall(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?, \d+ "
+                      r"warnings?\)", text)
+    plain = re.findall(r"ERROR SUMMARY: (\d+) errors?", text)
+    found = race + plain
+    return sum(int(n) for n in found) if found else None
 
 
 def bench_key(name, data):
@@ -844,8 +845,8 @@ class Check:
                      f"train.log_every={max(1, a.train_steps // 3)}", "train.eval_every=0",
                      "checkpoint.every_steps=0", "checkpoint.every_minutes=0",
                      "checkpoint.keep_last=1"]
-        if a.cpu:
-            overrides += CPU_TRAIN_OVERRIDES
+        # With a GPU expected, say so: "auto" would quietly train elmo-1b on the CPU.
+        overrides += CPU_TRAIN_OVERRIDES if a.cpu else ["train.device=cuda"]
         overrides += a.train_set
         argv = [self.build_bin, "--config", os.path.join(REPO, "configs", "elmo-1b.toml")]
         for o in overrides:

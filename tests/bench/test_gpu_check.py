@@ -139,6 +139,9 @@ class Readers(TempDirTest):
         race = "========= RACECHECK SUMMARY: 12 hazards displayed (2 errors, 10 warnings)\n"
         self.assertEqual(gpu_check.sanitizer_errors(race), 2)
         self.assertEqual(gpu_check.gtest_counts("nothing"), (None, None, None))
+        two = text + "[  PASSED  ] 5 tests.\n========= ERROR SUMMARY: 0 errors\n"
+        self.assertEqual(gpu_check.gtest_counts(two), (26, 1, 1))
+        self.assertEqual(gpu_check.sanitizer_errors(two), 4)
         self.assertIsNone(gpu_check.sanitizer_errors("killed"))
 
     def test_bench_keys(self):
