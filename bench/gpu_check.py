@@ -252,6 +252,35 @@ def test_targets(commands):
     return sorted(targets)
 
 
+TORCH_PROBE = """import torch
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn',
+      torch.backends.cudnn.version(), 'gpu', torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print('torch device:', p.name, '|', p.total_memory // 2**20, 'MiB |', f'{p.major}.{p.minor}')
+"""
+
+
+def probe_facts(text):
+    """GPU name, driver, memory, compute capability and torch's versions from the probe's log
+    (nvidia-smi's CSV line; torch's lines when nvidia-smi is missing)."""
+    facts = {}
+    smi = re.search(r"^(?!\$)([^,\n]*(?:NVIDIA|H100|H200)[^,\n]*), ([\d.]+), (\d+ MiB), "
+                    r"([\d.]+)$", text, re.M)
+    if smi:
+        facts.update(gpu=smi.group(1).strip(), driver=smi.group(2), gpu_memory=smi.group(3),
+                     compute_capability=smi.group(4))
+    torch_line = re.search(r"^torch (\S+) cuda (\S+) cudnn (\S+) gpu (\S+)$", text, re.M)
+    if torch_line:
+        facts.update(torch=torch_line.group(1), torch_cuda=torch_line.group(2),
+                     torch_gpu=torch_line.group(4))
+    device = re.search(r"^torch device: (.*) \| (\d+) MiB \| ([\d.]+)$", text, re.M)
+    if device and not smi:
+        facts.update(gpu=device.group(1), gpu_memory=f"{device.group(2)} MiB",
+                     compute_capability=device.group(3))
+    return facts
+
+
 def _names(names, most):
     return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
@@ -482,16 +511,17 @@ class Check:
     # -- stages --------------------------------------------------------------------------------
 
     def stage_probe(self, result):
+        smi = shutil.which("nvidia-smi") or next(
+            (p for p in ("/usr/local/nvidia/bin/nvidia-smi", "/usr/bin/nvidia-smi")
+             if os.path.exists(p)), "nvidia-smi")
         commands = [
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+            [smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
              "--format=csv,noheader"],
-            ["nvidia-smi"],
+            [smi],
             ["nvcc", "--version"] if shutil.which("nvcc") else
             ["/usr/local/cuda/bin/nvcc", "--version"],
             ["cmake", "--version"],
-            [self.a.python, "-c", "import torch; print('torch', torch.__version__, 'cuda', "
-             "torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', "
-             "torch.cuda.is_available())"],
+            [self.a.python, "-c", TORCH_PROBE],
         ]
         for i, argv in enumerate(commands):
             ran = self.run(result, argv, append=i > 0, limit=self.left(result))
@@ -502,23 +532,17 @@ class Check:
                 return
         if self.a.dry_run:
             return
-        text = self.read_log(result)
-        gpu = re.search(r"^(?!\$)([^,\n]*(?:NVIDIA|H100|H200)[^,\n]*), ([\d.]+), (\d+ MiB), "
-                        r"([\d.]+)$", text, re.M)
-        torch_line = re.search(r"^torch (\S+) cuda (\S+) cudnn (\S+) gpu (\S+)$", text, re.M)
-        if gpu:
-            self.facts.update(gpu=gpu.group(1).strip(), driver=gpu.group(2),
-                              gpu_memory=gpu.group(3), compute_capability=gpu.group(4))
-        if torch_line:
-            self.facts.update(torch=torch_line.group(1), torch_cuda=torch_line.group(2))
-        result.key = (f"{self.facts.get('gpu', 'no GPU')}"
-                      + (f", driver {self.facts['driver']}, {self.facts['gpu_memory']}"
-                         if gpu else "")
-                      + (f"; torch {self.facts['torch']}" if torch_line else "; no torch"))
-        if gpu or self.a.cpu:
+        self.facts.update(probe_facts(self.read_log(result)))
+        f = self.facts
+        result.key = (f"{f['gpu']}, driver {f.get('driver', '?')}, {f.get('gpu_memory', '?')}"
+                      if "gpu" in f else "no GPU")
+        result.key += f"; torch {f['torch']} (GPU: {f['torch_gpu']})" if "torch" in f else \
+            "; no torch"
+        if "gpu" in f or self.a.cpu:
             result.status = "ok"
         else:
-            result.status, result.note = "FAIL", "nvidia-smi shows no GPU (see probe.log)"
+            result.status = "FAIL"
+            result.note = "neither nvidia-smi nor torch sees a GPU (probe.log)"
 
     def read_log(self, result, name=None):
         try:
@@ -886,7 +910,7 @@ class Check:
         if not final:
             verdict = "RUNNING; so far " + verdict
         f = self.facts
-        gpu = (f"GPU: {f['gpu']}  driver {f['driver']}  {f['gpu_memory']}  "
+        gpu = (f"GPU: {f['gpu']}  driver {f.get('driver', '?')}  {f['gpu_memory']}  "
                f"compute capability {f['compute_capability']}" if "gpu" in f else
                "GPU: not probed" if a.dry_run or "probe" not in self.results else
                "GPU: none found (nvidia-smi)")

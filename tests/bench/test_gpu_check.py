@@ -130,6 +130,20 @@ class Readers(TempDirTest):
                                                  commands["bench_adagrad_smoke"]]),
                          ["bench_adagrad", "test_runtime_gpu"])
 
+    def test_probe_facts(self):
+        smi = ("$ nvidia-smi --query-gpu=...\nNVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB, 9.0\n"
+               "torch 2.11.0+cu130 cuda 13.0 cudnn 91900 gpu True\n"
+               "torch device: NVIDIA H100 80GB HBM3 | 81090 MiB | 9.0\n")
+        self.assertEqual(gpu_check.probe_facts(smi), {
+            "gpu": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "gpu_memory": "81559 MiB",
+            "compute_capability": "9.0", "torch": "2.11.0+cu130", "torch_cuda": "13.0",
+            "torch_gpu": "True"})
+        # No nvidia-smi: torch's view of the device.
+        no_smi = smi.split("\n", 2)[2]
+        self.assertEqual(gpu_check.probe_facts(no_smi)["gpu_memory"], "81090 MiB")
+        self.assertNotIn("driver", gpu_check.probe_facts(no_smi))
+        self.assertEqual(gpu_check.probe_facts("cannot start nvidia-smi\n"), {})
+
     def test_gtest_and_sanitizer_lines(self):
         text = ("[==========] 23 tests from 9 test suites ran.\n[  PASSED  ] 21 tests.\n"
                 "[  SKIPPED ] 1 test, listed below:\n[  FAILED  ] 1 test, listed below:\n"
