@@ -422,7 +422,9 @@ class Check:
         self.start = time.monotonic()
         self.deadline = self.start + a.budget
         self.env = dict(os.environ)
-        if not a.cpu:
+        if a.cpu:
+            self.env.pop("ELMO_REQUIRE_GPU", None)  # no GPU here: the gpu tests are to skip
+        else:
             self.env["ELMO_REQUIRE_GPU"] = "1"
         if a.data:
             self.env["ELMO_DATA_DIR"] = a.data
