@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The GPU check: build elmo_fast on a bare GPU machine and run every GPU check in one call, in
-under nine minutes on an H100 with 16 cores. Every log and JSON goes into one folder with a
-one-page summary (summary.txt; summary.json); the exit code is 0 only if every stage passed.
+"""The GPU check: build elmo_fast on a bare GPU machine and run every GPU check in one call,
+within a 530 s budget (under nine minutes on an H100 with 16 cores, summary included). Every log
+and JSON goes into one folder with a one-page summary (summary.txt; summary.json); the exit code
+is 0 only if every stage passed.
 
 On the GPU machine (the CUDA toolkit, CMake, a C++ compiler and a python3 with torch; no package
 registry), from the repository root, after `python3 tools/device_deps.py fetch` here:
@@ -11,7 +12,7 @@ Here, without a GPU:
     python3 bench/gpu_check.py --cpu          # real commands; GPU-only stages skip, tiny CPU runs
 
 Stages, in order (--stages / --skip select them; each is stopped at its limit, --limit S=SEC):
-  probe        nvidia-smi, nvcc, cmake, compute-sanitizer and torch versions
+  probe        the GPU, driver, nvcc, cmake and torch versions (nvidia-smi; torch without it)
   deps         unpacks .devdeps/debs (tools/device_deps.py) under <build>/deps, links the
                libraries the machine lacks, finds cuBLAS / cuDNN / NCCL (toolkit, system or the
                PyTorch wheels) and compute-sanitizer
