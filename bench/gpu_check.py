@@ -622,6 +622,10 @@ class Check:
             argv += ["-G", "Ninja"]
         if a.data:
             argv.append(f"-DELMO_DATA_DIR={a.data}")
+        if not a.cpu:
+            # The CUDA-optional build's switch: ON makes a toolkit CMake cannot use an error
+            # here, not a quiet CPU-only build without the gpu tests.
+            argv.append("-DELMO_CUDA=ON")
         if shutil.which("ccache"):
             argv += [f"-DCMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX", "CUDA")]
         argv += (self.gpu_libs or {}).get("cmake_args", []) + a.cmake_arg
