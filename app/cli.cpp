@@ -98,6 +98,14 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   eval->add_option("--max-tokens", eval_args.max_tokens, "stop after this many (0: all)")
       ->check(CLI::NonNegativeNumber);
+  eval->add_option("--head-ids", eval_args.head_ids,
+                   "perplexity slices: head = ids below this (default: the checkpoint's "
+                   "eval.head_ids; 0 = the most frequent 1%)")
+      ->check(CLI::NonNegativeNumber);
+  eval->add_option("--torso-ids", eval_args.torso_ids,
+                   "torso = ids from the head bound to below this, tail = the rest (default: "
+                   "the checkpoint's eval.torso_ids; 0 = the most frequent 10%)")
+      ->check(CLI::NonNegativeNumber);
   eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
 
   ImportArgs import_args;

@@ -245,6 +245,7 @@ void TrainingRun::set_up_data() {
                "train.batch_size = ", config_.train.batch_size, " is smaller than the ",
                options.world_size, " ranks of this run: every rank needs at least one row");
   batcher_ = std::make_unique<Batcher>(train_data_, vocab_, options);
+  slice_bounds(vocab_, config_.eval.head_ids, config_.eval.torso_ids);  // bad bounds: refuse now
 }
 
 void TrainingRun::set_up_model() {
@@ -416,7 +417,7 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
-    metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
   }
   runner_.barrier(str("eval-", step_));
 }
@@ -489,16 +490,12 @@ void TrainingRun::log_interval(bool force) {
 
 EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
   TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
-  EvalSettings settings;
-  settings.mode = config_.eval.mode == "sentence" ? EvalMode::kSentence : EvalMode::kStream;
-  settings.rows = config_.eval.batch_size;
-  settings.steps = config_.eval.unroll_steps;
-  settings.max_tokens = config_.eval.max_tokens;
   progress_.finish();
   const auto start = Clock::now();
-  EvalResult result = evaluate_corpus(*model_, data, vocab_, settings);
+  EvalResult result = evaluate_corpus(*model_, data, vocab_, eval_settings(config_.eval));
   log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
            format_duration(seconds_since(start)), "]");
+  for (const std::string& line : slice_table(result)) log_info("  ", line);
   return result;
 }
 
@@ -537,7 +534,7 @@ void TrainingRun::evaluate_and_summarise() {
   if (!files_.valid.empty()) {
     const EvalResult r = evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
-    metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
     if (files_.synthetic) {
       const double bound = files_.synthetic->perplexity_bound();
       const double ratio = r.mean_perplexity() / bound;

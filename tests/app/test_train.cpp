@@ -58,13 +58,22 @@ TEST(Train, RunsWritesCheckpointMetricsAndSummary) {
   EXPECT_EQ(summary["precision_requested"], "fp32");
   std::ifstream metrics(run + "/metrics.jsonl");
   std::string line;
+  std::string last_line;
   int lines = 0;
   while (std::getline(metrics, line)) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_TRUE(j.contains("step"));
     ++lines;
+    last_line = line;
   }
   EXPECT_GE(lines, 4);
+  // The final evaluation's slices: in the summary and in the last metrics line.
+  EXPECT_TRUE(summary["valid"]["slices"]["head"]["share"].get<double>() > 0.0);
+  EXPECT_TRUE(summary["valid"]["slices"]["eos"]["ppl"].get<double>() > 1.0);
+  const auto last = nlohmann::json::parse(last_line);
+  EXPECT_TRUE(last.contains("valid_ppl_tail") && last.contains("valid_share_eos")) << last_line;
+  EXPECT_TRUE(last.contains("time") && last.contains("wall_time")) << last_line;
+  EXPECT_NE(r.output.find("</S> <S>"), std::string::npos) << r.output;  // the slice table
   bool events = false;
   for (const auto& e : fs::recursive_directory_iterator(run))
     events |= e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
