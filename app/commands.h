@@ -61,4 +61,10 @@ struct EmbedArgs {
 };
 int embed_command(const EmbedArgs& args);
 
+struct ReportArgs {
+  std::vector<std::string> run_dirs;
+  std::string out;
+};
+int report_command(const ReportArgs& args);
+
 }  // namespace elmo

@@ -16,6 +16,7 @@
 #include "app/data_parallel.h"
 #include "app/evaluate.h"
 #include "app/progress.h"
+#include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
 #include "io/atomic_file.h"
@@ -567,18 +568,29 @@ int train_command(const TrainArgs& args) {
   if (plan.kind == ProcessKind::kScheduler) return run_scheduler(plan);
   ELMO_REQUIRE(loaded, "--config is required to train (only --role scheduler runs without one)");
   Config config = std::move(*loaded);
+  const std::string run_dir = config.run.dir;
+  // Every run ends with run_dir/report.html (app/report.h). Launchers outlive their ranks: they
+  // write it from the files when rank 0 could not (a fault), and skip it when rank 0 did.
   switch (plan.kind) {
-    case ProcessKind::kLocalLauncher:
-      return run_local_launcher(plan, strip_launch_flags(args.argv));
-    case ProcessKind::kNodeSupervisor:
-      return run_node_supervisor(plan, strip_launch_flags(args.argv));
+    case ProcessKind::kLocalLauncher: {
+      const int code = run_local_launcher(plan, strip_launch_flags(args.argv));
+      write_run_report(run_dir, /*only_if_stale=*/true);
+      return code;
+    }
+    case ProcessKind::kNodeSupervisor: {
+      const int code = run_node_supervisor(plan, strip_launch_flags(args.argv));
+      write_run_report(run_dir, /*only_if_stale=*/true);
+      return code;
+    }
     case ProcessKind::kRank: {
       std::unique_ptr<DataParallel> dist;
       try {
         dist = std::make_unique<DataParallel>(plan, config.dist.timeout_seconds);
         DataParallelStepRunner runner(*dist);
         TrainingRun run(std::move(config), args, runner);
-        return run.run();
+        const int code = run.run();  // normal end or stopped by a signal
+        if (plan.topology.rank == 0) write_run_report(run_dir);
+        return code;
       } catch (const CommError& e) {
         throw Error(dist ? dist->explain(e) : e.what());
       }
@@ -586,7 +598,17 @@ int train_command(const TrainArgs& args) {
     default: {
       LocalStepRunner runner;
       TrainingRun run(std::move(config), args, runner);
-      return run.run();
+      int code = 0;
+      try {
+        code = run.run();  // normal end or stopped by a signal
+      } catch (const UsageError&) {
+        throw;  // refused before training: nothing new to report
+      } catch (const Error&) {
+        write_run_report(run_dir, /*only_if_stale=*/true);  // e.g. diverged: show the curves
+        throw;
+      }
+      write_run_report(run_dir);
+      return code;
     }
   }
 }

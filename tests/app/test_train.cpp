@@ -74,6 +74,9 @@ TEST(Train, RunsWritesCheckpointMetricsAndSummary) {
   EXPECT_TRUE(last.contains("valid_ppl_tail") && last.contains("valid_share_eos")) << last_line;
   EXPECT_TRUE(last.contains("time") && last.contains("wall_time")) << last_line;
   EXPECT_NE(r.output.find("</S> <S>"), std::string::npos) << r.output;  // the slice table
+  // Every run ends with its report, path printed.
+  EXPECT_TRUE(fs::exists(run + "/report.html"));
+  EXPECT_NE(r.output.find("report: " + run + "/report.html"), std::string::npos) << r.output;
   bool events = false;
   for (const auto& e : fs::recursive_directory_iterator(run))
     events |= e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
@@ -128,6 +131,24 @@ TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
     EXPECT_TRUE(read_file(full + "/checkpoints/step-12/" + file) ==
                 read_file(half + "/checkpoints/step-12/" + file))
         << file << " differs after resuming the old-format position";
+}
+
+// A run stopped by SIGTERM (or Ctrl-C) still leaves its report, made from what it logged.
+TEST(Train, AStoppedRunStillWritesItsReport) {
+  const std::string dir = testing::temp_dir("train_stopped");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));
+  const auto r = testing::run_command(
+      std::string(ELMO_BINARY) + " --config " + config + " --set train.max_steps=1000000 > " + dir +
+      "/log 2>&1 & pid=$!; for i in $(seq 1200); do [ -s " + run +
+      "/metrics.jsonl ] && break; sleep 0.05; done; kill -TERM $pid; wait $pid; echo \"rc=$?\"");
+  EXPECT_NE(r.output.find("rc=143"), std::string::npos) << r.output << read_file(dir + "/log");
+  const std::string log = read_file(dir + "/log");
+  EXPECT_NE(log.find("stopped by signal 15"), std::string::npos) << log;
+  EXPECT_NE(log.find("report: " + run + "/report.html"), std::string::npos) << log;
+  const std::string page = read_file(run + "/report.html");
+  EXPECT_NE(page.find("no summary.json"), std::string::npos);
+  EXPECT_NE(page.find("data-series=\"loss\""), std::string::npos);
 }
 
 struct BadCase {
