@@ -15,8 +15,9 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 double perplexity_of(double nll, int64_t count) { return count ? std::exp(nll / count) : kNaN; }
 
-std::string fixed(double value, int decimals) {
-  if (!std::isfinite(value)) return "-";
+std::string fixed(double value, int decimals) {  // "-": an empty slice
+  if (std::isnan(value)) return "-";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   char text[48];
   std::snprintf(text, sizeof text, "%.*f", decimals, value);
   return text;

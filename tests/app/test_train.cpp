@@ -134,7 +134,7 @@ TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
 }
 
 // A run stopped by SIGTERM (or Ctrl-C) still leaves its report, made from what it logged.
-TEST(Train, AStoppedRunStillWritesItsReport) {
+TEST(Train, AStoppedOrFailedRunStillWritesItsReport) {
   const std::string dir = testing::temp_dir("train_stopped");
   const std::string run = dir + "/run";
   const std::string config = write_config(dir, tiny_config(run));
@@ -149,6 +149,17 @@ TEST(Train, AStoppedRunStillWritesItsReport) {
   const std::string page = read_file(run + "/report.html");
   EXPECT_NE(page.find("no summary.json"), std::string::npos);
   EXPECT_NE(page.find("data-series=\"loss\""), std::string::npos);
+  // A run that fails while training (here: diverges) leaves it too, before the error.
+  const std::string diverged = dir + "/diverged";
+  const auto d =
+      run_elmo("--config " + config + " --set run.dir=" + diverged +
+               " --set optimizer.type=sgd --set optimizer.learning_rate=1000000 "
+               "--set optimizer.clip_norm=0 --set model.cell_clip=0 "
+               "--set model.proj_clip=0 --set softmax.type=full --set train.log_every=1");
+  EXPECT_EQ(d.status, 1) << d.output;
+  EXPECT_NE(d.output.find("training diverged"), std::string::npos) << d.output;
+  EXPECT_NE(d.output.find("report: " + diverged + "/report.html"), std::string::npos) << d.output;
+  EXPECT_TRUE(fs::exists(diverged + "/report.html"));
 }
 
 struct BadCase {
