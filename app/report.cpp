@@ -50,16 +50,16 @@ fs::file_time_type modified(const std::string& path) {
 
 }  // namespace
 
-ReportRun load_report_run(const std::string& dir) {
+ReportRun load_report_run(const std::string& folder) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    throw UsageError(str("report: '", dir, "' is not a folder: give run folders (run.dir)"));
+  if (!fs::is_directory(folder, ec))
+    throw UsageError(str("report: '", folder, "' is not a folder: give run folders (run.dir)"));
+  std::string dir = folder;  // "runs/x/" -> "runs/x" (paths in messages)
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   ReportRun run;
   run.dir = dir;
   run.name = fs::path(dir).lexically_normal().filename().string();
-  if (run.name.empty() || run.name == ".")
-    run.name = fs::path(dir).lexically_normal().parent_path().filename().string();
-  if (run.name.empty()) run.name = dir;
+  if (run.name.empty() || run.name == "." || run.name == "..") run.name = dir;
   const std::string metrics = dir + "/metrics.jsonl", summary = dir + "/summary.json";
   if (fs::exists(metrics, ec)) {
     run.metrics = read_metrics_history(metrics);
@@ -81,7 +81,10 @@ void write_report(const std::vector<std::string>& run_dirs, const std::string& o
   std::vector<std::string> notes;
   std::map<std::string, int> seen;
   for (const std::string& dir : run_dirs) {
-    const std::string key = fs::weakly_canonical(dir).string();
+    std::error_code ec;
+    std::string key = fs::weakly_canonical(dir, ec).string();
+    if (ec) key = dir;
+    while (key.size() > 1 && key.back() == '/') key.pop_back();
     if (seen[key]++) {
       notes.push_back(str(dir, ": given twice; shown once"));
       continue;
