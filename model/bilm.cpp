@@ -303,7 +303,8 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   return result;
 }
 
-NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) {
+NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state,
+                      double* position_nll) {
   Impl& m = *impl_;
   const Scope scope(*this);
   ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::evaluate: direction ",
@@ -329,6 +330,12 @@ NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) 
                               params_.get("softmax.bias").value.data<float>(), shape_.vocab,
                               shape_.hidden(), stack.output(), targets.data<int32_t>(), N,
                               kFullSoftmaxChunk, &m.full_workspace[d], device_);
+    if (position_nll) {  // time-major rows t * B + b -> batch layout b * T + t
+      std::vector<double> rows(static_cast<size_t>(N));
+      full_softmax_row_nll(m.full_workspace[d], N, device_, rows.data());
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t) position_nll[b * T + t] = rows[t * B + b];
+    }
   });
   return result;
 }

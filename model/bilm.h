@@ -135,8 +135,11 @@ class BiLM {
 
   // Full-softmax NLL of one direction over every position of the batch whose target is not
   // kIgnoreTarget, no dropout; advances the state through all `steps` positions. The two
-  // directions may be evaluated concurrently from two host threads.
-  NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state);
+  // directions may be evaluated concurrently from two host threads. position_nll (optional,
+  // host [rows, steps] like batch.targets) receives each position's NLL, the terms of the
+  // returned sum (NaN where the target is kIgnoreTarget).
+  NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state,
+                  double* position_nll = nullptr);
 
   // Layer representations of one direction for rows x steps inputs (no dropout):
   // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual),
