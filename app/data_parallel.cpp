@@ -74,16 +74,16 @@ void copy_to_host(float* dst, const float* src, int64_t n, Device device) {
     cuda_copy(dst, Device::cpu(), src, device, sizeof(float) * n);
 }
 
-// The rows `shard` owns of a table [rows, ...] (f32, on any device), in shard order, as a host
-// tensor [shard.count(), ...]: what a checkpoint shard stores.
-Tensor gather_shard(const Tensor& table, const TailShard& shard) {
+// The rows `shard` owns of a table (f32, on any device; their rows there given by `slots`), in
+// shard order, as a host tensor [shard.count(), ...]: what a checkpoint shard stores.
+Tensor gather_shard(const Tensor& table, const TailShard& shard, const RowSlots& slots) {
   const int64_t n = shard.count(), dim = table.numel() / table.size(0);
   std::vector<int64_t> dims = table.shape().vec();
   dims[0] = n;
   Tensor out = Tensor::empty(Shape(dims), DType::kF32);
   if (n == 0) return out;
   std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>(shard.id(i));
+  for (int64_t i = 0; i < n; ++i) ids[i] = slots.slot(static_cast<int32_t>(shard.id(i)));
   if (table.device().is_cpu()) {
     embedding_gather_cpu(table.data<float>(), table.size(0), dim, ids.data(), n,
                          out.data<float>());
@@ -176,21 +176,6 @@ void DataParallel::finish() {
   session_->finish();
 }
 
-void DataParallel::load_tail_rows(const NamedTensors& model_tensors) {
-  // The whole tail comes from the checkpoint: this rank's own rows there are the ones it has
-  // just written, so they equal its rows in memory.
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    Parameter& p = *tables_[t];
-    const auto it = std::find_if(model_tensors.begin(), model_tensors.end(),
-                                 [&](const auto& named) { return named.first == p.name; });
-    ELMO_CHECK(it != model_tensors.end() && it->second.numel() == p.value.numel(), p.name,
-               " is missing or has the wrong size in the checkpoint being evaluated");
-    if (hot_rows_ == p.rows()) continue;
-    const Tensor whole = it->second.reshape(p.value.shape());
-    p.value.rows(hot_rows_, p.rows()).copy_from(whole.rows(hot_rows_, p.rows()));
-  }
-}
-
 Device DataParallel::agree_on_device(bool want_gpu, bool require_gpu) {
   const int gpus = cuda_device_count();
   const int mine = want_gpu && device_id_ >= 0 && device_id_ < gpus ? device_id_ : -1;
@@ -271,15 +256,24 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
   for (const char* name : kTableNames) {
     Parameter& p = model.params().get(name);
     ELMO_CHECK(p.row_sparse, name, " is expected to be row-sparse");
+    const RowSlots& slots =
+        model.row_slots(tables_.empty() ? BiLM::kEmbeddingRows : BiLM::kSoftmaxRows);
+    const RowLayout& layout = slots.layout();
+    ELMO_CHECK(!layout.is_sharded() || (layout.hot == hot_rows_ && layout.rank == topology_.rank &&
+                                        layout.world == topology_.world_size),
+               name, " is stored for rank ", layout.rank, " of ", layout.world, " with ",
+               layout.hot, " hot rows; this is rank ", topology_.rank, " of ", topology_.world_size,
+               " with ", hot_rows_);
     tables_.push_back(&p);
+    slots_.push_back(&slots);
     float* values = nullptr;
-    if (on_gpu_) {  // the host working copy starts equal to the device table
+    if (on_gpu_) {  // the host working copy starts equal to the device table (same layout)
       host_tables_.push_back(p.value.to_floats());
       values = host_tables_.back().data();
     } else {
       values = p.value.data<float>();
     }
-    specs.push_back({name, values, p.rows(), p.row_dim(), hot_rows_});
+    specs.push_back({name, values, vocab, p.row_dim(), hot_rows_, slots.map()});
   }
   // The LSTM gradients are reduced layer by layer during the backward (DenseOverlap), in a
   // fixed order: the top layer of each direction first, as the backward finishes them. Their
@@ -313,11 +307,10 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
   for (const Parameter* p : dense_) bucket += p->grad.numel();
   for (const Parameter* p : tables_) bucket += hot_rows_ * p->row_dim();
   bucket_ = Tensor::zeros({std::max<int64_t>(bucket, 1)}, DType::kF32, model.device());
-  if (on_gpu_) {
+  if (on_gpu_)
     nccl_ = make_nccl_allreduce(session_->store(), topology_, model.device().index, timeout_s_);
-    fetched_[0].assign(tables_.size(), {});
-    fetched_[1].assign(tables_.size(), {});
-  }
+  fetched_[0].assign(tables_.size(), {});
+  fetched_[1].assign(tables_.size(), {});
   overlap_ = std::make_unique<DenseOverlap>(
       std::move(groups), bucket_.data<float>(), on_gpu_ ? *nccl_ : *allreduce_, model.device(),
       on_gpu_ ? kNcclBucketBytes / static_cast<int64_t>(sizeof(float)) : 0, bf16_allreduce);
@@ -340,6 +333,14 @@ void DataParallel::attach(BiLM& model, Optimizer& optimizer, int64_t hot_rows,
            overlap ? str(", the LSTM layers' ", late_offset_, " during the backward") : "",
            bf16_allreduce ? " in bf16" : "", how, "), this rank owns ", own.count(), " tail rows (ids ", hot_rows_,
            " + ", own.rank, " + k x ", own.world_size, ")");
+  for (const auto& [group, what] :
+       {std::pair{BiLM::kEmbeddingRows, "embedding"}, std::pair{BiLM::kSoftmaxRows, "softmax"}}) {
+    const RowLayout& layout = model.row_slots(group).layout();
+    log_info(what, " rows stored: ",
+             layout.is_sharded() ? str(layout.stored(), " of ", vocab, " (", layout.hot, " hot + ",
+                                       layout.owned(), " own + a step cache of ", layout.cache, ")")
+                                 : str("all ", vocab, " (full-size layout)"));
+  }
 }
 
 void DataParallel::begin_step() { overlap_->begin_step(); }
@@ -370,13 +371,20 @@ void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dir
   });
   needed_[2] = needed_[1];  // the bias rows go with the weight rows
   exchange_->request_rows(step, needed_);
-  if (on_gpu_)
-    for (size_t t = 0; t < tables_.size(); ++t)
-      fetched_[step & 1][t] =
-          remote_ids(needed_[t], hot_rows_, exchange_->owned_rows(static_cast<int>(t)));
+  for (size_t t = 0; t < tables_.size(); ++t)
+    fetched_[step & 1][t] =
+        remote_ids(needed_[t], hot_rows_, exchange_->owned_rows(static_cast<int>(t)));
 }
 
 void DataParallel::wait_rows(int64_t step) {
+  // The rows of step - 1 are no longer read (its update is done): this step's remote rows take
+  // over the step caches before the exchange writes them there. The softmax weight and bias
+  // share one placement (table 1's ids).
+  for (const auto& [group, table] :
+       {std::pair{BiLM::kEmbeddingRows, 0}, std::pair{BiLM::kSoftmaxRows, 1}}) {
+    RowSlots& slots = model_->row_slots(group);
+    if (slots.layout().is_sharded()) slots.place(fetched_[step & 1][table]);
+  }
   exchange_->wait_rows(step);
   if (on_gpu_) upload_fetched_rows(step);
 }
@@ -390,14 +398,22 @@ void DataParallel::upload_fetched_rows(int64_t step) {
     if (ids.empty()) continue;
     Parameter& p = *tables_[t];
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
+    const std::vector<int32_t> rows_at = slots_of(t, ids);
     staging.resize(static_cast<size_t>(n * dim));
-    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
-    const Tensor device_ids = upload_ids(ids.data(), n, device);
+    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, rows_at.data(), n, staging.data());
+    const Tensor device_ids = upload_ids(rows_at.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
     upload_to_device(device.index, rows.raw(), staging.data(), sizeof(float) * n * dim);
     scatter_rows_cuda(p.value.data<float>(), dim, device_ids.data<int32_t>(), n,
                       rows.data<float>());
   }
+}
+
+std::vector<int32_t> DataParallel::slots_of(size_t t, const std::vector<int32_t>& ids) const {
+  std::vector<int32_t> out(ids.size());
+  std::transform(ids.begin(), ids.end(), out.begin(),
+                 [&](int32_t id) { return slots_[t]->slot(id); });
+  return out;
 }
 
 size_t DataParallel::hot_prefix(const std::vector<int32_t>& ascending_ids) const {
@@ -434,10 +450,12 @@ void DataParallel::set_table_gradient(size_t t, const float* hot_block) {
   const SummedRows& owned = owned_sums_[t];
   const int64_t dim = p.row_dim();
   const int64_t n = hot_rows_ + static_cast<int64_t>(owned.ids.size());
-  SparseRows g;
+  SparseRows g;  // by row of the table: hot ids at their ids, owned ids at their home slots
   g.ids.resize(static_cast<size_t>(n));
   std::iota(g.ids.begin(), g.ids.begin() + hot_rows_, 0);
-  std::copy(owned.ids.begin(), owned.ids.end(), g.ids.begin() + hot_rows_);
+  const RowSlots& slots = *slots_[t];
+  std::transform(owned.ids.begin(), owned.ids.end(), g.ids.begin() + hot_rows_,
+                 [&](int32_t id) { return slots.slot(id); });
   // [n, dim] ([n, 1] for the bias, as the softmax hands it over) in a buffer kept across steps.
   Tensor& buffer = grad_values_[t];
   if (!buffer.defined() || buffer.size(0) < std::max<int64_t>(n, 1))
@@ -475,13 +493,14 @@ void DataParallel::refresh_host_rows() {
     if (ids.empty()) continue;
     const Parameter& p = *tables_[t];
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
-    const Tensor device_ids = upload_ids(ids.data(), n, device);
+    const std::vector<int32_t> rows_at = slots_of(t, ids);
+    const Tensor device_ids = upload_ids(rows_at.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
     embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
                           rows.data<float>(), nullptr);
     staging.resize(static_cast<size_t>(n * dim));
     cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device, sizeof(float) * n * dim);
-    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, rows_at.data(), n, staging.data());
   }
 }
 
@@ -589,14 +608,16 @@ std::string DataParallel::write_shard(const std::string& run_dir, int64_t step,
   NamedTensors tensors;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const Parameter& p = *tables_[t];
-    tensors.emplace_back("model/" + p.name,
-                         gather_shard(p.value, exchange_->owned_rows(static_cast<int>(t))));
+    tensors.emplace_back(
+        "model/" + p.name,
+        gather_shard(p.value, exchange_->owned_rows(static_cast<int>(t)), *slots_[t]));
   }
   for (auto& [name, tensor] : optimizer_->state_tensors())
     for (size_t t = 0; t < tables_.size(); ++t)
       if (name.rfind(tables_[t]->name + ".", 0) == 0)
-        tensors.emplace_back("optimizer/" + name,
-                             gather_shard(tensor, exchange_->owned_rows(static_cast<int>(t))));
+        tensors.emplace_back(
+            "optimizer/" + name,
+            gather_shard(tensor, exchange_->owned_rows(static_cast<int>(t)), *slots_[t]));
   for (int d = 0; d < dirs; ++d) {
     tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".h"), states[d].h);
     tensors.emplace_back(str("carry/carry.", BiLM::direction_name(d), ".c"), states[d].c);

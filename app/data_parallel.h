@@ -142,11 +142,6 @@ class DataParallel {
   NamedTensors replicated_optimizer_tensors() const;
   nlohmann::json shards_state() const;
 
-  // Rank 0 before evaluating: copies the tail rows from whole model tensors (a checkpoint just
-  // written, so its own rows there equal its rows in memory) into the model's tables (host or
-  // device), so they are complete.
-  void load_tail_rows(const NamedTensors& model_tensors);
-
   // The run ended cleanly on this rank (after its final checkpoint): closes the row exchange
   // and says goodbye to the rendezvous.
   void finish();
@@ -190,6 +185,9 @@ class DataParallel {
   int64_t late_offset_ = 0;         // bucket floats reduced by overlap_; the rest after backward
   std::unique_ptr<DenseOverlap> overlap_;
   std::vector<Parameter*> tables_;  // embedding.weight, softmax.weight, softmax.bias
+  std::vector<const RowSlots*> slots_;  // per table: where its ids live (model/row_layout.h)
+  // Rows of table t that hold `ids` (every one held here).
+  std::vector<int32_t> slots_of(size_t t, const std::vector<int32_t>& ids) const;
   Tensor bucket_;  // f32 on the model's device: dense gradients, then each table's hot block
   std::vector<std::vector<int32_t>> needed_;  // per table, scratch of request_rows
   std::vector<uint8_t> seen_;                 // [V] scratch, all zero between calls
@@ -200,8 +198,10 @@ class DataParallel {
   // GPU ranks only (model on a CUDA device).
   bool on_gpu_ = false;
   std::unique_ptr<DenseAllreduce> nccl_;           // sums the bucket
-  std::vector<std::vector<float>> host_tables_;    // per table [V * dim], SparseExchange's values
-  std::vector<std::vector<int32_t>> fetched_[2];   // per step parity, per table: remote ids asked
+  std::vector<std::vector<float>> host_tables_;    // per table, SparseExchange's values
+  // Every rank: per step parity, per table, the remote ids asked for (placed in the step caches
+  // at wait_rows; GPU ranks upload them after it).
+  std::vector<std::vector<int32_t>> fetched_[2];
 };
 
 // Largest piece of the device bucket handed to one NCCL all-reduce (25 MB of f32).

@@ -87,6 +87,17 @@ void load_model_tensors(BiLM& model, const NamedTensors& tensors, const std::str
       if (name == p->name) found = &tensor;
     if (found == nullptr)
       throw Error(str(origin, ": parameter '", p->name, "' is missing"));
+    // A table stored in a sharded layout (a rank's own rows) takes its home rows of the whole.
+    const RowLayout* layout = model.table_layout(p->name);
+    if (layout && layout->is_sharded()) {
+      if (found->dtype() != DType::kF32 || found->ndim() != p->value.ndim() ||
+          found->size(0) != layout->vocab || found->numel() / layout->vocab != p->row_dim())
+        throw Error(str(origin, ": parameter '", p->name, "' is ", found->describe(),
+                        " but the model needs f32 with ", layout->vocab, " rows of ",
+                        p->row_dim()));
+      p->value.rows(0, layout->home()).copy_from(take_home_rows(*layout, *found));
+      continue;
+    }
     if (!(found->shape() == p->value.shape()) || found->dtype() != DType::kF32)
       throw Error(str(origin, ": parameter '", p->name, "' is ", found->describe(),
                       " but the model needs f32", p->value.shape().str()));

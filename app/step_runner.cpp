@@ -1,6 +1,7 @@
 // The two ways a process runs training steps: see step_runner.h.
 #include "app/step_runner.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -118,15 +119,45 @@ void DataParallelStepRunner::root_first(const std::string& what,
   dist_.root_first(what, work);
 }
 
+int64_t DataParallelStepRunner::hot_rows(const Config& config, const TokenCache& train_data,
+                                         int64_t vocab) {
+  if (hot_rows_ < 0)
+    hot_rows_ = std::clamp<int64_t>(
+        config.dist.hot_rows >= 0 ? config.dist.hot_rows
+                                  : choose_hot_rows(train_data, vocab, config.dist.hot_coverage),
+        0, vocab);
+  return hot_rows_;
+}
+
+// Each table group stores the hot head, this rank's tail rows and a step cache with room for
+// the most remote rows one step can ask for: the ids of this rank's tokens in every direction
+// (embedding), and their targets plus the samples (softmax), at most the tail it does not own.
+// Only the rows written become resident (the cache is allocated, not touched, up front). The
+// full softmax reads every row at every step: its table keeps the full-size layout.
+TableLayouts DataParallelStepRunner::table_layouts(const Config& config,
+                                                   const TokenCache& train_data, int64_t vocab) {
+  const int64_t hot = hot_rows(config, train_data, vocab);
+  const int rank = dist_.topology().rank, world = dist_.topology().world_size;
+  const int64_t local_rows = (config.train.batch_size + world - 1) / world;
+  const int64_t tokens =
+      local_rows * config.train.unroll_steps * (config.model.bidirectional ? 2 : 1);
+  const int64_t remote =
+      std::max<int64_t>(0, vocab - RowLayout::sharded(vocab, hot, rank, world, 0).home());
+  TableLayouts layouts;
+  layouts.embedding = RowLayout::sharded(vocab, hot, rank, world, std::min(remote, tokens));
+  layouts.softmax = config.softmax.type == "full"
+                        ? RowLayout::whole(vocab)
+                        : RowLayout::sharded(vocab, hot, rank, world,
+                                             std::min(remote, tokens + config.softmax.samples));
+  return layouts;
+}
+
 // After a resume has loaded the model: peers may read this rank's rows as soon as it is
 // attached.
 void DataParallelStepRunner::attach(const TrainingParts& parts) {
   parts_ = parts;
   const Config& config = *parts.config;
-  const int64_t hot = config.dist.hot_rows >= 0
-                          ? config.dist.hot_rows
-                          : choose_hot_rows(*parts.train_data, parts.model->shape().vocab,
-                                            config.dist.hot_coverage);
+  const int64_t hot = hot_rows(config, *parts.train_data, parts.model->shape().vocab);
   DataParallel::DenseSync sync;
   sync.bf16 = config.dist.allreduce_precision == "bf16";
   sync.overlap = config.dist.overlap_allreduce;
@@ -194,14 +225,6 @@ std::string DataParallelStepRunner::write_checkpoint(CheckpointData& ckpt,
   }
   dist_.barrier(str("checkpoint-", step, "-saved"));
   return path;
-}
-
-// Rank 0 before evaluating: every tail row as of the checkpoint just written.
-void DataParallelStepRunner::complete_model(const std::string& checkpoint) {
-  const CheckpointData ckpt = load_checkpoint(checkpoint);
-  const NamedTensors* model = ckpt.file("model");
-  ELMO_CHECK(model, checkpoint, ": no model tensors");
-  dist_.load_tail_rows(*model);
 }
 
 void DataParallelStepRunner::barrier(const std::string& name) { dist_.barrier(name); }

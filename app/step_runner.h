@@ -77,6 +77,11 @@ class StepRunner {
   virtual Device choose_device(const Config& config, const TrainArgs& args) = 0;
   virtual int processes_on_this_host() const = 0;
   virtual void root_first(const std::string& what, const std::function<void()>& work) = 0;
+  // Which rows of the embedding and softmax tables this process stores (model/row_layout.h),
+  // asked before the model is made (after the data): every row for a process alone; a rank's
+  // hot head, own tail rows and step caches in a distributed run.
+  virtual TableLayouts table_layouts(const Config& config, const TokenCache& train_data,
+                                     int64_t vocab) = 0;
   virtual void attach(const TrainingParts& parts) = 0;
 
   // Steps: start() once, before step `first_step` of a run ending at `total_steps` (when it
@@ -93,10 +98,9 @@ class StepRunner {
   // carried state under run_dir/checkpoints; returns the step folder. Every process calls it.
   virtual std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                        int keep_last) = 0;
-  // Whether the model here holds every row of its tables; if not, complete_model(checkpoint)
-  // copies the others from a checkpoint of the current step before the root evaluates.
+  // Whether the model here is the whole model the root evaluates; if not, the root evaluates a
+  // whole model loaded from a checkpoint of the current step.
   virtual bool whole_model() const = 0;
-  virtual void complete_model(const std::string& checkpoint) = 0;
   // Every process of the run reaches `name`.
   virtual void barrier(const std::string& name) = 0;
   // The run ended cleanly here (after the final checkpoint).
@@ -113,6 +117,9 @@ class LocalStepRunner : public StepRunner {
   Device choose_device(const Config& config, const TrainArgs& args) override;
   int processes_on_this_host() const override { return 1; }
   void root_first(const std::string& what, const std::function<void()>& work) override;
+  TableLayouts table_layouts(const Config&, const TokenCache&, int64_t vocab) override {
+    return TableLayouts::whole(vocab);
+  }
   void attach(const TrainingParts& parts) override { parts_ = parts; }
   void start(int64_t, int64_t) override {}
   StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
@@ -120,7 +127,6 @@ class LocalStepRunner : public StepRunner {
   std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                int keep_last) override;
   bool whole_model() const override { return true; }
-  void complete_model(const std::string&) override {}
   void barrier(const std::string&) override {}
   void finish() override {}
   void describe(nlohmann::json& summary) const override;
@@ -139,6 +145,8 @@ class DataParallelStepRunner : public StepRunner {
   Device choose_device(const Config& config, const TrainArgs& args) override;
   int processes_on_this_host() const override;
   void root_first(const std::string& what, const std::function<void()>& work) override;
+  TableLayouts table_layouts(const Config& config, const TokenCache& train_data,
+                             int64_t vocab) override;
   void attach(const TrainingParts& parts) override;
   void start(int64_t first_step, int64_t total_steps) override;
   StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
@@ -146,7 +154,6 @@ class DataParallelStepRunner : public StepRunner {
   std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                int keep_last) override;
   bool whole_model() const override { return false; }
-  void complete_model(const std::string& checkpoint) override;
   void barrier(const std::string& name) override;
   void finish() override;
   void describe(nlohmann::json& summary) const override;
@@ -163,7 +170,11 @@ class DataParallelStepRunner : public StepRunner {
   // Draws step `step`'s batch into `p`, plans its samples and requests its tail rows.
   void prefetch(int64_t step, Pending& p);
 
+  // dist.hot_rows, or the head covering dist.hot_coverage of the training tokens.
+  int64_t hot_rows(const Config& config, const TokenCache& train_data, int64_t vocab);
+
   DataParallel& dist_;
+  int64_t hot_rows_ = -1;  // once chosen
   TrainingParts parts_;
   int64_t total_steps_ = 0;
   Pending current_, next_;

@@ -251,8 +251,9 @@ void TrainingRun::set_up_data() {
 
 void TrainingRun::set_up_model() {
   // The model's negative sampler starts at Rng(run.seed, kRngSampler) (BiLM::sampler_state).
-  model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
-                                  device_);
+  model_ =
+      std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_), device_,
+                             runner_.table_layouts(config_, train_data_, vocab_.size()));
   model_->init(static_cast<uint64_t>(config_.run.seed),
                static_cast<float>(config_.model.init_scale),
                static_cast<float>(config_.model.embedding_init_scale));
@@ -300,7 +301,13 @@ void TrainingRun::resume_from(const std::string& where) {
   if (!model_file || !optimizer_file || !carry_file)
     throw Error(str(path, ": checkpoint is incomplete (model, optimizer and carry files needed)"));
   load_model_tensors(*model_, *model_file, path);
-  for (const auto& [name, tensor] : *optimizer_file) optimizer_->load_state(name, tensor);
+  // A rank storing only its rows of a table takes those rows of the whole tensors.
+  for (const auto& [name, tensor] : *optimizer_file) {
+    const size_t dot = name.rfind(".adagrad_acc");
+    const RowLayout* layout =
+        dot == std::string::npos ? nullptr : model_->table_layout(name.substr(0, dot));
+    optimizer_->load_state(name, layout ? take_home_rows(*layout, tensor) : tensor);
+  }
   for (int d = 0; d < model_->shape().directions(); ++d) {
     const std::string dir = BiLM::direction_name(d);
     bool found_h = false, found_c = false;
@@ -416,7 +423,6 @@ bool TrainingRun::evaluation_due() const {
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
   if (!runner_.whole_model() && !saved_this_step) save(false);
   if (runner_.is_root()) {
-    if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
     metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
   }
@@ -493,7 +499,18 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
   TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
   progress_.finish();
   const auto start = Clock::now();
-  EvalResult result = evaluate_corpus(*model_, data, vocab_, eval_settings(config_.eval));
+  // A rank's model holds only its rows of the tables: the root evaluates the whole model of the
+  // checkpoint just written (its own rows there are the ones in memory), loaded for this call.
+  std::unique_ptr<BiLM> whole;
+  if (!runner_.whole_model()) {
+    const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
+    const NamedTensors* tensors = ckpt.file("model");
+    ELMO_CHECK(tensors, last_checkpoint_, ": no model tensors");
+    whole = std::make_unique<BiLM>(model_->shape(), model_->options(), device_);
+    load_model_tensors(*whole, *tensors, last_checkpoint_);
+  }
+  EvalResult result =
+      evaluate_corpus(whole ? *whole : *model_, data, vocab_, eval_settings(config_.eval));
   log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
            format_duration(seconds_since(start)), "]");
   for (const std::string& line : slice_table(result)) log_info("  ", line);
@@ -501,7 +518,6 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
 }
 
 void TrainingRun::evaluate_and_summarise() {
-  if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
   const double train_seconds = std::chrono::duration<double>(loop_end_ - train_start_).count();
   nlohmann::json summary;
   summary["steps"] = step_;

@@ -440,7 +440,7 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
       for (int t = 0; t < num_tables(); ++t) {
         const int64_t dim = tables_[t].dim;
         for (size_t i = 0; i < view.ids[t].size(); ++i)
-          std::memcpy(tables_[t].values + view.ids[t][i] * dim, view.values[t] + i * dim,
+          std::memcpy(tables_[t].row(view.ids[t][i]), view.values[t] + i * dim,
                       dim * sizeof(float));
       }
       stats_.rows_fetched += view.rows;
@@ -463,7 +463,7 @@ void SparseExchange::Impl::wait_rows(int64_t step) {
       for (int t = 0; t < num_tables(); ++t) {
         const int64_t dim = tables_[t].dim;
         for (size_t i = 0; i < view.ids[t].size(); ++i)
-          std::memcpy(tables_[t].values + view.ids[t][i] * dim, view.values[t] + i * dim,
+          std::memcpy(tables_[t].row(view.ids[t][i]), view.values[t] + i * dim,
                       dim * sizeof(float));
       }
       stats_.rows_refreshed += view.rows;

@@ -11,8 +11,9 @@
 // ordered by frequency, so contiguous ranges would give the lowest ranks the most used rows
 // (bench_comm_model: the busiest owner served 16-26x the mean at elmo-1b sizes); dealing the
 // rows out spreads every frequency band evenly. Every rank keeps
-// the full-size working copy `values` [rows, dim] (row-major f32, host memory) that the model
-// indexes by id. Authoritative there: the hot rows (kept in sync elsewhere) and this rank's
+// a working copy `values` (row-major f32, host memory) whose row for id i is slots[i] (a
+// compacted table: hot head, owned rows, step cache; model/row_layout.h) or i (a full-size
+// [rows, dim] copy). Authoritative there: the hot rows (kept in sync elsewhere) and this rank's
 // owned rows. Other tail rows hold the values fetched for the current step and are valid only
 // between wait_rows(k) and the update of step k.
 //
@@ -90,10 +91,16 @@ namespace elmo {
 
 struct SparseTable {
   std::string name;  // for messages ("embedding.weight")
-  float* values;     // [rows, dim] row-major host memory, the full-size working copy
+  float* values;     // row-major host memory, [rows, dim] or compacted (see slots)
   int64_t rows;      // V (< 2^31: ids travel as int32)
   int64_t dim;       // floats per row (E, P, or 1 for the bias)
   int64_t hot_rows;  // ids < hot_rows are replicated and never exchanged here
+  // Row of `values` that holds id i: slots[i] (host [rows], model/row_layout.h RowSlots), or i
+  // itself when null. Owned ids must map to fixed rows; the ids requested for step k must map
+  // to their rows from wait_rows(k) on (the caller places them before calling it).
+  const int32_t* slots = nullptr;
+
+  float* row(int64_t id) const { return values + (slots ? slots[id] : id) * dim; }
 };
 
 struct SparseExchangeOptions {

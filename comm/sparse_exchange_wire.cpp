@@ -64,7 +64,7 @@ void write_rows(StagingBuffer& buffer, const std::vector<SparseTable>& tables,
         }
       } else {
         for (const int32_t id : source.ids) {
-          std::memcpy(out, tables[t].values + id * tables[t].dim, row_bytes);
+          std::memcpy(out, tables[t].row(id), row_bytes);
           out += row_bytes;
         }
       }

@@ -15,23 +15,23 @@ namespace {
 constexpr int kRowThreads = 256;
 constexpr int kWarpsPerBlock = 8;
 
-
 __global__ void target_logits_kernel(const float* __restrict__ weight,
                                      const float* __restrict__ bias, const float* __restrict__ h,
                                      const int32_t* __restrict__ targets, int64_t rows, int64_t dim,
-                                     int64_t tries, int64_t vocab,
-                                     float* __restrict__ true_logits) {
+                                     int64_t tries, int64_t vocab, float* __restrict__ true_logits,
+                                     const int32_t* __restrict__ target_rows) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const int32_t t = targets[r];
-  const float* w = weight + static_cast<int64_t>(t) * dim;  // [dim]
-  const float* x = h + r * dim;                             // [dim]
+  const int64_t row = target_rows ? target_rows[r] : t;
+  const float* w = weight + row * dim;  // [dim]
+  const float* x = h + r * dim;         // [dim]
   float dot = 0.0f;
   for (int64_t d = lane; d < dim; d += 32) dot += x[d] * w[d];
   dot = warp_sum(dot);
   if (lane == 0)
-    true_logits[r] = dot + bias[t] - static_cast<float>(log_expected_count(t, tries, vocab));
+    true_logits[r] = dot + bias[row] - static_cast<float>(log_expected_count(t, tries, vocab));
 }
 
 __global__ void rows_kernel(float* __restrict__ logits, float* __restrict__ true_logits,
@@ -116,11 +116,12 @@ __global__ void touched_rows_kernel(CallTable calls, int64_t dim, const int32_t*
 
 void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, const float* h,
                                         const int32_t* targets, int64_t rows, int64_t dim,
-                                        int64_t tries, int64_t vocab, float* true_logits) {
+                                        int64_t tries, int64_t vocab, float* true_logits,
+                                        const int32_t* target_rows) {
   if (rows == 0) return;
   const unsigned blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   target_logits_kernel<<<blocks, kWarpsPerBlock * 32, 0, current_stream()>>>(
-      weight, bias, h, targets, rows, dim, tries, vocab, true_logits);
+      weight, bias, h, targets, rows, dim, tries, vocab, true_logits, target_rows);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 

@@ -38,15 +38,18 @@ struct SampledSoftmaxRowsParams {
   bool compute_grad = true;  // false: loss only, logits and true_logits are left as they were
 };
 
-// true_logits[r] = dot(h[r], weight[targets[r]]) + bias[targets[r]]
+// true_logits[r] = dot(h[r], weight[row_r]) + bias[row_r]
 //                  - log_expected_count(targets[r], tries, vocab)
 // weight [V, dim], bias [V], h [N, dim], targets [N] (in [0, V), checked by the caller).
+// row_r = target_rows[r] when given (a compacted table, model/row_layout.h), else targets[r].
 void sampled_softmax_target_logits_cpu(const float* weight, const float* bias, const float* h,
                                        const int32_t* targets, int64_t rows, int64_t dim,
-                                       int64_t tries, int64_t vocab, float* true_logits);
+                                       int64_t tries, int64_t vocab, float* true_logits,
+                                       const int32_t* target_rows = nullptr);
 void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, const float* h,
                                         const int32_t* targets, int64_t rows, int64_t dim,
-                                        int64_t tries, int64_t vocab, float* true_logits);
+                                        int64_t tries, int64_t vocab, float* true_logits,
+                                        const int32_t* target_rows = nullptr);
 
 // The fused row pass.
 //   logits       [N, S] in: h @ W_s^T (raw);  out (compute_grad): dz_j

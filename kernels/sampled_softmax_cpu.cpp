@@ -12,17 +12,19 @@ namespace elmo {
 
 void sampled_softmax_target_logits_cpu(const float* weight, const float* bias, const float* h,
                                        const int32_t* targets, int64_t rows, int64_t dim,
-                                       int64_t tries, int64_t vocab, float* true_logits) {
+                                       int64_t tries, int64_t vocab, float* true_logits,
+                                       const int32_t* target_rows) {
   parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1)),
                [&](int64_t begin, int64_t end) {
                  for (int64_t r = begin; r < end; ++r) {
                    const int32_t t = targets[r];
-                   const float* w = weight + static_cast<int64_t>(t) * dim;  // [dim]
-                   const float* x = h + r * dim;                             // [dim]
+                   const int64_t row = target_rows ? target_rows[r] : t;
+                   const float* w = weight + row * dim;  // [dim]
+                   const float* x = h + r * dim;         // [dim]
                    float dot = 0.0f;
                    for (int64_t d = 0; d < dim; ++d) dot += x[d] * w[d];
                    true_logits[r] =
-                       dot + bias[t] - static_cast<float>(log_expected_count(t, tries, vocab));
+                       dot + bias[row] - static_cast<float>(log_expected_count(t, tries, vocab));
                  }
                });
 }

@@ -54,6 +54,18 @@ void check_full_softmax_targets(const int32_t* targets, int64_t n, int64_t vocab
                ") and is not kIgnoreTarget (-1)");
 }
 
+// out[i] = map[ids[i]]: the rows of a compacted table that hold the ids; Error for an id this
+// process does not hold (neither its own nor fetched for the step).
+void rows_of_ids(const int32_t* map, int64_t vocab, const int32_t* ids, int64_t n, int32_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    ELMO_CHECK(ids[i] >= 0 && ids[i] < vocab, "embedding: id ", ids[i], " at position ", i,
+               " is outside the table of ", vocab, " rows");
+    out[i] = map[ids[i]];
+    ELMO_CHECK(out[i] >= 0, "embedding: id ", ids[i], " at position ", i, " is not held by this ",
+               "rank (neither its own row nor fetched for this step)");
+  }
+}
+
 void check_state(const LstmState& s, Device device, int direction) {
   ELMO_CHECK(s.h.defined() && s.c.defined() && s.h.device() == device && s.c.device() == device,
              "carried LSTM state of direction ", direction, " is ",
@@ -74,6 +86,7 @@ struct BiLM::Impl {
   // Per-direction step buffers, reused across steps.
   Tensor host_ids[2], host_targets[2];  // i32 [T * B] time-major, host
   Tensor dev_ids[2], dev_targets[2];    // their copies on a CUDA device (unused on the CPU)
+  Tensor host_rows[2], dev_rows[2];     // a compacted embedding: the rows of host_ids
   Tensor embedded[2];                   // [T * B, E]
   Tensor d_top[2];                      // [T * B, H]
   Tensor d_embedded[2];                 // [T * B, E]
@@ -94,7 +107,8 @@ class BiLM::Scope {
   GemmPrecisionGuard precision_;
 };
 
-BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device)
+BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device,
+           const TableLayouts& layouts)
     : shape_(shape), options_(options), device_(device), impl_(std::make_unique<Impl>()) {
   const LstmStackShape stack = stack_shape(shape);
   check_lstm_stack_shape(stack);
@@ -105,12 +119,32 @@ BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device devic
   if (device.is_cuda())
     ELMO_REQUIRE(device.index >= 0 && device.index < cuda_device_count(), "device ", device.str(),
                  " requested but ", cuda_device_count(), " GPU(s) are visible");
+  const RowLayout embedding_rows =
+      layouts.embedding.vocab > 0 ? layouts.embedding : RowLayout::whole(shape.vocab);
+  const RowLayout softmax_rows =
+      layouts.softmax.vocab > 0 ? layouts.softmax : RowLayout::whole(shape.vocab);
+  ELMO_CHECK(embedding_rows.vocab == shape.vocab && softmax_rows.vocab == shape.vocab,
+             "table layouts of ", embedding_rows.vocab, " and ", softmax_rows.vocab,
+             " rows for a vocabulary of ", shape.vocab);
+  ELMO_CHECK(!softmax_rows.is_sharded() || options.softmax == SoftmaxKind::kSampled,
+             "a sharded softmax table needs the sampled softmax (the full softmax reads every "
+             "row at every step)");
+  slots_[kEmbeddingRows] = RowSlots(embedding_rows);
+  slots_[kSoftmaxRows] = RowSlots(softmax_rows);
   const Scope scope(*this);
-  register_embedding(params_, shape.vocab, shape.embedding_dim, device);
+  ELMO_REQUIRE(shape.vocab > 0 && shape.embedding_dim > 0, "embedding: vocabulary size (",
+               shape.vocab, ") and dimension (", shape.embedding_dim, ") must be positive");
+  Parameter& embedding =
+      params_.add(kEmbeddingWeight, {embedding_rows.stored(), shape.embedding_dim},
+                  /*row_sparse=*/true, device);
+  if (embedding_rows.is_sharded()) embedding.state_rows = embedding_rows.home();
   for (int d = 0; d < shape.directions(); ++d)
     register_lstm_parameters(params_, direction_name(d), stack, device);
-  params_.add("softmax.weight", {shape.vocab, shape.hidden()}, /*row_sparse=*/true, device);
-  params_.add("softmax.bias", {shape.vocab}, /*row_sparse=*/true, device);
+  Parameter& softmax_w = params_.add("softmax.weight", {softmax_rows.stored(), shape.hidden()},
+                                     /*row_sparse=*/true, device);
+  Parameter& softmax_b =
+      params_.add("softmax.bias", {softmax_rows.stored()}, /*row_sparse=*/true, device);
+  if (softmax_rows.is_sharded()) softmax_w.state_rows = softmax_b.state_rows = softmax_rows.home();
   for (int d = 0; d < shape.directions(); ++d)
     impl_->stacks.emplace_back(params_, direction_name(d), stack, options.lstm_kernel);
   if (options.softmax == SoftmaxKind::kSampled) {
@@ -119,6 +153,7 @@ BiLM::BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device devic
                  shape.vocab - 1, "); use softmax.type = \"full\" for small vocabularies");
     impl_->sampled =
         std::make_unique<SampledSoftmax>(shape.vocab, shape.hidden(), options.samples, device);
+    impl_->sampled->set_row_slots(slots_[kSoftmaxRows].map());
   }
   impl_->sampler = std::make_unique<NegativeSampler>(shape.vocab, options.samples,
                                                      Rng(options.seed, kRngSampler).state());
@@ -167,14 +202,28 @@ void BiLM::for_each_direction(int first, int end, const std::function<void(int)>
   for (int d = first; d < end; ++d) m.joined[d]->wait(caller);
 }
 
+const RowLayout* BiLM::table_layout(const std::string& name) const {
+  if (name == kEmbeddingWeight) return &slots_[kEmbeddingRows].layout();
+  if (name == "softmax.weight" || name == "softmax.bias") return &slots_[kSoftmaxRows].layout();
+  return nullptr;
+}
+
+void BiLM::require_every_row(const char* what) const {
+  if (holds_every_row()) return;
+  throw Error(str("BiLM::", what, ": this model holds only rank ",
+                  slots_[kEmbeddingRows].layout().rank, "'s rows of its tables (a sharded ",
+                  "layout); load a whole model from a checkpoint to ", what));
+}
+
 void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
   const Scope scope(*this);
   Rng rng(seed, kRngInit);
-  init_uniform(params_.get(kEmbeddingWeight), embedding_scale, rng);
+  init_uniform_rows(params_.get(kEmbeddingWeight), slots_[kEmbeddingRows].layout(), embedding_scale,
+                    rng);
   const LstmStackShape stack = stack_shape(shape_);
   for (int d = 0; d < shape_.directions(); ++d)
     init_lstm_parameters(params_, direction_name(d), stack, init_scale, rng);
-  init_uniform(params_.get("softmax.weight"), init_scale, rng);
+  init_uniform_rows(params_.get("softmax.weight"), slots_[kSoftmaxRows].layout(), init_scale, rng);
   params_.get("softmax.bias").value.zero_();
 }
 
@@ -193,6 +242,7 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   Parameter& embedding = params_.get(kEmbeddingWeight);
   Parameter& softmax_w = params_.get("softmax.weight");
   Parameter& softmax_b = params_.get("softmax.bias");
+  const int32_t* embedding_map = slots_[kEmbeddingRows].map();
 
   LstmStackRun run;
   run.training = true;
@@ -216,6 +266,7 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
     check_state(states[d], device_, d);
     if (!m.host_ids[d].defined() || m.host_ids[d].numel() != N) {
       m.host_ids[d] = Tensor::empty({N}, DType::kI32);
+      m.host_rows[d] = Tensor::empty({N}, DType::kI32);
       m.host_targets[d] = Tensor::empty({N}, DType::kI32);
       m.embedded[d] = Tensor::empty({N, E}, DType::kF32, device_);
       m.d_top[d] = Tensor::empty({N, H}, DType::kF32, device_);
@@ -231,7 +282,14 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
     to_time_major(batches[d].targets, B, T, m.host_targets[d].data<int32_t>());
     ids[d] = &ids_on(device_, m.host_ids[d], m.dev_ids[d]);
     targets[d] = &ids_on(device_, m.host_targets[d], m.dev_targets[d]);
-    embedding_forward(embedding, *ids[d], m.embedded[d], m.host_ids[d].data<int32_t>());
+    if (embedding_map) {  // a compacted table: gather by row, the gradient stays by id
+      rows_of_ids(embedding_map, shape_.vocab, m.host_ids[d].data<int32_t>(), N,
+                  m.host_rows[d].data<int32_t>());
+      const Tensor& rows = ids_on(device_, m.host_rows[d], m.dev_rows[d]);
+      embedding_forward(embedding, rows, m.embedded[d], m.host_rows[d].data<int32_t>());
+    } else {
+      embedding_forward(embedding, *ids[d], m.embedded[d], m.host_ids[d].data<int32_t>());
+    }
     float* h = states[d].h.data<float>();
     float* c = states[d].c.data<float>();
     m.stacks[d].forward(T, B, m.embedded[d].data<float>(), h, c, h, c, run);
@@ -286,7 +344,7 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   std::vector<EmbeddingGrad> embedding_grads;
   for (int d = 0; d < dirs; ++d)
     embedding_grads.push_back({*ids[d], m.d_embedded[d], m.host_ids[d].data<int32_t>()});
-  embedding_backward(embedding, embedding_grads);
+  embedding_backward(embedding, embedding_grads, shape_.vocab);
 
   // The losses: on CUDA the step's one host synchronisation.
   if (options_.softmax == SoftmaxKind::kSampled) {
@@ -310,6 +368,7 @@ NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state,
   ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::evaluate: direction ",
              direction, " of a model with ", shape_.directions());
   check_state(state, device_, direction);
+  require_every_row("evaluate");
   const int64_t B = batch.rows, T = batch.steps, N = B * T;
   Tensor host_ids = Tensor::empty({N}, DType::kI32), host_targets = Tensor::empty({N}, DType::kI32);
   to_time_major(batch.inputs, B, T, host_ids.data<int32_t>());
@@ -346,6 +405,7 @@ std::vector<Tensor> BiLM::representations(int direction, const int32_t* inputs, 
   ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::representations: ",
              "direction ", direction, " of a model with ", shape_.directions());
   check_state(state, device_, direction);
+  require_every_row("representations");
   const int64_t N = rows * steps;
   Tensor host_ids = Tensor::empty({N}, DType::kI32);
   to_time_major(inputs, rows, steps, host_ids.data<int32_t>());

@@ -28,6 +28,7 @@
 #include "model/full_softmax.h"
 #include "model/lstm_layer.h"
 #include "model/parameters.h"
+#include "model/row_layout.h"
 #include "runtime/gemm.h"
 #include "runtime/rng.h"
 
@@ -89,21 +90,38 @@ struct TrainStepResult {
 
 class BiLM {
  public:
-  // Parameters are created (zero) on `device`.
-  BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device = Device::cpu());
+  // Parameters are created (zero) on `device`. `layouts` (model/row_layout.h) says which rows of
+  // the embedding and the softmax this process stores: the default stores every row at its id;
+  // a rank of a distributed run stores the hot head, its own tail rows and a step cache, and
+  // places the rows it fetched for a step in row_slots() before the step trains. A sharded
+  // softmax needs the sampled softmax (the full softmax reads every row).
+  BiLM(const BilmShape& shape, const BilmTrainOptions& options, Device device = Device::cpu(),
+       const TableLayouts& layouts = TableLayouts{});
   ~BiLM();
   BiLM(const BiLM&) = delete;
   BiLM& operator=(const BiLM&) = delete;
 
   const BilmShape& shape() const { return shape_; }
   const BilmTrainOptions& options() const { return options_; }
+  // Table groups: the embedding, and the softmax weight and bias (one map for both).
+  enum TableGroup { kEmbeddingRows = 0, kSoftmaxRows = 1 };
+  RowSlots& row_slots(TableGroup group) { return slots_[group]; }
+  const RowSlots& row_slots(TableGroup group) const { return slots_[group]; }
+  // Every row of both tables is stored here (no sharded layout): evaluate and representations
+  // need it.
+  // The layout of a table parameter ("embedding.weight", "softmax.weight", "softmax.bias");
+  // null for any other name.
+  const RowLayout* table_layout(const std::string& name) const;
+  bool holds_every_row() const {
+    return !slots_[0].layout().is_sharded() && !slots_[1].layout().is_sharded();
+  }
   Device device() const { return device_; }
   ParameterStore& params() { return params_; }
   const ParameterStore& params() const { return params_; }
 
   // Uniform(+-init_scale) LSTM and softmax weights, forget bias 1, embedding uniform
   // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order (the same values on
-  // every device).
+  // every device, and in every layout: a sharded table draws every row and keeps its own).
   void init(uint64_t seed, float init_scale, float embedding_scale);
 
   LstmState zero_state(int64_t rows) const;  // on the model's device
@@ -162,10 +180,12 @@ class BiLM {
   // task(d) for d in [first, end): CPU one thread each; CUDA on the directions' own streams,
   // forked from and joined into the caller's current stream.
   void for_each_direction(int first, int end, const std::function<void(int)>& task);
+  void require_every_row(const char* what) const;  // Error naming `what` unless holds_every_row
   BilmShape shape_;
   BilmTrainOptions options_;
   Device device_;
   ParameterStore params_;
+  RowSlots slots_[2];  // TableGroup
   GradientHook gradient_hook_;
   std::unique_ptr<Impl> impl_;
 };

@@ -27,6 +27,23 @@ void init_uniform(Parameter& param, float scale, Rng& rng) {
   init_with(param, [&] { return (2.0f * rng.uniform() - 1.0f) * scale; });
 }
 
+void init_uniform_rows(Parameter& param, const RowLayout& layout, float scale, Rng& rng) {
+  if (!layout.is_sharded()) return init_uniform(param, scale, rng);
+  const int64_t dim = param.row_dim(), home = layout.home();
+  ELMO_CHECK(param.rows() >= home, "init_uniform_rows: ", param.name, " has ", param.rows(),
+             " rows, its layout ", home, " home rows");
+  Tensor host = Tensor::empty({home, dim});
+  float* x = host.data<float>();
+  for (int64_t id = 0; id < layout.vocab; ++id) {
+    float* row = layout.is_home(id) ? x + layout.home_slot(id) * dim : nullptr;
+    for (int64_t e = 0; e < dim; ++e) {
+      const float v = (2.0f * rng.uniform() - 1.0f) * scale;
+      if (row) row[e] = v;
+    }
+  }
+  param.value.rows(0, home).copy_from(param.value.ndim() == 1 ? host.reshape({home}) : host);
+}
+
 void init_normal(Parameter& param, float scale, Rng& rng) {
   init_with(param, [&] { return rng.normal() * scale; });
 }
@@ -53,7 +70,8 @@ void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& ou
 
 namespace {
 // CUDA backward with the ids' host copies: sort on the host, sum on the device.
-void embedding_backward_planned(Parameter& embedding, const std::vector<EmbeddingGrad>& grads) {
+void embedding_backward_planned(Parameter& embedding, const std::vector<EmbeddingGrad>& grads,
+                                int64_t id_rows) {
   const Device device = embedding.value.device();
   const int64_t dim = embedding.row_dim();
   SparseRows& grad = embedding.sparse_grad;
@@ -73,7 +91,7 @@ void embedding_backward_planned(Parameter& embedding, const std::vector<Embeddin
     segments.push_back({nullptr, g.dy.data<float>(), n});
   }
   RowSumPlan plan;
-  build_row_sum_plan(host_ids, embedding.rows(), plan);
+  build_row_sum_plan(host_ids, id_rows, plan);
   const int64_t n_unique = static_cast<int64_t>(plan.unique_ids.size());
   const int64_t total = static_cast<int64_t>(plan.positions.size());
   Tensor offsets = Tensor::empty({n_unique + 1}, DType::kI32, device);
@@ -91,7 +109,9 @@ void embedding_backward_planned(Parameter& embedding, const std::vector<Embeddin
 }
 }  // namespace
 
-void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads) {
+void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads,
+                        int64_t id_rows) {
+  if (id_rows <= 0) id_rows = embedding.rows();
   ELMO_CHECK(embedding.row_sparse, "embedding_backward: '", embedding.name,
              "' is not a row-sparse parameter");
   const Device device = embedding.value.device();
@@ -102,7 +122,7 @@ void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& 
   bool planned = device.is_cuda() && !grads.empty();
   for (const EmbeddingGrad& g : grads) planned = planned && g.host_ids != nullptr;
   if (planned) {
-    embedding_backward_planned(embedding, grads);
+    embedding_backward_planned(embedding, grads, id_rows);
     return;
   }
   std::vector<Tensor> ids, dy;
@@ -121,7 +141,7 @@ void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& 
   if (ids.empty()) return;
   std::vector<int32_t> unique_ids;
   Tensor values;
-  embedding_backward(ids, dy, embedding.rows(), unique_ids, values);
+  embedding_backward(ids, dy, id_rows, unique_ids, values);
   grad.ids = std::move(unique_ids);
   grad.values = std::move(values);
 }

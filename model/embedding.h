@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/parameters.h"
+#include "model/row_layout.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -27,6 +28,10 @@ Parameter& register_embedding(ParameterStore& params, int64_t vocab, int64_t dim
 
 // value[e] = (2 u - 1) * scale, u uniform in [0, 1), drawn in row-major order from rng.
 void init_uniform(Parameter& param, float scale, Rng& rng);
+// The same draws for a table stored in `layout` (model/row_layout.h): every row of the whole
+// [V, dim] table is drawn in order, the home rows kept at their slots (the cache rows are left
+// as they are), so every layout holds the values of the identity layout.
+void init_uniform_rows(Parameter& param, const RowLayout& layout, float scale, Rng& rng);
 // value[e] = normal * scale, drawn in row-major order from rng.
 void init_normal(Parameter& param, float scale, Rng& rng);
 
@@ -46,6 +51,9 @@ struct EmbeddingGrad {
 };
 
 // Adds the gradient of every pair to embedding.sparse_grad (see the header comment).
-void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads);
+// id_rows: the ids' range [0, id_rows) when the pairs carry vocabulary ids of a compacted table
+// (model/row_layout.h: forward gathered by slot, the gradient stays by id); 0: the table's rows.
+void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& grads,
+                        int64_t id_rows = 0);
 
 }  // namespace elmo

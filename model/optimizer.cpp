@@ -45,8 +45,11 @@ Optimizer::Optimizer(ParameterStore& params, const OptimizerOptions& config)
                config.decay_after_epochs);
   for (Parameter* p : params.all()) {
     Slot slot{p, Tensor()};
-    if (adagrad_)
-      slot.accumulator = filled(p->value.shape(), config.initial_accumulator, p->value.device());
+    if (adagrad_) {  // only the rows with state (a rank's step cache has none)
+      std::vector<int64_t> dims = p->value.shape().vec();
+      if (p->row_sparse) dims[0] = p->updatable_rows();
+      slot.accumulator = filled(Shape(dims), config.initial_accumulator, p->value.device());
+    }
     slots_.push_back(std::move(slot));
   }
 }
@@ -69,8 +72,8 @@ void Optimizer::check_sparse_grad(const Parameter& p) const {
   ELMO_CHECK(g.values.device() == p.value.device(), "sparse gradient of '", p.name, "' is on ",
              g.values.device().str(), ", the parameter on ", p.value.device().str());
   for (int64_t k = 0; k < n; ++k) {
-    ELMO_CHECK(g.ids[k] >= 0 && g.ids[k] < p.rows(), "sparse gradient of '", p.name, "': id ",
-               g.ids[k], " is outside the ", p.rows(), " rows");
+    ELMO_CHECK(g.ids[k] >= 0 && g.ids[k] < p.updatable_rows(), "sparse gradient of '", p.name,
+               "': id ", g.ids[k], " is outside the ", p.updatable_rows(), " rows");
     ELMO_CHECK(k == 0 || g.ids[k - 1] < g.ids[k], "sparse gradient of '", p.name,
                "': ids must be unique and ascending (", g.ids[k - 1], " then ", g.ids[k], " at ", k,
                ")");

@@ -33,9 +33,13 @@ struct Parameter {
   Tensor grad;           // dense parameters: same shape as value
   bool row_sparse = false;
   SparseRows sparse_grad;  // row-sparse parameters
+  // Row-sparse parameters: rows [0, state_rows) have optimizer state and may be updated; the
+  // rows after them are a rank's step cache of fetched rows (model/row_layout.h). 0: every row.
+  int64_t state_rows = 0;
 
   int64_t rows() const { return value.size(0); }
   int64_t row_dim() const { return value.ndim() == 1 ? 1 : value.numel() / value.size(0); }
+  int64_t updatable_rows() const { return state_rows > 0 ? state_rows : rows(); }
 };
 
 class ParameterStore {

@@ -35,6 +35,8 @@ void upload(Device device, const Tensor& dst, const void* src, size_t bytes) {
 // Device buffers of the CUDA path (sizes in elements).
 struct SampledSoftmax::Cuda {
   Tensor sample_ids;     // i32 [S]
+  Tensor sample_rows;    // i32 [S] their rows in the weight and bias (set_row_slots)
+  Tensor target_rows[kMaxSampledSoftmaxCalls];  // i32 [N] per call: rows of its targets
   Tensor log_expected;   // f32 [S]
   Tensor sample_w;       // [S, P] weight rows of the samples
   Tensor correction;     // [S] b[s_j] - log E(s_j)
@@ -169,11 +171,26 @@ void SampledSoftmax::begin_step_cuda(
   for (int64_t j = 0; j < s; ++j) sample_of_row[sample_slot_[j]] = static_cast<int32_t>(j);
 
   ensure(d.sample_ids, s, DType::kI32, device_);
+  ensure(d.sample_rows, s, DType::kI32, device_);
   ensure(d.log_expected, s, DType::kF32, device_);
   ensure(d.offsets, u + 1, DType::kI32, device_);
   ensure(d.positions, total, DType::kI32, device_);
   ensure(d.sample_of_row, u, DType::kI32, device_);
   upload(device_, d.sample_ids, samples_.ids.data(), sizeof(int32_t) * s);
+  if (row_of_id_) {  // the rows each call reads, from the host copies of the ids
+    std::vector<int32_t> rows(static_cast<size_t>(s));
+    for (int64_t j = 0; j < s; ++j) rows[j] = row_of_id_[samples_.ids[j]];
+    upload(device_, d.sample_rows, rows.data(), sizeof(int32_t) * s);
+    for (size_t k = 0; k < targets_per_direction.size(); ++k) {
+      const auto& [targets, n] = targets_per_direction[k];
+      rows.resize(static_cast<size_t>(n));
+      for (int64_t r = 0; r < n; ++r) rows[r] = row_of_id_[targets[r]];
+      ensure(d.target_rows[k], n, DType::kI32, device_);
+      upload(device_, d.target_rows[k], rows.data(), sizeof(int32_t) * n);
+    }
+  } else {
+    upload(device_, d.sample_rows, samples_.ids.data(), sizeof(int32_t) * s);
+  }
   upload(device_, d.log_expected, samples_.log_expected.data(), sizeof(float) * s);
   upload(device_, d.offsets, offsets.data(), sizeof(int32_t) * offsets.size());
   upload(device_, d.positions, positions.data(), sizeof(int32_t) * positions.size());
@@ -190,9 +207,9 @@ void SampledSoftmax::begin_step_cuda(
 void SampledSoftmax::gather_samples_cuda(const float* weight, const float* bias) {
   if (gathered_weight_ == weight && gathered_bias_ == bias) return;
   Cuda& d = *cuda_;
-  embedding_gather_cuda(weight, vocab_, dim_, d.sample_ids.data<int32_t>(), num_samples_,
+  embedding_gather_cuda(weight, vocab_, dim_, d.sample_rows.data<int32_t>(), num_samples_,
                         d.sample_w.data<float>(), nullptr);
-  sampled_softmax_corrections_cuda(bias, d.sample_ids.data<int32_t>(),
+  sampled_softmax_corrections_cuda(bias, d.sample_rows.data<int32_t>(),
                                    d.log_expected.data<float>(), num_samples_,
                                    d.correction.data<float>());
   gathered_weight_ = weight;
@@ -221,8 +238,9 @@ void SampledSoftmax::forward_backward_cuda(const float* weight, const float* bia
   float* dtrue = d.dtrue[k].data<float>();  // [N]
   // logits [N, S] = h [N, P] @ W_s^T [P, S]
   gemm(dev, false, true, n, s, p, 1.0f, h, p, d.sample_w.data<float>(), p, 0.0f, logits, s);
-  sampled_softmax_target_logits_cuda(weight, bias, h, targets, n, p, samples_.tries, vocab_,
-                                     dtrue);
+  const int32_t* rows = row_of_id_ ? d.target_rows[k].data<int32_t>() : targets;
+  sampled_softmax_target_logits_cuda(weight, bias, h, targets, n, p, samples_.tries, vocab_, dtrue,
+                                     rows);
   SampledSoftmaxRowsParams params;
   params.rows = n;
   params.samples = s;
@@ -234,7 +252,7 @@ void SampledSoftmax::forward_backward_cuda(const float* weight, const float* bia
   if (dh != nullptr) {
     // dh [N, P] = dlogits [N, S] @ W_s [S, P] + dtrue * w_target
     gemm(dev, false, false, n, p, s, 1.0f, logits, s, d.sample_w.data<float>(), p, 0.0f, dh, p);
-    add_scaled_table_rows_cuda(dh, dtrue, weight, targets, n, p);
+    add_scaled_table_rows_cuda(dh, dtrue, weight, rows, n, p);
   }
   // dW_s [S, P] += dlogits^T [S, N] @ h [N, P];  db_s [S] += column sums of dlogits
   gemm(dev, true, false, s, p, n, 1.0f, logits, s, h, p, 1.0f, d.sample_dw.data<float>(), p);
@@ -249,9 +267,9 @@ void SampledSoftmax::gather_samples(const float* weight, const float* bias) {
   correction_.resize(static_cast<size_t>(s));
   parallel_for(s, std::max<int64_t>(1, 16384 / p), [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
-      const int64_t id = samples_.ids[j];
-      std::memcpy(sample_w_.data() + j * p, weight + id * p, sizeof(float) * p);
-      correction_[j] = bias[id] - samples_.log_expected[j];
+      const int64_t row = row_of_id_ ? row_of_id_[samples_.ids[j]] : samples_.ids[j];
+      std::memcpy(sample_w_.data() + j * p, weight + row * p, sizeof(float) * p);
+      correction_[j] = bias[row] - samples_.log_expected[j];
     }
   });
   gathered_weight_ = weight;
@@ -270,8 +288,14 @@ double SampledSoftmax::rows_pass(const float* weight, const float* bias, const f
   }
   // logits [N, S] = h [N, P] @ W_s^T [P, S]
   cpu_gemm(false, true, n, s, p, 1.0f, h, p, sample_w_.data(), p, 0.0f, logits_.data(), s);
+  const int32_t* rows = nullptr;
+  if (row_of_id_) {
+    target_rows_.resize(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) target_rows_[r] = row_of_id_[targets[r]];
+    rows = target_rows_.data();
+  }
   sampled_softmax_target_logits_cpu(weight, bias, h, targets, n, p, samples_.tries, vocab_,
-                                    true_.data());
+                                    true_.data(), rows);
   SampledSoftmaxRowsParams params;
   params.rows = n;
   params.samples = s;
@@ -333,7 +357,8 @@ void SampledSoftmax::forward_backward_deferred(const float* weight, const float*
     parallel_for(n, std::max<int64_t>(1, 16384 / p), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const float g = dtrue[r];
-        const float* w = weight + static_cast<int64_t>(targets[r]) * p;
+        const int64_t row = row_of_id_ ? target_rows_[r] : targets[r];
+        const float* w = weight + row * p;
         float* out = dh + r * p;
         for (int64_t d = 0; d < p; ++d) out[d] += g * w[d];
       }
@@ -372,6 +397,8 @@ double SampledSoftmax::forward_loss(const float* weight, const float* bias, cons
     check_targets(targets, n, false);
     return rows_pass(weight, bias, h, targets, n, 0.0f, false) / static_cast<double>(n);
   }
+  ELMO_CHECK(row_of_id_ == nullptr, "sampled softmax on CUDA: forward_loss reads rows by id; ",
+             "a compacted table (set_row_slots) is not supported there");
   Cuda& d = *cuda_;
   const Device dev = device_;
   const int64_t s = num_samples_, p = dim_;
@@ -400,10 +427,13 @@ double SampledSoftmax::forward_loss(const float* weight, const float* bias, cons
 
 void SampledSoftmax::finish_step(Parameter& weight, Parameter& bias) {
   ELMO_CHECK(step_open_, "SampledSoftmax::finish_step called without begin_step");
-  ELMO_CHECK(weight.rows() == vocab_ && weight.row_dim() == dim_, "sampled softmax: parameter ",
-             weight.name, " is ", weight.value.describe(), ", expected [", vocab_, ", ", dim_, "]");
-  ELMO_CHECK(bias.rows() == vocab_ && bias.row_dim() == 1, "sampled softmax: parameter ", bias.name,
-             " is ", bias.value.describe(), ", expected [", vocab_, "]");
+  // A compacted table (set_row_slots) has its own number of rows.
+  ELMO_CHECK((row_of_id_ || weight.rows() == vocab_) && weight.row_dim() == dim_,
+             "sampled softmax: parameter ", weight.name, " is ", weight.value.describe(),
+             ", expected [", vocab_, ", ", dim_, "]");
+  ELMO_CHECK((row_of_id_ || bias.rows() == vocab_) && bias.row_dim() == 1,
+             "sampled softmax: parameter ", bias.name, " is ", bias.value.describe(),
+             ", expected [", vocab_, "]");
   const int64_t u = static_cast<int64_t>(touched_.size()), p = dim_;
   if (device_.is_cuda()) {
     finish_step_cuda();

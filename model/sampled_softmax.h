@@ -87,6 +87,12 @@ class SampledSoftmax {
   // begin_step; copy them to keep them longer.
   void finish_step(Parameter& weight, Parameter& bias);
 
+  // Rows of the weight and bias that hold each id: a host map [V] (model/row_layout.h RowSlots;
+  // every id the step reads must map to a row), or null (row = id, the default). Read at
+  // begin_step (CUDA) and in every call; ids, samples and gradients stay vocabulary ids.
+  // forward_loss on CUDA needs the identity.
+  void set_row_slots(const int32_t* slots) { row_of_id_ = slots; }
+
   const SampleSet& samples() const { return samples_; }
   const std::vector<int32_t>& touched_ids() const { return touched_; }  // U, ascending
   int64_t vocab() const { return vocab_; }
@@ -125,6 +131,8 @@ class SampledSoftmax {
   std::vector<int32_t> touched_;      // U, ascending
   std::vector<int32_t> sample_slot_;  // [S] index in U of each sample
   bool step_open_ = false;
+  const int32_t* row_of_id_ = nullptr;      // set_row_slots
+  std::vector<int32_t> target_rows_;        // CPU: [N] rows of the call's targets
   const float* gathered_weight_ = nullptr;  // weight whose sample rows are in sample_w_
   const float* gathered_bias_ = nullptr;
 

@@ -15,6 +15,7 @@
 #include "kernels/log_uniform_sampler.h"
 #include "model/bilm.h"
 #include "model/embedding.h"
+#include "model/optimizer.h"
 #include "runtime/error.h"
 #include "runtime/parallel.h"
 #include "tests/support/test_util.h"
@@ -377,6 +378,84 @@ TEST(BiLM, RowShardsSumToTheWholeBatchGradient) {
     ++k;
   }
   for (int d = 0; d < 2; ++d) EXPECT_NEAR(nll_sum[d] / B, whole_result.nll[d], 1e-6);
+}
+
+// A rank's model (model/row_layout.h: hot head, its dealt tail rows, a step cache) with the
+// step's remote rows placed in its caches and filled with the whole model's values computes the
+// whole model's step exactly: the same loss, carried states and gradients by vocabulary id.
+// Its optimizer state covers only its home rows; a row it does not hold is an Error.
+TEST(BiLM, ShardedTablesComputeTheWholeModelsStep) {
+  SerialThreads serial;
+  const BilmShape shape = projected_shape();
+  const int64_t V = shape.vocab, B = 3, T = 4;
+  BiLM whole(shape, train_options(SoftmaxKind::kSampled, 0.3f));
+  whole.init(17, 0.8f, 1.0f);
+  const RowLayout layout = RowLayout::sharded(V, 3, 1, 3, V);  // owns 4, 7, 10
+  BiLM rank(shape, train_options(SoftmaxKind::kSampled, 0.3f), Device::cpu(),
+            TableLayouts{layout, layout});
+  rank.init(17, 0.8f, 1.0f);
+  EXPECT_FALSE(rank.holds_every_row());
+  EXPECT_EQ(rank.params().get(kEmbeddingWeight).rows(), layout.stored());
+  EXPECT_EQ(rank.params().get("softmax.bias").state_rows, layout.home());
+  // The same initial values at the home rows (and the same values of everything else).
+  for (Parameter* p : rank.params().all()) {
+    const Tensor expected = rank.table_layout(p->name)
+                                ? take_home_rows(layout, whole.params().get(p->name).value)
+                                : whole.params().get(p->name).value;
+    const Tensor got = rank.table_layout(p->name) ? p->value.rows(0, layout.home()) : p->value;
+    EXPECT_EQ(got.to_floats(), expected.to_floats()) << p->name;
+  }
+  Batches batches(B, T, V, 2100);
+  const std::vector<LstmState> carried = random_states(whole, B, 2200);
+  // A remote row not placed: the rank does not hold it.
+  {
+    LstmState states[2] = {clone_state(carried[0]), clone_state(carried[1])};
+    Rng sampler(kSamplerSeed, kRngSampler);
+    EXPECT_THROW(rank.train_step(batches.batch, states, kStep, sampler), Error);
+    rank.params().zero_grads();
+  }
+  // Every remote row placed (the cache holds the whole tail here) with the whole model's values.
+  std::vector<int32_t> remote;
+  for (int32_t id = 0; id < V; ++id)
+    if (!layout.is_home(id)) remote.push_back(id);
+  for (const BiLM::TableGroup group : {BiLM::kEmbeddingRows, BiLM::kSoftmaxRows})
+    rank.row_slots(group).place(remote);
+  for (const char* name : {kEmbeddingWeight, "softmax.weight", "softmax.bias"}) {
+    Parameter& p = rank.params().get(name);
+    const RowSlots& slots = rank.row_slots(
+        std::string(name) == kEmbeddingWeight ? BiLM::kEmbeddingRows : BiLM::kSoftmaxRows);
+    const std::vector<float> from = whole.params().get(name).value.to_floats();
+    for (const int32_t id : remote)
+      std::copy_n(from.data() + id * p.row_dim(), p.row_dim(),
+                  p.value.data<float>() + slots.slot(id) * p.row_dim());
+  }
+  LstmState whole_states[2] = {clone_state(carried[0]), clone_state(carried[1])};
+  LstmState rank_states[2] = {clone_state(carried[0]), clone_state(carried[1])};
+  Rng s1(kSamplerSeed, kRngSampler), s2(kSamplerSeed, kRngSampler);
+  const TrainStepResult a = whole.train_step(batches.batch, whole_states, kStep, s1);
+  const TrainStepResult b = rank.train_step(batches.batch, rank_states, kStep, s2);
+  EXPECT_EQ(a.loss, b.loss);
+  for (int d = 0; d < 2; ++d) {
+    EXPECT_EQ(a.nll[d], b.nll[d]);
+    EXPECT_EQ(whole_states[d].h.to_floats(), rank_states[d].h.to_floats());
+  }
+  for (Parameter* p : rank.params().all()) {
+    const Parameter& w = whole.params().get(p->name);
+    if (!p->row_sparse) {
+      EXPECT_EQ(p->grad.to_floats(), w.grad.to_floats()) << p->name;
+      continue;
+    }
+    EXPECT_EQ(p->sparse_grad.ids, w.sparse_grad.ids) << p->name;
+    EXPECT_EQ(p->sparse_grad.values.to_floats(), w.sparse_grad.values.to_floats()) << p->name;
+  }
+  // Only the home rows have optimizer state.
+  Optimizer optimizer(rank.params(), OptimizerOptions{});
+  for (const auto& [name, acc] : optimizer.state_tensors())
+    if (rank.table_layout(name.substr(0, name.rfind('.'))))
+      EXPECT_EQ(acc.size(0), layout.home()) << name;
+  // Whole-table reads refuse a rank's model.
+  LstmState state = clone_state(carried[0]);
+  EXPECT_THROW(rank.evaluate(0, batches.batch[0], state), Error);
 }
 
 TEST(BiLM, ReportedLossIsMeanOfDirectionMeans) {
