@@ -171,6 +171,38 @@ DataParallel::DataParallel(const ProcessPlan& plan, double timeout_s)
 
 DataParallel::~DataParallel() = default;
 
+namespace {
+class GlooRankSum : public RankSum {
+ public:
+  explicit GlooRankSum(DenseAllreduce& allreduce) : allreduce_(allreduce) {}
+  void sum(float* data, int64_t count) override { allreduce_.sum(data, count); }
+  void sum(double* data, int64_t count) override { allreduce_.sum(data, count); }
+
+ private:
+  DenseAllreduce& allreduce_;
+};
+}  // namespace
+
+DataParallel::TableBytes DataParallel::table_bytes() const {
+  TableBytes bytes;
+  std::vector<const Tensor*> tensors;
+  for (const Parameter* p : tables_) tensors.push_back(&p->value);
+  std::vector<std::pair<std::string, Tensor>> state = optimizer_->state_tensors();
+  for (const auto& [name, tensor] : state)
+    for (const Parameter* p : tables_)
+      if (name.rfind(p->name + ".", 0) == 0) tensors.push_back(&tensor);
+  for (const Tensor* t : tensors)
+    (t->device().is_cpu() ? bytes.host : bytes.device) += static_cast<int64_t>(t->nbytes());
+  for (const std::vector<float>& copy : host_tables_)
+    bytes.host += static_cast<int64_t>(copy.size() * sizeof(float));
+  return bytes;
+}
+
+RankSum& DataParallel::rank_sum() {
+  if (!rank_sum_) rank_sum_ = std::make_unique<GlooRankSum>(*allreduce_);
+  return *rank_sum_;
+}
+
 void DataParallel::finish() {
   if (exchange_) exchange_->close();
   session_->finish();

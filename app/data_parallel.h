@@ -142,6 +142,17 @@ class DataParallel {
   NamedTensors replicated_optimizer_tensors() const;
   nlohmann::json shards_state() const;
 
+  // Bytes this rank holds for the sparse tables (values and optimizer state; a GPU rank's host
+  // working copies on the host side).
+  struct TableBytes {
+    int64_t host = 0, device = 0;
+  };
+  TableBytes table_bytes() const;
+
+  // Sums over every rank (Gloo, host memory): a sharded model's distributed evaluation
+  // (BiLM::evaluate). Collective, from one thread at a time.
+  RankSum& rank_sum();
+
   // The run ended cleanly on this rank (after its final checkpoint): closes the row exchange
   // and says goodbye to the rendezvous.
   void finish();
@@ -177,6 +188,7 @@ class DataParallel {
   double timeout_s_;
   std::unique_ptr<RankSession> session_;
   std::unique_ptr<DenseAllreduce> allreduce_;
+  std::unique_ptr<RankSum> rank_sum_;
   std::unique_ptr<SparseExchange> exchange_;
   BiLM* model_ = nullptr;
   Optimizer* optimizer_ = nullptr;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 
 #include "kernels/full_softmax.h"
@@ -144,7 +145,7 @@ EvalSettings eval_settings(const EvalConfig& eval) {
 }
 
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
-                           const EvalSettings& settings) {
+                           const EvalSettings& settings, RankSum* ranks) {
   EvalOptions options;
   options.mode = settings.mode;
   options.rows = settings.rows;
@@ -162,16 +163,21 @@ EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& voc
       rows = batch[0].rows;
       for (int d = 0; d < result.directions; ++d) state[d] = model.zero_state(rows);
     }
-    // The directions are independent: one thread each.
+    // The directions are independent: one thread each (in turn when the ranks take part: their
+    // sums must come in one order).
     NllSum sums[2];
-    run_concurrently(result.directions, [&](int d) {
+    const auto each_direction = [&](const std::function<void(int)>& task) {
+      if (ranks == nullptr) return run_concurrently(result.directions, task);
+      for (int d = 0; d < result.directions; ++d) task(d);
+    };
+    each_direction([&](int d) {
       Batch& b = batch[d];
       if (!b.mask.empty())
         for (size_t i = 0; i < b.mask.size(); ++i)
           if (!b.mask[i]) b.targets[i] = kIgnoreTarget;
       TokenBatch tokens{b.rows, b.steps, b.inputs.data(), b.targets.data()};
       position_nll[d].resize(b.targets.size());
-      sums[d] = model.evaluate(d, tokens, state[d], position_nll[d].data());
+      sums[d] = model.evaluate(d, tokens, state[d], position_nll[d].data(), ranks);
       // The slices sort the very NLLs that make up sums[d].
       for (size_t i = 0; i < b.targets.size(); ++i)
         if (b.targets[i] != kIgnoreTarget)

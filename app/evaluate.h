@@ -41,8 +41,11 @@ struct EvalSettings {
 };
 EvalSettings eval_settings(const EvalConfig& eval);  // everything from the [eval] keys
 
+// `ranks`: a model holding a rank's rows of its tables evaluates with the other ranks of its run
+// (BiLM::evaluate; every rank calls this with the same data and settings, and all get the same
+// result); the directions then run one after the other.
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
-                           const EvalSettings& settings);
+                           const EvalSettings& settings, RankSum* ranks = nullptr);
 
 // "fwd 61.2  bwd 60.8  mean 61.0 (83,000 tokens)"
 std::string describe(const EvalResult& result);

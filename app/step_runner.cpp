@@ -8,6 +8,7 @@
 #include "app/data_parallel.h"
 #include "app/session.h"
 #include "runtime/cuda_memory.h"
+#include "runtime/log.h"
 
 namespace elmo {
 
@@ -162,6 +163,23 @@ void DataParallelStepRunner::attach(const TrainingParts& parts) {
   sync.bf16 = config.dist.allreduce_precision == "bf16";
   sync.overlap = config.dist.overlap_allreduce;
   dist_.attach(*parts.model, *parts.optimizer, hot, sync);
+  // Every rank's table bytes, for the log and summary.json (collective: each rank fills its
+  // place, the sum over ranks has one contribution per place).
+  const int world = dist_.topology().world_size, rank = dist_.topology().rank;
+  std::vector<double> bytes(static_cast<size_t>(2 * world), 0.0);
+  const DataParallel::TableBytes mine = dist_.table_bytes();
+  bytes[2 * rank] = static_cast<double>(mine.host);
+  bytes[2 * rank + 1] = static_cast<double>(mine.device);
+  dist_.rank_sum().sum(bytes.data(), static_cast<int64_t>(bytes.size()));
+  table_bytes_.clear();
+  std::string line;
+  for (int r = 0; r < world; ++r) {
+    table_bytes_.emplace_back(static_cast<int64_t>(bytes[2 * r]),
+                              static_cast<int64_t>(bytes[2 * r + 1]));
+    line += str(r ? ", " : "", "rank ", r, " ", table_bytes_.back().first >> 20, " MiB host / ",
+                table_bytes_.back().second >> 20, " MiB device");
+  }
+  log_info("table bytes (values + optimizer state of the embedding and softmax): ", line);
   state_after_ = parts.batcher->state();
 }
 
@@ -227,12 +245,18 @@ std::string DataParallelStepRunner::write_checkpoint(CheckpointData& ckpt,
   return path;
 }
 
+RankSum* DataParallelStepRunner::rank_sum() { return &dist_.rank_sum(); }
+
 void DataParallelStepRunner::barrier(const std::string& name) { dist_.barrier(name); }
 
 void DataParallelStepRunner::finish() { dist_.finish(); }
 
 void DataParallelStepRunner::describe(nlohmann::json& summary) const {
   summary["hot_rows"] = dist_.hot_rows();
+  nlohmann::json per_rank = nlohmann::json::array();
+  for (const auto& [host, device] : table_bytes_)
+    per_rank.push_back({{"host", host}, {"device", device}});
+  summary["table_bytes_per_rank"] = per_rank;
 }
 
 }  // namespace elmo

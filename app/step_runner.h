@@ -101,6 +101,9 @@ class StepRunner {
   // Whether the model here is the whole model the root evaluates; if not, the root evaluates a
   // whole model loaded from a checkpoint of the current step.
   virtual bool whole_model() const = 0;
+  // Sums over the run's processes for a distributed evaluation of a model that holds only this
+  // process's rows of its tables (null for a process alone).
+  virtual RankSum* rank_sum() { return nullptr; }
   // Every process of the run reaches `name`.
   virtual void barrier(const std::string& name) = 0;
   // The run ended cleanly here (after the final checkpoint).
@@ -154,6 +157,7 @@ class DataParallelStepRunner : public StepRunner {
   std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                int keep_last) override;
   bool whole_model() const override { return false; }
+  RankSum* rank_sum() override;
   void barrier(const std::string& name) override;
   void finish() override;
   void describe(nlohmann::json& summary) const override;
@@ -175,6 +179,7 @@ class DataParallelStepRunner : public StepRunner {
 
   DataParallel& dist_;
   int64_t hot_rows_ = -1;  // once chosen
+  std::vector<std::pair<int64_t, int64_t>> table_bytes_;  // every rank's (host, device), at attach
   TrainingParts parts_;
   int64_t total_steps_ = 0;
   Pending current_, next_;

@@ -135,6 +135,9 @@ class TrainingRun {
   void save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
+  // The model holds only this rank's rows of its tables: evaluations are collective (every rank
+  // evaluates, the root reports).
+  bool distributed_evaluation() { return !model_->holds_every_row() && runner_.rank_sum(); }
   // After the loop (root): evaluation and summary.json.
   void evaluate_and_summarise();
 
@@ -169,6 +172,7 @@ class TrainingRun {
   Clock::time_point run_start_ = Clock::now();
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
+  std::optional<EvalResult> final_valid_, final_test_;  // evaluated by all ranks together
 };
 
 int TrainingRun::run() {
@@ -184,6 +188,11 @@ int TrainingRun::run() {
   train();
   if (runner_.is_root()) log_interval(true);
   save(true);
+  // A model holding only this rank's rows evaluates with the other ranks, before they leave.
+  if (distributed_evaluation() && !stop_agreed_) {
+    if (!files_.valid.empty()) final_valid_ = evaluate(files_.valid, "validation");
+    if (!files_.test.empty()) final_test_ = evaluate(files_.test, "test");
+  }
   runner_.finish();  // clean goodbye: rank 0 may evaluate long after the others left
   if (g_stop_signal != 0 || stop_agreed_) {
     const int signal = g_stop_signal != 0 ? static_cast<int>(g_stop_signal) : SIGTERM;
@@ -421,6 +430,11 @@ bool TrainingRun::evaluation_due() const {
 // The root evaluates; a model holding only some table rows (a data-parallel rank) gets the
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
+  if (distributed_evaluation()) {
+    const EvalResult r = evaluate(files_.valid, "validation");
+    if (runner_.is_root()) metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    return;
+  }
   if (!runner_.whole_model() && !saved_this_step) save(false);
   if (runner_.is_root()) {
     const EvalResult r = evaluate(files_.valid, "validation");
@@ -496,13 +510,21 @@ void TrainingRun::log_interval(bool force) {
 }
 
 EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
-  TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
+  const bool together = distributed_evaluation();
+  std::optional<TokenCache> data;
+  const auto open = [&] {
+    data.emplace(TokenCache::open_or_build(spec, vocab_, cache_dir(config_)));
+  };
+  if (together)
+    runner_.root_first(str("eval-data-", step_, "-", label), open);  // the root builds the cache
+  else
+    open();
   progress_.finish();
   const auto start = Clock::now();
   // A rank's model holds only its rows of the tables: the root evaluates the whole model of the
   // checkpoint just written (its own rows there are the ones in memory), loaded for this call.
   std::unique_ptr<BiLM> whole;
-  if (!runner_.whole_model()) {
+  if (!runner_.whole_model() && !together) {
     const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
     const NamedTensors* tensors = ckpt.file("model");
     ELMO_CHECK(tensors, last_checkpoint_, ": no model tensors");
@@ -510,7 +532,8 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
     load_model_tensors(*whole, *tensors, last_checkpoint_);
   }
   EvalResult result =
-      evaluate_corpus(whole ? *whole : *model_, data, vocab_, eval_settings(config_.eval));
+      evaluate_corpus(whole ? *whole : *model_, *data, vocab_, eval_settings(config_.eval),
+                      together ? runner_.rank_sum() : nullptr);
   log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
            format_duration(seconds_since(start)), "]");
   for (const std::string& line : slice_table(result)) log_info("  ", line);
@@ -537,6 +560,22 @@ void TrainingRun::evaluate_and_summarise() {
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;
   summary["threads"] = num_threads();
+  {  // the embedding and softmax tables here (values + optimizer state), and what every row of
+     // them takes (a process alone, or each rank before tables were sharded)
+    int64_t host = 0, device = 0, whole = 0;
+    const auto add = [&](const Tensor& t) {
+      (t.device().is_cpu() ? host : device) += static_cast<int64_t>(t.nbytes());
+    };
+    const int64_t copies = optimizer_->config().type == "adagrad" ? 2 : 1;
+    for (const char* name : {"embedding.weight", "softmax.weight", "softmax.bias"}) {
+      const Parameter& p = model_->params().get(name);
+      add(p.value);
+      whole += copies * model_->shape().vocab * p.row_dim() * static_cast<int64_t>(sizeof(float));
+    }
+    for (const auto& [name, tensor] : optimizer_->state_tensors())
+      if (model_->table_layout(name.substr(0, name.rfind('.')))) add(tensor);
+    summary["table_bytes"] = {{"host", host}, {"device", device}, {"every_row", whole}};
+  }
   summary["world_size"] = runner_.world_size();
   runner_.describe(summary);
   summary["device"] = device_.str();
@@ -549,7 +588,7 @@ void TrainingRun::evaluate_and_summarise() {
              ", elmo_fast's pool)");
   }
   if (!files_.valid.empty()) {
-    const EvalResult r = evaluate(files_.valid, "validation");
+    const EvalResult r = final_valid_ ? *final_valid_ : evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
     metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
     if (files_.synthetic) {
@@ -562,7 +601,8 @@ void TrainingRun::evaluate_and_summarise() {
                str(100.0 * (ratio - 1.0)).substr(0, 5), "% above the bound)");
     }
   }
-  if (!files_.test.empty()) summary["test"] = evaluate(files_.test, "test").to_json();
+  if (!files_.test.empty())
+    summary["test"] = (final_test_ ? *final_test_ : evaluate(files_.test, "test")).to_json();
   write_file_atomic(config_.run.dir + "/summary.json", summary.dump(2) + "\n");
   log_info("done: ", step_, " steps in ", format_duration(train_seconds), ", ",
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",

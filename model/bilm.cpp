@@ -3,6 +3,8 @@
 // (threads on the CPU, streams and events on CUDA) and where the token ids live.
 #include "model/bilm.h"
 
+#include <cmath>
+
 #include "kernels/pointwise.h"
 #include "model/embedding.h"
 #include "model/lstm_stack.h"
@@ -362,12 +364,14 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
 }
 
 NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state,
-                      double* position_nll) {
+                      double* position_nll, RankSum* ranks) {
   Impl& m = *impl_;
   const Scope scope(*this);
   ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::evaluate: direction ",
              direction, " of a model with ", shape_.directions());
   check_state(state, device_, direction);
+  if (!holds_every_row() && ranks != nullptr)
+    return evaluate_sharded(direction, batch, state, position_nll, *ranks);
   require_every_row("evaluate");
   const int64_t B = batch.rows, T = batch.steps, N = B * T;
   Tensor host_ids = Tensor::empty({N}, DType::kI32), host_targets = Tensor::empty({N}, DType::kI32);
@@ -394,6 +398,112 @@ NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state,
       full_softmax_row_nll(m.full_workspace[d], N, device_, rows.data());
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < T; ++t) position_nll[b * T + t] = rows[t * B + b];
+    }
+  });
+  return result;
+}
+
+namespace {
+
+// The rows of a sharded layout this rank scores in a distributed evaluation: its own tail rows,
+// and on rank 0 the hot head too (a contiguous slot range [first, home)).
+int64_t first_scored_slot(const RowLayout& layout) { return layout.rank == 0 ? 0 : layout.hot; }
+bool scores(const RowLayout& layout, int32_t id) {
+  return id < layout.hot ? layout.rank == 0 : layout.is_home(id);
+}
+
+}  // namespace
+
+NllSum BiLM::evaluate_sharded(int direction, const TokenBatch& batch, LstmState& state,
+                              double* position_nll, RankSum& ranks) {
+  Impl& m = *impl_;
+  const int64_t B = batch.rows, T = batch.steps, N = B * T;
+  const int64_t E = shape_.embedding_dim, H = shape_.hidden();
+  std::vector<int32_t> ids(static_cast<size_t>(N)), targets(static_cast<size_t>(N));
+  to_time_major(batch.inputs, B, T, ids.data());
+  to_time_major(batch.targets, B, T, targets.data());
+  for (int64_t r = 0; r < N; ++r) {
+    ELMO_CHECK(ids[r] >= 0 && ids[r] < shape_.vocab, "evaluate: input id ", ids[r], " at position ",
+               r, " is outside the vocabulary [0, ", shape_.vocab, ")");
+    ELMO_CHECK(targets[r] == kIgnoreTarget || (targets[r] >= 0 && targets[r] < shape_.vocab),
+               "evaluate: target ", targets[r], " at position ", r, " is outside [0, ",
+               shape_.vocab, ") and is not kIgnoreTarget (-1)");
+  }
+  // Embedding by owner: each rank writes the rows it scores, zeros elsewhere; the sum over the
+  // ranks has exactly one non-zero contribution per position.
+  const RowSlots& in_rows = slots_[kEmbeddingRows];
+  std::vector<float> embedded(static_cast<size_t>(N * E), 0.0f);
+  {
+    std::vector<int32_t> positions, rows;
+    for (int64_t r = 0; r < N; ++r)
+      if (scores(in_rows.layout(), ids[r])) {
+        positions.push_back(static_cast<int32_t>(r));
+        rows.push_back(in_rows.slot(ids[r]));
+      }
+    const int64_t n = static_cast<int64_t>(rows.size());
+    Tensor gathered = Tensor::empty({std::max<int64_t>(n, 1), E}, DType::kF32, device_);
+    if (n > 0) {
+      Tensor row_ids = Tensor::empty({n}, DType::kI32);
+      std::copy(rows.begin(), rows.end(), row_ids.data<int32_t>());
+      Tensor out = gathered.rows(0, n);
+      embedding_forward(params_.get(kEmbeddingWeight), row_ids.to(device_), out,
+                        row_ids.data<int32_t>());
+      const Tensor host = out.device().is_cpu() ? out : out.to(Device::cpu());
+      for (int64_t i = 0; i < n; ++i)
+        std::copy_n(host.data<float>() + i * E, E, embedded.data() + positions[i] * E);
+    }
+  }
+  ranks.sum(embedded.data(), N * E);
+  Tensor x = Tensor::empty({N, E});
+  std::copy(embedded.begin(), embedded.end(), x.data<float>());
+  const Tensor x_on = x.to(device_);
+  NllSum result;
+  for_each_direction(direction, direction + 1, [&](int d) {
+    float* h = state.h.data<float>();
+    float* c = state.c.data<float>();
+    LstmStack& stack = m.stacks.at(d);
+    stack.forward(T, B, x_on.data<float>(), h, c, h, c, LstmStackRun{});
+    // This rank's softmax rows: targets held here as rows of its slice, others elsewhere.
+    const RowSlots& out_rows = slots_[kSoftmaxRows];
+    const RowLayout& layout = out_rows.layout();
+    const int64_t first = first_scored_slot(layout), count = layout.home() - first;
+    Tensor local = Tensor::empty({N}, DType::kI32);
+    for (int64_t r = 0; r < N; ++r) {
+      const int32_t t = targets[r];
+      local.data<int32_t>()[r] = t == kIgnoreTarget ? kIgnoreTarget
+                                 : scores(layout, t)
+                                     ? out_rows.slot(t) - static_cast<int32_t>(first)
+                                     : kTargetElsewhere;
+    }
+    const Tensor local_on = local.to(device_);
+    PartialLse part;
+    full_softmax_partial(params_.get("softmax.weight").value.data<float>() + first * H,
+                         params_.get("softmax.bias").value.data<float>() + first, count, H,
+                         stack.output(), local_on.data<int32_t>(), N, m.full_workspace[d], device_,
+                         part);
+    // Every rank's (max, sum) at its place (zeros elsewhere: the sum is exact), and the target
+    // logits (one contributor each).
+    const int world = layout.world, rank = layout.rank;
+    std::vector<double> parts(static_cast<size_t>(2 * world * N), 0.0);
+    for (int64_t r = 0; r < N; ++r) {
+      parts[(rank * N + r) * 2] = part.max[r];
+      parts[(rank * N + r) * 2 + 1] = part.sum[r];
+    }
+    ranks.sum(parts.data(), static_cast<int64_t>(parts.size()));
+    ranks.sum(part.target.data(), N);
+    for (int64_t r = 0; r < N; ++r) {
+      if (position_nll) position_nll[(r % B) * T + r / B] = std::nan("");
+      if (targets[r] == kIgnoreTarget) continue;
+      float max = -INFINITY;
+      double sum = 0.0;
+      for (int k = 0; k < world; ++k)  // rank order
+        log_sum_exp_merge(max, sum, static_cast<float>(parts[(k * N + r) * 2]),
+                          parts[(k * N + r) * 2 + 1]);
+      const double lse = static_cast<double>(max) + std::log(sum);
+      const double nll = lse - part.target[r];
+      if (position_nll) position_nll[(r % B) * T + r / B] = nll;
+      result.nll += nll;
+      ++result.count;
     }
   });
   return result;

@@ -83,6 +83,15 @@ struct TokenBatch {
   int64_t row_offset = 0;
 };
 
+// Element-wise sums over the ranks of a distributed run (every rank makes the same calls in the
+// same order; the result is the same on every rank). BiLM::evaluate of a sharded model uses it.
+class RankSum {
+ public:
+  virtual ~RankSum() = default;
+  virtual void sum(float* data, int64_t count) = 0;
+  virtual void sum(double* data, int64_t count) = 0;
+};
+
 struct TrainStepResult {
   double loss = 0.0;              // 0.5 * (mean_fwd + mean_bwd), or mean_fwd when forward-only
   double nll[2] = {0.0, 0.0};     // mean NLL per direction over this batch's rows (not global)
@@ -156,8 +165,15 @@ class BiLM {
   // directions may be evaluated concurrently from two host threads. position_nll (optional,
   // host [rows, steps] like batch.targets) receives each position's NLL, the terms of the
   // returned sum (NaN where the target is kIgnoreTarget).
+  //
+  // A model holding only a rank's rows of its tables (a sharded layout) evaluates together with
+  // the other ranks through `ranks` (collective: every rank calls it with the same batch, one
+  // direction at a time): each input's embedding row comes from the rank that holds it (the hot
+  // head from rank 0), summed over ranks; each rank scores the softmax rows it holds (rank 0 the
+  // hot head too), and the per-position log-sum-exp parts and the target's logit are combined
+  // in rank order, so every rank gets the same NLLs: one rank's up to float summation order.
   NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state,
-                  double* position_nll = nullptr);
+                  double* position_nll = nullptr, RankSum* ranks = nullptr);
 
   // Layer representations of one direction for rows x steps inputs (no dropout):
   // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual),
@@ -180,7 +196,11 @@ class BiLM {
   // task(d) for d in [first, end): CPU one thread each; CUDA on the directions' own streams,
   // forked from and joined into the caller's current stream.
   void for_each_direction(int first, int end, const std::function<void(int)>& task);
-  void require_every_row(const char* what) const;  // Error naming `what` unless holds_every_row
+  void require_every_row(const char* what) const;
+  // evaluate() of a sharded model, with the other ranks.
+  NllSum evaluate_sharded(int direction, const TokenBatch& batch, LstmState& state,
+                          double* position_nll,
+                          RankSum& ranks);  // Error naming `what` unless holds_every_row
   BilmShape shape_;
   BilmTrainOptions options_;
   Device device_;

@@ -141,6 +141,36 @@ void full_softmax_row_nll(const FullSoftmaxWorkspace& ws, int64_t n, Device devi
             sizeof(double) * static_cast<size_t>(n));
 }
 
+void full_softmax_partial(const float* weight, const float* bias, int64_t rows, int64_t dim,
+                          const float* h, const int32_t* local_targets, int64_t n,
+                          FullSoftmaxWorkspace& ws, Device device, PartialLse& out) {
+  ELMO_CHECK(rows >= 0 && dim > 0 && n >= 0, "full softmax part: rows ", rows, ", dim ", dim,
+             ", positions ", n);
+  out.max.assign(static_cast<size_t>(n), -INFINITY);
+  out.sum.assign(static_cast<size_t>(n), 0.0);
+  out.target.assign(static_cast<size_t>(n), 0.0f);
+  if (n == 0 || rows == 0) return;
+  const int64_t chunk = std::min(kFullSoftmaxChunk, rows);
+  const Rows state = prepare_rows(ws, n, chunk, device);
+  for (int64_t begin = 0; begin < rows; begin += chunk) {
+    const int64_t c = std::min(chunk, rows - begin);
+    gemm(device, false, true, n, c, dim, 1.0f, h, dim, weight + begin * dim, dim, 0.0f,
+         state.logits, chunk);
+    (device.is_cpu() ? full_softmax_chunk_lse_cpu : full_softmax_chunk_lse_cuda)(
+        state.logits, chunk, bias + begin, local_targets, n, c, begin, state.row_max, state.row_sum,
+        state.target_logit);
+  }
+  if (device.is_cpu()) {
+    out.max.assign(ws.row_max.begin(), ws.row_max.begin() + n);
+    out.sum.assign(ws.row_sum.begin(), ws.row_sum.begin() + n);
+    out.target.assign(ws.target_logit.begin(), ws.target_logit.begin() + n);
+    return;
+  }
+  cuda_copy(out.max.data(), Device::cpu(), state.row_max, device, sizeof(float) * n);
+  cuda_copy(out.sum.data(), Device::cpu(), state.row_sum, device, sizeof(double) * n);
+  cuda_copy(out.target.data(), Device::cpu(), state.target_logit, device, sizeof(float) * n);
+}
+
 NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
                         const float* h, const int32_t* targets, int64_t n, int64_t chunk,
                         FullSoftmaxWorkspace* workspace, Device device) {

@@ -75,6 +75,21 @@ void full_softmax_forward_backward_deferred(const float* weight, const float* bi
 // The NllSum of the workspace's last call (CUDA: reads it back, one synchronisation).
 NllSum full_softmax_result(const FullSoftmaxWorkspace& workspace, Device device);
 
+// One process's part of a distributed full softmax (a rank scoring its rows of a sharded
+// table, model/bilm.h BiLM::evaluate): per row, the log-sum-exp state over rows [0, rows) of
+// `weight` / `bias` and the target's logit when the target is among them. local_targets [N]
+// (on `device`): the target's row in [0, rows), kTargetElsewhere (scored by another process;
+// the row still takes part) or kIgnoreTarget. Host results.
+inline constexpr int32_t kTargetElsewhere = 0x7fffffff;
+struct PartialLse {
+  std::vector<float> max;     // [N] running max (-inf with no rows)
+  std::vector<double> sum;    // [N] sum of exp(z - max) (0 with no rows)
+  std::vector<float> target;  // [N] the target's logit, 0 when it is elsewhere
+};
+void full_softmax_partial(const float* weight, const float* bias, int64_t rows, int64_t dim,
+                          const float* h, const int32_t* local_targets, int64_t n,
+                          FullSoftmaxWorkspace& workspace, Device device, PartialLse& out);
+
 // The per-row NLLs of the workspace's last full_softmax_nll call over `n` rows: out[r] = NLL_r,
 // the very terms its NllSum adds up, NaN for rows whose target is kIgnoreTarget. Host `out`;
 // CUDA: copies them back (synchronises).

@@ -10,7 +10,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "io/atomic_file.h"
@@ -139,6 +141,90 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
           << model[i].first << " with " << world << " ranks";
     }
   }
+}
+
+// The valid_ppl lines of a run's metrics.jsonl, by step.
+std::map<int64_t, double> valid_ppl_by_step(const std::string& run_dir) {
+  std::map<int64_t, double> out;
+  std::istringstream lines(read_file(run_dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("valid_ppl")) out[j.at("step").get<int64_t>()] = j.at("valid_ppl").get<double>();
+  }
+  return out;
+}
+
+// Sharded tables (docs/ARCHITECTURE.md "Sharded tables"): each rank stores its hot head, its
+// own tail rows and a step cache, never the whole table; the full-softmax evaluation during and
+// after training is distributed (each rank scores its rows) and gives one rank's perplexity.
+TEST(TrainDist, ShardedTablesEvaluateTogetherLikeOneRank) {
+  const std::string dir = testing::temp_dir("train_dist_sharded_eval");
+  const std::string extra = " --set train.eval_every=3";
+  const auto one =
+      run_elmo("--config " + write_config(dir + "/1", dist_config(dir + "/1/run", 6, 0)) + extra);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto four =
+      run_elmo("--config " + write_config(dir + "/4", dist_config(dir + "/4/run", 6, 0)) + extra +
+               " --nodes 1 --workers_per_node 4");
+  ASSERT_EQ(four.status, 0) << four.output;
+  // 153 ids, 15 hot (dist.hot_coverage 0.5 of this corpus): rank 0 owns 35 of the 138 tail rows.
+  EXPECT_NE(four.output.find("embedding rows stored: 90 of 153 (15 hot + 35 own + a step cache"),
+            std::string::npos)
+      << four.output;
+  EXPECT_NE(four.output.find("softmax rows stored: 130 of 153"), std::string::npos) << four.output;
+  const auto a = valid_ppl_by_step(dir + "/1/run"), b = valid_ppl_by_step(dir + "/4/run");
+  ASSERT_EQ(a.size(), 2u);  // step 3 and the end
+  ASSERT_EQ(b.size(), 2u);
+  for (const auto& [step, ppl] : a) EXPECT_NEAR(b.at(step), ppl, 1e-5 * ppl) << "step " << step;
+  const auto summary = [](const std::string& run) {
+    return nlohmann::json::parse(read_file(run + "/summary.json"));
+  };
+  const nlohmann::json s1 = summary(dir + "/1/run"), s4 = summary(dir + "/4/run");
+  for (const char* key : {"ppl", "ppl_fwd", "ppl_bwd"})
+    EXPECT_NEAR(s4["valid"][key].get<double>(), s1["valid"][key].get<double>(),
+                1e-5 * s1["valid"][key].get<double>())
+        << key;
+  EXPECT_EQ(s4["valid"]["tokens"], s1["valid"]["tokens"]);
+}
+
+// Checkpoints stay one shard per rank and load into any world size, the rows dealt again: a
+// checkpoint written by 4 ranks resumes on 2 and on 1 with the very parameters it holds.
+TEST(TrainDist, AFourRankCheckpointResumesOnTwoAndOneRanks) {
+  const std::string dir = testing::temp_dir("train_dist_redeal");
+  const std::string run4 = dir + "/4/run";
+  const std::string config = write_config(dir + "/4", dist_config(run4, 3, 3));
+  const auto four = run_elmo("--config " + config + " --nodes 1 --workers_per_node 4");
+  ASSERT_EQ(four.status, 0) << four.output;
+  EXPECT_TRUE(fs::exists(run4 + "/checkpoints/step-3/shard-3.safetensors"));
+  const NamedTensors written = final_model(run4);
+  const CheckpointData written_all = load_checkpoint(run4);
+  for (const std::string world : {"2", "1"}) {
+    // A copy of the run resumed with no step left to train: its final checkpoint holds what
+    // the resumed ranks loaded.
+    const std::string run = dir + "/on" + world + "/run";
+    fs::create_directories(dir + "/on" + world);
+    fs::copy(run4, run, fs::copy_options::recursive);
+    const std::string launch = world == "1" ? "" : " --nodes 1 --workers_per_node " + world;
+    const auto r = run_elmo("--config " + config + launch + " --resume --set run.dir=" + run +
+                            " --set train.eval_every=0");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("resumed from step 3"), std::string::npos) << r.output;
+    const CheckpointData loaded = load_checkpoint(run);
+    EXPECT_EQ(loaded.step, 3);
+    EXPECT_EQ(loaded.state.at("world_size").get<int64_t>(), std::stoll(world));  // rewritten
+    for (const char* file : {"model", "optimizer"}) {
+      const NamedTensors* a = written_all.file(file);
+      const NamedTensors* b = loaded.file(file);
+      ASSERT_TRUE(a && b) << file;
+      ASSERT_EQ(a->size(), b->size()) << file;
+      for (size_t i = 0; i < a->size(); ++i) {
+        EXPECT_EQ((*a)[i].first, (*b)[i].first);
+        EXPECT_EQ((*a)[i].second.to_floats(), (*b)[i].second.to_floats())
+            << file << " " << (*a)[i].first << " after resuming on " << world << " rank(s)";
+      }
+    }
+  }
+  EXPECT_FALSE(written.empty());
 }
 
 // A rank draws the next step's batch and samples one step ahead. Its checkpoints still hold the
