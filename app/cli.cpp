@@ -25,6 +25,14 @@ void add_train_options(CLI::App& cmd, TrainArgs& args, bool required) {
                "continue from the latest checkpoint of run.dir, or --resume=PATH");
   cmd.add_option("--device", args.device, "cpu, cuda or cuda:N (overrides train.device)");
   cmd.add_flag("--no_cuda,--no-cuda", args.no_cuda, "never use a GPU");
+  cmd.add_option("--init-from", args.init_from,
+                 "start a new run from these weights: a checkpoint or run folder, or a "
+                 "bilm-tf/allennlp HDF5 (fine-tuning; the vocabularies may differ)");
+  cmd.add_option("--init-vocab", args.init_vocab,
+                 "vocabulary of the --init-from tables' rows (default: the checkpoint's)");
+  cmd.add_flag("--init-optimizer", args.init_optimizer,
+               "keep the --init-from checkpoint's Adagrad accumulators (matched rows, dense "
+               "parameters) instead of starting the optimizer fresh");
   LaunchOptions& l = args.launch;
   const char* group = "Distributed (see README: Multi-node)";
   cmd.add_option("--nodes", l.nodes, "start this many nodes' ranks on this machine")

@@ -15,6 +15,10 @@ struct TrainArgs {
   std::string resume;                  // "" = fresh run (refuses to overwrite), "latest" or a path
   std::string device;                  // "" = from config
   bool no_cuda = false;
+  // --init-from PATH [--init-vocab V] [--init-optimizer]: a new run from other weights
+  // (app/init_from.h).
+  std::string init_from, init_vocab;
+  bool init_optimizer = false;
   LaunchOptions launch;                // distributed flags (lapse-elmo's), see comm/launch.h
   std::vector<std::string> argv;       // the whole command line, for the processes it starts
 };

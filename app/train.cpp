@@ -15,6 +15,7 @@
 #include "app/commands.h"
 #include "app/data_parallel.h"
 #include "app/evaluate.h"
+#include "app/init_from.h"
 #include "app/progress.h"
 #include "app/report.h"
 #include "app/session.h"
@@ -125,6 +126,10 @@ class TrainingRun {
   void set_up_data();
   void set_up_model();
   void resume_from(const std::string& where);
+  // --init-from: the source read and its sizes checked before the model exists, then copied
+  // into the freshly initialised model (app/init_from.h).
+  std::optional<InitSource> read_init_source() const;
+  void init_model_from(const InitSource& source);
   void plan_steps();  // total_steps_, the metrics logger
   // The loop, and what it does after each step.
   void train();
@@ -169,14 +174,17 @@ class TrainingRun {
   Clock::time_point run_start_ = Clock::now();
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
+  nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
 };
 
 int TrainingRun::run() {
   set_up_process();
   check_run_dir();
   set_up_data();
+  const std::optional<InitSource> init = read_init_source();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
+  if (init) init_model_from(*init);
   runner_.attach({&config_, &train_data_, batcher_.get(), model_.get(), optimizer_.get(), states_});
   plan_steps();
 
@@ -329,6 +337,7 @@ void TrainingRun::resume_from(const std::string& where) {
   model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
+  if (s.contains("init_from")) init_report_ = s["init_from"];
   const int64_t saved_world = s.value("world_size", int64_t{1});
   const int64_t world = runner_.world_size();
   if (saved_world != world)
@@ -337,6 +346,30 @@ void TrainingRun::resume_from(const std::string& where) {
              "order, so results are not bit-identical to an uninterrupted run");
   log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
            batcher_->epochs_done(), ")");
+}
+
+std::optional<InitSource> TrainingRun::read_init_source() const {
+  if (args_.init_from.empty()) return std::nullopt;
+  InitSource source = load_init_source({args_.init_from, args_.init_vocab, args_.init_optimizer});
+  check_sizes_match(source, config_);
+  return source;
+}
+
+void TrainingRun::init_model_from(const InitSource& source) {
+  const InitReport report =
+      apply_init_source(source, vocab_, *model_, *optimizer_, args_.init_optimizer, train_data_);
+  init_report_ = report.to_json(source.origin);
+  std::string fresh;
+  for (const std::string& t : report.fresh_tables) fresh += (fresh.empty() ? "" : ", ") + t;
+  log_info("init: weights from ", source.origin, ": ", report.matched, " vocabulary rows matched, ",
+           report.added, " added (initialised as a fresh run), ", report.dropped,
+           " dropped; matched rows cover ", str(100.0 * report.matched_token_share).substr(0, 5),
+           "% of the training tokens");
+  if (!fresh.empty())
+    log_info("init: ", fresh, " not in ", source.origin, ": initialised as a fresh run");
+  log_info("init: optimizer ", report.optimizer_kept
+                                   ? "accumulators of the matched rows and dense parameters kept"
+                                   : "state fresh (--init-optimizer keeps the source's)");
 }
 
 void TrainingRun::plan_steps() {
@@ -440,6 +473,7 @@ void TrainingRun::save(bool final_save) {
   s["batcher"] = runner_.batcher_state().to_json();
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
+  if (!init_report_.is_null()) s["init_from"] = init_report_;
   progress_.finish();
   last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
                                               static_cast<int>(config_.checkpoint.keep_last));
@@ -523,6 +557,7 @@ void TrainingRun::evaluate_and_summarise() {
   summary["threads"] = num_threads();
   summary["world_size"] = runner_.world_size();
   runner_.describe(summary);
+  if (!init_report_.is_null()) summary["init_from"] = init_report_;
   summary["device"] = device_.str();
   if (device_.is_cuda()) summary["device_name"] = cuda_device_name(device_.index);
   summary["precision"] = precision_;                         // what the GEMMs computed in
@@ -556,6 +591,7 @@ void TrainingRun::evaluate_and_summarise() {
 }  // namespace
 
 int train_command(const TrainArgs& args) {
+  check_init_args({args.init_from, args.init_vocab, args.init_optimizer}, !args.resume.empty());
   const std::map<std::string, std::string> env = current_environment();
   // Check the config once, before any process is started for it (a scheduler needs none).
   std::optional<Config> loaded;
