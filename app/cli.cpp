@@ -116,6 +116,23 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
 
+  ScoreArgs score_args;
+  CLI::App* score = app.add_subcommand(
+      "score", "log-probability of every sentence (full softmax), as JSON lines");
+  score->add_option("--checkpoint", score_args.checkpoint, "checkpoint or run folder")->required();
+  score->add_option("--input,-i", score_args.input, "text, one tokenised sentence per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  score->add_option("--out,-o", score_args.out, "JSON lines file to write (default: stdout)");
+  score->add_option("--vocab", score_args.vocab, "vocabulary (default: the checkpoint's)");
+  score->add_flag("--tokens", score_args.tokens,
+                  "add each token's forward and backward log-probability");
+  score
+      ->add_option("--batch-size", score_args.batch_size,
+                   "sentences evaluated together (speed; with 1, the default, the sums equal "
+                   "eval --mode sentence's bit for bit)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+
   ImportArgs import_args;
   CLI::App* import_cmd =
       app.add_subcommand("import-bilm", "bilm-tf/allennlp HDF5 weights -> checkpoint");
@@ -197,6 +214,7 @@ int run_cli(int argc, char** argv) {
     if (*vocab) return vocab_command(vocab_args);
     if (*prepare) return prepare_command(prepare_args);
     if (*eval) return eval_command(eval_args);
+    if (*score) return score_command(score_args);
     if (*import_cmd) return import_bilm_command(import_args);
     if (*export_cmd) return export_bilm_command(export_args);
     if (*embed) return embed_command(embed_args);

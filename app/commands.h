@@ -44,6 +44,13 @@ struct EvalArgs {
 };
 int eval_command(const EvalArgs& args);
 
+struct ScoreArgs {
+  std::string checkpoint, input, out, vocab;
+  bool tokens = false;     // per-token log-probabilities too
+  int64_t batch_size = 1;  // sentences evaluated together (1: eval --mode sentence's default)
+};
+int score_command(const ScoreArgs& args);
+
 struct ImportArgs {
   std::string weights, embedding, vocab, out, softmax;
   float cell_clip = 3.0f, proj_clip = 3.0f;
