@@ -100,6 +100,8 @@ std::string run_dir_of(const std::string& path) {
   if (fs::is_directory(p / "checkpoints")) return p.string();
   if (p.filename() == "checkpoints") return p.parent_path().string();
   if (p.filename().string().rfind("step-", 0) == 0) return p.parent_path().parent_path().string();
+  // Any other folder inside checkpoints/ (checkpoints/best).
+  if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.string();
 }
 

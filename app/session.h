@@ -44,7 +44,7 @@ struct LoadedModel {
 };
 LoadedModel load_model(const std::string& checkpoint_or_run_dir);
 
-// The run folder of a run folder, its checkpoints/ folder or one of its step-N/ folders.
+// The run folder of a run folder, its checkpoints/ folder or a folder in it (step-N/, best/).
 std::string run_dir_of(const std::string& path);
 
 // The vocabulary saved beside a checkpoint (run_dir/vocab.txt), or `override_path`; checks that

@@ -20,6 +20,7 @@
 #include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
+#include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
 #include "io/metrics.h"
@@ -137,6 +138,11 @@ class TrainingRun {
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
+  // checkpoint.keep_best and early stopping (app/validation_tracker.h): every process, with the
+  // root's validation perplexity of this step.
+  // during_training: a validation of the loop (may stop it); false for the final one.
+  void track_validation(double perplexity, bool during_training);
+  void check_validation_data() const;
   void save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
@@ -175,12 +181,18 @@ class TrainingRun {
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
   nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
+  int64_t last_checkpoint_step_ = -1;
+  ValidationTracker validation_{config_};
+  bool stopped_early_ = false;         // the patience ran out: the run ends normally
+  int64_t last_validation_step_ = -1;  // the step of last_validation_
+  EvalResult last_validation_;
 };
 
 int TrainingRun::run() {
   set_up_process();
   check_run_dir();
   set_up_data();
+  check_validation_data();
   const std::optional<InitSource> init = read_init_source();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
@@ -338,6 +350,13 @@ void TrainingRun::resume_from(const std::string& where) {
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
   if (s.contains("init_from")) init_report_ = s["init_from"];
+  if (s.contains("validation")) {
+    validation_.restore(s["validation"]);
+    if (validation_.exhausted())
+      log_warn("this run had stopped early (", validation_.stop_reason(), "); it trains on ",
+               "until the next validation that does not improve (raise ",
+               "train.early_stopping_patience to allow more)");
+  }
   const int64_t saved_world = s.value("world_size", int64_t{1});
   const int64_t world = runner_.world_size();
   if (saved_world != world)
@@ -396,7 +415,7 @@ void TrainingRun::train() {
   train_start_ = Clock::now();
   first_step_ = step_;
   runner_.start(step_, total_steps_);
-  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_) {
+  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_ && !stopped_early_) {
     const auto step_start = Clock::now();
     const StepOutcome outcome =
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
@@ -448,12 +467,54 @@ bool TrainingRun::evaluation_due() const {
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
   if (!runner_.whole_model() && !saved_this_step) save(false);
+  double perplexity = 0.0;
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
     metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    perplexity = r.mean_perplexity();
+    last_validation_ = r;
+    last_validation_step_ = step_;
   }
   runner_.barrier(str("eval-", step_));
+  if (validation_.active()) track_validation(runner_.share_from_root(perplexity), true);
+}
+
+// A new best is installed as checkpoints/best from this step's checkpoint (written now when
+// there is none yet: collective, and every process takes the same decision from the same
+// perplexity); the step's checkpoint records the tracker after this validation, so --resume
+// continues with it.
+void TrainingRun::track_validation(double perplexity, bool during_training) {
+  const ValidationVerdict verdict = validation_.observe(step_, perplexity);
+  if (verdict.new_best && validation_.keep_best() && last_checkpoint_step_ != step_) save(false);
+  if (runner_.is_root()) {
+    if (last_checkpoint_step_ == step_)
+      update_checkpoint_state(last_checkpoint_, {{"validation", validation_.to_json()}});
+    if (verdict.new_best && validation_.keep_best()) {
+      const std::string best =
+          install_checkpoint_copy(last_checkpoint_, "best",
+                                  {{"validation", validation_.to_json()},
+                                   {"best", {{"step", step_}, {"valid_ppl", perplexity}}}});
+      log_info("best validation perplexity so far (", str(perplexity).substr(0, 8), "): ", best,
+               " now holds step ", step_);
+    }
+  }
+  if (verdict.stop && during_training) {
+    stopped_early_ = true;
+    if (runner_.is_root())
+      log_info("early stopping at step ", step_, ": ", validation_.stop_reason());
+  }
+}
+
+// Validations during training need held-out text: keep_best and early stopping without it are
+// a usage error (the config check already asked for train.eval_every > 0).
+void TrainingRun::check_validation_data() const {
+  if (!validation_.active() || !files_.valid.empty()) return;
+  throw UsageError(str(config_.checkpoint.keep_best ? "checkpoint.keep_best = true"
+                                                    : "train.early_stopping_patience > 0",
+                       " needs validation data, but data.valid is empty: set data.valid to a ",
+                       "held-out text file (or, with builtin:synthetic, synthetic.valid_sentences "
+                       "> 0)"));
 }
 
 void TrainingRun::save(bool final_save) {
@@ -474,10 +535,12 @@ void TrainingRun::save(bool final_save) {
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
   if (!init_report_.is_null()) s["init_from"] = init_report_;
+  if (validation_.active()) s["validation"] = validation_.to_json();
   progress_.finish();
   last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
                                               static_cast<int>(config_.checkpoint.keep_last));
   last_checkpoint_time_ = Clock::now();
+  last_checkpoint_step_ = step_;
   log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
 }
 
@@ -568,9 +631,15 @@ void TrainingRun::evaluate_and_summarise() {
              ", elmo_fast's pool)");
   }
   if (!files_.valid.empty()) {
-    const EvalResult r = evaluate(files_.valid, "validation");
+    // An early stop ends right after its validation: that one is the final one.
+    const bool evaluated = last_validation_step_ == step_;
+    const EvalResult r = evaluated ? last_validation_ : evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
-    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    if (!evaluated) {
+      metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+      // The final validation counts too (the other processes have finished: the root decides).
+      if (validation_.active()) track_validation(r.mean_perplexity(), false);
+    }
     if (files_.synthetic) {
       const double bound = files_.synthetic->perplexity_bound();
       const double ratio = r.mean_perplexity() / bound;
@@ -582,6 +651,13 @@ void TrainingRun::evaluate_and_summarise() {
     }
   }
   if (!files_.test.empty()) summary["test"] = evaluate(files_.test, "test").to_json();
+  summary["stop_reason"] =
+      stopped_early_ ? "early_stopping: " + validation_.stop_reason() : std::string("completed");
+  if (validation_.active()) {
+    summary["validation"] = validation_.to_json();
+    if (validation_.keep_best() && validation_.best_step() >= 0)
+      summary["best_checkpoint"] = config_.run.dir + "/checkpoints/best";
+  }
   write_file_atomic(config_.run.dir + "/summary.json", summary.dump(2) + "\n");
   log_info("done: ", step_, " steps in ", format_duration(train_seconds), ", ",
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
