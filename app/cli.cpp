@@ -30,6 +30,8 @@ void add_train_options(CLI::App& cmd, TrainArgs& args, bool required) {
                  "bilm-tf/allennlp HDF5 (fine-tuning; the vocabularies may differ)");
   cmd.add_option("--init-vocab", args.init_vocab,
                  "vocabulary of the --init-from tables' rows (default: the checkpoint's)");
+  cmd.add_flag("--skip-memory-check", args.skip_memory_check,
+               "train even when the memory plan says the configuration does not fit");
   cmd.add_flag("--init-optimizer", args.init_optimizer,
                "keep the --init-from checkpoint's Adagrad accumulators (matched rows, dense "
                "parameters) instead of starting the optimizer fresh");
@@ -115,6 +117,24 @@ int run_cli(int argc, char** argv) {
                    "the checkpoint's eval.torso_ids; 0 = the most frequent 10%)")
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
+
+  PlanArgs plan_args;
+  CLI::App* plan = app.add_subcommand(
+      "plan",
+      "parameters, memory per process, FLOPs and a timed probe of a config, without "
+      "training (prepares the data as `prepare` does)");
+  plan->add_option("--config,-c", plan_args.config, "training configuration (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  plan->add_option("--set", plan_args.overrides, "override a config key (repeatable)");
+  plan->add_option("--world-size", plan_args.world_size,
+                   "processes (ranks) sharing train.batch_size")
+      ->check(CLI::Range(1, 1 << 20));
+  plan->add_option("--device", plan_args.device, "cpu, cuda or cuda:N (overrides train.device)");
+  plan->add_flag("--no-probe", plan_args.no_probe, "skip the timed training steps");
+  plan->add_option("--probe-steps", plan_args.probe_steps, "timed steps of the probe")
+      ->check(CLI::Range(1, 1000));
+  plan->add_option("--json", plan_args.json_out, "also write the plan as JSON here");
 
   ScoreArgs score_args;
   CLI::App* score = app.add_subcommand(
@@ -215,6 +235,7 @@ int run_cli(int argc, char** argv) {
     if (*prepare) return prepare_command(prepare_args);
     if (*eval) return eval_command(eval_args);
     if (*score) return score_command(score_args);
+    if (*plan) return plan_command(plan_args);
     if (*import_cmd) return import_bilm_command(import_args);
     if (*export_cmd) return export_bilm_command(export_args);
     if (*embed) return embed_command(embed_args);

@@ -19,6 +19,7 @@ struct TrainArgs {
   // (app/init_from.h).
   std::string init_from, init_vocab;
   bool init_optimizer = false;
+  bool skip_memory_check = false;      // train even when the plan says it does not fit
   LaunchOptions launch;                // distributed flags (lapse-elmo's), see comm/launch.h
   std::vector<std::string> argv;       // the whole command line, for the processes it starts
 };
@@ -43,6 +44,17 @@ struct EvalArgs {
   std::string json_out;
 };
 int eval_command(const EvalArgs& args);
+
+struct PlanArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int world_size = 1;
+  std::string device;  // "" = train.device
+  bool no_probe = false;
+  int probe_steps = 3;
+  std::string json_out;
+};
+int plan_command(const PlanArgs& args);
 
 struct ScoreArgs {
   std::string checkpoint, input, out, vocab;

@@ -20,12 +20,14 @@
 #include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
+#include "app/training_plan.h"
 #include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
 #include "io/metrics.h"
 #include "model/optimizer.h"
 #include "runtime/cuda_memory.h"
+#include "runtime/host_memory.h"
 #include "runtime/log.h"
 #include "runtime/parallel.h"
 
@@ -94,18 +96,6 @@ std::string effective_precision(const Config& config, const Device& device) {
   return "fp32";
 }
 
-OptimizerOptions optimizer_settings(const Config& config) {
-  OptimizerOptions s;
-  s.type = config.optimizer.type;
-  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
-  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
-  s.epsilon = static_cast<float>(config.optimizer.epsilon);
-  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
-  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
-  s.decay_after_epochs = config.optimizer.decay_after_epochs;
-  return s;
-}
-
 nlohmann::json rng_to_json(const RngState& s) {
   return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
 }
@@ -125,6 +115,9 @@ class TrainingRun {
   void set_up_process();  // log level, device, CPU threads, GEMM precision
   void check_run_dir();   // a fresh run refuses a folder with checkpoints; --resume needs one
   void set_up_data();
+  // The memory plan of this process (app/training_plan.h) against what the machine has: a
+  // UsageError naming the largest items before the model is allocated (--skip-memory-check).
+  void check_memory() const;
   void set_up_model();
   void resume_from(const std::string& where);
   // --init-from: the source read and its sizes checked before the model exists, then copied
@@ -193,6 +186,7 @@ int TrainingRun::run() {
   check_run_dir();
   set_up_data();
   check_validation_data();
+  if (!args_.skip_memory_check) check_memory();
   const std::optional<InitSource> init = read_init_source();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
@@ -269,6 +263,25 @@ void TrainingRun::set_up_data() {
   slice_bounds(vocab_, config_.eval.head_ids, config_.eval.torso_ids);  // bad bounds: refuse now
 }
 
+void TrainingRun::check_memory() const {
+  PlanInputs in;
+  in.config = &config_;
+  in.vocab = vocab_.size();
+  in.world_size = runner_.world_size();
+  in.hot_rows = std::max<int64_t>(0, config_.dist.hot_rows);  // not yet a memory saving
+  in.on_gpu = device_.is_cuda();
+  in.validation = !files_.valid.empty() || !files_.test.empty();
+  const TrainingPlan plan = plan_training(in);
+  int64_t device_free = -1;
+  if (device_.is_cuda()) {
+    size_t free_bytes = 0, total_bytes = 0;
+    cuda_memory_info(device_.index, &free_bytes, &total_bytes);
+    device_free = static_cast<int64_t>(free_bytes);
+  }
+  check_memory_fits(plan, runner_.processes_on_this_host(), host_memory_available(), device_free,
+                    device_.str());
+}
+
 void TrainingRun::set_up_model() {
   // The model's negative sampler starts at Rng(run.seed, kRngSampler) (BiLM::sampler_state).
   model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
@@ -276,7 +289,7 @@ void TrainingRun::set_up_model() {
   model_->init(static_cast<uint64_t>(config_.run.seed),
                static_cast<float>(config_.model.init_scale),
                static_cast<float>(config_.model.embedding_init_scale));
-  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
+  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_options(config_));
   const RowSplit mine = batcher_->my_rows();  // all rows, or a rank's share
   for (int d = 0; d < model_->shape().directions(); ++d)
     states_[d] = model_->zero_state(mine.end - mine.begin);
@@ -625,6 +638,7 @@ void TrainingRun::evaluate_and_summarise() {
   if (device_.is_cuda()) summary["device_name"] = cuda_device_name(device_.index);
   summary["precision"] = precision_;                         // what the GEMMs computed in
   summary["precision_requested"] = config_.train.precision;  // train.precision
+  summary["peak_host_memory_bytes"] = process_peak_rss_bytes();  // VmHWM, so far
   if (device_.is_cuda()) {
     summary["peak_device_memory_bytes"] = cuda_peak_bytes(device_.index);
     log_info("peak device memory: ", cuda_peak_bytes(device_.index) >> 20, " MiB (", device_.str(),
