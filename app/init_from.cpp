@@ -157,6 +157,9 @@ void check_init_args(const InitSourceArgs& args, bool resume) {
                          "this run: pass one of them (to fine-tune again, use a new run.dir)"));
   if (!fs::exists(args.path))
     throw UsageError(str("--init-from ", args.path, ": no such checkpoint folder or HDF5 file"));
+  if (!args.vocab.empty() && !fs::is_regular_file(args.vocab))
+    throw UsageError(str("--init-vocab ", args.vocab, ": no such file: give the vocabulary of ",
+                         "the source's table rows (one token per line, in row order)"));
   if (args.keep_optimizer && !fs::is_directory(args.path))
     throw UsageError(str("--init-optimizer: ", args.path, " is a weights file without optimizer ",
                          "state; it needs an elmo_fast checkpoint (drop --init-optimizer)"));

@@ -43,8 +43,8 @@ struct InitSourceArgs {
 };
 
 // Checks the flags alone (before anything is loaded or any process started): UsageError for
-// --init-vocab or --init-optimizer without --init-from, --init-from with --resume, a path that
-// does not exist, --init-optimizer with an HDF5 source.
+// --init-vocab or --init-optimizer without --init-from, --init-from with --resume, a path or an
+// --init-vocab file that does not exist, --init-optimizer with an HDF5 source.
 void check_init_args(const InitSourceArgs& args, bool resume);
 
 // The model sizes of a source, for the comparison with the config.

@@ -218,7 +218,7 @@ const std::vector<KeySpec>& key_table() {
               "(0 = never stop early; needs eval_every > 0 and validation data)"),
       float_key(ELMO_KEY(train, early_stopping_min_delta), 0, false, 1e9, false,
                 "Perplexity points a validation must improve on the best so far to count as an "
-                "improvement for early_stopping_patience"),
+                "improvement for early_stopping_patience (only with a patience > 0)"),
       // [optimizer]
       string_key(ELMO_KEY(optimizer, type), StringRule::kChoice, {"adagrad", "sgd"},
                  "\"adagrad\" (bilm-tf; sparse rows for embedding and softmax) or \"sgd\" (the "
@@ -725,6 +725,11 @@ void validate_impl(const Config& c, const Origins& origins) {
                "'train.early_stopping_patience' = ", c.train.early_stopping_patience,
                " needs validations during training: set "
                "'train.eval_every' > 0 (and data.valid)");
+  ELMO_REQUIRE(c.train.early_stopping_min_delta == 0 || c.train.early_stopping_patience > 0,
+               at("train.early_stopping_min_delta"),
+               "'train.early_stopping_min_delta' = ", c.train.early_stopping_min_delta,
+               " has no effect without early stopping: set 'train.early_stopping_patience' > 0, "
+               "or remove early_stopping_min_delta");
   ELMO_REQUIRE(c.optimizer.type != "adagrad" || c.optimizer.initial_accumulator > 0 ||
                    c.optimizer.epsilon > 0,
                at("optimizer.initial_accumulator"),

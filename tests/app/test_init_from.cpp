@@ -202,6 +202,12 @@ TEST(InitFrom, FlagCombinationsAreCheckedFirst) {
   const std::string file = testing::write_text_file(dir, "w.hdf5", "x");
   EXPECT_NE(usage({file, "", true}, false).find("without optimizer state"), std::string::npos);
   EXPECT_EQ(usage({dir, "", true}, false), "");
+  // A vocabulary that is not there, or a folder given as one.
+  EXPECT_NE(usage({file, dir + "/nope.txt", false}, false)
+                .find("--init-vocab " + dir + "/nope.txt: no such file"),
+            std::string::npos);
+  EXPECT_NE(usage({file, dir, false}, false).find("no such file"), std::string::npos);
+  EXPECT_EQ(usage({file, file, false}, false), "");
 }
 
 // ---- end to end, from the allennlp fixture (shared/data) ------------------------------------
@@ -329,6 +335,8 @@ TEST(InitFrom, BadInputsAreUsageErrors) {
            {"--init-from " + src.dir + "/nothing", "no such checkpoint folder"},
            {"--init-from " + no_vocab_dir, "no vocabulary at"},
            {"--init-vocab " + fixture() + "/vocab_test.txt", "--init-vocab needs --init-from"},
+           {"--init-from " + src.checkpoint + " --init-vocab " + src.dir + "/missing-vocab.txt",
+            "missing-vocab.txt: no such file"},
            {"--init-from " + fixture() + "/lm_weights.hdf5 --init-optimizer",
             "without optimizer state"},
        }) {

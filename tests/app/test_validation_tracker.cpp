@@ -180,18 +180,30 @@ TEST(KeepBest, ResumeDecidesExactlyAsTheUninterruptedRun) {
   }
 }
 
+// Patience 0 never stops, even when no validation improves: a learning rate of 1e-30 leaves the
+// weights as they are (every update is below half an ulp), so every validation equals the first.
+// Patience 1 stops the same run at its second validation.
 TEST(KeepBest, PatienceZeroRunsToTheEnd) {
   const std::string dir = testing::temp_dir("keep_best_zero");
-  const auto r = run_elmo("--config " + write_config(dir, config_text(dir + "/run", "")) +
-                          " --set train.max_steps=8 --set train.early_stopping_patience=0"
-                          " --set train.early_stopping_min_delta=1e6"
-                          " --set checkpoint.keep_best=true --set checkpoint.every_steps=0");
+  const std::string frozen =
+      " --set train.max_steps=8 --set optimizer.learning_rate=1e-30"
+      " --set checkpoint.keep_best=true --set checkpoint.every_steps=0";
+  const auto r =
+      run_elmo("--config " + write_config(dir + "/zero", config_text(dir + "/zero/run", "")) +
+               frozen + " --set train.early_stopping_patience=0");
   ASSERT_EQ(r.status, 0) << r.output;
-  const auto summary = nlohmann::json::parse(read_file(dir + "/run/summary.json"));
+  const auto summary = nlohmann::json::parse(read_file(dir + "/zero/run/summary.json"));
   EXPECT_EQ(summary["steps"], 8);
   EXPECT_EQ(summary["stop_reason"], "completed");
   EXPECT_EQ(summary["validation"]["validations"], 4);  // steps 2, 4, 6 and the final one
-  EXPECT_TRUE(fs::exists(dir + "/run/checkpoints/best/model.safetensors"));
+  EXPECT_EQ(summary["validation"]["since_improvement"], 3);
+  EXPECT_EQ(summary["validation"]["best_step"], 2);
+  EXPECT_TRUE(fs::exists(dir + "/zero/run/checkpoints/best/model.safetensors"));
+  const auto one =
+      run_elmo("--config " + write_config(dir + "/one", config_text(dir + "/one/run", "")) +
+               frozen + " --set train.early_stopping_patience=1");
+  ASSERT_EQ(one.status, 0) << one.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir + "/one/run/summary.json"))["steps"], 4);
 }
 
 TEST(KeepBest, ConfigurationsThatCannotWorkAreUsageErrors) {
@@ -208,6 +220,10 @@ TEST(KeepBest, ConfigurationsThatCannotWorkAreUsageErrors) {
             "'train.early_stopping_min_delta' = -0.5 is out of range"},
            {" --set train.early_stopping_patience=-1",
             "'train.early_stopping_patience' = -1 is out of range"},
+           {" --set train.early_stopping_min_delta=0.5",
+            "'train.early_stopping_min_delta' = 0.5 has no effect without early stopping"},
+           {" --set train.early_stopping_patience=1.5", "must be an integer"},
+           {" --set checkpoint.keep_best=yes", "must be a boolean"},
            {" --set synthetic.valid_sentences=0 --set checkpoint.keep_best=true",
             "checkpoint.keep_best = true needs validation data"},
            {" --set synthetic.valid_sentences=0 --set train.early_stopping_patience=1",

@@ -405,6 +405,14 @@ TEST(Config, KeepBestAndEarlyStoppingNeedEvalEvery) {
               HasSubstr("run.toml:2: 'train.early_stopping_patience' = 2 needs validations"));
   EXPECT_THAT(error_of("[train]\nearly_stopping_min_delta = -1\n"),
               HasSubstr("'train.early_stopping_min_delta' = -1.0 is out of range [0, 1000000000]"));
+  // A delta counts only towards a patience: without one (0 = never stop) it is a mistake.
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_min_delta = 0.5\n"),
+              HasSubstr("run.toml:3: 'train.early_stopping_min_delta' = 0.5 has no effect without "
+                        "early stopping: set 'train.early_stopping_patience' > 0"));
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_patience = 0\n"
+                       "early_stopping_min_delta = 2\n"),
+              HasSubstr("'train.early_stopping_min_delta' = 2"));
+  EXPECT_NO_THROW(config_from_string("[train]\neval_every = 5\nearly_stopping_patience = 0\n"));
   const Config ok = config_from_string(
       "[train]\neval_every = 5\nearly_stopping_patience = 2\nearly_stopping_min_delta = 0.5\n"
       "[checkpoint]\nkeep_best = true\n");
