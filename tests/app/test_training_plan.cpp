@@ -18,6 +18,7 @@
 #include "app/training_plan.h"
 #include "io/atomic_file.h"
 #include "model/bilm.h"
+#include "runtime/host_memory.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -312,6 +313,25 @@ TEST(TrainMemoryCheck, RefusesBeforeAllocatingWhatCannotFit) {
   EXPECT_THAT(r.output, HasSubstr("model.cell_size"));
   EXPECT_THAT(r.output, HasSubstr("elmo_fast plan"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("out of host memory allocating")));
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoints"));
+  // Not absurd: about twice what this machine has available, in tensors each well below it (the
+  // kind that allocates and then runs out mid-way). The address space is capped at 8 GiB, so a
+  // missing check fails on the allocation (out of host memory) instead of taking the machine.
+  // 2 directions x 2 layers of [4C, 2C] weights, each with an accumulator and a gradient:
+  // 3 x 16 x 2 x C^2 x 4 bytes = 384 C^2.
+  const HostMemoryAvailable available = host_memory_available();
+  ASSERT_GT(available.bytes, 0) << "no MemAvailable here";
+  const int64_t cell =
+      static_cast<int64_t>(std::sqrt(2.0 * static_cast<double>(available.bytes) / 384.0));
+  const auto twice =
+      testing::run_command("ulimit -v 8388608; " + testing::elmo_binary() + " train --config " +
+                           config + " --set model.cell_size=" + std::to_string(cell) +
+                           " --set model.embedding_dim=" + std::to_string(cell) +
+                           " --set model.projection_dim=0 --set model.layers=2");
+  EXPECT_EQ(twice.status, 2) << twice.output;
+  EXPECT_THAT(twice.output, HasSubstr("this configuration needs about"));
+  EXPECT_THAT(twice.output, HasSubstr("parameters: LSTM (2 x 2 layers)"));
+  EXPECT_THAT(twice.output, HasSubstr("--skip-memory-check"));
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoints"));
   // A configuration that fits trains as before; --skip-memory-check only skips the check.
   const auto ok =
