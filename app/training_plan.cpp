@@ -79,9 +79,9 @@ int64_t validation_bytes(const Dims& d, const Config& c) {
   const int64_t chunk = std::min(kFullSoftmaxChunk, d.V);
   // logits; per row max, sum, target logit, lse, NLL, and the per-position NLLs evaluate keeps
   int64_t bytes = d.dirs * (n * chunk * kF32 + n * (kF32 + 8 + kF32 + kF32 + 8 + 8));
-  bytes += d.dirs * (n * d.E * kF32 + 2 * n * kI32);                           // embedded, ids
-  bytes += d.dirs * d.L * rows * (d.H + d.C) * kF32;                           // states
-  bytes += 2 * n * kI32 * d.dirs;                                              // batches
+  bytes += d.dirs * (n * d.E * kF32 + 2 * n * kI32);  // embedded, ids
+  bytes += d.dirs * d.L * rows * (d.H + d.C) * kF32;  // states
+  bytes += 2 * n * kI32 * d.dirs;                     // batches
   const int64_t extra = std::max<int64_t>(0, n - d.N);
   for (int64_t l = 0; l < d.L; ++l) {
     const int64_t outs = 1 + (c.model.skip_connections && l > 0 ? 1 : 0);
