@@ -3,6 +3,7 @@
 // zero state. Used by `elmo_fast eval` and at the end of training.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,11 +42,19 @@ struct EvalSettings {
 };
 EvalSettings eval_settings(const EvalConfig& eval);  // everything from the [eval] keys
 
+// Sees the NLL of every position of every batch, after the batch is evaluated: `batch` is the
+// direction's batch as evaluated (targets of padded positions set to kIgnoreTarget) and
+// nll[r * batch.steps + t] the NLL of row r, step t (NaN where the target is ignored).
+// Called on the calling thread, batches in order, the forward direction first.
+using PositionNllObserver =
+    std::function<void(int direction, const Batch& batch, const std::vector<double>& nll)>;
+
 // `ranks`: a model holding a rank's rows of its tables evaluates with the other ranks of its run
 // (BiLM::evaluate; every rank calls this with the same data and settings, and all get the same
 // result); the directions then run one after the other.
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
-                           const EvalSettings& settings, RankSum* ranks = nullptr);
+                           const EvalSettings& settings, const PositionNllObserver& observer = {},
+                           RankSum* ranks = nullptr);
 
 // "fwd 61.2  bwd 60.8  mean 61.0 (83,000 tokens)"
 std::string describe(const EvalResult& result);

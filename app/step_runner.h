@@ -106,6 +106,10 @@ class StepRunner {
   virtual RankSum* rank_sum() { return nullptr; }
   // Every process of the run reaches `name`.
   virtual void barrier(const std::string& name) = 0;
+  // The root's `value` on every process (the others' arguments are ignored): what the root
+  // alone measured (a validation perplexity) becomes the same input to every process's
+  // decisions. Every process calls it.
+  virtual double share_from_root(double value) = 0;
   // The run ended cleanly here (after the final checkpoint).
   virtual void finish() = 0;
   // What summary.json adds about how the run was spread, beyond world_size (the hot rows).
@@ -131,6 +135,7 @@ class LocalStepRunner : public StepRunner {
                                int keep_last) override;
   bool whole_model() const override { return true; }
   void barrier(const std::string&) override {}
+  double share_from_root(double value) override { return value; }
   void finish() override {}
   void describe(nlohmann::json& summary) const override;
 
@@ -159,6 +164,7 @@ class DataParallelStepRunner : public StepRunner {
   bool whole_model() const override { return false; }
   RankSum* rank_sum() override;
   void barrier(const std::string& name) override;
+  double share_from_root(double value) override;
   void finish() override;
   void describe(nlohmann::json& summary) const override;
 
