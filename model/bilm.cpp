@@ -161,15 +161,25 @@ void BiLM::for_each_direction(int first, int end, const std::function<void(int)>
   for (int d = first; d < end; ++d) m.joined[d]->wait(caller);
 }
 
-void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
+void BiLM::init(uint64_t seed, const BilmInit& init) {
   const Scope scope(*this);
   Rng rng(seed, kRngInit);
-  init_uniform(params_.get(kEmbeddingWeight), embedding_scale, rng);
+  init_uniform(params_.get(kEmbeddingWeight), init.embedding_scale, rng);
   const LstmStackShape stack = stack_shape(shape_);
   for (int d = 0; d < shape_.directions(); ++d)
-    init_lstm_parameters(params_, direction_name(d), stack, init_scale, rng);
-  init_uniform(params_.get("softmax.weight"), init_scale, rng);
-  params_.get("softmax.bias").value.zero_();
+    init_lstm_parameters(params_, direction_name(d), stack, init.init_scale, rng, init.forget_bias);
+  init_uniform(params_.get("softmax.weight"), init.init_scale, rng);
+  if (init.uniform_softmax_bias)
+    init_uniform(params_.get("softmax.bias"), init.init_scale, rng);
+  else
+    params_.get("softmax.bias").value.zero_();
+}
+
+void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
+  BilmInit values;
+  values.init_scale = init_scale;
+  values.embedding_scale = embedding_scale;
+  init(seed, values);
 }
 
 LstmState BiLM::zero_state(int64_t rows) const {

@@ -58,7 +58,8 @@ void register_lstm_parameters(ParameterStore& store, const std::string& directio
 }
 
 void init_lstm_parameters(ParameterStore& store, const std::string& direction,
-                          const LstmStackShape& shape, float init_scale, Rng& rng) {
+                          const LstmStackShape& shape, float init_scale, Rng& rng,
+                          float forget_bias) {
   check_lstm_stack_shape(shape);
   // Values are drawn on the host (into the parameter itself on the CPU) and copied to the
   // parameter's device, so every device gets the same initial weights.
@@ -79,7 +80,7 @@ void init_lstm_parameters(ParameterStore& store, const std::string& direction,
     Tensor host = host_view(bias);
     host.zero_();
     float* b = host.data<float>();
-    std::fill(b + C, b + 2 * C, 1.0f);  // forget gate
+    std::fill(b + C, b + 2 * C, forget_bias);  // forget gate
     if (!bias.value.device().is_cpu()) bias.value.copy_from(host);
     if (shape.proj_dim > 0) fill_uniform(store.get(lstm_parameter_name(direction, l, "weight_hr")));
   }
