@@ -23,6 +23,7 @@ int eval_command(const EvalArgs& args) {
   settings.rows = args.batch_size;
   settings.steps = args.unroll_steps;
   settings.max_tokens = args.max_tokens;
+  settings.packing = packing_from_name(loaded.config.data.packing);  // as it was trained
   const EvalResult result = evaluate_corpus(*loaded.model, data, vocab, settings);
   std::printf("perplexity (%s): %s\n", args.mode.c_str(), describe(result).c_str());
   if (!args.json_out.empty()) {

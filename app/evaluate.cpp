@@ -49,6 +49,7 @@ EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& voc
   options.mode = settings.mode;
   options.rows = settings.rows;
   options.steps = settings.steps;
+  options.packing = settings.packing;
   EvalBatcher batcher(data, vocab, options);
   EvalResult result;
   result.directions = model.shape().directions();

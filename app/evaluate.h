@@ -26,6 +26,9 @@ struct EvalSettings {
   int64_t rows = 1;
   int64_t steps = 20;
   int64_t max_tokens = 0;  // 0 = all
+  // The packing the model was trained with (data.packing): contiguous reads the text as the
+  // TF PTB tutorial does (io/batcher.h).
+  Packing packing = Packing::kSentences;
 };
 
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,

@@ -74,6 +74,15 @@ BilmTrainOptions bilm_options(const Config& config) {
   return options;
 }
 
+BilmInit bilm_init(const Config& config) {
+  BilmInit init;
+  init.init_scale = static_cast<float>(config.model.init_scale);
+  init.embedding_scale = static_cast<float>(config.model.embedding_init_scale);
+  init.forget_bias = static_cast<float>(config.model.forget_bias);
+  init.uniform_softmax_bias = config.model.softmax_bias_init == "uniform";
+  return init;
+}
+
 NamedTensors model_tensors(const BiLM& model) {
   NamedTensors out;
   for (const Parameter* p : model.params().all()) out.emplace_back(p->name, p->value);

@@ -34,6 +34,7 @@ std::string cache_dir(const Config& config);
 
 BilmShape bilm_shape(const Config& config, int64_t vocab_size);
 BilmTrainOptions bilm_options(const Config& config);
+BilmInit bilm_init(const Config& config);  // model.init_scale, forget_bias, ...
 
 // A model restored from a checkpoint (or run folder) with the config it was trained with.
 struct LoadedModel {

@@ -19,6 +19,16 @@ TokenBatch tokens_of(const Batch& batch, int64_t global_rows) {
           batch.targets.data(), global_rows, batch.row_begin};
 }
 
+// Contiguous packing restarts every row from zero state at the first batch of an epoch
+// (io/batcher.h); sentence packing never does.
+void reset_state_if_asked(const Batch& batch, LstmState* states, int directions) {
+  if (!batch.reset_state) return;
+  for (int d = 0; d < directions; ++d) {
+    states[d].h.zero_();
+    states[d].c.zero_();
+  }
+}
+
 }  // namespace
 
 void check_loss_is_finite(double loss, int64_t step) {
@@ -58,6 +68,7 @@ StepOutcome LocalStepRunner::run_step(int64_t step, bool, bool checkpoint_due) {
   TokenBatch tokens[2];
   for (int d = 0; d < parts_.model->shape().directions(); ++d)
     tokens[d] = tokens_of(batch_[d], parts_.config->train.batch_size);
+  reset_state_if_asked(batch_[0], parts_.states, parts_.model->shape().directions());
   const TrainStepResult result =
       parts_.model->train_step(tokens, parts_.states, static_cast<uint64_t>(step));
   check_loss_is_finite(result.loss, step);
@@ -157,6 +168,7 @@ StepOutcome DataParallelStepRunner::run_step(int64_t step, bool stop_requested,
   // The next step's rows travel while this one computes.
   if (step + 1 < total_steps_) prefetch(step + 1, next_);
   dist_.begin_step();
+  reset_state_if_asked(current_.batch[0], parts_.states, parts_.model->shape().directions());
   const TrainStepResult local =
       parts_.model->train_step(current_.tokens, parts_.states, static_cast<uint64_t>(step));
   const float lr = parts_.optimizer->learning_rate(current_.epoch);

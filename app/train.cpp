@@ -241,6 +241,7 @@ void TrainingRun::set_up_data() {
   options.seed = static_cast<uint64_t>(config_.run.seed);
   options.rank = runner_.rank();
   options.world_size = runner_.world_size();
+  options.packing = packing_from_name(config_.data.packing);
   ELMO_REQUIRE(config_.train.batch_size >= options.world_size,
                "train.batch_size = ", config_.train.batch_size, " is smaller than the ",
                options.world_size, " ranks of this run: every rank needs at least one row");
@@ -251,9 +252,7 @@ void TrainingRun::set_up_model() {
   // The model's negative sampler starts at Rng(run.seed, kRngSampler) (BiLM::sampler_state).
   model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
                                   device_);
-  model_->init(static_cast<uint64_t>(config_.run.seed),
-               static_cast<float>(config_.model.init_scale),
-               static_cast<float>(config_.model.embedding_init_scale));
+  model_->init(static_cast<uint64_t>(config_.run.seed), bilm_init(config_));
   optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
   const RowSplit mine = batcher_->my_rows();  // all rows, or a rank's share
   for (int d = 0; d < model_->shape().directions(); ++d)
@@ -494,6 +493,7 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
   settings.rows = config_.eval.batch_size;
   settings.steps = config_.eval.unroll_steps;
   settings.max_tokens = config_.eval.max_tokens;
+  settings.packing = packing_from_name(config_.data.packing);
   progress_.finish();
   const auto start = Clock::now();
   EvalResult result = evaluate_corpus(*model_, data, vocab_, settings);

@@ -126,6 +126,11 @@ const std::vector<KeySpec>& key_table() {
                  "unchanged"),
       bool_key(ELMO_KEY(data, shuffle),
                "Shuffle the sentence order (seeded, every epoch) before packing rows"),
+      string_key(ELMO_KEY(data, packing), StringRule::kChoice, {"sentences", "contiguous"},
+                 "How training rows are cut: \"sentences\" (bilm-tf: each row an endless "
+                 "stream of <S> w1 .. wn sentences) or \"contiguous\" (TF PTB tutorial: the "
+                 "text in order as one stream, each sentence followed by </S>, no <S>, cut into "
+                 "batch_size rows; state reset every epoch; forward LM, data.shuffle = false)"),
       // [synthetic]
       int_key(ELMO_KEY(synthetic, vocab_size), 2, 1000000,
               "Words of the built-in language (without <S> </S> <UNK>)"),
@@ -170,6 +175,12 @@ const std::vector<KeySpec>& key_table() {
       float_key(ELMO_KEY(model, embedding_init_scale), 0, true, 10, false,
                 "Embedding rows start uniform in +-embedding_init_scale (1 = std 0.58, close to "
                 "nn.Embedding's N(0,1) used by lapse-elmo)"),
+      float_key(ELMO_KEY(model, forget_bias), -100, false, 100, false,
+                "Starting bias of every LSTM forget gate (bilm-tf 1; the TF PTB tutorial's "
+                "cell 0); the other LSTM biases start at 0"),
+      string_key(ELMO_KEY(model, softmax_bias_init), StringRule::kChoice, {"zero", "uniform"},
+                 "Softmax bias start: \"zero\" or \"uniform\" in +-init_scale (the TF PTB "
+                 "tutorial's, whose one initializer covers every variable but the LSTM biases)"),
       // [softmax]
       string_key(ELMO_KEY(softmax, type), StringRule::kChoice, {"sampled", "full"},
                  "Training loss: \"sampled\" (true word + samples negatives) or \"full\" (all V); "
@@ -699,6 +710,16 @@ void validate_impl(const Config& c, const Origins& origins) {
   ELMO_REQUIRE(c.train.epochs > 0 || c.train.max_steps > 0, at("train.epochs"),
                "'train.epochs' = 0 and 'train.max_steps' = 0 leave nothing to train: set one of "
                "them > 0");
+  if (c.data.packing == "contiguous") {
+    ELMO_REQUIRE(!c.model.bidirectional, at("data.packing"),
+                 "'data.packing' = \"contiguous\" trains a forward LM on the text in order (the "
+                 "TF PTB tutorial's stream); 'model.bidirectional' = true needs 'data.packing' = "
+                 "\"sentences\": set model.bidirectional = false or data.packing = \"sentences\"");
+    ELMO_REQUIRE(!c.data.shuffle, at("data.packing"),
+                 "'data.packing' = \"contiguous\" reads the text in order, as one stream whose "
+                 "rows carry the context across sentences; 'data.shuffle' = true would break it: "
+                 "set data.shuffle = false (or data.packing = \"sentences\")");
+  }
   ELMO_REQUIRE(c.optimizer.type != "adagrad" || c.optimizer.initial_accumulator > 0 ||
                    c.optimizer.epsilon > 0,
                at("optimizer.initial_accumulator"),

@@ -41,6 +41,7 @@ struct DataConfig {
   int64_t max_vocab = 0;  // 0 = no limit
   std::string cache_dir;  // "" = run.dir/cache
   bool shuffle = true;
+  std::string packing = "sentences";  // sentences (bilm-tf) | contiguous (TF PTB tutorial)
   bool operator==(const DataConfig&) const = default;
 };
 
@@ -68,6 +69,8 @@ struct ModelConfig {
   bool bidirectional = true;
   double init_scale = 0.05;
   double embedding_init_scale = 1.0;
+  double forget_bias = 1.0;                // the forget gate's starting bias
+  std::string softmax_bias_init = "zero";  // zero | uniform (+-init_scale)
 
   // Width of each layer's output (h): the projection when on, else the cell.
   int64_t output_dim() const { return projection_dim > 0 ? projection_dim : cell_size; }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -121,6 +122,84 @@ TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
         << file << " differs after resuming the old-format position";
 }
 
+// data.packing = "contiguous" (the TF PTB tutorial's rows), forward only, with the tutorial's
+// starting values: N steps == N/2 + --resume N/2 bit for bit, whether the resume lands in the
+// middle of an epoch or exactly on its end (the next step then restarts from zero state); `eval`
+// of the checkpoint predicts every id of the text but the first, as the run's own evaluation.
+std::string contiguous_config(const std::string& run_dir) {
+  return tiny_config(run_dir, "[data]\npacking = \"contiguous\"\nshuffle = false\n") + "\n";
+}
+
+const char* kContiguousSets =
+    " --set model.bidirectional=false --set synthetic.train_sentences=100"
+    " --set model.forget_bias=0 --set model.softmax_bias_init=uniform"
+    " --set checkpoint.every_steps=0";
+
+TEST(Train, ContiguousPackingResumesBitIdenticallyAcrossAnEpochEnd) {
+  const std::string dir = testing::temp_dir("contiguous");
+  const std::string full = dir + "/full";
+  fs::create_directories(dir + "/a");
+  const std::string config_full = write_config(dir + "/a", contiguous_config(full));
+  auto r = run_elmo("--config " + config_full + kContiguousSets + " --set train.max_steps=40");
+  ASSERT_EQ(r.status, 0) << r.output;
+  // Batches per epoch, from the batcher position of the final checkpoint.
+  const auto final_state =
+      nlohmann::json::parse(read_file(full + "/checkpoints/step-40/state.json"));
+  const auto& batcher = final_state.at("batcher");
+  ASSERT_EQ(batcher.at("packing"), "contiguous");
+  ASSERT_GE(batcher.at("epoch").get<int64_t>(), 1) << "40 steps must cross an epoch end";
+  const int64_t epoch = batcher.at("epoch").get<int64_t>();
+  const int64_t per_epoch = (40 - batcher.at("epoch_batch").get<int64_t>()) / epoch;
+  ASSERT_GE(per_epoch, 4);
+  for (const int64_t stop : {per_epoch - 3, per_epoch}) {
+    const std::string half = dir + "/half" + std::to_string(stop);
+    fs::create_directories(half + "-cfg");
+    const std::string config_half = write_config(half + "-cfg", contiguous_config(half));
+    r = run_elmo("--config " + config_half + kContiguousSets +
+                 " --set train.max_steps=" + std::to_string(stop));
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = run_elmo("--config " + config_half + kContiguousSets +
+                 " --set train.max_steps=40 --resume");
+    ASSERT_EQ(r.status, 0) << r.output;
+    for (const char* file : {"model.safetensors", "optimizer.safetensors", "carry.safetensors"})
+      EXPECT_TRUE(read_file(full + "/checkpoints/step-40/" + file) ==
+                  read_file(half + "/checkpoints/step-40/" + file))
+          << file << " differs after resuming at step " << stop;
+  }
+  // eval reads the packing from the checkpoint's config: the same numbers as the run's own.
+  const auto summary = nlohmann::json::parse(read_file(full + "/summary.json"));
+  std::string valid;
+  for (const auto& e : fs::recursive_directory_iterator(full + "/data"))
+    if (e.path().filename() == "valid.txt") valid = e.path().string();
+  ASSERT_FALSE(valid.empty());
+  r = run_elmo("eval --checkpoint " + full + " --corpus " + valid +
+               " --batch-size 4 --unroll-steps 20 --json " + dir + "/eval.json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto evaluated = nlohmann::json::parse(read_file(dir + "/eval.json"));
+  EXPECT_EQ(evaluated.at("ppl"), summary.at("valid").at("ppl"));
+  EXPECT_EQ(evaluated.at("tokens"), summary.at("valid").at("tokens"));
+  int64_t words = 0, lines = 0;
+  {
+    std::ifstream in(valid);
+    std::string line;
+    while (std::getline(in, line)) {
+      ++lines;
+      std::istringstream split(line);
+      std::string w;
+      while (split >> w) ++words;
+    }
+  }
+  EXPECT_EQ(evaluated.at("tokens").get<int64_t>(), words + lines - 1);
+  // Resuming with the other packing is refused, and the checkpoint stays as it was.
+  const std::string model = full + "/checkpoints/step-40/model.safetensors";
+  const std::string before = read_file(model);
+  r = run_elmo("--config " + config_full + kContiguousSets +
+               " --set train.max_steps=50 --resume --set data.packing=sentences");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("data.packing"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(model), before);
+}
+
 struct BadCase {
   const char* name;
   std::string config_text;  // written as run.toml
@@ -137,6 +216,8 @@ TEST(Train, BadInputGivesOneClearLineAndTheRightExitCode) {
   write_file_atomic(empty_file, "\n\n");
   write_file_atomic(bad_utf8, "a b c\nd \xc3\x28 e\n");
   write_file_atomic(empty_vocab, "");
+  const std::string tiny_text = dir + "/tiny.txt";  // 4 ids: no contiguous batch of 8 x 10
+  write_file_atomic(tiny_text, "a b c\n");
   const std::string base = tiny_config(run);
   const std::vector<BadCase> cases = {
       {"malformed toml", base + "[train\n", "", 2, "run.toml:"},
@@ -149,6 +230,19 @@ TEST(Train, BadInputGivesOneClearLineAndTheRightExitCode) {
       {"invalid utf-8", base, "--set data.corpus=" + bad_utf8, 1, "bad.txt:2"},
       {"empty vocab", base, "--set data.vocab=" + empty_vocab, 1, "empty"},
       {"samples >= vocab", base, "--set softmax.samples=100000", 2, "softmax.samples"},
+      {"bad packing", base, "--set data.packing=streams", 2, "data.packing"},
+      {"contiguous backward LM", base, "--set data.packing=contiguous --set data.shuffle=false", 2,
+       "model.bidirectional"},
+      {"contiguous shuffled", base, "--set data.packing=contiguous --set model.bidirectional=false",
+       2, "data.shuffle"},
+      {"contiguous text too short", base,
+       "--set data.packing=contiguous --set data.shuffle=false --set model.bidirectional=false "
+       "--set data.corpus=" +
+           tiny_text,
+       2, "train.batch_size"},
+      {"forget bias out of range", base, "--set model.forget_bias=500", 2, "model.forget_bias"},
+      {"bad softmax bias init", base, "--set model.softmax_bias_init=normal", 2,
+       "model.softmax_bias_init"},
   };
   for (const BadCase& c : cases) {
     fs::remove_all(run);
