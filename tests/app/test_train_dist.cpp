@@ -136,6 +136,34 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
   }
 }
 
+// Contiguous packing (the TF PTB tutorial's rows) over an epoch end: one rank and two ranks
+// split the same rows and both restart them from zero state, so they reach the same parameters.
+TEST(TrainDist, ContiguousPackingOneAndTwoRanksAgreeAcrossAnEpochEnd) {
+  const std::string dir = testing::temp_dir("train_dist_contiguous");
+  const std::string sets =
+      " --set data.packing=contiguous --set data.shuffle=false --set model.bidirectional=false"
+      " --set synthetic.train_sentences=40";
+  const int64_t steps = 12;
+  const auto one = run_elmo("--config " +
+                            write_config(dir + "/1", dist_config(dir + "/1/run", steps, 6)) + sets);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto two =
+      run_elmo("--config " + write_config(dir + "/2", dist_config(dir + "/2/run", steps, 6)) +
+               sets + " --nodes 2 --workers_per_node 1");
+  ASSERT_EQ(two.status, 0) << two.output;
+  const auto state = nlohmann::json::parse(
+      read_file(dir + "/2/run/checkpoints/step-" + std::to_string(steps) + "/state.json"));
+  ASSERT_GE(state.at("batcher").at("epoch").get<int64_t>(), 1) << "the run must cross an epoch";
+  const NamedTensors reference = final_model(dir + "/1/run");
+  const NamedTensors model = final_model(dir + "/2/run");
+  ASSERT_EQ(model.size(), reference.size());
+  ASSERT_FALSE(model.empty());
+  for (size_t i = 0; i < model.size(); ++i)
+    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
+                                   1e-5f, 1e-5f))
+        << model[i].first;
+}
+
 // A rank draws the next step's batch and samples one step ahead. Its checkpoints still hold the
 // batcher and sampler positions after their own steps (a mid-run checkpoint and the final one of
 // a shorter run agree, the sampler at the replayed draws of those steps), and resuming from
