@@ -196,18 +196,22 @@ TEST(LocalStepRunner, AnswersAsAProcessAloneAndCheckpointsEverything) {
 // A one-rank job in this process: the same rows, samples and updates as the local runner; the
 // global norm is summed in another order (replicated part + owned rows), hence the tolerance
 // (as tests/app/test_train_dist.cpp allows 1, 2 and 4 ranks).
-TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
-  const std::string dir = testing::temp_dir("step_runner_one_rank");
-  // Rank 0 of a job of one, serving its own rendezvous (no launcher makes such a job: a world
-  // of one trains as a single process, so the plan is written out here).
+// Rank 0 of a job of one, serving its own rendezvous (no launcher makes such a job: a world of
+// one trains as a single process, so the plan is written out here).
+ProcessPlan one_rank_plan(const std::string& job_token) {
   ProcessPlan plan;
   plan.kind = ProcessKind::kRank;
   plan.source = "test";
   plan.root_host = "127.0.0.1";
   plan.root_port = testing::free_port();
-  plan.job_token = "step-runner-test";
+  plan.job_token = job_token;
   plan.serve_store = true;
-  DataParallel dist(plan, 20.0);
+  return plan;
+}
+
+TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
+  const std::string dir = testing::temp_dir("step_runner_one_rank");
+  DataParallel dist(one_rank_plan("step-runner-test"), 20.0);
   DataParallelStepRunner ranked(dist);
   LocalStepRunner local;
   Training a(dir + "/rank"), b(dir + "/local");
@@ -243,14 +247,7 @@ TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
 // The same with contiguous packing, across the start of an epoch (its state reset).
 TEST(DataParallelStepRunner, OneRankResetsTheStateAtEpochStartLikeTheLocalRunner) {
   const std::string dir = testing::temp_dir("step_runner_one_rank_contiguous");
-  ProcessPlan plan;
-  plan.kind = ProcessKind::kRank;
-  plan.source = "test";
-  plan.root_host = "127.0.0.1";
-  plan.root_port = testing::free_port();
-  plan.job_token = "step-runner-contiguous-test";
-  plan.serve_store = true;
-  DataParallel dist(plan, 20.0);
+  DataParallel dist(one_rank_plan("step-runner-contiguous-test"), 20.0);
   DataParallelStepRunner ranked(dist);
   LocalStepRunner local;
   Training a(dir + "/rank", kContiguous), b(dir + "/local", kContiguous);
