@@ -1,10 +1,11 @@
 #include "io/batcher.h"
 
+#include "runtime/partition.h"
+
 #include <algorithm>
 
 #include "runtime/error.h"
 #include "runtime/log.h"
-#include "runtime/partition.h"
 #include "runtime/rng.h"
 
 namespace elmo {
