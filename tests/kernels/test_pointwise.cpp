@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "runtime/rng.h"
@@ -92,22 +93,37 @@ TEST(Pointwise, ClipAndItsGradientFollowClipByValue) {
   EXPECT_EQ(y, x);
 }
 
-TEST(Pointwise, ColumnSumsAddRowsInOrder) {
-  const int64_t rows = 9, cols = 1500, ld = 1503;  // > one parallel grain of columns
-  const std::vector<float> x = randoms(rows * ld, 4);
-  std::vector<float> out = randoms(cols, 5);
-  std::vector<double> out64(cols, 0.25);
-  std::vector<float> expected = out;
-  std::vector<double> expected64 = out64;
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t r = 0; r < rows; ++r) {
-      expected[j] += x[r * ld + j];
-      expected64[j] += x[r * ld + j];
+// The lane order of pointwise.h, written out per column: the CUDA kernel sums in this order,
+// so the CPU twin must give exactly these bits.
+template <typename Acc>
+Acc lane_order_sum(const std::vector<float>& x, int64_t rows, int64_t ld, int64_t j, Acc start) {
+  std::vector<Acc> lane(kColumnSumLanes, Acc(0));
+  for (int64_t r = 0; r < rows; ++r) lane[r % kColumnSumLanes] += static_cast<Acc>(x[r * ld + j]);
+  for (int half = kColumnSumLanes / 2; half > 0; half /= 2)
+    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
+  return start + lane[0];
+}
+
+TEST(Pointwise, ColumnSumsAddInTheLaneOrderOfTheCudaKernel) {
+  // Fewer rows than lanes, a few rounds of lanes, a column count over one parallel grain and
+  // one 256-column pass with a tail.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{9, 1500}, {300, 1500}, {70, 37}};
+  for (const auto& [rows, cols] : shapes) {
+    const int64_t ld = cols + 3;
+    const std::vector<float> x = randoms(rows * ld, 4);
+    std::vector<float> out = randoms(cols, 5);
+    std::vector<double> out64(cols, 0.25);
+    std::vector<float> expected = out;
+    std::vector<double> expected64 = out64;
+    for (int64_t j = 0; j < cols; ++j) {
+      expected[j] = lane_order_sum<float>(x, rows, ld, j, expected[j]);
+      expected64[j] = lane_order_sum<double>(x, rows, ld, j, expected64[j]);
     }
-  column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
-  column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
-  EXPECT_EQ(out, expected);
-  EXPECT_EQ(out64, expected64);
+    column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
+    column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
+    EXPECT_EQ(out, expected) << rows << " rows";
+    EXPECT_EQ(out64, expected64) << rows << " rows";
+  }
 }
 
 TEST(Pointwise, AddScaledTableRowsAndSumToDouble) {

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "runtime/cuda_memory.h"
@@ -112,6 +113,35 @@ TEST(PointwiseGpu, ColumnSumsAndScaledRowsMatchCpuBitForBit) {
   const Tensor h64 = g64.to(kCpu);
   std::memcpy(got64.data(), h64.raw(), cols * sizeof(double));
   EXPECT_EQ(got64, out64);
+
+  // The sampled-softmax bias shape (N = T * B = 2560 rows of S = 8192 samples) and fewer rows
+  // than lanes: the same bits as the CPU twin, and from one run to the next.
+  for (const auto& [big_rows, big_cols] :
+       std::vector<std::pair<int64_t, int64_t>>{{2560, 8192}, {5, 100}}) {
+    const std::vector<float> xb = randoms(big_rows * big_cols, 9);
+    std::vector<double> sums(big_cols, -1.0);
+    Tensor gsums = Tensor::empty({big_cols}, DType::kI64);
+    std::memcpy(gsums.raw(), sums.data(), big_cols * sizeof(double));
+    gsums = gsums.to(kGpu);
+    const Tensor gxb = gpu(xb);
+    column_sums_add_f64(kCpu, xb.data(), big_rows, big_cols, big_cols, sums.data());
+    for (int run = 0; run < 2; ++run) {
+      Tensor g = Tensor::empty({big_cols}, DType::kI64);
+      std::memcpy(g.raw(), std::vector<double>(big_cols, -1.0).data(), big_cols * sizeof(double));
+      g = g.to(kGpu);
+      column_sums_add_f64(kGpu, gxb.data<float>(), big_rows, big_cols, big_cols,
+                          reinterpret_cast<double*>(g.data<int64_t>()));
+      std::vector<double> got(big_cols);
+      const Tensor h = g.to(kCpu);
+      std::memcpy(got.data(), h.raw(), big_cols * sizeof(double));
+      EXPECT_EQ(got, sums) << big_rows << " x " << big_cols << ", run " << run;
+    }
+    std::vector<float> sums32(big_cols, 0.5f);
+    Tensor g32 = gpu(sums32);
+    column_sums_add(kCpu, xb.data(), big_rows, big_cols, big_cols, sums32.data());
+    column_sums_add(kGpu, gxb.data<float>(), big_rows, big_cols, big_cols, g32.data<float>());
+    EXPECT_EQ(g32.to_floats(), sums32) << big_rows << " x " << big_cols;
+  }
 
   const int64_t n = 513, dim = 257, vocab = 1000;
   const std::vector<float> table = randoms(vocab * dim, 6), scale = randoms(n, 7);
