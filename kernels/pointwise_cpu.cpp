@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"

@@ -48,11 +48,13 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_sum = device_copy(c_sum, DType::kI64);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(), n,
-                               c, begin, c_max.data(), c_sum.data(), c_target.data());
-    full_softmax_chunk_lse_cuda(g_logits.data<float>() + begin, vocab, g_bias.data<float>() + begin,
-                                g_targets.data<int32_t>(), n, c, begin, g_max.data<float>(),
-                                static_cast<double*>(g_sum.raw()), g_target.data<float>());
+    full_softmax_chunk_lse(Device::cpu(), logits.data() + begin, vocab, bias.data() + begin,
+                           targets.data(), n, c, begin, c_max.data(), c_sum.data(),
+                           c_target.data());
+    full_softmax_chunk_lse(Device::cuda(0), g_logits.data<float>() + begin, vocab,
+                           g_bias.data<float>() + begin, g_targets.data<int32_t>(), n, c, begin,
+                           g_max.data<float>(), static_cast<double*>(g_sum.raw()),
+                           g_target.data<float>());
   }
   const std::vector<double> g_sum_host = host_copy<double>(g_sum);
   const std::vector<float> g_max_host = g_max.to_floats();
@@ -69,14 +71,46 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_lse_dev = device_copy(c_lse, DType::kF32);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_grad_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(),
-                                c_lse.data(), n, c, begin, 0.25f);
-    full_softmax_chunk_grad_cuda(g_logits.data<float>() + begin, vocab,
-                                 g_bias.data<float>() + begin, g_targets.data<int32_t>(),
-                                 g_lse_dev.data<float>(), n, c, begin, 0.25f);
+    full_softmax_chunk_grad(Device::cpu(), logits.data() + begin, vocab, bias.data() + begin,
+                            targets.data(), c_lse.data(), n, c, begin, 0.25f);
+    full_softmax_chunk_grad(Device::cuda(0), g_logits.data<float>() + begin, vocab,
+                            g_bias.data<float>() + begin, g_targets.data<int32_t>(),
+                            g_lse_dev.data<float>(), n, c, begin, 0.25f);
   }
   // Same f32 formula; expf may differ by an ulp or two between host and device.
   EXPECT_TRUE(testing::all_close(g_logits.to_floats(), logits, 1e-7f, 1e-5f));
+}
+
+TEST(FullSoftmaxGpu, FinishMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 1000;  // several rows per thread of the one block
+  Rng rng(22, kRngSynthetic);
+  std::vector<float> row_max(n), target_logit(n), c_lse(n, 0.0f);
+  std::vector<double> row_sum(n);
+  std::vector<int32_t> targets(n);
+  for (int64_t r = 0; r < n; ++r) {
+    row_max[r] = 3.0f * rng.normal();
+    row_sum[r] = 1.0 + 100.0 * rng.uniform();
+    target_logit[r] = row_max[r] - 2.0f * rng.uniform();
+    targets[r] = r % 7 == 3 ? kIgnoreTarget : static_cast<int32_t>(r);
+  }
+  double c_result[2] = {0.0, 0.0};
+  full_softmax_finish(Device::cpu(), row_max.data(), row_sum.data(), target_logit.data(),
+                      targets.data(), n, c_lse.data(), c_result);
+  Tensor g_max = device_copy(row_max, DType::kF32), g_sum = device_copy(row_sum, DType::kI64);
+  Tensor g_target = device_copy(target_logit, DType::kF32);
+  Tensor g_targets = device_copy(targets, DType::kI32);
+  Tensor g_lse = device_copy(std::vector<float>(n, 0.0f), DType::kF32);
+  Tensor g_result = device_copy(std::vector<double>(2, 0.0), DType::kI64);
+  full_softmax_finish(Device::cuda(0), g_max.data<float>(), static_cast<double*>(g_sum.raw()),
+                      g_target.data<float>(), g_targets.data<int32_t>(), n, g_lse.data<float>(),
+                      static_cast<double*>(g_result.raw()));
+  // Device log in double, then the f32 rounding: at most an ulp apart.
+  EXPECT_TRUE(testing::all_close(g_lse.to_floats(), c_lse, 0.0f, 2e-7f));
+  const std::vector<double> g = host_copy<double>(g_result);
+  // A fixed tree against a sequential double sum of ~860 terms: 1e-12 relative.
+  EXPECT_NEAR(g[0], c_result[0], 1e-12 * std::fabs(c_result[0]));
+  EXPECT_EQ(g[1], c_result[1]);
 }
 
 }  // namespace
