@@ -156,7 +156,7 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
 }
 
 int run(const Options& o) {
-  if (!have_gpu("bench_adagrad")) return kExitNoGpu;
+  if (const int rc = no_gpu_exit_code("bench_adagrad")) return rc;
   cuda_set_device(0);
   const Device gpu = Device::cuda(0);
   const nlohmann::json device = device_json(0);
