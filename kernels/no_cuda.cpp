@@ -46,7 +46,7 @@ void full_softmax_chunk_grad_cuda(float*, int64_t, const float*, const int32_t*,
   throw_cpu_only_build("full_softmax_chunk_grad on CUDA");
 }
 void full_softmax_finish_cuda(const float*, const double*, const float*, const int32_t*, int64_t,
-                              float*, double*) {
+                              float*, double*, double*) {
   throw_cpu_only_build("full_softmax_finish on CUDA");
 }
 double sum_of_squares_cuda(const FloatSpan*, int, int) {
