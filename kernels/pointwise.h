@@ -8,23 +8,27 @@
 //   clip_values            y[e] = clip(x[e], ±limit)              (limit <= 0: no clip)
 //   mask_clip_grad         g[e] *= [-limit <= x[e] <= limit]      (TF clip_by_value gradient)
 //   add_floats             out[e] = a[e] + b[e]                   (out may alias a or b)
-//   column_sums_add        out[j] += sum_r x[r * ld + j]           f32 accumulators, lane order
+//   column_sums_add        out[j] += sum_r x[r * ld + j]           f32 accumulators (see below)
 //   column_sums_add_f64    out[j] += sum_r x[r * ld + j]           f64 accumulators, lane order
 //   add_scaled_table_rows  out[r, :] += scale[r] * table[ids[r], :]
 //   sum_to_double          *out = sum_e x[e] in double            (CUDA: *out is device memory)
 //   floats_to_bf16         y[e] = bf16(x[e])  round to nearest even, NaN stays NaN (quiet)
 //   bf16_to_floats         y[e] = f32(x[e])   exact
 //
-// The reductions are deterministic on both backends. Column sums, lane order (the same on both,
-// so CPU and CUDA agree bit for bit): kColumnSumLanes partial sums per column, lane l adding
-// rows l, l + L, l + 2L, ... in ascending order from 0, then the lanes combined by halving
-// (lane l += lane l + L/2 for l < L/2, then L/4, ... 1) and the total added to out[j]. On
-// CUDA a block of L x 32 threads owns 32 columns (one thread per lane and column), so a sum
-// over thousands of rows spreads over L threads instead of one. sum_to_double: a fixed tree on
-// CUDA, sequential on the CPU, so the two differ in the last bits. Products and sums on the
-// device are explicitly rounded (no FMA contraction), matching the CPU's -ffp-contract=off
-// arithmetic.
-// What it is not: a general tensor library; the ops take raw pointers and sizes.
+// The reductions are deterministic on both backends. Column sums, lane order (column_sums_add_f64
+// on both backends and column_sums_add on CUDA, so the f64 sums agree bit for bit): kColumnSumLanes
+// partial sums per column, lane l adding rows l, l + L, l + 2L, ... in ascending order from 0, then
+// the lanes combined by halving (lane l += lane l + L/2 for l < L/2, then L/4, ... 1) and the total
+// added to out[j]. On CUDA a block of L x 32 threads owns 32 columns (one thread per lane and
+// column), so a sum over thousands of rows spreads over L threads instead of one. The CPU's f32
+// column_sums_add adds rows in order 0, 1, 2, ... (the order every CPU full-softmax result was
+// trained with, kept so those results reproduce bit for bit); it and the CUDA kernel differ in the
+// last bits, by at most 2 * rows * 2^-24 * (|out[j]| + sum_r |x[r, j]|) per column (each of the
+// `rows` roundings of either order errs by at most 2^-24 times a partial sum of those).
+// sum_to_double: a fixed tree on CUDA, sequential on the CPU, so the two differ in the last bits.
+// Products and sums on the device are explicitly rounded (no FMA contraction), matching the CPU's
+// -ffp-contract=off arithmetic. What it is not: a general tensor library; the ops take raw pointers
+// and sizes.
 #pragma once
 
 #include <cstdint>

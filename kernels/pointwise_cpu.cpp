@@ -1,15 +1,14 @@
 // CPU side of kernels/pointwise.h and the device dispatch. The CPU loops are the ones the model
 // layers ran inline before they moved here (same grains, same order), so CPU results are
-// unchanged bit for bit; except the column sums, which follow the CUDA kernel's lane order
-// (pointwise.h) so that both backends give the same bits.
-#include "kernels/pointwise.h"
-
+// unchanged bit for bit. The f64 column sums follow the CUDA kernel's lane order (pointwise.h),
+// so both backends give the same bits; the f32 ones keep the CPU's row order (see pointwise.h).
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
+#include "kernels/pointwise.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"
 
@@ -127,7 +126,12 @@ void column_sums_add(Device device, const float* x, int64_t rows, int64_t cols, 
                      float* out) {
   if (rows <= 0 || cols <= 0) return;
   if (!device.is_cpu()) return column_sums_add_cuda(x, rows, cols, ld, out);
-  column_sums_in_lane_order(x, rows, cols, ld, out);
+  parallel_for(cols, 1024, [&](int64_t j0, int64_t j1) {  // threads own columns, rows in order
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * ld;
+      for (int64_t j = j0; j < j1; ++j) out[j] += row[j];
+    }
+  });
 }
 
 void column_sums_add_f64(Device device, const float* x, int64_t rows, int64_t cols, int64_t ld,

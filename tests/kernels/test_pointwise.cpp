@@ -1,12 +1,11 @@
 // Pointwise ops on the CPU: each against its one-line definition (kernels/pointwise.h).
-#include "kernels/pointwise.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <utility>
 #include <vector>
 
+#include "kernels/pointwise.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -26,11 +25,12 @@ const Device kCpu = Device::cpu();
 // stays a (quiet) NaN, overflow rounds to infinity; widening is exact.
 TEST(Pointwise, Bf16RoundsToNearestEvenAndWidensExactly) {
   const Device cpu = Device::cpu();
-  const float one_and_half_ulp = 1.0f + 1.0f / 256.0f;   // 0x3f808000: a tie, kept bit 0 -> down
-  const float tie_up = 1.0f + 3.0f / 256.0f;             // 0x3f818000: a tie, kept bit 1 -> up
+  const float one_and_half_ulp = 1.0f + 1.0f / 256.0f;  // 0x3f808000: a tie, kept bit 0 -> down
+  const float tie_up = 1.0f + 3.0f / 256.0f;            // 0x3f818000: a tie, kept bit 1 -> up
   const float above_tie = 1.0f + 1.0f / 256.0f + 1.0f / (1 << 20);
-  const std::vector<float> x = {1.0f, -2.5f, one_and_half_ulp, tie_up, above_tie, 0.0f, -0.0f,
-                                3.4028235e38f, INFINITY, -INFINITY, NAN, 1e-45f};
+  const std::vector<float> x = {1.0f, -2.5f, one_and_half_ulp, tie_up,   above_tie,
+                                0.0f, -0.0f, 3.4028235e38f,    INFINITY, -INFINITY,
+                                NAN,  1e-45f};
   std::vector<uint16_t> words(x.size());
   floats_to_bf16(cpu, x.data(), words.data(), static_cast<int64_t>(x.size()));
   EXPECT_EQ(words[0], 0x3f80);
@@ -104,7 +104,7 @@ Acc lane_order_sum(const std::vector<float>& x, int64_t rows, int64_t ld, int64_
   return start + lane[0];
 }
 
-TEST(Pointwise, ColumnSumsAddInTheLaneOrderOfTheCudaKernel) {
+TEST(Pointwise, ColumnSumsAddF64InTheLaneOrderOfTheCudaKernelF32InRowOrder) {
   // Fewer rows than lanes, a few rounds of lanes, a column count over one parallel grain and
   // one 256-column pass with a tail.
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{9, 1500}, {300, 1500}, {70, 37}};
@@ -116,7 +116,8 @@ TEST(Pointwise, ColumnSumsAddInTheLaneOrderOfTheCudaKernel) {
     std::vector<float> expected = out;
     std::vector<double> expected64 = out64;
     for (int64_t j = 0; j < cols; ++j) {
-      expected[j] = lane_order_sum<float>(x, rows, ld, j, expected[j]);
+      // f32: rows added to out[j] in order, the CPU's order since the first release.
+      for (int64_t r = 0; r < rows; ++r) expected[j] += x[r * ld + j];
       expected64[j] = lane_order_sum<double>(x, rows, ld, j, expected64[j]);
     }
     column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
