@@ -98,5 +98,35 @@ TEST(FullSoftmaxChunks, FinishSumsTheNllOfTheRowsWithTargets) {
   EXPECT_EQ(result[1], 3.0);
 }
 
+// The optional per-row output: each counted row's NLL (the very addend of result[0], so the row
+// values summed in row order give result[0] exactly), NaN for the rows without a target; the
+// lse and the sums are the same with or without it.
+TEST(FullSoftmaxChunks, FinishWritesEachRowsNllAndNanForRowsWithoutTarget) {
+  const std::vector<float> row_max = {2.0f, -1.0f, 5.0f, 0.5f, 1.5f};
+  const std::vector<double> row_sum = {3.0, 1.5, 9.0, 1.0, 2.5};
+  const std::vector<float> target_logit = {1.0f, -2.0f, 0.0f, 0.25f, 1.0f};
+  const std::vector<int32_t> targets = {4, kIgnoreTarget, 0, 2, kIgnoreTarget};
+  std::vector<float> lse(5, -9.0f), lse_without(5, -9.0f);
+  std::vector<double> row_nll(5, -7.0);
+  double result[2] = {-1.0, -1.0}, result_without[2] = {-1.0, -1.0};
+  full_softmax_finish(Device::cpu(), row_max.data(), row_sum.data(), target_logit.data(),
+                      targets.data(), 5, lse.data(), result, row_nll.data());
+  full_softmax_finish(Device::cpu(), row_max.data(), row_sum.data(), target_logit.data(),
+                      targets.data(), 5, lse_without.data(), result_without);
+  double in_order = 0.0;
+  for (const int r : {0, 2, 3}) {
+    const double row_lse = static_cast<double>(row_max[r]) + std::log(row_sum[r]);
+    EXPECT_EQ(row_nll[r], row_lse - target_logit[r]) << r;
+    in_order += row_nll[r];
+  }
+  EXPECT_TRUE(std::isnan(row_nll[1]));
+  EXPECT_TRUE(std::isnan(row_nll[4]));
+  EXPECT_EQ(result[0], in_order);
+  EXPECT_EQ(result[0], result_without[0]);
+  EXPECT_EQ(result[1], 3.0);
+  EXPECT_EQ(result_without[1], 3.0);
+  EXPECT_EQ(lse, lse_without);
+}
+
 }  // namespace
 }  // namespace elmo

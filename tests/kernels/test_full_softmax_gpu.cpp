@@ -1,6 +1,7 @@
 // GPU twin check: the CUDA full-softmax chunk kernels against the CPU twins.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -109,6 +110,49 @@ TEST(FullSoftmaxGpu, FinishMatchesCpu) {
   EXPECT_TRUE(testing::all_close(g_lse.to_floats(), c_lse, 0.0f, 2e-7f));
   const std::vector<double> g = host_copy<double>(g_result);
   // A fixed tree against a sequential double sum of ~860 terms: 1e-12 relative.
+  EXPECT_NEAR(g[0], c_result[0], 1e-12 * std::fabs(c_result[0]));
+  EXPECT_EQ(g[1], c_result[1]);
+}
+
+// The per-row NLLs: each row's double NLL from the same formula on both sides (the device's log
+// may differ from the host's by an ulp: 1e-13 relative to the row's lse covers it), NaN on both
+// for the rows without a target; result and lse as without the output.
+TEST(FullSoftmaxGpu, FinishRowNllMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 1000;
+  Rng rng(23, kRngSynthetic);
+  std::vector<float> row_max(n), target_logit(n), c_lse(n, 0.0f);
+  std::vector<double> row_sum(n), c_row_nll(n, 0.0);
+  std::vector<int32_t> targets(n);
+  for (int64_t r = 0; r < n; ++r) {
+    row_max[r] = 3.0f * rng.normal();
+    row_sum[r] = 1.0 + 100.0 * rng.uniform();
+    target_logit[r] = row_max[r] - 2.0f * rng.uniform();
+    targets[r] = r % 5 == 1 ? kIgnoreTarget : static_cast<int32_t>(r);
+  }
+  double c_result[2] = {0.0, 0.0};
+  full_softmax_finish(Device::cpu(), row_max.data(), row_sum.data(), target_logit.data(),
+                      targets.data(), n, c_lse.data(), c_result, c_row_nll.data());
+  Tensor g_max = device_copy(row_max, DType::kF32), g_sum = device_copy(row_sum, DType::kI64);
+  Tensor g_target = device_copy(target_logit, DType::kF32);
+  Tensor g_targets = device_copy(targets, DType::kI32);
+  Tensor g_lse = device_copy(std::vector<float>(n, 0.0f), DType::kF32);
+  Tensor g_result = device_copy(std::vector<double>(2, 0.0), DType::kI64);
+  Tensor g_row_nll = device_copy(std::vector<double>(n, 0.0), DType::kI64);
+  full_softmax_finish(Device::cuda(0), g_max.data<float>(), static_cast<double*>(g_sum.raw()),
+                      g_target.data<float>(), g_targets.data<int32_t>(), n, g_lse.data<float>(),
+                      static_cast<double*>(g_result.raw()), static_cast<double*>(g_row_nll.raw()));
+  const std::vector<double> g_rows = host_copy<double>(g_row_nll);
+  for (int64_t r = 0; r < n; ++r) {
+    if (targets[r] < 0) {
+      EXPECT_TRUE(std::isnan(g_rows[r]) && std::isnan(c_row_nll[r])) << r;
+      continue;
+    }
+    const double row_lse = std::fabs(static_cast<double>(c_lse[r]));
+    EXPECT_NEAR(g_rows[r], c_row_nll[r], 1e-13 * std::max(1.0, row_lse)) << r;
+  }
+  EXPECT_TRUE(testing::all_close(g_lse.to_floats(), c_lse, 0.0f, 2e-7f));
+  const std::vector<double> g = host_copy<double>(g_result);
   EXPECT_NEAR(g[0], c_result[0], 1e-12 * std::fabs(c_result[0]));
   EXPECT_EQ(g[1], c_result[1]);
 }
