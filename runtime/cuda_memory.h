@@ -18,8 +18,8 @@ inline constexpr const char* kCpuOnlyBuildMessage =
     "cuBLAS, NCCL) and rebuild (rm -rf build && ./setup.sh), or train on the CPU "
     "(train.device = \"cpu\" or \"auto\", train.precision = \"fp32\")";
 
-bool cuda_compiled_in();                  // false in a CPU-only build
-int cuda_device_count();                 // 0 when there is no usable GPU or driver
+bool cuda_compiled_in();  // false in a CPU-only build
+int cuda_device_count();  // 0 when there is no usable GPU or driver
 // "" when cuda_device_count() > 0; otherwise why not: the CUDA runtime's error text from
 // cudaGetDeviceCount (e.g. "CUDA driver version is insufficient for CUDA runtime version"),
 // that it found no device, or kCpuOnlyBuildMessage.

@@ -1,10 +1,11 @@
 // The CUDA side of the runtime in a CPU-only build (-DELMO_CUDA=OFF, or configured where no CUDA
 // toolkit was found): it replaces cuda_memory.cpp, stream.cpp, pinned.cpp, gemm.cpp and
 // gemm_bf16.cu (cuda_memory_policy.cpp and gemm_dispatch.cpp are built in both), links no CUDA
-// library, and keeps the same declarations, so no other file needs to know which build it is in. No GPU is ever visible (cuda_device_count() is 0), so a CUDA
-// tensor, stream or GEMM can only be asked for by name: each such request is a UsageError that
-// says how to get the GPU build (kCpuOnlyBuildMessage). What stays: the per-thread current
-// stream (a plain value, runtime/stream.h) and releases of what can never have been allocated.
+// library, and keeps the same declarations, so no other file needs to know which build it is in.
+// No GPU is ever visible (cuda_device_count() is 0), so a CUDA tensor, stream or GEMM can only be
+// asked for by name: each such request is a UsageError that says how to get the GPU build
+// (kCpuOnlyBuildMessage). What stays: the per-thread current stream (a plain value,
+// runtime/stream.h) and releases of what can never have been allocated.
 #include "runtime/cuda_memory.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"

@@ -16,10 +16,10 @@ namespace {
 namespace fs = std::filesystem;
 
 // Skips unless this is a CUDA build on a machine whose GPU cannot be used.
-#define SKIP_UNLESS_CUDA_BUILD_WITHOUT_GPU()                                                 \
-  do {                                                                                       \
+#define SKIP_UNLESS_CUDA_BUILD_WITHOUT_GPU()                                                  \
+  do {                                                                                        \
     if (!cuda_compiled_in()) GTEST_SKIP() << "CPU-only build: there are no GPU tests to run"; \
-    if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is usable: this checks its absence"; \
+    if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is usable: this checks its absence";  \
   } while (0)
 
 // A binary of this build; the test stops if it is missing.
