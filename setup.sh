@@ -33,17 +33,12 @@ if [ "${cuda_mode^^}" != OFF ] && ! command -v nvcc >/dev/null 2>&1 &&
    [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
-if [ "${cuda_mode^^}" = OFF ]; then
-  echo "setup.sh: ELMO_CUDA=OFF: this is a CPU-only build (no GPU training, tests or benchmarks)."
-elif ! command -v nvcc >/dev/null 2>&1; then
-  if [ "${cuda_mode^^}" = ON ]; then
-    echo "setup.sh: ELMO_CUDA=ON but nvcc is not on PATH or in /usr/local/cuda/bin: install the" \
-         "CUDA toolkit (nvcc, cuBLAS, NCCL) first" >&2
-    exit 1
-  fi
-  echo "setup.sh: no CUDA toolkit found (nvcc is not on PATH or in /usr/local/cuda/bin): this is a" \
-       "CPU-only build. For the GPU build, install the CUDA toolkit (nvcc, cuBLAS, NCCL) and run" \
-       "rm -rf build && ./setup.sh"
+# Without CUDA (ELMO_CUDA=OFF, or AUTO and no toolkit) CMake's configure step says once that this
+# is a CPU-only build and how to get the GPU build; setup.sh does not repeat it.
+if [ "${cuda_mode^^}" = ON ] && ! command -v nvcc >/dev/null 2>&1; then
+  echo "setup.sh: ELMO_CUDA=ON but nvcc is not on PATH or in /usr/local/cuda/bin: install the" \
+       "CUDA toolkit (nvcc, cuBLAS, NCCL) first" >&2
+  exit 1
 fi
 
 jobs=${ELMO_BUILD_JOBS:-$(nproc)}
