@@ -237,6 +237,12 @@ void DataParallel::root_first(const std::string& what, const std::function<void(
   barrier(what + "/done");
 }
 
+double DataParallel::broadcast_from_root(double value) {
+  double shared = is_root() ? value : 0.0;
+  allreduce_->sum(&shared, 1);
+  return shared;
+}
+
 void DataParallel::barrier(const std::string& name) {
   session_->store().barrier("barrier/" + name, topology_.world_size, kNoLimit);
 }

@@ -98,6 +98,9 @@ class DataParallel {
   void root_first(const std::string& what, const std::function<void()>& work);
   // Every rank reaches `name` (no time limit, see root_first).
   void barrier(const std::string& name);
+  // Rank 0's `value` on every rank (collective; an all-reduce in which the others add 0, so
+  // the result is rank 0's bits). Between steps only: it uses the dense all-reduce.
+  double broadcast_from_root(double value);
 
   // How the dense gradients are summed (config [dist]).
   struct DenseSync {

@@ -74,6 +74,18 @@ BilmTrainOptions bilm_options(const Config& config) {
   return options;
 }
 
+OptimizerOptions optimizer_options(const Config& config) {
+  OptimizerOptions s;
+  s.type = config.optimizer.type;
+  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
+  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
+  s.epsilon = static_cast<float>(config.optimizer.epsilon);
+  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
+  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
+  s.decay_after_epochs = config.optimizer.decay_after_epochs;
+  return s;
+}
+
 NamedTensors model_tensors(const BiLM& model) {
   NamedTensors out;
   for (const Parameter* p : model.params().all()) out.emplace_back(p->name, p->value);
@@ -100,6 +112,8 @@ std::string run_dir_of(const std::string& path) {
   if (fs::is_directory(p / "checkpoints")) return p.string();
   if (p.filename() == "checkpoints") return p.parent_path().string();
   if (p.filename().string().rfind("step-", 0) == 0) return p.parent_path().parent_path().string();
+  // Any other folder inside checkpoints/ (checkpoints/best).
+  if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.string();
 }
 

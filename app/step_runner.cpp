@@ -206,6 +206,10 @@ void DataParallelStepRunner::complete_model(const std::string& checkpoint) {
 
 void DataParallelStepRunner::barrier(const std::string& name) { dist_.barrier(name); }
 
+double DataParallelStepRunner::share_from_root(double value) {
+  return dist_.broadcast_from_root(value);
+}
+
 void DataParallelStepRunner::finish() { dist_.finish(); }
 
 void DataParallelStepRunner::describe(nlohmann::json& summary) const {

@@ -99,6 +99,10 @@ class StepRunner {
   virtual void complete_model(const std::string& checkpoint) = 0;
   // Every process of the run reaches `name`.
   virtual void barrier(const std::string& name) = 0;
+  // The root's `value` on every process (the others' arguments are ignored): what the root
+  // alone measured (a validation perplexity) becomes the same input to every process's
+  // decisions. Every process calls it.
+  virtual double share_from_root(double value) = 0;
   // The run ended cleanly here (after the final checkpoint).
   virtual void finish() = 0;
   // What summary.json adds about how the run was spread, beyond world_size (the hot rows).
@@ -122,6 +126,7 @@ class LocalStepRunner : public StepRunner {
   bool whole_model() const override { return true; }
   void complete_model(const std::string&) override {}
   void barrier(const std::string&) override {}
+  double share_from_root(double value) override { return value; }
   void finish() override {}
   void describe(nlohmann::json& summary) const override;
 
@@ -148,6 +153,7 @@ class DataParallelStepRunner : public StepRunner {
   bool whole_model() const override { return false; }
   void complete_model(const std::string& checkpoint) override;
   void barrier(const std::string& name) override;
+  double share_from_root(double value) override;
   void finish() override;
   void describe(nlohmann::json& summary) const override;
 

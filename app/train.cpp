@@ -15,15 +15,19 @@
 #include "app/commands.h"
 #include "app/data_parallel.h"
 #include "app/evaluate.h"
+#include "app/init_from.h"
 #include "app/progress.h"
 #include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
+#include "app/training_plan.h"
+#include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
 #include "io/metrics.h"
 #include "model/optimizer.h"
 #include "runtime/cuda_memory.h"
+#include "runtime/host_memory.h"
 #include "runtime/log.h"
 #include "runtime/parallel.h"
 
@@ -109,18 +113,6 @@ std::string effective_precision(const Config& config, const Device& device) {
   return "fp32";
 }
 
-OptimizerOptions optimizer_settings(const Config& config) {
-  OptimizerOptions s;
-  s.type = config.optimizer.type;
-  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
-  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
-  s.epsilon = static_cast<float>(config.optimizer.epsilon);
-  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
-  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
-  s.decay_after_epochs = config.optimizer.decay_after_epochs;
-  return s;
-}
-
 nlohmann::json rng_to_json(const RngState& s) {
   return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
 }
@@ -140,8 +132,15 @@ class TrainingRun {
   void set_up_process();  // log level, device, CPU threads, GEMM precision
   void check_run_dir();   // a fresh run refuses a folder with checkpoints; --resume needs one
   void set_up_data();
+  // The memory plan of this process (app/training_plan.h) against what the machine has: a
+  // UsageError naming the largest items before the model is allocated (--skip-memory-check).
+  void check_memory() const;
   void set_up_model();
   void resume_from(const std::string& where);
+  // --init-from: the source read and its sizes checked before the model exists, then copied
+  // into the freshly initialised model (app/init_from.h).
+  std::optional<InitSource> read_init_source() const;
+  void init_model_from(const InitSource& source);
   void plan_steps();  // total_steps_, the metrics logger
   // The loop, and what it does after each step.
   void train();
@@ -149,6 +148,11 @@ class TrainingRun {
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
+  // checkpoint.keep_best and early stopping (app/validation_tracker.h): every process, with the
+  // root's validation perplexity of this step.
+  // during_training: a validation of the loop (may stop it); false for the final one.
+  void track_validation(double perplexity, bool during_training);
+  void check_validation_data() const;
   void save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
@@ -186,14 +190,24 @@ class TrainingRun {
   Clock::time_point run_start_ = Clock::now();
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
+  nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
+  int64_t last_checkpoint_step_ = -1;
+  ValidationTracker validation_{config_};
+  bool stopped_early_ = false;         // the patience ran out: the run ends normally
+  int64_t last_validation_step_ = -1;  // the step of last_validation_
+  EvalResult last_validation_;
 };
 
 int TrainingRun::run() {
   set_up_process();
   check_run_dir();
   set_up_data();
+  check_validation_data();
+  if (!args_.skip_memory_check) check_memory();
+  const std::optional<InitSource> init = read_init_source();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
+  if (init) init_model_from(*init);
   runner_.attach({&config_, &train_data_, batcher_.get(), model_.get(), optimizer_.get(), states_});
   plan_steps();
 
@@ -266,6 +280,25 @@ void TrainingRun::set_up_data() {
   slice_bounds(vocab_, config_.eval.head_ids, config_.eval.torso_ids);  // bad bounds: refuse now
 }
 
+void TrainingRun::check_memory() const {
+  PlanInputs in;
+  in.config = &config_;
+  in.vocab = vocab_.size();
+  in.world_size = runner_.world_size();
+  in.hot_rows = std::max<int64_t>(0, config_.dist.hot_rows);  // not yet a memory saving
+  in.on_gpu = device_.is_cuda();
+  in.validation = !files_.valid.empty() || !files_.test.empty();
+  const TrainingPlan plan = plan_training(in);
+  int64_t device_free = -1;
+  if (device_.is_cuda()) {
+    size_t free_bytes = 0, total_bytes = 0;
+    cuda_memory_info(device_.index, &free_bytes, &total_bytes);
+    device_free = static_cast<int64_t>(free_bytes);
+  }
+  check_memory_fits(plan, runner_.processes_on_this_host(), host_memory_available(), device_free,
+                    device_.str());
+}
+
 void TrainingRun::set_up_model() {
   // The model's negative sampler starts at Rng(run.seed, kRngSampler) (BiLM::sampler_state).
   model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
@@ -273,7 +306,7 @@ void TrainingRun::set_up_model() {
   model_->init(static_cast<uint64_t>(config_.run.seed),
                static_cast<float>(config_.model.init_scale),
                static_cast<float>(config_.model.embedding_init_scale));
-  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
+  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_options(config_));
   const RowSplit mine = batcher_->my_rows();  // all rows, or a rank's share
   for (int d = 0; d < model_->shape().directions(); ++d)
     states_[d] = model_->zero_state(mine.end - mine.begin);
@@ -346,6 +379,14 @@ void TrainingRun::resume_from(const std::string& where) {
   model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
+  if (s.contains("init_from")) init_report_ = s["init_from"];
+  if (s.contains("validation")) {
+    validation_.restore(s["validation"]);
+    if (validation_.exhausted())
+      log_warn("this run had stopped early (", validation_.stop_reason(), "); it trains on ",
+               "until the next validation that does not improve (raise ",
+               "train.early_stopping_patience to allow more)");
+  }
   const int64_t saved_world = s.value("world_size", int64_t{1});
   const int64_t world = runner_.world_size();
   if (saved_world != world)
@@ -354,6 +395,30 @@ void TrainingRun::resume_from(const std::string& where) {
              "order, so results are not bit-identical to an uninterrupted run");
   log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
            batcher_->epochs_done(), ")");
+}
+
+std::optional<InitSource> TrainingRun::read_init_source() const {
+  if (args_.init_from.empty()) return std::nullopt;
+  InitSource source = load_init_source({args_.init_from, args_.init_vocab, args_.init_optimizer});
+  check_sizes_match(source, config_);
+  return source;
+}
+
+void TrainingRun::init_model_from(const InitSource& source) {
+  const InitReport report =
+      apply_init_source(source, vocab_, *model_, *optimizer_, args_.init_optimizer, train_data_);
+  init_report_ = report.to_json(source.origin);
+  std::string fresh;
+  for (const std::string& t : report.fresh_tables) fresh += (fresh.empty() ? "" : ", ") + t;
+  log_info("init: weights from ", source.origin, ": ", report.matched, " vocabulary rows matched, ",
+           report.added, " added (initialised as a fresh run), ", report.dropped,
+           " dropped; matched rows cover ", str(100.0 * report.matched_token_share).substr(0, 5),
+           "% of the training tokens");
+  if (!fresh.empty())
+    log_info("init: ", fresh, " not in ", source.origin, ": initialised as a fresh run");
+  log_info("init: optimizer ", report.optimizer_kept
+                                   ? "accumulators of the matched rows and dense parameters kept"
+                                   : "state fresh (--init-optimizer keeps the source's)");
 }
 
 void TrainingRun::plan_steps() {
@@ -380,7 +445,7 @@ void TrainingRun::train() {
   train_start_ = Clock::now();
   first_step_ = step_;
   runner_.start(step_, total_steps_);
-  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_) {
+  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_ && !stopped_early_) {
     const auto step_start = Clock::now();
     const StepOutcome outcome =
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
@@ -432,12 +497,54 @@ bool TrainingRun::evaluation_due() const {
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
   if (!runner_.whole_model() && !saved_this_step) save(false);
+  double perplexity = 0.0;
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
     metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    perplexity = r.mean_perplexity();
+    last_validation_ = r;
+    last_validation_step_ = step_;
   }
   runner_.barrier(str("eval-", step_));
+  if (validation_.active()) track_validation(runner_.share_from_root(perplexity), true);
+}
+
+// A new best is installed as checkpoints/best from this step's checkpoint (written now when
+// there is none yet: collective, and every process takes the same decision from the same
+// perplexity); the step's checkpoint records the tracker after this validation, so --resume
+// continues with it.
+void TrainingRun::track_validation(double perplexity, bool during_training) {
+  const ValidationVerdict verdict = validation_.observe(step_, perplexity);
+  if (verdict.new_best && validation_.keep_best() && last_checkpoint_step_ != step_) save(false);
+  if (runner_.is_root()) {
+    if (last_checkpoint_step_ == step_)
+      update_checkpoint_state(last_checkpoint_, {{"validation", validation_.to_json()}});
+    if (verdict.new_best && validation_.keep_best()) {
+      const std::string best =
+          install_checkpoint_copy(last_checkpoint_, "best",
+                                  {{"validation", validation_.to_json()},
+                                   {"best", {{"step", step_}, {"valid_ppl", perplexity}}}});
+      log_info("best validation perplexity so far (", str(perplexity).substr(0, 8), "): ", best,
+               " now holds step ", step_);
+    }
+  }
+  if (verdict.stop && during_training) {
+    stopped_early_ = true;
+    if (runner_.is_root())
+      log_info("early stopping at step ", step_, ": ", validation_.stop_reason());
+  }
+}
+
+// Validations during training need held-out text: keep_best and early stopping without it are
+// a usage error (the config check already asked for train.eval_every > 0).
+void TrainingRun::check_validation_data() const {
+  if (!validation_.active() || !files_.valid.empty()) return;
+  throw UsageError(str(config_.checkpoint.keep_best ? "checkpoint.keep_best = true"
+                                                    : "train.early_stopping_patience > 0",
+                       " needs validation data, but data.valid is empty: set data.valid to a ",
+                       "held-out text file (or, with builtin:synthetic, synthetic.valid_sentences "
+                       "> 0)"));
 }
 
 void TrainingRun::save(bool final_save) {
@@ -457,10 +564,13 @@ void TrainingRun::save(bool final_save) {
   s["batcher"] = runner_.batcher_state().to_json();
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
+  if (!init_report_.is_null()) s["init_from"] = init_report_;
+  if (validation_.active()) s["validation"] = validation_.to_json();
   progress_.finish();
   last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
                                               static_cast<int>(config_.checkpoint.keep_last));
   last_checkpoint_time_ = Clock::now();
+  last_checkpoint_step_ = step_;
   log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
 }
 
@@ -540,19 +650,27 @@ void TrainingRun::evaluate_and_summarise() {
   summary["threads"] = num_threads();
   summary["world_size"] = runner_.world_size();
   runner_.describe(summary);
+  if (!init_report_.is_null()) summary["init_from"] = init_report_;
   summary["device"] = device_.str();
   if (device_.is_cuda()) summary["device_name"] = cuda_device_name(device_.index);
   summary["precision"] = precision_;                         // what the GEMMs computed in
   summary["precision_requested"] = config_.train.precision;  // train.precision
+  summary["peak_host_memory_bytes"] = process_peak_rss_bytes();  // VmHWM, so far
   if (device_.is_cuda()) {
     summary["peak_device_memory_bytes"] = cuda_peak_bytes(device_.index);
     log_info("peak device memory: ", cuda_peak_bytes(device_.index) >> 20, " MiB (", device_.str(),
              ", elmo_fast's pool)");
   }
   if (!files_.valid.empty()) {
-    const EvalResult r = evaluate(files_.valid, "validation");
+    // An early stop ends right after its validation: that one is the final one.
+    const bool evaluated = last_validation_step_ == step_;
+    const EvalResult r = evaluated ? last_validation_ : evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
-    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    if (!evaluated) {
+      metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+      // The final validation counts too (the other processes have finished: the root decides).
+      if (validation_.active()) track_validation(r.mean_perplexity(), false);
+    }
     if (files_.synthetic) {
       const double bound = files_.synthetic->perplexity_bound();
       const double ratio = r.mean_perplexity() / bound;
@@ -564,6 +682,13 @@ void TrainingRun::evaluate_and_summarise() {
     }
   }
   if (!files_.test.empty()) summary["test"] = evaluate(files_.test, "test").to_json();
+  summary["stop_reason"] =
+      stopped_early_ ? "early_stopping: " + validation_.stop_reason() : std::string("completed");
+  if (validation_.active()) {
+    summary["validation"] = validation_.to_json();
+    if (validation_.keep_best() && validation_.best_step() >= 0)
+      summary["best_checkpoint"] = config_.run.dir + "/checkpoints/best";
+  }
   write_file_atomic(config_.run.dir + "/summary.json", summary.dump(2) + "\n");
   log_info("done: ", step_, " steps in ", format_duration(train_seconds), ", ",
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
@@ -573,6 +698,7 @@ void TrainingRun::evaluate_and_summarise() {
 }  // namespace
 
 int train_command(const TrainArgs& args) {
+  check_init_args({args.init_from, args.init_vocab, args.init_optimizer}, !args.resume.empty());
   const std::map<std::string, std::string> env = current_environment();
   // Check the config once, before any process is started for it (a scheduler needs none).
   std::optional<Config> loaded;

@@ -470,6 +470,82 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
   return final_dir.string();
 }
 
+namespace {
+
+void fsync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    throw Error(str("cannot flush ", path, ": ", std::strerror(err)));
+  }
+  ::close(fd);
+}
+
+// state.json of `dir` with `extra` merged in, as written (reserved keys refused).
+std::string merged_state_text(const fs::path& dir, const nlohmann::json& extra) {
+  ELMO_CHECK(extra.is_object(), "checkpoint state to merge must be a JSON object, got ",
+             extra.type_name());
+  for (const char* key : kReservedKeys)
+    ELMO_CHECK(!extra.contains(key), "checkpoint state may not use the reserved key '", key, "'");
+  read_state_json(dir);  // validates
+  nlohmann::json j = nlohmann::json::parse(read_file((dir / kStateFile).string()));
+  for (const auto& [key, value] : extra.items()) j[key] = value;
+  return j.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::string install_checkpoint_copy(const std::string& step_dir, const std::string& name,
+                                    const nlohmann::json& extra_state) {
+  ELMO_CHECK(valid_file_name(name) && !parse_step_name(name) && name != kLatestFile,
+             "cannot install a checkpoint copy named '", name, "'");
+  const fs::path from(step_dir);
+  if (const auto why = incomplete_reason(from))
+    throw Error(str("cannot copy checkpoint ", step_dir, ": ", *why));
+  const fs::path ckpt_dir = from.parent_path();
+  const fs::path final_dir = ckpt_dir / name;
+  const fs::path tmp_dir = ckpt_dir / str(name, ".tmp-", ::getpid());
+  std::error_code ec;
+  // Leftovers of an interrupted copy under this name (any process).
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind(name + ".tmp-", 0) == 0 || file.rfind(name + ".old-", 0) == 0)
+      leftovers.push_back(entry.path());
+  }
+  for (const fs::path& p : leftovers) fs::remove_all(p, ec);
+  ec.clear();
+  fs::create_directory(tmp_dir, ec);
+  if (ec) throw Error(str("cannot create ", tmp_dir.string(), ": ", ec.message()));
+  try {
+    const std::string state = merged_state_text(from, extra_state);
+    for (const auto& entry : fs::directory_iterator(from)) {
+      const std::string file = entry.path().filename().string();
+      if (file == kStateFile || !entry.is_regular_file()) continue;
+      fs::create_hard_link(entry.path(), tmp_dir / file, ec);
+      if (ec) {
+        ec.clear();
+        fs::copy_file(entry.path(), tmp_dir / file);
+        fsync_file((tmp_dir / file).string());
+      }
+    }
+    write_file_atomic((tmp_dir / kStateFile).string(), state);
+    fsync_directory(tmp_dir.string());
+    install_dir(tmp_dir, final_dir);
+    fsync_directory(ckpt_dir.string());
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  return final_dir.string();
+}
+
+void update_checkpoint_state(const std::string& step_dir, const nlohmann::json& extra_state) {
+  const fs::path dir(step_dir);
+  write_file_atomic((dir / kStateFile).string(), merged_state_text(dir, extra_state));
+}
+
 CheckpointData load_checkpoint(const std::string& path_text) {
   const fs::path path(path_text);
   if (!fs::is_directory(path))

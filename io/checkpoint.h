@@ -66,6 +66,20 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
 // whether the checkpoint is incomplete, damaged or not an elmo_fast checkpoint at all.
 CheckpointData load_checkpoint(const std::string& path);
 
+// Installs a copy of the step folder `step_dir` as <its checkpoints folder>/<name> (e.g.
+// "best"), atomically replacing an earlier one: the copy is built under "<name>.tmp-<pid>"
+// (files hard-linked where the file system allows, since checkpoint files are never modified
+// in place; copied otherwise), its state.json gets the keys of `extra_state` (an object)
+// merged in, and it is renamed into place (RENAME_EXCHANGE over an existing folder). `name` may
+// not be a step-<N> name or "latest": keep_last never deletes such a folder and "latest" never
+// names it. Returns the installed path. Error when step_dir is not a complete checkpoint.
+std::string install_checkpoint_copy(const std::string& step_dir, const std::string& name,
+                                    const nlohmann::json& extra_state);
+
+// Merges the keys of `extra_state` (an object; reserved keys refused) into the state.json of
+// the step folder `step_dir`, rewritten atomically (temporary file, fsync, rename).
+void update_checkpoint_state(const std::string& step_dir, const nlohmann::json& extra_state);
+
 // The step folder load_checkpoint(run_dir) would pick (run or checkpoints folder), judged by a
 // complete state.json and the presence of its files; nullopt when there is none.
 std::optional<std::string> find_latest_checkpoint(const std::string& run_dir);

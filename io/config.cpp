@@ -212,6 +212,13 @@ const std::vector<KeySpec>& key_table() {
               "Evaluate on data.valid every this many steps (0 = only at the end)"),
       bool_key(ELMO_KEY(train, deterministic),
                "Bit-reproducible results: fixed reduction order, no atomics in GPU reductions"),
+      int_key(ELMO_KEY(train, early_stopping_patience), 0, 1000000,
+              "Stop (final checkpoint, summary with the reason) after this many validations in "
+              "a row that did not beat the best perplexity by more than early_stopping_min_delta "
+              "(0 = never stop early; needs eval_every > 0 and validation data)"),
+      float_key(ELMO_KEY(train, early_stopping_min_delta), 0, false, 1e9, false,
+                "Perplexity points a validation must improve on the best so far to count as an "
+                "improvement for early_stopping_patience (only with a patience > 0)"),
       // [optimizer]
       string_key(ELMO_KEY(optimizer, type), StringRule::kChoice, {"adagrad", "sgd"},
                  "\"adagrad\" (bilm-tf; sparse rows for embedding and softmax) or \"sgd\" (the "
@@ -239,6 +246,10 @@ const std::vector<KeySpec>& key_table() {
               "Keep the newest this many checkpoints and delete older ones (0 = keep all)"),
       float_key(ELMO_KEY(checkpoint, every_minutes), 0, false, 1e6, false,
                 "Also checkpoint when this many minutes passed since the last one (0 = off)"),
+      bool_key(ELMO_KEY(checkpoint, keep_best),
+               "Keep the checkpoint with the best validation perplexity as "
+               "run.dir/checkpoints/best (never deleted by keep_last; needs eval_every > 0 and "
+               "validation data)"),
       // [eval]
       string_key(ELMO_KEY(eval, mode), StringRule::kChoice, {"stream", "sentence"},
                  "\"stream\": state carried through the file (bilm-tf, PTB); \"sentence\": every "
@@ -706,6 +717,19 @@ void validate_impl(const Config& c, const Origins& origins) {
   ELMO_REQUIRE(c.train.epochs > 0 || c.train.max_steps > 0, at("train.epochs"),
                "'train.epochs' = 0 and 'train.max_steps' = 0 leave nothing to train: set one of "
                "them > 0");
+  ELMO_REQUIRE(!c.checkpoint.keep_best || c.train.eval_every > 0, at("checkpoint.keep_best"),
+               "'checkpoint.keep_best' = true needs validations during training: set "
+               "'train.eval_every' > 0 (and data.valid)");
+  ELMO_REQUIRE(c.train.early_stopping_patience == 0 || c.train.eval_every > 0,
+               at("train.early_stopping_patience"),
+               "'train.early_stopping_patience' = ", c.train.early_stopping_patience,
+               " needs validations during training: set "
+               "'train.eval_every' > 0 (and data.valid)");
+  ELMO_REQUIRE(c.train.early_stopping_min_delta == 0 || c.train.early_stopping_patience > 0,
+               at("train.early_stopping_min_delta"),
+               "'train.early_stopping_min_delta' = ", c.train.early_stopping_min_delta,
+               " has no effect without early stopping: set 'train.early_stopping_patience' > 0, "
+               "or remove early_stopping_min_delta");
   ELMO_REQUIRE(c.optimizer.type != "adagrad" || c.optimizer.initial_accumulator > 0 ||
                    c.optimizer.epsilon > 0,
                at("optimizer.initial_accumulator"),

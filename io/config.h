@@ -94,6 +94,10 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 0;  // 0 = only at the end
   bool deterministic = true;
+  // Stop after this many validations in a row without improving the best perplexity by more
+  // than early_stopping_min_delta (0 = never stop early; app/validation_tracker.h).
+  int64_t early_stopping_patience = 0;
+  double early_stopping_min_delta = 0.0;  // perplexity points
   bool operator==(const TrainConfig&) const = default;
 };
 
@@ -112,6 +116,7 @@ struct CheckpointConfig {
   int64_t every_steps = 1000;  // 0 = off
   int64_t keep_last = 3;       // 0 = keep all
   double every_minutes = 0.0;  // 0 = off
+  bool keep_best = false;      // checkpoints/best: the best validation perplexity so far
   bool operator==(const CheckpointConfig&) const = default;
 };
 

@@ -216,6 +216,11 @@ void cuda_synchronize(int device) {
 
 void cuda_set_device(int device) { ELMO_CUDA_CHECK(cudaSetDevice(device)); }
 
+void cuda_memory_info(int device, size_t* free_bytes, size_t* total_bytes) {
+  ELMO_CUDA_CHECK(cudaSetDevice(device));
+  ELMO_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 size_t cuda_peak_bytes(int device) {
   PoolStats& stats = pool_stats(device);
   std::lock_guard<std::mutex> lock(stats.mutex);

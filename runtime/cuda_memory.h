@@ -47,6 +47,9 @@ void cuda_zero(void* ptr, int device, size_t bytes);
 void cuda_synchronize(int device);
 void cuda_set_device(int device);    // the calling thread's current device (launches go there)
 size_t cuda_peak_bytes(int device);  // high-water mark of this process's device memory
+// cudaMemGetInfo on `device` (makes it current): what the driver has free for new allocations
+// and the device's total, in bytes.
+void cuda_memory_info(int device, size_t* free_bytes, size_t* total_bytes);
 
 // CPU-only builds: throws UsageError("<what>: " + kCpuOnlyBuildMessage). Defined only there
 // (runtime/no_cuda.cpp), for the stand-ins of every CUDA entry point.

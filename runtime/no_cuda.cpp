@@ -34,6 +34,9 @@ void cuda_fall_back_to_plain_allocation(int device, const std::string&) {
 void cuda_copy(void*, Device, const void*, Device, size_t) { throw_cpu_only_build("a CUDA copy"); }
 void cuda_zero(void*, int, size_t) { throw_cpu_only_build("a CUDA memset"); }
 void cuda_synchronize(int device) { throw_cpu_only_build(str("cuda:", device).c_str()); }
+void cuda_memory_info(int device, size_t*, size_t*) {
+  throw_cpu_only_build(str("cuda:", device, " memory info").c_str());
+}
 void cuda_set_device(int device) { throw_cpu_only_build(str("cuda:", device).c_str()); }
 size_t cuda_peak_bytes(int device) { throw_cpu_only_build(str("cuda:", device).c_str()); }
 

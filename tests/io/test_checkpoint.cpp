@@ -308,5 +308,61 @@ TEST(Checkpoint, RejectsReservedStateKeysAndBadFileNames) {
   EXPECT_FALSE(find_latest_checkpoint(run).has_value());
 }
 
+// A named copy of a step folder (checkpoints/best): its files, its state plus the extra keys,
+// loadable like the step, installed over an earlier copy, never pruned by keep_last, never
+// named by "latest"; names that would clash are refused, and an incomplete source too.
+TEST(Checkpoint, InstalledCopiesSurvivePruningAndReplaceAtomically) {
+  const std::string run = testing::temp_dir("ckpt_copy");
+  const std::string step2 = save_checkpoint(run, make_data(2), 1);
+  const std::string best =
+      install_checkpoint_copy(step2, "best", {{"best", {{"step", 2}, {"valid_ppl", 81.5}}}});
+  EXPECT_EQ(best, run + "/checkpoints/best");
+  CheckpointData copy = load_checkpoint(best);
+  EXPECT_EQ(copy.state["best"]["valid_ppl"], 81.5);
+  copy.state.erase("best");
+  expect_same(copy, make_data(2));
+  // keep_last = 1 prunes step-2 but not the copy (hard links keep the files).
+  save_checkpoint(run, make_data(3), 1);
+  save_checkpoint(run, make_data(4), 1);
+  EXPECT_EQ(entries(run + "/checkpoints"), (std::vector<std::string>{"best", "latest", "step-4"}));
+  EXPECT_EQ(load_checkpoint(best).step, 2);
+  EXPECT_EQ(load_checkpoint(run).step, 4);  // a run folder still means its latest step
+  // A newer best replaces it; no temporary folder is left behind.
+  install_checkpoint_copy(run + "/checkpoints/step-4", "best", {{"best", {{"step", 4}}}});
+  EXPECT_EQ(load_checkpoint(best).step, 4);
+  EXPECT_EQ(entries(run + "/checkpoints"), (std::vector<std::string>{"best", "latest", "step-4"}));
+  // A leftover of an interrupted copy is cleaned by the next one.
+  fs::create_directory(run + "/checkpoints/best.tmp-99999");
+  install_checkpoint_copy(run + "/checkpoints/step-4", "best", nlohmann::json::object());
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/best.tmp-99999"));
+  EXPECT_THAT(testing::error_of(
+                  [&] { install_checkpoint_copy(run + "/checkpoints/step-4", "step-9", {}); }),
+              HasSubstr("cannot install a checkpoint copy named 'step-9'"));
+  EXPECT_THAT(testing::error_of(
+                  [&] { install_checkpoint_copy(run + "/checkpoints/step-4", "latest", {}); }),
+              HasSubstr("named 'latest'"));
+  fs::remove(run + "/checkpoints/step-4/optimizer.safetensors");
+  EXPECT_THAT(
+      testing::error_of([&] { install_checkpoint_copy(run + "/checkpoints/step-4", "other", {}); }),
+      HasSubstr("optimizer.safetensors is missing"));
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/other"));
+}
+
+TEST(Checkpoint, StateUpdatesMergeKeysAndKeepTheReservedOnes) {
+  const std::string run = testing::temp_dir("ckpt_state_update");
+  const std::string step = save_checkpoint(run, make_data(7), 0);
+  update_checkpoint_state(step, {{"validation", {{"best_step", 7}}}, {"seed", 8}});
+  const CheckpointData loaded = load_checkpoint(step);
+  EXPECT_EQ(loaded.step, 7);
+  EXPECT_EQ(loaded.state["validation"]["best_step"], 7);
+  EXPECT_EQ(loaded.state["seed"], 8);
+  EXPECT_EQ(loaded.state["tokens_seen"], 7000);
+  EXPECT_THAT(testing::error_of([&] {
+                update_checkpoint_state(step, {{"step", 3}});
+              }),
+              HasSubstr("reserved key 'step'"));
+  EXPECT_EQ(load_checkpoint(step).step, 7);
+}
+
 }  // namespace
 }  // namespace elmo

@@ -328,7 +328,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 64u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 67u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));
@@ -393,6 +393,32 @@ TEST(Config, EveryShippedConfigParses) {
   EXPECT_EQ(large.optimizer.decay_after_epochs, 14);
   EXPECT_EQ(large.train.unroll_steps, 35);
   EXPECT_DOUBLE_EQ(large.train.epochs, 55.0);
+}
+
+// keep_best and early stopping need validations during training; the message points at the
+// line that asked for them.
+TEST(Config, KeepBestAndEarlyStoppingNeedEvalEvery) {
+  EXPECT_THAT(error_of("[checkpoint]\nkeep_best = true\n"),
+              HasSubstr("run.toml:2: 'checkpoint.keep_best' = true needs validations during "
+                        "training: set 'train.eval_every' > 0"));
+  EXPECT_THAT(error_of("[train]\nearly_stopping_patience = 2\n"),
+              HasSubstr("run.toml:2: 'train.early_stopping_patience' = 2 needs validations"));
+  EXPECT_THAT(error_of("[train]\nearly_stopping_min_delta = -1\n"),
+              HasSubstr("'train.early_stopping_min_delta' = -1.0 is out of range [0, 1000000000]"));
+  // A delta counts only towards a patience: without one (0 = never stop) it is a mistake.
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_min_delta = 0.5\n"),
+              HasSubstr("run.toml:3: 'train.early_stopping_min_delta' = 0.5 has no effect without "
+                        "early stopping: set 'train.early_stopping_patience' > 0"));
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_patience = 0\n"
+                       "early_stopping_min_delta = 2\n"),
+              HasSubstr("'train.early_stopping_min_delta' = 2"));
+  EXPECT_NO_THROW(config_from_string("[train]\neval_every = 5\nearly_stopping_patience = 0\n"));
+  const Config ok = config_from_string(
+      "[train]\neval_every = 5\nearly_stopping_patience = 2\nearly_stopping_min_delta = 0.5\n"
+      "[checkpoint]\nkeep_best = true\n");
+  EXPECT_TRUE(ok.checkpoint.keep_best);
+  EXPECT_EQ(ok.train.early_stopping_patience, 2);
+  EXPECT_EQ(ok.train.early_stopping_min_delta, 0.5);
 }
 
 }  // namespace
