@@ -85,16 +85,16 @@ Tensor gather_shard(const Tensor& table, const TailShard& shard) {
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>(shard.id(i));
   if (table.device().is_cpu()) {
-    embedding_gather_cpu(table.data<float>(), table.size(0), dim, ids.data(), n,
-                         out.data<float>());
+    embedding_gather(Device::cpu(), table.data<float>(), table.size(0), dim, ids.data(), n,
+                     out.data<float>());
     return out;
   }
   const Device device = table.device();
   cuda_set_device(device.index);
   const Tensor device_ids = upload_ids(ids.data(), n, device);
   Tensor rows = Tensor::empty(Shape(dims), DType::kF32, device);
-  embedding_gather_cuda(table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
-                        rows.data<float>(), nullptr);
+  embedding_gather(device, table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
+                   rows.data<float>());
   cuda_copy(out.data<float>(), Device::cpu(), rows.data<float>(), device,
             sizeof(float) * n * dim);
   return out;
@@ -397,12 +397,13 @@ void DataParallel::upload_fetched_rows(int64_t step) {
     Parameter& p = *tables_[t];
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
     staging.resize(static_cast<size_t>(n * dim));
-    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    embedding_gather(Device::cpu(), host_tables_[t].data(), p.rows(), dim, ids.data(), n,
+                     staging.data());
     const Tensor device_ids = upload_ids(ids.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
     upload_to_device(device.index, rows.raw(), staging.data(), sizeof(float) * n * dim);
-    scatter_rows_cuda(p.value.data<float>(), dim, device_ids.data<int32_t>(), n,
-                      rows.data<float>());
+    scatter_rows(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                 rows.data<float>());
   }
 }
 
@@ -483,11 +484,12 @@ void DataParallel::refresh_host_rows() {
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
     const Tensor device_ids = upload_ids(ids.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
-    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
-                          rows.data<float>(), nullptr);
+    embedding_gather(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                     rows.data<float>());
     staging.resize(static_cast<size_t>(n * dim));
     cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device, sizeof(float) * n * dim);
-    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    scatter_rows(Device::cpu(), host_tables_[t].data(), p.rows(), dim, ids.data(), n,
+                 staging.data());
   }
 }
 

@@ -64,6 +64,22 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// A CPU-only build (runtime/cuda_memory.h cuda_compiled_in) refuses every request for a GPU before
+// any work, naming the fix: a CUDA device (train.device or --device "cuda" / "cuda:N") or a GPU
+// GEMM precision (train.precision "tf32" / "bf16"). Requests that contradict --no_cuda or an
+// explicit CPU device keep the messages that name that contradiction (the checks below).
+void check_build_supports(const Config& config, const TrainArgs& args) {
+  if (cuda_compiled_in() || args.no_cuda) return;
+  const std::string wanted = args.device.empty() ? config.train.device : args.device;
+  if (wanted.rfind("cuda", 0) == 0)
+    throw UsageError(
+        str(args.device.empty() ? str("train.device = \"", wanted, "\"") : str("--device ", wanted),
+            " asks for a GPU, but no GPU is visible: ", kCpuOnlyBuildMessage));
+  if (config.train.precision != "fp32" && wanted != "cpu")
+    throw UsageError(str("train.precision = \"", config.train.precision, "\" selects a GPU GEMM ",
+                         "mode, but ", kCpuOnlyBuildMessage));
+}
+
 // train.precision selects the CUDA GEMM mode (runtime/gemm.h); the CPU always computes fp32.
 // Asking for tf32/bf16 and for the CPU at the same time (train.device = "cpu", --device cpu,
 // --no_cuda) is a contradiction: a usage error before any work, so a CPU run never silently
@@ -71,6 +87,7 @@ double seconds_since(Clock::time_point start) {
 // the CPU: that run trains in fp32 with a warning (effective_precision), so one config serves
 // GPU machines and CPU-only ones.
 void check_precision_request(const Config& config, const TrainArgs& args) {
+  check_build_supports(config, args);
   const std::string& precision = config.train.precision;
   if (precision == "fp32") return;
   const std::string wanted = args.device.empty() ? config.train.device : args.device;

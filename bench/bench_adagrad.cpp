@@ -114,10 +114,12 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
       g[k * dim + c] = hash_uniform(kSeedGrad, static_cast<uint64_t>(k * dim + c), -0.05f, 0.05f);
     }
   }
-  adagrad_rows_cpu(p.data(), a.data(), dim, compact.data(), g.data(), n, kLr, kEps, kGradScale);
-  adagrad_rows_cuda(table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps, kGradScale);
-  Tensor gathered = Tensor::empty({std::max(n, static_cast<int64_t>(untouched.size())) * dim},
-                                  DType::kF32, gpu);
+  adagrad_rows(Device::cpu(), p.data(), a.data(), dim, compact.data(), g.data(), n, kLr, kEps,
+               kGradScale);
+  adagrad_rows(Device::cuda(0), table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps,
+               kGradScale);
+  Tensor gathered =
+      Tensor::empty({std::max(n, static_cast<int64_t>(untouched.size())) * dim}, DType::kF32, gpu);
   Row row;
   row.dim = dim;
   row.n = n;
@@ -143,7 +145,8 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
   const cudaStream_t stream = current_stream();
   row.bytes = n * dim * 20 + n * 4;
   row.ours = time_on_stream(stream, o.warmup, o.reps, [&] {
-    adagrad_rows_cuda(table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps, kGradScale);
+    adagrad_rows(Device::cuda(0), table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps,
+                 kGradScale);
   });
   const size_t half = static_cast<size_t>(row.bytes / 2);
   row.copy = time_on_stream(stream, o.warmup, o.reps, [&] {
@@ -153,12 +156,14 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
 }
 
 int run(const Options& o) {
-  if (!have_gpu("bench_adagrad")) return kExitNoGpu;
+  if (const int rc = no_gpu_exit_code("bench_adagrad")) return rc;
   cuda_set_device(0);
   const Device gpu = Device::cuda(0);
   const nlohmann::json device = device_json(0);
-  std::printf("Row-sparse Adagrad (kernels/adagrad adagrad_rows_cuda) vs cudaMemcpyAsync D2D of "
-              "the same bytes moved; %s\n", device["name"].get<std::string>().c_str());
+  std::printf(
+      "Row-sparse Adagrad (kernels/adagrad adagrad_rows_cuda) vs cudaMemcpyAsync D2D of "
+      "the same bytes moved; %s\n",
+      device["name"].get<std::string>().c_str());
   std::printf("%9s %5s %8s %10s %10s %10s %10s %7s %8s %9s\n", "V", "dim", "rows", "bytes",
               "ours ms", "ours GB/s", "copy GB/s", "% copy", "#wrong", "untouched");
   int64_t max_n = 0, max_bytes = 0, max_dim = 0;
@@ -177,8 +182,8 @@ int run(const Options& o) {
   for (int64_t dim : o.dims) {
     for (int64_t n : o.rows) {
       ELMO_REQUIRE(n <= o.vocab, "--rows ", n, " is more than the vocabulary (", o.vocab, ")");
-      const Row r = run_case(o, dim, n, table.data<float>(), acc.data<float>(),
-                             grads.data<float>(), copy_src.raw(), copy_dst.raw());
+      const Row r = run_case(o, dim, n, table.data<float>(), acc.data<float>(), grads.data<float>(),
+                             copy_src.raw(), copy_dst.raw());
       const double gbps = static_cast<double>(r.bytes) / (r.ours.median_ms * 1e-3) / 1e9;
       const double copy_gbps =
           static_cast<double>(r.bytes / 2 * 2) / (r.copy.median_ms * 1e-3) / 1e9;
@@ -220,8 +225,10 @@ int run(const Options& o) {
       {"cases", cases}};
   if (!write_json(o.json, out)) return kExitError;
   if (wrong != 0) {
-    std::fprintf(stderr, "bench_adagrad: %lld values differ from the CPU reference or changed "
-                 "outside the touched rows\n", static_cast<long long>(wrong));
+    std::fprintf(stderr,
+                 "bench_adagrad: %lld values differ from the CPU reference or changed "
+                 "outside the touched rows\n",
+                 static_cast<long long>(wrong));
     return kExitMismatch;
   }
   return kExitOk;
@@ -233,16 +240,19 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   elmo::bench::Options o;
   CLI::App app{"Row-sparse Adagrad on the GPU vs a device-to-device copy of the same bytes"};
-  app.add_option("--vocab", o.vocab, "table rows V")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--vocab", o.vocab, "table rows V")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--dims", o.dims, "row widths to run (512: embedding/softmax.weight, 1: bias)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   app.add_option("--rows", o.rows, "unique touched rows per step, e.g. --rows 10000,50000")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--reps", o.reps, "timed repetitions (median reported)")->check(CLI::Range(1, 100000));
+  app.add_option("--reps", o.reps, "timed repetitions (median reported)")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
-  app.add_flag("--quick", o.quick, "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
+  app.add_flag("--quick", o.quick,
+               "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
   app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {

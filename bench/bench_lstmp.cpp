@@ -580,7 +580,7 @@ int run(const Options& o) {
   std::vector<GemmPrecision> precisions;  // flags first: a bad one is an error even without a GPU
   for (const std::string& p : o.precisions) precisions.push_back(parse_gemm_precision(p));
   const std::vector<LayerShape> shapes = shapes_for(o.shape_sets, o.quick);
-  if (!have_gpu("bench_lstmp")) return kExitNoGpu;
+  if (const int rc = no_gpu_exit_code("bench_lstmp")) return rc;
   cuda_set_device(0);
   nlohmann::json device = device_json(0);
   device["cudnn_version_runtime"] = cudnnGetVersion();

@@ -263,7 +263,7 @@ CaseResult run_case(const Options& o, int64_t n, GemmPrecision precision, Parame
 int run(const Options& o) {
   std::vector<GemmPrecision> precisions;  // flags first: a bad one is an error even without a GPU
   for (const std::string& p : o.precisions) precisions.push_back(parse_gemm_precision(p));
-  if (!have_gpu("bench_sampled_softmax")) return kExitNoGpu;
+  if (const int rc = no_gpu_exit_code("bench_sampled_softmax")) return rc;
   cuda_set_device(0);
   const Device gpu = Device::cuda(0);
   const nlohmann::json device = device_json(0);

@@ -15,13 +15,17 @@
 
 namespace elmo::bench {
 
-bool have_gpu(const char* program) {
-  if (cuda_device_count() > 0) return true;
+int no_gpu_exit_code(const char* program) {
+  if (cuda_device_count() > 0) return kExitOk;
+  const char* require = std::getenv("ELMO_REQUIRE_GPU");
+  const bool required = require != nullptr && *require != '\0' && std::string(require) != "0";
+  const int code = required ? kExitError : kExitNoGpu;
   std::fprintf(stderr,
                "%s: no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides "
-               "it); nothing measured, exit code %d\n",
-               program, kExitNoGpu);
-  return false;
+               "it): %s; nothing measured, exit code %d%s\n",
+               program, cuda_unavailable_reason().c_str(), code,
+               required ? " (ELMO_REQUIRE_GPU is set)" : "");
+  return code;
 }
 
 Timing time_on_stream(cudaStream_t stream, int warmup, int reps, const std::function<void()>& op,

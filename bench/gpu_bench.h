@@ -6,7 +6,9 @@
 //   0  measured, every output within its tolerance
 //   1  an output differs from the reference beyond its tolerance (numbers still printed/written)
 //   2  error: bad flag value, CUDA/cuBLAS/cuDNN failure, cannot write the JSON
-//   77 no CUDA device visible: nothing measured (CTest's SKIP_RETURN_CODE convention)
+//   77 no CUDA device visible: nothing measured (CTest's SKIP_RETURN_CODE convention); with
+//      ELMO_REQUIRE_GPU=1 in the environment this is exit code 2 instead (a GPU machine that
+//      cannot use its GPU must not pass as skipped)
 // What it is not: a benchmark framework; each program keeps its own cases and table.
 #pragma once
 
@@ -25,9 +27,10 @@ constexpr int kExitMismatch = 1;
 constexpr int kExitError = 2;
 constexpr int kExitNoGpu = 77;
 
-// True when a CUDA device is visible; otherwise prints "<program>: no CUDA device visible ..."
-// to stderr and returns false (the caller exits with kExitNoGpu).
-bool have_gpu(const char* program);
+// 0 when a CUDA device is visible. Otherwise prints "<program>: no CUDA device visible ..."
+// and the CUDA error text to stderr and returns the exit code: kExitNoGpu, or kExitError when
+// ELMO_REQUIRE_GPU is set (to anything but "" or "0"). Callers: if (int rc = ...) return rc;
+int no_gpu_exit_code(const char* program);
 
 // Medians and spread of one timed operation, in milliseconds.
 struct Timing {

@@ -189,17 +189,17 @@ const std::vector<KeySpec>& key_table() {
       int_key(ELMO_KEY(train, max_steps), 0, kInt64Max,
               "Stop after this many steps (0 = run train.epochs epochs)"),
       int_key(ELMO_KEY(train, threads), 0, 4096, "CPU threads per process (0 = all cores)"),
-      string_key(
-          ELMO_KEY(train, device), StringRule::kDevice, {"auto", "cpu", "cuda", "cuda:N"},
-          "\"auto\" (cuda:0 when a GPU is visible and --no_cuda is not given, else the "
-          "CPU; distributed ranks: each its own GPU when every rank has one, else all on CPUs), "
-          "\"cpu\", \"cuda\" or \"cuda:N\" (one process only)"),
+      string_key(ELMO_KEY(train, device), StringRule::kDevice, {"auto", "cpu", "cuda", "cuda:N"},
+                 "\"auto\" (cuda:0 when a GPU is visible and --no_cuda is not given, else the "
+                 "CPU; distributed ranks: each its own GPU when every rank has one, else all on "
+                 "CPUs), \"cpu\", \"cuda\" or \"cuda:N\" (one process only); a CPU-only build "
+                 "refuses \"cuda\" and \"cuda:N\""),
       string_key(ELMO_KEY(train, precision), StringRule::kChoice, {"fp32", "tf32", "bf16"},
                  "GEMM precision on a GPU: \"fp32\" (exact f32), \"tf32\" (tensor cores round "
                  "inputs to TF32, f32 accumulation) or \"bf16\" (bf16 inputs, f32 accumulation); "
                  "weights and optimizer stay f32. The CPU computes fp32 only: \"tf32\"/\"bf16\" "
                  "with device \"cpu\" or --no_cuda is an error, with \"auto\" and no GPU a "
-                 "warning"),
+                 "warning; a CPU-only build refuses them"),
       string_key(ELMO_KEY(train, lstm_kernel), StringRule::kChoice,
                  {"auto", "standard", "persistent"},
                  "How the LSTM recurrence runs: \"standard\" (per-step GEMMs and a fused cell), "

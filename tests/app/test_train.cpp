@@ -281,6 +281,12 @@ TEST(Train, PrecisionOnTheCpuIsRefusedWhenAskedOrFallsBackWithAWarning) {
   EXPECT_EQ(r.output.find("train.precision"), std::string::npos) << r.output;
   fs::remove_all(run);
 
+  if (!cuda_compiled_in()) {  // a CPU-only build refuses a GPU precision outright
+    r = run_elmo("--config " + config + " --set train.device=auto --set train.precision=tf32");
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("built without CUDA"), std::string::npos) << r.output;
+    return;
+  }
   // "auto": a GPU when there is one (the precision applies), else the CPU in fp32 with a warning.
   r = run_elmo("--config " + config +
                " --set train.max_steps=2 --set train.device=auto --set train.precision=tf32");
