@@ -40,12 +40,16 @@ Device LocalStepRunner::choose_device(const Config& config, const TrainArgs& arg
   if (device.is_cuda() && args.no_cuda)
     throw UsageError(str("train.device = \"", wanted, "\" asks for a GPU but --no_cuda refuses ",
                          "it; use \"cpu\" or \"auto\", or drop --no_cuda"));
-  if (device.is_cuda() && device.index >= gpus)
+  if (device.is_cuda() && device.index >= gpus) {
+    if (!cuda_compiled_in())
+      throw UsageError(
+          str("train.device = \"", wanted, "\": no GPU is visible: ", kCpuOnlyBuildMessage));
     throw UsageError(
         str("train.device = \"", wanted, "\": ",
             gpus == 0 ? std::string("no GPU is visible on this machine")
                       : str("only ", gpus, " GPU(s) are visible (cuda:0..cuda:", gpus - 1, ")"),
             "; use \"cpu\" or \"auto\""));
+  }
   return device;
 }
 

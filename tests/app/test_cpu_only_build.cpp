@@ -68,6 +68,12 @@ TEST(CpuOnlyBuild, TrainRefusesAGpuDeviceOrPrecisionNamingTheFix) {
     EXPECT_NE(r.output.find(kRebuild), std::string::npos) << r.output;
     EXPECT_FALSE(fs::exists(dir + "/run")) << "refused before any work: " << c.args;
   }
+  // plan picks its device the way training does: the same refusal, naming the fix.
+  const auto plan = run_elmo("plan --config " + config + " --device cuda --no-probe");
+  EXPECT_EQ(plan.status, 2) << plan.output;
+  EXPECT_NE(plan.output.find("this elmo_fast was built without CUDA"), std::string::npos)
+      << plan.output;
+  EXPECT_NE(plan.output.find(kRebuild), std::string::npos) << plan.output;
   // The CPU in fp32 is what this build does.
   const auto r = run_elmo("train --config " + config + " --set train.device=auto");
   EXPECT_EQ(r.status, 0) << r.output;

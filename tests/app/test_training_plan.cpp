@@ -174,7 +174,8 @@ Measured plan_and_train(const std::string& dir, const std::string& config_text) 
 constexpr double kTolerance = 0.15;
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
-  // 200,000 words, 256-wide embedding and softmax: ~1.2 GB of tables and accumulators.
+  // 200,000 words, 256-wide embedding and softmax: the two tables and their Adagrad accumulators
+  // are 4 x 200,003 x 256 x 4 B = 819 MB.
   const std::string dir = testing::temp_dir("plan_tables");
   std::string vocab = "</S>\n<S>\n<UNK>\n", text;
   for (int i = 0; i < 200000; ++i) vocab += "w" + std::to_string(i) + "\n";
@@ -198,7 +199,9 @@ TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
                "[softmax]\nsamples = 1024\n"
                "[train]\nbatch_size = 16\nunroll_steps = 10\nmax_steps = 2\nthreads = 2\n"
                "device = \"cpu\"\n[checkpoint]\nevery_steps = 0\n[metrics]\ntensorboard = false\n");
-  EXPECT_GT(m.peak, 1.0e9);  // the tables dominate
+  // The tables dominate: they are most of the peak. (Not an absolute floor above them: a CUDA
+  // build's binary maps the CUDA libraries too, a CPU-only build does not.)
+  EXPECT_GT(8.19e8 / m.peak, 0.75) << m.peak;
   EXPECT_NEAR(m.planned / m.peak, 1.0, kTolerance) << m.planned << " planned, " << m.peak;
 }
 
