@@ -266,7 +266,13 @@ void TrainingRun::set_up_model() {
 
 void TrainingRun::resume_from(const std::string& where) {
   const std::string path = where == "latest" ? config_.run.dir : where;
-  CheckpointData ckpt = load_checkpoint(path);
+  CheckpointData ckpt;
+  try {
+    ckpt = load_checkpoint(path);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), ": resume from it with --resume=", e.fallback()));
+  }
   const nlohmann::json& s = ckpt.state;
   const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
   if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {

@@ -305,24 +305,68 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   data.files = std::move(files);
 }
 
+// A tensor failed its checksum in step folder `dir` (ChecksumError, unwrapped).
+struct DamagedTensor {
+  std::string message;
+};
+
 CheckpointData load_step_dir(const fs::path& dir) {
   StateJson s = read_state_json(dir);
   CheckpointData data;
   data.step = s.step;
+  data.dir = dir.string();
   data.state = std::move(s.state);
+  std::vector<std::string> unverified;
   for (const auto& name : s.files) {
     const fs::path f = dir / (name + ".safetensors");
     if (!fs::exists(f))
       throw Error(str(f.string(), " is missing: checkpoint ", dir.string(),
                       " is incomplete or damaged"));
     try {
-      data.files.emplace_back(name, load_safetensors(f.string()).tensors);
+      SafetensorsFile file = load_safetensors(f.string());
+      if (!file.checksummed) unverified.push_back(name + ".safetensors");
+      data.files.emplace_back(name, std::move(file.tensors));
+    } catch (const ChecksumError& e) {
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", e.what())};
     } catch (const Error& e) {
       throw Error(str("checkpoint ", dir.string(), " is damaged: ", e.what()));
     }
   }
+  if (!unverified.empty())
+    log_warn("checkpoint ", dir.string(), " carries no tensor checksums (",
+             unverified.size() == s.files.size() ? std::string("written before elmo_fast had them")
+                                                 : str("in ", unverified.front()),
+             "): loaded without verification; checkpoints saved from now on carry them");
   if (data.state.is_object() && data.state.contains("shards")) assemble_shards(data, dir);
   return data;
+}
+
+// The newest step folder of `ckpt_dir` older than `step` that loads and verifies; "" if none.
+std::string newest_verified_before(const fs::path& ckpt_dir, int64_t step) {
+  for (const auto& [older, path] : list_step_dirs(ckpt_dir)) {
+    if (older >= step) continue;
+    try {
+      load_step_dir(path);
+      return path.string();
+    } catch (const Error&) {
+    } catch (const DamagedTensor&) {
+    }
+  }
+  return "";
+}
+
+[[noreturn]] void throw_damaged(const DamagedTensor& damage, fs::path dir) {
+  dir = dir.lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "step-6/"
+  const fs::path ckpt_dir = dir.parent_path();
+  const auto step = parse_step_name(dir.filename().string());
+  const std::string fallback = step ? newest_verified_before(ckpt_dir, *step) : std::string();
+  throw CheckpointChecksumError(
+      str(damage.message,
+          fallback.empty()
+              ? std::string("; no older checkpoint in ") + ckpt_dir.string() + " verifies"
+              : "; the newest older checkpoint that verifies is " + fallback),
+      fallback);
 }
 
 // Step folders to try for a checkpoints folder, in order: the one "latest" names, then all
@@ -475,7 +519,13 @@ CheckpointData load_checkpoint(const std::string& path_text) {
   if (!fs::is_directory(path))
     throw Error(str(path_text, ": no such checkpoint folder (pass a step-<N> folder, a "
                                "checkpoints folder or a run folder)"));
-  if (looks_like_step_dir(path)) return load_step_dir(path);
+  if (looks_like_step_dir(path)) {
+    try {
+      return load_step_dir(path);
+    } catch (const DamagedTensor& damage) {
+      throw_damaged(damage, path);
+    }
+  }
 
   const fs::path ckpt_dir = checkpoints_dir_of(path);
   std::string latest_problem;
@@ -491,6 +541,8 @@ CheckpointData load_checkpoint(const std::string& path_text) {
         log_warn("falling back to checkpoint ", tries[i].string(), ": ",
                  latest_problem.empty() ? first_error : latest_problem);
       return data;
+    } catch (const DamagedTensor& damage) {  // complete but wrong: never skipped silently
+      throw_damaged(damage, tries[i]);
     } catch (const Error& e) {
       if (first_error.empty()) first_error = e.what();
     }
