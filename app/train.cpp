@@ -124,10 +124,17 @@ class TrainingRun {
   void set_up_data();
   void set_up_model();
   void resume_from(const std::string& where);
+  // The model, optimizer, carried state, data position and sampler of `ckpt` (resume, or a
+  // return after bad steps).
+  void restore(const CheckpointData& ckpt, const std::string& path);
   void plan_steps();  // total_steps_, the metrics logger
   // The loop, and what it does after each step.
   void train();
   void count_step(const StepOutcome& outcome, double seconds);
+  // A skipped step (StepOutcome::skipped): logs it; after train.max_bad_steps in a row goes back
+  // to the last checkpoint (true) or stops with an error when it cannot.
+  bool after_bad_step(const StepOutcome& outcome);
+  void return_to_last_checkpoint();
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
@@ -168,6 +175,9 @@ class TrainingRun {
   Clock::time_point run_start_ = Clock::now();
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
+  // Steps that were not finite (docs/FAULTS.md): skipped in all, in a row now, returns to a
+  // checkpoint made for them; in state.json and summary.json.
+  int64_t skipped_steps_ = 0, bad_in_a_row_ = 0, bad_step_reloads_ = 0;
 };
 
 int TrainingRun::run() {
@@ -198,6 +208,7 @@ int TrainingRun::run() {
 void TrainingRun::set_up_process() {
   if (!runner_.is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   check_precision_request(config_, args_);
+  NanInjection::instance();  // a malformed ELMO_INJECT_NAN_STEPS is refused before any work
   device_ = runner_.choose_device(config_, args_);
   int threads = static_cast<int>(config_.train.threads);
   if (threads == 0)  // all cores, shared by the run's processes on this machine
@@ -298,6 +309,22 @@ void TrainingRun::resume_from(const std::string& where) {
                          s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
                          s.value("unroll_steps", int64_t{0}),
                          "; the carried LSTM state and data positions need the same values"));
+  restore(ckpt, path);
+  // What the run went through before (a resumed run continues its counts and learning rate).
+  skipped_steps_ = s.value("skipped_steps", int64_t{0});
+  bad_step_reloads_ = s.value("bad_step_reloads", int64_t{0});
+  const int64_t saved_world = s.value("world_size", int64_t{1});
+  const int64_t world = runner_.world_size();
+  if (saved_world != world)
+    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
+             ": training continues from the same state, but float sums now run in another "
+             "order, so results are not bit-identical to an uninterrupted run");
+  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ", batcher_->epochs_done(),
+           ")");
+}
+
+void TrainingRun::restore(const CheckpointData& ckpt, const std::string& path) {
+  const nlohmann::json& s = ckpt.state;
   const NamedTensors* model_file = ckpt.file("model");
   const NamedTensors* optimizer_file = ckpt.file("optimizer");
   const NamedTensors* carry_file = ckpt.file("carry");
@@ -333,14 +360,8 @@ void TrainingRun::resume_from(const std::string& where) {
   model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
-  const int64_t saved_world = s.value("world_size", int64_t{1});
-  const int64_t world = runner_.world_size();
-  if (saved_world != world)
-    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
-             ": training continues from the same state, but float sums now run in another "
-             "order, so results are not bit-identical to an uninterrupted run");
-  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
-           batcher_->epochs_done(), ")");
+  optimizer_->set_lr_scale(s.value("lr_scale", 1.0));
+  last_checkpoint_ = ckpt.dir;
 }
 
 void TrainingRun::plan_steps() {
@@ -373,6 +394,7 @@ void TrainingRun::train() {
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
     stop_agreed_ = outcome.stop;
     count_step(outcome, seconds_since(step_start));
+    if (outcome.skipped && after_bad_step(outcome)) continue;  // back at the last checkpoint
     if (runner_.is_root()) log_interval(step_ == total_steps_);
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
@@ -390,18 +412,68 @@ void TrainingRun::count_step(const StepOutcome& outcome, double seconds) {
   ++step_;
   tokens_ += tokens_per_step_;
   step_seconds_.push_back(seconds);
-  last_grad_norm_ = outcome.grad_norm;
-  last_lr_ = outcome.lr;
-  interval_loss_ += outcome.loss;
-  interval_nll_[0] += outcome.nll[0];
-  interval_nll_[1] += outcome.nll[1];
-  ++interval_steps_;
   interval_tokens_ += tokens_per_step_;
+  if (outcome.skipped) {  // its loss and norm are not numbers to average
+    ++skipped_steps_;
+    ++bad_in_a_row_;
+  } else {
+    bad_in_a_row_ = 0;
+    last_grad_norm_ = outcome.grad_norm;
+    last_lr_ = outcome.lr;
+    interval_loss_ += outcome.loss;
+    interval_nll_[0] += outcome.nll[0];
+    interval_nll_[1] += outcome.nll[1];
+    ++interval_steps_;
+  }
   if (step_ == first_step_ + 1) {
     timed_start_ = Clock::now();
   } else {
     timed_tokens_ += tokens_per_step_;
   }
+}
+
+// Every process sees the same outcome (the loss and norm are summed over them), so every
+// process reaches the same verdict here.
+bool TrainingRun::after_bad_step(const StepOutcome& outcome) {
+  const int64_t allowed = config_.train.max_bad_steps;
+  log_warn("step ", step_, " skipped: loss ", outcome.loss, ", gradient norm ", outcome.grad_norm,
+           " (not finite); parameters and optimizer state unchanged (", bad_in_a_row_, " of ",
+           allowed, " in a row allowed by train.max_bad_steps)");
+  if (bad_in_a_row_ < allowed) return false;
+  const std::string streak = str("steps ", step_ - bad_in_a_row_ + 1, " to ", step_,
+                                 " all had a NaN or Inf loss or gradient norm");
+  const std::string advice =
+      "; lower optimizer.learning_rate, set optimizer.clip_norm, or check the data";
+  if (last_checkpoint_.empty())
+    throw Error(str("training diverged: ", streak, " and there is no checkpoint to go back to",
+                    advice, " (checkpoint.every_steps saves earlier)"));
+  if (bad_step_reloads_ >= config_.train.max_bad_step_reloads)
+    throw Error(str("training diverged: ", streak, " after ", bad_step_reloads_,
+                    " return(s) to a checkpoint (train.max_bad_step_reloads = ",
+                    config_.train.max_bad_step_reloads, ")", advice,
+                    ", then continue with --resume"));
+  return_to_last_checkpoint();
+  return true;
+}
+
+// Model, optimizer, carried state, data position and sampler all come back to the checkpoint,
+// so the batches after it are trained again (with the lower learning rate); the skipped steps'
+// counts stay (they happened).
+void TrainingRun::return_to_last_checkpoint() {
+  const int64_t bad_step = step_;
+  runner_.abandon_ahead();
+  const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
+  restore(ckpt, last_checkpoint_);
+  runner_.restored();
+  ++bad_step_reloads_;
+  bad_in_a_row_ = 0;
+  optimizer_->set_lr_scale(optimizer_->lr_scale() * config_.train.bad_step_lr_scale);
+  log_warn("went back to checkpoint ", last_checkpoint_, " (step ", step_, ") after ",
+           config_.train.max_bad_steps, " bad steps in a row (the last was step ", bad_step,
+           "): steps ", step_ + 1, " to ", bad_step, " are trained again with the learning rate ",
+           "scaled by ", optimizer_->lr_scale(), " (return ", bad_step_reloads_, " of ",
+           config_.train.max_bad_step_reloads, ")");
+  runner_.start(step_, total_steps_);
 }
 
 // This process's clock (the runner makes the root's decide for every process).
@@ -443,6 +515,9 @@ void TrainingRun::save(bool final_save) {
   s["world_size"] = runner_.world_size();
   s["batcher"] = runner_.batcher_state().to_json();
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
+  s["lr_scale"] = optimizer_->lr_scale();
+  s["skipped_steps"] = skipped_steps_;
+  s["bad_step_reloads"] = bad_step_reloads_;
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
   progress_.finish();
   last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
@@ -486,6 +561,7 @@ void TrainingRun::log_interval(bool force) {
     scalars.push_back({"ppl_fwd", std::exp(interval_nll_[0] / interval_steps_)});
     scalars.push_back({"ppl_bwd", std::exp(interval_nll_[1] / interval_steps_)});
   }
+  if (skipped_steps_ > 0) scalars.push_back({"skipped_steps", static_cast<double>(skipped_steps_)});
   metrics_->log(step_, scalars);
   last_loss_ = loss;
   interval_loss_ = interval_nll_[0] = interval_nll_[1] = 0.0;
@@ -525,6 +601,9 @@ void TrainingRun::evaluate_and_summarise() {
     summary["median_step_ms"] = 1e3 * timed[timed.size() / 2];
   }
   summary["final_train_loss"] = last_loss_;
+  summary["skipped_steps"] = skipped_steps_;        // loss or gradient norm not finite
+  summary["bad_step_reloads"] = bad_step_reloads_;  // returns to a checkpoint for them
+  summary["lr_scale"] = optimizer_->lr_scale();
   summary["train_corpus"] = files_.train;
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;

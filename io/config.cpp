@@ -189,10 +189,11 @@ const std::vector<KeySpec>& key_table() {
       int_key(ELMO_KEY(train, max_steps), 0, kInt64Max,
               "Stop after this many steps (0 = run train.epochs epochs)"),
       int_key(ELMO_KEY(train, threads), 0, 4096, "CPU threads per process (0 = all cores)"),
-      string_key(ELMO_KEY(train, device), StringRule::kDevice, {"auto", "cpu", "cuda", "cuda:N"},
-                 "\"auto\" (cuda:0 when a GPU is visible and --no_cuda is not given, else the "
-                 "CPU; distributed ranks: each its own GPU when every rank has one, else all on CPUs), "
-                 "\"cpu\", \"cuda\" or \"cuda:N\" (one process only)"),
+      string_key(
+          ELMO_KEY(train, device), StringRule::kDevice, {"auto", "cpu", "cuda", "cuda:N"},
+          "\"auto\" (cuda:0 when a GPU is visible and --no_cuda is not given, else the "
+          "CPU; distributed ranks: each its own GPU when every rank has one, else all on CPUs), "
+          "\"cpu\", \"cuda\" or \"cuda:N\" (one process only)"),
       string_key(ELMO_KEY(train, precision), StringRule::kChoice, {"fp32", "tf32", "bf16"},
                  "GEMM precision on a GPU: \"fp32\" (exact f32), \"tf32\" (tensor cores round "
                  "inputs to TF32, f32 accumulation) or \"bf16\" (bf16 inputs, f32 accumulation); "
@@ -211,6 +212,15 @@ const std::vector<KeySpec>& key_table() {
               "Evaluate on data.valid every this many steps (0 = only at the end)"),
       bool_key(ELMO_KEY(train, deterministic),
                "Bit-reproducible results: fixed reduction order, no atomics in GPU reductions"),
+      int_key(ELMO_KEY(train, max_bad_steps), 1, 1000000,
+              "A step whose loss or gradient norm is NaN or Inf is skipped (no update); after "
+              "this many such steps in a row the run goes back to its last checkpoint"),
+      float_key(ELMO_KEY(train, bad_step_lr_scale), 0, true, 1, false,
+                "Going back to the last checkpoint after train.max_bad_steps bad steps "
+                "multiplies the learning rate by this (again at every such return)"),
+      int_key(ELMO_KEY(train, max_bad_step_reloads), 0, 1000000,
+              "Returns to the last checkpoint a run may make for bad steps; one more streak "
+              "stops it with an error (0 = stop at the first streak)"),
       // [optimizer]
       string_key(ELMO_KEY(optimizer, type), StringRule::kChoice, {"adagrad", "sgd"},
                  "\"adagrad\" (bilm-tf; sparse rows for embedding and softmax) or \"sgd\" (the "

@@ -94,6 +94,12 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 0;  // 0 = only at the end
   bool deterministic = true;
+  // Steps whose loss or gradient norm is not finite are skipped; after this many in a row the
+  // run goes back to its last checkpoint with the learning rate times bad_step_lr_scale, at most
+  // max_bad_step_reloads times (app/train.cpp, docs/FAULTS.md).
+  int64_t max_bad_steps = 3;
+  double bad_step_lr_scale = 0.5;
+  int64_t max_bad_step_reloads = 3;
   bool operator==(const TrainConfig&) const = default;
 };
 
