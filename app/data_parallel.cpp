@@ -652,6 +652,23 @@ std::vector<std::pair<std::string, std::string>> DataParallel::shard_files(
   return files;
 }
 
+void DataParallel::discard_shards(const std::string& run_dir, int64_t step) const {
+  std::error_code ec;
+  for (int r = 0; r < topology_.world_size; ++r)
+    if (r == topology_.rank || is_root()) fs::remove(pending_shard_path(run_dir, step, r), ec);
+}
+
+std::string DataParallel::agree_on_errors(const std::string& name, const std::string& mine) {
+  KvStore& store = session_->store();
+  store.set(str("errors/", name, "/", topology_.rank), mine);
+  barrier(name);
+  for (int r = 0; r < topology_.world_size; ++r) {
+    const std::string error = store.get(str("errors/", name, "/", r), timeout_s_);
+    if (!error.empty()) return str("rank ", r, ": ", error);
+  }
+  return "";
+}
+
 NamedTensors DataParallel::replicated_model_tensors() const {
   NamedTensors out;
   for (const Parameter* p : model_->params().all())

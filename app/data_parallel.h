@@ -150,6 +150,13 @@ class DataParallel {
                           int dirs) const;
   std::vector<std::pair<std::string, std::string>> shard_files(const std::string& run_dir,
                                                                 int64_t step) const;
+  // A checkpoint that could not be written: removes this rank's pending shard of `step` (rank 0:
+  // every rank's), so that nothing half-written stays beside the checkpoints.
+  void discard_shards(const std::string& run_dir, int64_t step) const;
+  // In place of a barrier named `name`: every rank says how its part of a collective write went
+  // (`mine`: its error, "" when it went well); returns the first failure in rank order
+  // ("rank R: ...") or "" when every rank succeeded, the same on every rank.
+  std::string agree_on_errors(const std::string& name, const std::string& mine);
   // Rank 0's part: dense tensors whole, the tables' hot rows; plus state.json's "shards" entry.
   NamedTensors replicated_model_tensors() const;
   NamedTensors replicated_optimizer_tensors() const;

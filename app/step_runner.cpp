@@ -9,6 +9,7 @@
 
 #include "app/data_parallel.h"
 #include "app/session.h"
+#include "comm/kv_store.h"
 #include "kernels/pointwise.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/log.h"
@@ -309,20 +310,40 @@ void DataParallelStepRunner::restored() {
 
 // Every rank writes its shard (owned tail rows, its carried-state rows); rank 0 adopts them
 // into the step folder with the replicated tensors, then everybody continues.
+// A write that fails on one rank (a full disk, say) fails on every rank with the same message,
+// and nothing half-written stays: the ranks agree on each phase instead of only meeting.
 std::string DataParallelStepRunner::write_checkpoint(CheckpointData& ckpt,
                                                      const std::string& run_dir, int keep_last) {
   const int64_t step = ckpt.step;
-  dist_.write_shard(run_dir, step, parts_.states, parts_.model->shape().directions());
-  dist_.barrier(str("checkpoint-", step, "-shards"));
+  const int64_t write = ++checkpoint_writes_;  // the same count on every rank
+  const auto attempt = [](const std::function<void()>& work) -> std::string {
+    try {
+      work();
+    } catch (const CommError&) {
+      throw;  // a lost peer is not a write error
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string error = attempt(
+      [&] { dist_.write_shard(run_dir, step, parts_.states, parts_.model->shape().directions()); });
+  error = dist_.agree_on_errors(str("checkpoint-", write, "-shards"), error);
   std::string path = str(run_dir, "/checkpoints/step-", step);
-  if (dist_.is_root()) {
-    ckpt.state["shards"] = dist_.shards_state();
-    ckpt.files.emplace_back("model", dist_.replicated_model_tensors());
-    ckpt.files.emplace_back("optimizer", dist_.replicated_optimizer_tensors());
-    ckpt.adopted = dist_.shard_files(run_dir, step);
-    path = save_checkpoint(run_dir, ckpt, keep_last);
+  if (error.empty() && dist_.is_root())
+    error = attempt([&] {
+      ckpt.state["shards"] = dist_.shards_state();
+      ckpt.files.emplace_back("model", dist_.replicated_model_tensors());
+      ckpt.files.emplace_back("optimizer", dist_.replicated_optimizer_tensors());
+      ckpt.adopted = dist_.shard_files(run_dir, step);
+      path = save_checkpoint(run_dir, ckpt, keep_last);
+    });
+  if (!error.empty()) dist_.discard_shards(run_dir, step);
+  error = dist_.agree_on_errors(str("checkpoint-", write, "-saved"), error);
+  if (!error.empty()) {
+    dist_.discard_shards(run_dir, step);
+    throw Error(error);
   }
-  dist_.barrier(str("checkpoint-", step, "-saved"));
   return path;
 }
 

@@ -138,7 +138,9 @@ class TrainingRun {
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
-  void save(bool final_save);
+  // Writes a checkpoint of this step; false when it could not be written and
+  // checkpoint.on_write_error = "warn" let the run go on (else, and for the final one, an Error).
+  bool save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
   // After the loop (root): evaluation and summary.json.
@@ -399,10 +401,8 @@ void TrainingRun::train() {
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
     bool saved = false;
-    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_) {
-      save(false);
-      saved = true;
-    }
+    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_)
+      saved = save(false);
     if (evaluation_due()) evaluate_during_training(saved);
   }
   loop_end_ = Clock::now();
@@ -490,7 +490,11 @@ bool TrainingRun::evaluation_due() const {
 // The root evaluates; a model holding only some table rows (a data-parallel rank) gets the
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
-  if (!runner_.whole_model() && !saved_this_step) save(false);
+  if (!runner_.whole_model() && !saved_this_step && !save(false)) {
+    if (runner_.is_root())  // every process saw the same failure
+      log_warn("validation at step ", step_, " skipped: it needs the checkpoint of this step");
+    return;
+  }
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
@@ -499,7 +503,7 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
   runner_.barrier(str("eval-", step_));
 }
 
-void TrainingRun::save(bool final_save) {
+bool TrainingRun::save(bool final_save) {
   CheckpointData ckpt;
   ckpt.step = step_;
   nlohmann::json& s = ckpt.state;
@@ -520,10 +524,32 @@ void TrainingRun::save(bool final_save) {
   s["bad_step_reloads"] = bad_step_reloads_;
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
   progress_.finish();
-  last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
-                                              static_cast<int>(config_.checkpoint.keep_last));
+  // A write that fails (a full disk, an I/O error) leaves the previous checkpoint and `latest`
+  // as they were and no partial folder (io/checkpoint.h); every process gets the error.
+  const std::string kept = last_checkpoint_.empty()
+                               ? std::string("there is no earlier checkpoint")
+                               : str("the previous checkpoint ", last_checkpoint_, " and ",
+                                     config_.run.dir, "/checkpoints/latest are intact");
+  try {
+    last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
+                                                static_cast<int>(config_.checkpoint.keep_last));
+  } catch (const CommError&) {
+    throw;
+  } catch (const Error& e) {
+    last_checkpoint_time_ = Clock::now();  // a time-based checkpoint waits its interval again
+    if (final_save || config_.checkpoint.on_write_error != "warn")
+      throw Error(str("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ",
+                      kept,
+                      final_save ? std::string()
+                                 : std::string(" (checkpoint.on_write_error = \"warn\" would "
+                                               "keep training)")));
+    log_warn("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ", kept,
+             "; training continues (checkpoint.on_write_error = \"warn\")");
+    return false;
+  }
   last_checkpoint_time_ = Clock::now();
   log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
+  return true;
 }
 
 void TrainingRun::log_interval(bool force) {

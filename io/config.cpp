@@ -248,6 +248,10 @@ const std::vector<KeySpec>& key_table() {
               "Keep the newest this many checkpoints and delete older ones (0 = keep all)"),
       float_key(ELMO_KEY(checkpoint, every_minutes), 0, false, 1e6, false,
                 "Also checkpoint when this many minutes passed since the last one (0 = off)"),
+      string_key(ELMO_KEY(checkpoint, on_write_error), StringRule::kChoice, {"stop", "warn"},
+                 "A checkpoint that cannot be written (disk full, I/O error; the previous one "
+                 "and `latest` stay intact): \"stop\" the run with the error, or \"warn\" and "
+                 "keep training (the final checkpoint must still succeed)"),
       // [eval]
       string_key(ELMO_KEY(eval, mode), StringRule::kChoice, {"stream", "sentence"},
                  "\"stream\": state carried through the file (bilm-tf, PTB); \"sentence\": every "

@@ -118,6 +118,7 @@ struct CheckpointConfig {
   int64_t every_steps = 1000;  // 0 = off
   int64_t keep_last = 3;       // 0 = keep all
   double every_minutes = 0.0;  // 0 = off
+  std::string on_write_error = "stop";  // stop | warn: a checkpoint that cannot be written
   bool operator==(const CheckpointConfig&) const = default;
 };
 
