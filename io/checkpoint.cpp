@@ -13,6 +13,7 @@
 #include <set>
 
 #include "io/atomic_file.h"
+#include "io/crc32c.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -24,7 +25,14 @@ namespace {
 
 constexpr const char* kStateFile = "state.json";
 constexpr const char* kLatestFile = "latest";
-constexpr const char* kReservedKeys[] = {"format", "step", "files"};
+constexpr const char* kStateCrcKey = "crc32c";  // of the rest of state.json (dump(2))
+constexpr const char* kReservedKeys[] = {"format", "step", "files", kStateCrcKey};
+
+// A tensor, or state.json, failed its checksum in a step folder: the checkpoint is complete but
+// its bytes changed. Never caught as an Error (no silent fallback): see throw_damaged.
+struct DamagedTensor {
+  std::string message;
+};
 
 // "step-<digits>" -> N; anything else (including "step-5.tmp-123") -> nullopt.
 std::optional<int64_t> parse_step_name(const std::string& name) {
@@ -114,6 +122,20 @@ StateJson read_state_json(const fs::path& dir) {
     throw Error(str(file.string(), ": checkpoint ", dir.string(),
                     " is damaged: state.json is not valid JSON (", e.what(), ")"));
   }
+  // The checksum first: a damaged "format" is damage, not a foreign file. Checkpoints written
+  // before state.json carried one have none.
+  if (j.is_object() && j.contains(kStateCrcKey)) {
+    nlohmann::json rest = j;
+    rest.erase(kStateCrcKey);
+    const std::string text = rest.dump(2);
+    const uint32_t actual = crc32c(text.data(), text.size());
+    uint32_t stored = 0;
+    const nlohmann::json& crc = j[kStateCrcKey];
+    if (!crc.is_string() || !parse_crc32c_hex(crc.get<std::string>(), &stored) || stored != actual)
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", file.string(),
+                              " fails its checksum (stored ", crc.dump(), ", its content has ",
+                              crc32c_hex(actual), "): it is not used")};
+  }
   const auto format = j.is_object() ? j.find("format") : j.end();
   if (!j.is_object() || format == j.end() || !format->is_string() ||
       format->get<std::string>().rfind("elmo_fast-checkpoint-", 0) != 0)
@@ -151,6 +173,8 @@ std::optional<std::string> incomplete_reason(const fs::path& dir) {
     }
   } catch (const Error& e) {
     return std::string(e.what());
+  } catch (const DamagedTensor& e) {
+    return e.message;
   }
   return std::nullopt;
 }
@@ -236,6 +260,11 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
       !shards.contains("axis") || !shards["axis"].is_object())
     throw fail("state.json \"shards\" needs a \"files\" list and an \"axis\" object");
+  for (const auto& [file, axis] : shards["axis"].items())
+    if (!axis.is_number_integer() || axis.get<int64_t>() < 0 ||
+        axis.get<int64_t>() >= Shape::kMaxDims)
+      throw fail(str("\"shards\".\"axis\" of '", file, "' is ", axis.dump(),
+                     ", not a dimension 0 to ", Shape::kMaxDims - 1));
   std::set<std::string> interleaved;
   if (shards.contains("interleave")) {
     if (!shards["interleave"].is_array()) throw fail("\"shards\".\"interleave\" must be a list");
@@ -273,7 +302,8 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
     if (!shard_names.count(name)) files.emplace_back(name, std::move(tensors));
   for (auto& [file, by_name] : parts) {
     const int64_t axis = shards["axis"][file].get<int64_t>();
-    auto it = std::find_if(files.begin(), files.end(), [&](const auto& f) { return f.first == file; });
+    auto it = std::find_if(files.begin(), files.end(),
+                           [&wanted = file](const auto& f) { return f.first == wanted; });
     if (it == files.end()) {
       files.emplace_back(file, NamedTensors{});
       it = std::prev(files.end());
@@ -304,11 +334,6 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   }
   data.files = std::move(files);
 }
-
-// A tensor failed its checksum in step folder `dir` (ChecksumError, unwrapped).
-struct DamagedTensor {
-  std::string message;
-};
 
 CheckpointData load_step_dir(const fs::path& dir) {
   StateJson s = read_state_json(dir);
@@ -502,6 +527,8 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
         fs::remove(path);
       }
     }
+    const std::string text = state.dump(2);
+    state[kStateCrcKey] = crc32c_hex(crc32c(text.data(), text.size()));
     write_file_atomic((tmp_dir / kStateFile).string(), state.dump(2) + "\n");  // last inside
     install_dir(tmp_dir, final_dir);
     fsync_directory(ckpt_dir.string());

@@ -2,6 +2,7 @@
 #include "io/crc32c.h"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 #if defined(__x86_64__)
@@ -140,6 +141,27 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t bytes) {
 }
 
 uint32_t crc32c(const void* data, size_t bytes) { return crc32c_extend(0, data, bytes); }
+
+std::string crc32c_hex(uint32_t crc) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", crc);
+  return text;
+}
+
+bool parse_crc32c_hex(const std::string& text, uint32_t* crc) {
+  if (text.size() != 8) return false;
+  uint32_t v = 0;
+  for (const char c : text) {
+    if (c >= '0' && c <= '9')
+      v = v * 16 + static_cast<uint32_t>(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v = v * 16 + static_cast<uint32_t>(c - 'a' + 10);
+    else
+      return false;
+  }
+  *crc = v;
+  return true;
+}
 
 const char* crc32c_implementation() { return hardware() ? "sse4.2" : "software"; }
 

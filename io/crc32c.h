@@ -14,12 +14,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace elmo {
 
 uint32_t crc32c(const void* data, size_t bytes);
 // crc32c(a + b) == crc32c_extend(crc32c(a), b)
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t bytes);
+
+// As files store it: 8 lowercase hex digits. parse_crc32c_hex accepts exactly that form.
+std::string crc32c_hex(uint32_t crc);
+bool parse_crc32c_hex(const std::string& text, uint32_t* crc);
 
 // The implementations, for tests and the benchmark.
 uint32_t crc32c_software(uint32_t crc, const void* data, size_t bytes);

@@ -36,27 +36,6 @@ bool is_checksum_key(const std::string& key) {
   return key == kChecksumsKey || key.rfind(kCrcPrefix, 0) == 0;
 }
 
-std::string crc_hex(uint32_t crc) {
-  char text[9];
-  std::snprintf(text, sizeof text, "%08x", crc);
-  return text;
-}
-
-// 8 lowercase hex digits -> value; false otherwise.
-bool parse_crc_hex(const std::string& text, uint32_t* crc) {
-  if (text.size() != 8) return false;
-  uint32_t v = 0;
-  for (const char c : text) {
-    if (c >= '0' && c <= '9')
-      v = v * 16 + static_cast<uint32_t>(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v = v * 16 + static_cast<uint32_t>(c - 'a' + 10);
-    else
-      return false;
-  }
-  *crc = v;
-  return true;
-}
 // The reference implementation refuses headers above 100 MB; a bigger value means garbage.
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 constexpr size_t kReadPieceBytes = size_t{1} << 20;  // tensors are read and verified in pieces
@@ -132,8 +111,8 @@ const char* safetensors_dtype_name(DType dtype) {
 
 ChecksumError::ChecksumError(const std::string& path, const std::string& tensor, uint32_t stored,
                              uint32_t actual)
-    : Error(str(path, ": tensor '", tensor, "' fails its checksum (stored crc32c ", crc_hex(stored),
-                ", its data has ", crc_hex(actual),
+    : Error(str(path, ": tensor '", tensor, "' fails its checksum (stored crc32c ",
+                crc32c_hex(stored), ", its data has ", crc32c_hex(actual),
                 "): the file is damaged (disk or copy error); it is not used")),
       path_(path),
       tensor_(tensor) {}
@@ -150,7 +129,7 @@ std::string header_text(const NamedTensors& tensors,
   for (const auto& [k, v] : metadata) meta[k] = v;
   meta[kChecksumsKey] = kChecksumsValue;
   for (size_t i = 0; i < tensors.size(); ++i)
-    meta[std::string(kCrcPrefix) + tensors[i].first] = crc_hex(crcs[i]);
+    meta[std::string(kCrcPrefix) + tensors[i].first] = crc32c_hex(crcs[i]);
   header[kMetadataKey] = meta;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
@@ -289,8 +268,9 @@ SafetensorsFile parse(const ReadAt& read, uint64_t file_size, const std::string&
       }
       continue;
     }
+    const std::string& tensor_name = name;  // (clang 14 cannot capture structured bindings)
     auto bad_entry = [&](const auto&... parts) {
-      return bad("bad safetensors header: tensor '", name, "': ", parts...);
+      return bad("bad safetensors header: tensor '", tensor_name, "': ", parts...);
     };
     if (!value.is_object()) throw bad_entry("expected an object");
     const auto dt = value.find("dtype");
@@ -363,7 +343,7 @@ SafetensorsFile parse(const ReadAt& read, uint64_t file_size, const std::string&
       if (it == crc_texts.end())
         throw bad("bad safetensors header: tensor '", entries[i].name, "' has no checksum (\"",
                   kCrcPrefix, entries[i].name, "\" in __metadata__)");
-      if (!parse_crc_hex(it->second, &stored[i]))
+      if (!parse_crc32c_hex(it->second, &stored[i]))
         throw bad("bad safetensors header: the checksum of tensor '", entries[i].name, "' is '",
                   it->second.substr(0, 16), "', not 8 lowercase hex digits");
       crc_texts.erase(it);

@@ -368,5 +368,43 @@ TEST(Checkpoint, CheckpointsWithoutChecksumsLoadWithANotice) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
 }
 
+// state.json carries the CRC32C of the rest of its content: a changed number is refused like a
+// damaged tensor (an edit that keeps the JSON valid would otherwise move the data position or the
+// step silently).
+TEST(Checkpoint, AChangedStateJsonIsRefusedLikeADamagedTensor) {
+  const std::string run = testing::temp_dir("ckpt_state_crc");
+  save_checkpoint(run, make_data(4), 0);
+  const std::string path = save_checkpoint(run, make_data(5), 0);
+  std::string text = read_file(path + "/state.json");
+  EXPECT_NE(text.find("\"crc32c\": \""), std::string::npos) << text;
+  const size_t at = text.find("5000");
+  ASSERT_NE(at, std::string::npos) << text;
+  text[at] = '6';  // tokens_seen 5000 -> 6000, still valid JSON
+  write_file_atomic(path + "/state.json", text);
+  try {
+    load_checkpoint(run);
+    ADD_FAILURE() << "a changed state.json loaded";
+  } catch (const CheckpointChecksumError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(path + "/state.json fails its checksum"));
+    EXPECT_EQ(e.fallback(), run + "/checkpoints/step-4");
+  }
+  EXPECT_EQ(find_latest_checkpoint(run), run + "/checkpoints/step-4") << "never picked";
+}
+
+// Values state.json's "shards" steers are checked before they are used (found by fuzzing:
+// a non-integer axis escaped as a JSON library exception).
+TEST(Checkpoint, ShardAxesMustBeDimensions) {
+  const std::string run = testing::temp_dir("ckpt_axis");
+  CheckpointData d = make_data(2);
+  for (const nlohmann::json& axis :
+       {nlohmann::json("x"), nlohmann::json(-1), nlohmann::json(9), nlohmann::json(1.5)}) {
+    d.state["shards"] = {{"files", nlohmann::json::array()}, {"axis", {{"model", axis}}}};
+    const std::string path = save_checkpoint(run, d, 0);
+    EXPECT_THAT(load_error(path),
+                HasSubstr("\"shards\".\"axis\" of 'model' is " + axis.dump() + ", not a dimension"))
+        << axis;
+  }
+}
+
 }  // namespace
 }  // namespace elmo
