@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -67,7 +68,7 @@ enum Status : uint8_t {
 };
 
 TimePoint deadline_after(double seconds) {
-  if (seconds < 0 || seconds > 1e9) return TimePoint::max();
+  if (!(seconds >= 0 && seconds <= 1e9)) return TimePoint::max();  // negative or NaN: none
   return Clock::now() +
          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
@@ -188,14 +189,10 @@ Io recv_frame(int fd, std::string* payload, uint32_t max_bytes, TimePoint deadli
   unsigned char header[4];
   Io status = recv_exact(fd, reinterpret_cast<char*>(header), 4, deadline, stop, error);
   if (status != Io::kOk) return status;
-  const uint32_t size =
-      header[0] | (header[1] << 8) | (header[2] << 16) | (static_cast<uint32_t>(header[3]) << 24);
-  if (size > max_bytes) {
-    *error = str("a frame of ", size, " bytes exceeds the limit of ", max_bytes);
-    return Io::kError;
-  }
-  payload->assign(size, '\0');
-  return recv_exact(fd, payload->data(), size, deadline, stop, error);
+  const std::optional<uint32_t> size = parse_rendezvous_frame_length(header, max_bytes, error);
+  if (!size) return Io::kError;
+  payload->assign(*size, '\0');
+  return recv_exact(fd, payload->data(), *size, deadline, stop, error);
 }
 
 class ProtocolError : public std::runtime_error {
@@ -271,6 +268,7 @@ class Decoder {
     pos_ += size;
     return v;
   }
+  bool at_end() const { return pos_ == in_.size(); }
 
  private:
   void need(size_t n) {
@@ -335,6 +333,77 @@ std::string join_ints(const std::vector<int>& values, size_t limit = 16) {
 }
 
 }  // namespace
+
+// ---- parsing what arrives from the network (rendezvous.h) -----------------------------------
+
+std::optional<uint32_t> parse_rendezvous_frame_length(const unsigned char header[4],
+                                                      uint32_t max_bytes, std::string* error) {
+  const uint32_t size =
+      header[0] | (header[1] << 8) | (header[2] << 16) | (static_cast<uint32_t>(header[3]) << 24);
+  if (size > max_bytes) {
+    *error = str("a frame of ", size, " bytes exceeds the limit of ", max_bytes);
+    return std::nullopt;
+  }
+  return size;
+}
+
+std::optional<RendezvousHello> parse_rendezvous_hello(const std::string& payload,
+                                                      std::string* error) {
+  try {
+    Decoder in(payload);
+    RendezvousHello hello;
+    hello.token = in.bytes();
+    hello.rank = in.i32();
+    hello.pid = in.i64();
+    hello.host = in.bytes().substr(0, 255);
+    hello.channel = in.u8();
+    if (!in.at_end()) throw ProtocolError("trailing bytes");
+    return hello;
+  } catch (const ProtocolError& e) {
+    *error = str("malformed handshake (", e.what(), ")");
+    return std::nullopt;
+  }
+}
+
+std::optional<RendezvousRequest> parse_rendezvous_request(const std::string& payload,
+                                                          std::string* error) {
+  try {
+    Decoder in(payload);
+    RendezvousRequest r;
+    r.op = in.u8();
+    switch (r.op) {
+      case kSet:
+        r.key = in.bytes();
+        r.value = in.bytes();
+        break;
+      case kGet:
+        r.key = in.bytes();
+        r.timeout_s = in.f64();
+        if (std::isnan(r.timeout_s)) throw ProtocolError("a wait of NaN seconds");
+        break;
+      case kTryGet:
+        r.key = in.bytes();
+        break;
+      case kAdd:
+        r.key = in.bytes();
+        r.delta = in.i64();
+        break;
+      case kReportFault:
+        r.value = in.bytes();
+        break;
+      case kLeave:
+      case kHeartbeat:
+        break;
+      default:
+        throw ProtocolError(str("unknown request ", int(r.op)));
+    }
+    if (!in.at_end()) throw ProtocolError("trailing bytes");
+    return r;
+  } catch (const ProtocolError& e) {
+    *error = str("malformed request (", e.what(), ")");
+    return std::nullopt;
+  }
+}
 
 std::string format_seconds(double seconds) {
   char text[32];
@@ -584,17 +653,16 @@ bool KvServer::Impl::handshake(Connection* c, Hello* hello) {
     if (status != Io::kStopped) refuse(c, "incomplete handshake: " + describe(status, error));
     return false;
   }
-  try {
-    Decoder in(payload);
-    hello->token = in.bytes();
-    hello->rank = in.i32();
-    hello->pid = in.i64();
-    hello->host = in.bytes().substr(0, 255);
-    hello->channel = in.u8();
-  } catch (const ProtocolError&) {
-    refuse(c, "malformed handshake");
+  const std::optional<RendezvousHello> parsed = parse_rendezvous_hello(payload, &error);
+  if (!parsed) {
+    refuse(c, error);
     return false;
   }
+  hello->token = parsed->token;
+  hello->rank = parsed->rank;
+  hello->pid = parsed->pid;
+  hello->host = parsed->host;
+  hello->channel = parsed->channel;
   const std::string who =
       str(hello->rank >= 0 ? str("rank ", hello->rank) : std::string("a helper process"), ", pid ",
           hello->pid, " on ", printable(hello->host));
@@ -671,24 +739,22 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
     const Io status = recv_frame(c->fd, &request, kMaxFrameBytes, TimePoint::max(), &stop, &error);
     if (status == Io::kClosed || status == Io::kStopped) return;
     if (status != Io::kOk) throw ProtocolError(describe(status, error));
-    Decoder in(request);
+    std::optional<RendezvousRequest> parsed = parse_rendezvous_request(request, &error);
+    if (!parsed) throw ProtocolError(error);
+    RendezvousRequest& in = *parsed;
     Encoder reply;
-    const uint8_t op = in.u8();
-    switch (op) {
+    switch (in.op) {
       case kSet: {
-        std::string key = in.bytes();
-        std::string value = in.bytes();
         std::lock_guard<std::mutex> lock(mutex);
-        data[std::move(key)] = std::move(value);
+        data[std::move(in.key)] = std::move(in.value);
         changed.notify_all();
         reply.u8(kOk);
         break;
       }
       case kGet: {
-        const std::string key = in.bytes();
-        const double timeout_s = in.f64();
+        const std::string& key = in.key;
         std::string value;
-        const Status s = wait_key(key, timeout_s, c->fd, &value);
+        const Status s = wait_key(key, in.timeout_s, c->fd, &value);
         if (s == kFailed) return;  // the client went away or the server stops
         reply.u8(s);
         if (s == kOk) reply.bytes(value);
@@ -699,7 +765,7 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
         break;
       }
       case kTryGet: {
-        const std::string key = in.bytes();
+        const std::string& key = in.key;
         std::lock_guard<std::mutex> lock(mutex);
         auto it = data.find(key);
         if (it == data.end())
@@ -709,8 +775,8 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
         break;
       }
       case kAdd: {
-        const std::string key = in.bytes();
-        const int64_t delta = in.i64();
+        const std::string& key = in.key;
+        const int64_t delta = in.delta;
         std::lock_guard<std::mutex> lock(mutex);
         auto it = data.find(key);
         const std::optional<int64_t> current =
@@ -737,14 +803,13 @@ void KvServer::Impl::serve_requests(Connection* c, const Hello& hello) {
         break;
       }
       case kReportFault: {
-        const std::string message = in.bytes();
         std::lock_guard<std::mutex> lock(mutex);
-        record_fault_locked(hello.rank, message);
+        record_fault_locked(hello.rank, in.value);
         reply.u8(kOk);
         break;
       }
-      default:
-        throw ProtocolError(str("unknown request ", int(op)));
+      default:  // a heartbeat belongs on the monitor channel
+        throw ProtocolError(str("request ", int(in.op), " on the request channel"));
     }
     const Io sent = send_frame(c->fd, reply.str(), deadline_after(kSendTimeoutS), &stop, &error);
     if (sent != Io::kOk) return;
@@ -767,8 +832,9 @@ void KvServer::Impl::serve_monitor(Connection* c, const Hello& hello) {
       const Io status =
           recv_frame(c->fd, &message, kMaxHelloBytes, deadline_after(10.0), &stop, &error);
       if (status != Io::kOk) return;
-      Decoder in(message);
-      if (in.u8() != kHeartbeat) throw ProtocolError("unexpected message on the monitor channel");
+      const std::optional<RendezvousRequest> parsed = parse_rendezvous_request(message, &error);
+      if (!parsed || parsed->op != kHeartbeat)
+        throw ProtocolError("unexpected message on the monitor channel");
       last_heartbeat = Clock::now();
     }
     std::string push;

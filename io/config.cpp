@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "io/atomic_file.h"
+#include "io/corpus.h"
 #include "runtime/error.h"
 
 namespace elmo {
@@ -457,6 +458,14 @@ bool close_enough(const std::string& typed, const std::string& candidate, size_t
   return distance <= std::max<size_t>(2, std::min(typed.size(), candidate.size()) / 3);
 }
 
+// The distance is at least the difference in length: a typed name much longer or shorter than
+// the candidate is not close, whatever its letters (and a megabyte-long key in a config costs no
+// megabyte-squared comparison).
+bool may_be_close(const std::string& typed, const std::string& candidate) {
+  const size_t n = typed.size(), m = candidate.size();
+  return close_enough(typed, candidate, n > m ? n - m : m - n);
+}
+
 std::string did_you_mean(const std::vector<std::string>& names) {
   if (names.empty()) return "";
   std::string out = " (did you mean ";
@@ -475,6 +484,7 @@ std::vector<std::string> suggest_keys(const std::string& typed) {
   for (const KeySpec& k : key_table()) {
     const std::string full = k.full_name();
     if (typed_name == k.name) same_name.push_back(full);
+    if (!may_be_close(typed, full)) continue;
     const size_t d = edit_distance(typed, full);
     if (!close_enough(typed, full, d)) continue;
     if (d < best) best = d, closest.clear();
@@ -489,6 +499,7 @@ std::vector<std::string> suggest_sections(const std::string& typed) {
   size_t best = std::numeric_limits<size_t>::max();
   std::vector<std::string> closest;
   for (const std::string& s : config_sections()) {
+    if (!may_be_close(typed, s)) continue;
     const size_t d = edit_distance(typed, s);
     if (!close_enough(typed, s, d)) continue;
     if (d < best) best = d, closest.clear();
@@ -688,6 +699,12 @@ void apply_override_impl(Config& config, const std::string& assignment, Origins&
       throw UsageError(str(origin, ": '", key, "' has a malformed quoted string"));
   }
   if (!as_toml) {
+    // TOML text is UTF-8 (toml++ checks it in files and quoted values); so must a bare word be,
+    // or the config could not be written back (config_to_toml, checkpoints' state.json).
+    size_t bad = 0;
+    if (!is_valid_utf8(text, &bad))
+      throw UsageError(
+          str("--set ", key, "=...: the value is not valid UTF-8 text (byte ", bad + 1, ")"));
     parsed = toml::table{};
     parsed.insert("v", text);
   }
