@@ -198,6 +198,20 @@ class Trainer {
     }
     return false;
   }
+  void signal(int number) { ::kill(pid_, number); }
+  // Exit status (128 + signal when killed), or -1 when still running after `seconds`.
+  int wait(double seconds) {
+    const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+    int status = 0;
+    while (Clock::now() < end) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        done_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
   // SIGKILL, then reaps it; whether it was still running.
   bool kill() {
     if (done_) return false;
@@ -259,5 +273,29 @@ TEST(Faults, SigkillAtAnyMomentLeavesAVerifiedCheckpointAndResumeFinishes) {
               kills, mid_save, static_cast<long long>(last_step));
 }
 
+// SIGTERM (or Ctrl-C) finishes the step, saves a checkpoint and exits with 128 + the signal,
+// saying how to continue; --resume finishes the run.
+TEST(Faults, SigtermSavesACheckpointAndResumeFinishes) {
+  const std::string dir = testing::temp_dir("sigterm");
+  const std::string run = dir + "/run";
+  const std::string args = "--config " + write_config(dir, run) +
+                           " --set train.max_steps=2000 --set checkpoint.every_steps=0";
+  {
+    Trainer trainer(args, dir + "/log");
+    ASSERT_TRUE(trainer.wait_for_log("step 3/", 60.0)) << read_file(dir + "/log");
+    trainer.signal(SIGTERM);
+    EXPECT_EQ(trainer.wait(60.0), 128 + SIGTERM) << read_file(dir + "/log");
+  }
+  const std::string log = read_file(dir + "/log");
+  EXPECT_NE(log.find("stopped by signal 15 at step "), std::string::npos) << log;
+  EXPECT_NE(log.find("continue with --resume"), std::string::npos) << log;
+  const int64_t step = load_checkpoint(run).step;  // the stop's own checkpoint, verified
+  EXPECT_GE(step, 3);
+  const auto r =
+      testing::run_elmo(args + " --set train.max_steps=" + std::to_string(step + 3) + " --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from step " + std::to_string(step)), std::string::npos)
+      << r.output;
+}
 }  // namespace
 }  // namespace elmo
