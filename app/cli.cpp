@@ -98,6 +98,14 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   eval->add_option("--max-tokens", eval_args.max_tokens, "stop after this many (0: all)")
       ->check(CLI::NonNegativeNumber);
+  eval->add_option("--head-ids", eval_args.head_ids,
+                   "perplexity slices: head = ids below this (default: the checkpoint's "
+                   "eval.head_ids; 0 = the most frequent 1%)")
+      ->check(CLI::NonNegativeNumber);
+  eval->add_option("--torso-ids", eval_args.torso_ids,
+                   "torso = ids from the head bound to below this, tail = the rest (default: "
+                   "the checkpoint's eval.torso_ids; 0 = the most frequent 10%)")
+      ->check(CLI::NonNegativeNumber);
   eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
 
   ImportArgs import_args;
@@ -148,6 +156,13 @@ int run_cli(int argc, char** argv) {
       ->delimiter(',');
   embed->add_option("--gamma", embed_args.mix_gamma, "scale of the scalar mix");
 
+  ReportArgs report_args;
+  CLI::App* report = app.add_subcommand(
+      "report", "one self-contained HTML page of runs: summary, config, plots of their metrics");
+  report->add_option("run_dirs", report_args.run_dirs, "run folders (run.dir), one or more")
+      ->required();
+  report->add_option("--out,-o", report_args.out, "HTML file to write")->required();
+
   std::string show_config;
   std::vector<std::string> show_overrides;
   bool show_reference = false;
@@ -177,6 +192,7 @@ int run_cli(int argc, char** argv) {
     if (*import_cmd) return import_bilm_command(import_args);
     if (*export_cmd) return export_bilm_command(export_args);
     if (*embed) return embed_command(embed_args);
+    if (*report) return report_command(report_args);
     if (*config_cmd) {
       if (show_reference) {
         std::fputs(config_reference_markdown().c_str(), stdout);

@@ -35,6 +35,7 @@ int prepare_command(const PrepareArgs& args);
 struct EvalArgs {
   std::string checkpoint, corpus, vocab, mode = "stream";
   int64_t batch_size = 1, unroll_steps = 20, max_tokens = 0;
+  int64_t head_ids = -1, torso_ids = -1;  // -1: the checkpoint config's eval.head_ids/torso_ids
   std::string json_out;
 };
 int eval_command(const EvalArgs& args);
@@ -59,5 +60,11 @@ struct EmbedArgs {
   float mix_gamma = 1.0f;
 };
 int embed_command(const EmbedArgs& args);
+
+struct ReportArgs {
+  std::vector<std::string> run_dirs;
+  std::string out;
+};
+int report_command(const ReportArgs& args);
 
 }  // namespace elmo

@@ -38,6 +38,11 @@ DenseOverlap::DenseOverlap(std::vector<Group> groups, float* bucket, DenseAllred
     stream_ = std::make_unique<CudaStream>(device_.index);
     for (size_t g = 0; g < groups_.size(); ++g)
       events_.push_back(std::make_unique<CudaEvent>(device_.index));
+    reduced_ = std::make_unique<CudaEvent>(device_.index);
+    // The scratch was allocated on this thread's stream: the worker's stream waits for it.
+    CudaEvent allocated(device_.index);
+    allocated.record(current_stream());
+    allocated.wait(stream_->get());
   }
   worker_ = std::thread([this] { run(); });
 }
@@ -81,6 +86,9 @@ void DenseOverlap::finish_step() {
                ", ...) was never reported ready by the backward");
   cv_.wait(lock, [&] { return done_; });
   armed_ = false;
+  // CUDA: the reductions are queued (bf16: the widening may still run); order this thread's
+  // stream after them. Recorded by the worker before it set done_.
+  if (device_.is_cuda() && !error_) reduced_->wait(current_stream());
   last_wait_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
@@ -130,6 +138,13 @@ void DenseOverlap::run() {
         error = std::current_exception();
       }
       lock.lock();
+    }
+    if (device_.is_cuda() && !error) {
+      try {
+        reduced_->record(current_stream());
+      } catch (...) {
+        error = std::current_exception();
+      }
     }
     error_ = error;
     done_ = true;

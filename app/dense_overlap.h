@@ -14,7 +14,11 @@
 // worker copies and sums them on the host. CUDA buckets (NCCL): ready() is called on the host
 // thread that queued the group's backward kernels, with the direction's stream current; it
 // records an event there, and the worker makes its own stream wait for that event before the
-// copy and the all-reduce, so no host thread ever blocks on the backward.
+// copy and the all-reduce, so no host thread ever blocks on the backward. The worker's stream
+// is non-blocking (runtime/stream.h): finish_step() makes the calling thread's current stream
+// wait for an event recorded behind the step's last reduction (the bf16 widening into the
+// bucket is still queued when the worker reports the step done), so whatever that thread
+// issues next reads the summed bucket.
 //
 // Per step: begin_step() (before the backward), ready(g) for every group (any thread, any
 // order), then finish_step() blocks until every group is reduced and rethrows the worker's
@@ -78,6 +82,7 @@ class DenseOverlap {
   Tensor scratch_;  // bf16: [largest group] 16-bit words on `device`
   std::unique_ptr<CudaStream> stream_;             // CUDA: the worker's stream
   std::vector<std::unique_ptr<CudaEvent>> events_;  // CUDA: per group, recorded by ready()
+  std::unique_ptr<CudaEvent> reduced_;  // CUDA: behind the step's last reduction (worker stream)
 
   std::mutex mu_;
   std::condition_variable cv_;

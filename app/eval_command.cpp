@@ -1,4 +1,5 @@
-// `elmo_fast eval`: forward, backward and mean perplexity of a checkpoint on a corpus.
+// `elmo_fast eval`: forward, backward and mean perplexity of a checkpoint on a corpus, and per
+// slice of target words by frequency (app/eval_slices.h).
 #include <cstdio>
 
 #include "app/commands.h"
@@ -23,8 +24,12 @@ int eval_command(const EvalArgs& args) {
   settings.rows = args.batch_size;
   settings.steps = args.unroll_steps;
   settings.max_tokens = args.max_tokens;
+  // The slices the run was configured with, unless the command line says otherwise.
+  settings.head_ids = args.head_ids >= 0 ? args.head_ids : loaded.config.eval.head_ids;
+  settings.torso_ids = args.torso_ids >= 0 ? args.torso_ids : loaded.config.eval.torso_ids;
   const EvalResult result = evaluate_corpus(*loaded.model, data, vocab, settings);
   std::printf("perplexity (%s): %s\n", args.mode.c_str(), describe(result).c_str());
+  for (const std::string& line : slice_table(result)) std::printf("  %s\n", line.c_str());
   if (!args.json_out.empty()) {
     nlohmann::json j = result.to_json();
     j["mode"] = args.mode;

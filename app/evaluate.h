@@ -4,8 +4,12 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "app/eval_slices.h"
 #include "io/batcher.h"
+#include "io/config.h"
+#include "io/tensorboard.h"
 #include "io/token_cache.h"
 #include "io/vocab.h"
 #include "model/bilm.h"
@@ -15,9 +19,16 @@ namespace elmo {
 
 struct EvalResult {
   NllSum direction[2];
+  SliceSums slices[2];  // per direction, from the per-position NLLs that make up `direction`
+  SliceBounds bounds;
   int directions = 1;
   double perplexity(int d) const;  // exp(mean NLL) of one direction
   double mean_perplexity() const;  // exp(total NLL / total predictions), over directions
+  // Of one slice: direction d, or d = -1 for all directions together; NaN when it is empty.
+  double slice_perplexity(int slice, int d = -1) const;
+  double slice_share(int slice) const;  // the slice's share of all predictions (0 when none)
+  // {"ppl_fwd", "ppl_bwd", "ppl", "tokens" (per direction), "slices": {"head": {"ids", "share",
+  // "ppl", "ppl_fwd", "ppl_bwd", "tokens_fwd", "tokens_bwd"}, ...}}; empty slices' ppl null.
   nlohmann::json to_json() const;
 };
 
@@ -25,13 +36,21 @@ struct EvalSettings {
   EvalMode mode = EvalMode::kStream;
   int64_t rows = 1;
   int64_t steps = 20;
-  int64_t max_tokens = 0;  // 0 = all
+  int64_t max_tokens = 0;               // 0 = all
+  int64_t head_ids = 0, torso_ids = 0;  // slice bounds (eval.head_ids, eval.torso_ids)
 };
+EvalSettings eval_settings(const EvalConfig& eval);  // everything from the [eval] keys
 
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
                            const EvalSettings& settings);
 
 // "fwd 61.2  bwd 60.8  mean 61.0 (83,000 tokens)"
 std::string describe(const EvalResult& result);
+// The slices as a small table, one line per slice plus a header and the total:
+// "slice  ids  share  fwd  bwd  mean".
+std::vector<std::string> slice_table(const EvalResult& result);
+// Metrics of an evaluation during training: time, valid_ppl, valid_ppl_fwd, valid_ppl_bwd,
+// valid_ppl_<slice> and valid_share_<slice> (slice names of app/eval_slices.h).
+Scalars validation_scalars(const EvalResult& result, double time);
 
 }  // namespace elmo

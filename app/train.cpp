@@ -16,6 +16,7 @@
 #include "app/data_parallel.h"
 #include "app/evaluate.h"
 #include "app/progress.h"
+#include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
 #include "io/atomic_file.h"
@@ -258,6 +259,7 @@ void TrainingRun::set_up_data() {
                "train.batch_size = ", config_.train.batch_size, " is smaller than the ",
                options.world_size, " ranks of this run: every rank needs at least one row");
   batcher_ = std::make_unique<Batcher>(train_data_, vocab_, options);
+  slice_bounds(vocab_, config_.eval.head_ids, config_.eval.torso_ids);  // bad bounds: refuse now
 }
 
 void TrainingRun::set_up_model() {
@@ -498,7 +500,7 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
-    metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
   }
   runner_.barrier(str("eval-", step_));
 }
@@ -597,16 +599,12 @@ void TrainingRun::log_interval(bool force) {
 
 EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
   TokenCache data = TokenCache::open_or_build(spec, vocab_, cache_dir(config_));
-  EvalSettings settings;
-  settings.mode = config_.eval.mode == "sentence" ? EvalMode::kSentence : EvalMode::kStream;
-  settings.rows = config_.eval.batch_size;
-  settings.steps = config_.eval.unroll_steps;
-  settings.max_tokens = config_.eval.max_tokens;
   progress_.finish();
   const auto start = Clock::now();
-  EvalResult result = evaluate_corpus(*model_, data, vocab_, settings);
+  EvalResult result = evaluate_corpus(*model_, data, vocab_, eval_settings(config_.eval));
   log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
            format_duration(seconds_since(start)), "]");
+  for (const std::string& line : slice_table(result)) log_info("  ", line);
   return result;
 }
 
@@ -648,7 +646,7 @@ void TrainingRun::evaluate_and_summarise() {
   if (!files_.valid.empty()) {
     const EvalResult r = evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
-    metrics_->log(step_, {{"valid_ppl", r.mean_perplexity()}});
+    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
     if (files_.synthetic) {
       const double bound = files_.synthetic->perplexity_bound();
       const double ratio = r.mean_perplexity() / bound;
@@ -681,18 +679,29 @@ int train_command(const TrainArgs& args) {
   if (plan.kind == ProcessKind::kScheduler) return run_scheduler(plan);
   ELMO_REQUIRE(loaded, "--config is required to train (only --role scheduler runs without one)");
   Config config = std::move(*loaded);
+  const std::string run_dir = config.run.dir;
+  // Every run ends with run_dir/report.html (app/report.h). Launchers outlive their ranks: they
+  // write it from the files when rank 0 could not (a fault), and skip it when rank 0 did.
   switch (plan.kind) {
-    case ProcessKind::kLocalLauncher:
-      return run_local_launcher(plan, strip_launch_flags(args.argv));
-    case ProcessKind::kNodeSupervisor:
-      return run_node_supervisor(plan, strip_launch_flags(args.argv));
+    case ProcessKind::kLocalLauncher: {
+      const int code = run_local_launcher(plan, strip_launch_flags(args.argv));
+      write_run_report(run_dir, /*only_if_stale=*/true);
+      return code;
+    }
+    case ProcessKind::kNodeSupervisor: {
+      const int code = run_node_supervisor(plan, strip_launch_flags(args.argv));
+      write_run_report(run_dir, /*only_if_stale=*/true);
+      return code;
+    }
     case ProcessKind::kRank: {
       std::unique_ptr<DataParallel> dist;
       try {
         dist = std::make_unique<DataParallel>(plan, config.dist.timeout_seconds);
         DataParallelStepRunner runner(*dist);
         TrainingRun run(std::move(config), args, runner);
-        return run.run();
+        const int code = run.run();  // normal end or stopped by a signal
+        if (plan.topology.rank == 0) write_run_report(run_dir);
+        return code;
       } catch (const CommError& e) {
         throw Error(dist ? dist->explain(e) : e.what());
       }
@@ -700,7 +709,17 @@ int train_command(const TrainArgs& args) {
     default: {
       LocalStepRunner runner;
       TrainingRun run(std::move(config), args, runner);
-      return run.run();
+      int code = 0;
+      try {
+        code = run.run();  // normal end or stopped by a signal
+      } catch (const UsageError&) {
+        throw;  // refused before training: nothing new to report
+      } catch (const Error&) {
+        write_run_report(run_dir, /*only_if_stale=*/true);  // e.g. diverged: show the curves
+        throw;
+      }
+      write_run_report(run_dir);
+      return code;
     }
   }
 }

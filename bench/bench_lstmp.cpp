@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "bench/bench_kernels.h"
+#include "bench/bench_lstmp_cases.h"
 #include "bench/gpu_bench.h"
 #include "model/lstm_layer.h"
 #include "runtime/cuda_check.h"
@@ -71,39 +72,6 @@ struct CudnnFailure : Error {
                                                     __LINE__, ": ",                          \
                                                     cudnnGetErrorString(bench_status_)));    \
   } while (0)
-
-struct LayerShape {
-  std::string name;
-  int64_t B, T, in, C, P;  // P = 0: no projection
-  int64_t H() const { return P > 0 ? P : C; }
-  double flops() const {
-    return 3.0 * 2.0 * static_cast<double>(T * B) *
-           (4.0 * C * (in + H()) + (P > 0 ? static_cast<double>(C) * P : 0.0));
-  }
-};
-
-std::vector<LayerShape> shapes_for(const std::vector<std::string>& sets, bool quick) {
-  std::vector<LayerShape> out;
-  for (const std::string& set : sets) {
-    if (set == "elmo") {
-      if (quick) out.push_back({"elmo-quick", 16, 5, 64, 256, 64});
-      else {
-        out.push_back({"elmo", 128, 20, 512, 4096, 512});
-        out.push_back({"elmo", 256, 20, 512, 4096, 512});
-      }
-    } else if (set == "ptb") {
-      if (quick) out.push_back({"ptb-quick", 8, 6, 96, 96, 0});
-      else {  // configs/ptb-{small,medium,large}.toml: batch 20, unroll 20 / 35 / 35
-        out.push_back({"ptb-small", 20, 20, 200, 200, 0});
-        out.push_back({"ptb-medium", 20, 35, 650, 650, 0});
-        out.push_back({"ptb-large", 20, 35, 1500, 1500, 0});
-      }
-    } else {
-      throw UsageError(str("--shapes: unknown set \"", set, "\"; use elmo and/or ptb"));
-    }
-  }
-  return out;
-}
 
 // Tolerances on max|ours - cuDNN| / max|cuDNN| per output (forward outputs, then gradients).
 //   fp32: both sides do f32 GEMMs (K up to 4096) and f32 pointwise math in different orders and
@@ -514,9 +482,7 @@ CaseResult run_case(const Options& o, const LayerShape& s, GemmPrecision precisi
       ref = cudnn->outputs();
       break;
     } catch (const CudnnFailure& e) {
-      if (data != CUDNN_DATA_BFLOAT16 || (e.status != CUDNN_STATUS_NOT_SUPPORTED &&
-                                          e.status != CUDNN_STATUS_BAD_PARAM))
-        throw;
+      if (data != CUDNN_DATA_BFLOAT16 || !cudnn_refused(e.status)) throw;
       fallback = str("cuDNN refused bf16 data (", e.what(), "); reference runs with half data");
       std::printf("    note: %s\n", fallback.c_str());
       cudnn.reset();
@@ -625,14 +591,31 @@ int run(const Options& o) {
   std::printf("%-10s %4s %3s %5s %5s %4s %5s %9s %9s %7s %8s %8s %9s %6s\n", "shape", "B", "T",
               "in", "C", "P", "prec", "ours ms", "cuDNN ms", "ours/cu", "ours TF", "cuDNN TF",
               "clip ms", "check");
-  nlohmann::json cases = nlohmann::json::array();
+  nlohmann::json cases = nlohmann::json::array(), skipped = nlohmann::json::array();
   bool ok = true;
-  for (const LayerShape& s : shapes)
+  const auto supported = [](int64_t C, int64_t P) { return lstmp_persistent_supported(C, P, 0); };
+  for (const LayerShape& s : shapes) {
+    // The persistent kernels need a projection (and a shape this device fits): the other
+    // shapes are left out, saying why, instead of failing the whole run.
+    const std::string skip = o.kernel == "persistent" ? persistent_skip_reason(s, supported) : "";
+    if (!skip.empty()) {
+      std::printf("%-10s skipped: %s\n", s.name.c_str(), skip.c_str());
+      skipped.push_back({{"shape", s.name}, {"cell", s.C}, {"proj", s.P}, {"reason", skip}});
+      continue;
+    }
     for (GemmPrecision p : precisions) {
       CaseResult r = run_case(o, s, p);
       ok &= r.ok;
       cases.push_back(std::move(r.json));
     }
+  }
+  if (cases.empty()) {
+    std::fprintf(stderr,
+                 "bench_lstmp: nothing to measure: every shape was skipped (--kernel %s "
+                 "needs a projection: use --shapes elmo)\n",
+                 o.kernel.c_str());
+    return kExitError;
+  }
   std::printf("(* = cuDNN ran with half data: it refused bf16; TF = TFLOP/s from the FLOP model "
               "3*2*T*B*(4C*(in+H) + C*P))\n");
   const nlohmann::json out = {
@@ -646,7 +629,8 @@ int run(const Options& o) {
       {"clips", "off in the compared runs (cuDNN has no projection clip)"},
       {"warmup", o.warmup},
       {"quick", o.quick},
-      {"cases", cases}};
+      {"cases", cases},
+      {"skipped", skipped}};
   if (!write_json(o.json, out)) return kExitError;
   if (!ok) {
     std::fprintf(stderr, "bench_lstmp: an output differs from cuDNN's beyond its tolerance (see "
@@ -673,7 +657,7 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-clipped", o.clipped, "skip timing ours with clips on");
   app.add_option("--kernel", o.kernel,
                  "our recurrence: standard (per-step GEMMs) or persistent (one cooperative launch; "
-                 "needs a projection, so use it with --shapes elmo)")
+                 "needs a projection: shapes without one, the ptb set, are skipped)")
       ->check(CLI::IsMember({"standard", "persistent"}));
   app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
   CLI11_PARSE(app, argc, argv);

@@ -264,6 +264,12 @@ const std::vector<KeySpec>& key_table() {
               "Steps per evaluation batch (speed and memory only)"),
       int_key(ELMO_KEY(eval, max_tokens), 0, kInt64Max,
               "Evaluate at most this many tokens of each file (0 = all)"),
+      int_key(ELMO_KEY(eval, head_ids), 0, kInt64Max,
+              "Perplexity slices: targets with ids (frequency ranks) below this, <S> </S> <UNK> "
+              "aside, form the head slice (0 = the most frequent 1% of the words)"),
+      int_key(ELMO_KEY(eval, torso_ids), 0, kInt64Max,
+              "Targets from the head bound to below this form the torso slice, the rest the tail "
+              "(0 = the most frequent 10% of the words); must exceed the head bound"),
       // [metrics]
       bool_key(ELMO_KEY(metrics, jsonl),
                "Write run.dir/metrics.jsonl (one JSON object per log interval)"),
@@ -735,6 +741,10 @@ void validate_impl(const Config& c, const Origins& origins) {
                at("optimizer.initial_accumulator"),
                "Adagrad with 'optimizer.initial_accumulator' = 0 and 'optimizer.epsilon' = 0 "
                "divides by zero on the first step: make one of them > 0");
+  ELMO_REQUIRE(c.eval.head_ids == 0 || c.eval.torso_ids == 0 || c.eval.head_ids < c.eval.torso_ids,
+               at("eval.head_ids"), "'eval.head_ids' = ", c.eval.head_ids,
+               " must be below 'eval.torso_ids' = ", c.eval.torso_ids,
+               " (the head slice is the most frequent words, the torso the next ones)");
 }
 
 Config parse_and_apply(const std::string& text, const std::string& origin,

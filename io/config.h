@@ -127,6 +127,8 @@ struct EvalConfig {
   int64_t batch_size = 1;
   int64_t unroll_steps = 20;
   int64_t max_tokens = 0;  // 0 = all
+  int64_t head_ids = 0;    // slices (app/eval_slices.h): 0 = the most frequent 1% of the ids
+  int64_t torso_ids = 0;   // 0 = the most frequent 10% of the ids
   bool operator==(const EvalConfig&) const = default;
 };
 

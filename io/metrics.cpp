@@ -1,6 +1,7 @@
 #include "io/metrics.h"
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -58,7 +59,13 @@ MetricsLogger::MetricsLogger(const std::string& run_dir, bool jsonl, bool tensor
 }
 
 void MetricsLogger::log(int64_t step, const Scalars& scalars) {
-  if (jsonl_) jsonl_->write(metrics_object(step, scalars));
+  if (jsonl_) {
+    nlohmann::ordered_json object = metrics_object(step, scalars);
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    object["wall_time"] = std::round(now * 1e3) / 1e3;  // milliseconds are plenty
+    jsonl_->write(object);
+  }
   if (tensorboard_) tensorboard_->add_scalars(step, scalars);
 }
 

@@ -2,11 +2,15 @@
 // <run_dir>/tb/, fed by one MetricsLogger.
 //
 // metrics.jsonl holds one JSON object per log interval: {"step": N, then every scalar in the
-// order given} (the trainer passes tokens, loss, ppl, tokens_per_s, lr, grad_norm, time and
-// optional extras such as epoch or eval_ppl_fwd). Integral values are written as integers,
-// non-finite values as null. The file is appended to (a resumed run continues it) and flushed
-// after every line; a torn last line left by a crash is closed with a newline before appending.
-// What it is not: a reader, or a place for per-step data; the caller decides the interval.
+// order given, then "wall_time"} (the trainer passes time, tokens, loss, ppl, tokens_per_s, lr,
+// grad_norm and optional extras such as epoch or valid_ppl; "time" is seconds since the process
+// started, so it restarts in a resumed run). MetricsLogger appends "wall_time", Unix seconds
+// (to the millisecond), to the JSON lines only: wall_time - time tells which process wrote a
+// line. Integral values are written as integers, non-finite values as null. The file is
+// appended to (a resumed run continues it) and flushed after every line; a torn last line left
+// by a crash is closed with a newline before appending.
+// What it is not: a place for per-step data (the caller decides the interval); the reader is
+// io/metrics_reader.h.
 #pragma once
 
 #include <cstdint>

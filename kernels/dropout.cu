@@ -6,14 +6,17 @@
 namespace elmo {
 
 namespace {
-__global__ void dropout_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
-                               float p, float scale, uint64_t seed, uint64_t stream,
-                               DropoutRows layout) {
+// y may be x (the stack applies dropout in place): no __restrict__ on either, which would
+// promise the compiler that they never alias (and let it read x through the non-coherent
+// cache while y is written).
+__global__ void dropout_kernel(const float* x, float* y, int64_t n, float p, float scale,
+                               uint64_t seed, uint64_t stream, DropoutRows layout) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e < n)
     y[e] = x[e] * dropout_scale_at(seed, stream, dropout_global_index(e, layout), p, scale);
 }
 
+// Only launched when x != y (and callers never pass partly overlapping buffers).
 __global__ void copy_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e < n) y[e] = x[e];

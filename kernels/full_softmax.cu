@@ -54,15 +54,21 @@ __global__ void chunk_grad_kernel(float* __restrict__ logits, int64_t ld,
 __global__ void finish_kernel(const float* __restrict__ row_max, const double* __restrict__ row_sum,
                               const float* __restrict__ target_logit,
                               const int32_t* __restrict__ targets, int64_t rows,
-                              float* __restrict__ lse, double* __restrict__ result) {
+                              float* __restrict__ lse, double* __restrict__ result,
+                              double* __restrict__ row_nll) {
   __shared__ double nll_shared[kRowThreads];
   __shared__ double count_shared[kRowThreads];
   double nll = 0.0, count = 0.0;
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
-    if (targets[r] < 0) continue;
+    if (targets[r] < 0) {
+      if (row_nll) row_nll[r] = nan("");
+      continue;
+    }
     const double row_lse = static_cast<double>(row_max[r]) + log(row_sum[r]);
     lse[r] = static_cast<float>(row_lse);
-    nll += row_lse - static_cast<double>(target_logit[r]);
+    const double row = row_lse - static_cast<double>(target_logit[r]);
+    if (row_nll) row_nll[r] = row;
+    nll += row;
     count += 1.0;
   }
   nll_shared[threadIdx.x] = nll;
@@ -85,9 +91,9 @@ __global__ void finish_kernel(const float* __restrict__ row_max, const double* _
 
 void full_softmax_finish_cuda(const float* row_max, const double* row_sum,
                               const float* target_logit, const int32_t* targets, int64_t rows,
-                              float* lse, double* result) {
+                              float* lse, double* result, double* row_nll) {
   finish_kernel<<<1, kRowThreads, 0, current_stream()>>>(row_max, row_sum, target_logit, targets,
-                                                         rows, lse, result);
+                                                         rows, lse, result, row_nll);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 

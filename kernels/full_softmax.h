@@ -61,8 +61,10 @@ void full_softmax_chunk_grad_cuda(float* logits, int64_t ld, const float* bias,
 // target, lse[r] = (float)(row_max + log(row_sum)) and NLL_r = lse_r - target_logit[r] in
 // double; result[0] = sum of NLL_r, result[1] = number of such rows (as a double). One block,
 // fixed-order tree sums: deterministic. Device pointers; result is device memory [2].
+// row_nll (optional, device [rows]) receives every NLL_r that enters the sum, NaN for rows
+// without a target.
 void full_softmax_finish_cuda(const float* row_max, const double* row_sum,
                               const float* target_logit, const int32_t* targets, int64_t rows,
-                              float* lse, double* result);
+                              float* lse, double* result, double* row_nll = nullptr);
 
 }  // namespace elmo

@@ -1,5 +1,6 @@
-// CUDA side of kernels/pointwise.h: grid-stride elementwise kernels, one thread per column for
-// the column sums (rows in order, as the CPU), one fixed-tree block for sum_to_double.
+// CUDA side of kernels/pointwise.h: grid-stride elementwise kernels, kColumnSumLanes threads per
+// column for the column sums (the lane order of pointwise.h, as the CPU), one fixed-tree block
+// for sum_to_double.
 #include "kernels/lstmp_cell.h"
 #include "kernels/pointwise.h"
 #include "runtime/cuda_check.h"
@@ -42,14 +43,39 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n
   for (int64_t e = first_index(); e < n; e += grid_stride()) out[e] = __fadd_rn(a[e], b[e]);
 }
 
+constexpr int kColumnTile = 32;  // columns per block: a warp reads 32 consecutive floats of a row
+
+__device__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+// Block (kColumnTile, kColumnSumLanes): thread (c, l) sums rows l, l + L, ... of column
+// tile * 32 + c; the lanes are then combined by halving in shared memory (pointwise.h's order).
 template <typename Acc>
 __global__ void column_sums_kernel(const float* __restrict__ x, int64_t rows, int64_t cols,
                                    int64_t ld, Acc* __restrict__ out) {
-  for (int64_t j = first_index(); j < cols; j += grid_stride()) {
-    Acc acc = out[j];
-    for (int64_t r = 0; r < rows; ++r) acc += static_cast<Acc>(x[r * ld + j]);
-    out[j] = acc;
+  __shared__ Acc partial[kColumnSumLanes][kColumnTile + 1];  // +1: no bank conflicts
+  const int c = threadIdx.x, lane = threadIdx.y;
+  for (int64_t j0 = static_cast<int64_t>(blockIdx.x) * kColumnTile; j0 < cols;
+       j0 += static_cast<int64_t>(gridDim.x) * kColumnTile) {  // uniform over the block
+    const int64_t j = j0 + c;
+    Acc acc = 0;
+    if (j < cols)
+      for (int64_t r = lane; r < rows; r += kColumnSumLanes)
+        acc = add_rn(acc, static_cast<Acc>(x[r * ld + j]));
+    partial[lane][c] = acc;
+    __syncthreads();
+    for (int half = kColumnSumLanes / 2; half > 0; half /= 2) {
+      if (lane < half) partial[lane][c] = add_rn(partial[lane][c], partial[lane + half][c]);
+      __syncthreads();
+    }
+    if (lane == 0 && j < cols) out[j] = add_rn(out[j], partial[0][c]);
+    __syncthreads();  // partial is rewritten by the next tile
   }
+}
+
+unsigned column_tiles_for(int64_t cols) {
+  const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
+  return static_cast<unsigned>(tiles < (int64_t{1} << 30) ? tiles : (int64_t{1} << 30));
 }
 
 __global__ void add_scaled_table_rows_kernel(float* __restrict__ out,
@@ -146,16 +172,18 @@ void add_floats_cuda(const float* a, const float* b, float* out, int64_t n) {
 
 void column_sums_add_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out) {
   if (rows <= 0 || cols <= 0) return;
-  column_sums_kernel<float><<<blocks_for(cols), kThreads, 0, current_stream()>>>(x, rows, cols,
-                                                                                 ld, out);
+  const dim3 block(kColumnTile, kColumnSumLanes);
+  column_sums_kernel<float>
+      <<<column_tiles_for(cols), block, 0, current_stream()>>>(x, rows, cols, ld, out);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 
 void column_sums_add_f64_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld,
                               double* out) {
   if (rows <= 0 || cols <= 0) return;
-  column_sums_kernel<double><<<blocks_for(cols), kThreads, 0, current_stream()>>>(x, rows, cols,
-                                                                                  ld, out);
+  const dim3 block(kColumnTile, kColumnSumLanes);
+  column_sums_kernel<double>
+      <<<column_tiles_for(cols), block, 0, current_stream()>>>(x, rows, cols, ld, out);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 

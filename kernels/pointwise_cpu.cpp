@@ -1,12 +1,13 @@
 // CPU side of kernels/pointwise.h and the device dispatch. The CPU loops are the ones the model
 // layers ran inline before they moved here (same grains, same order), so CPU results are
-// unchanged bit for bit.
-#include "kernels/pointwise.h"
-
+// unchanged bit for bit. The f64 column sums follow the CUDA kernel's lane order (pointwise.h),
+// so both backends give the same bits; the f32 ones keep the CPU's row order (see pointwise.h).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/lstmp_cell.h"
+#include "kernels/pointwise.h"
 #include "runtime/cuda_memory.h"
 #include "runtime/parallel.h"
 
@@ -14,6 +15,32 @@ namespace elmo {
 
 namespace {
 constexpr int64_t kPointwiseGrain = 1 << 15;  // elements per thread for simple loops
+
+// out[j] += sum_r x[r * ld + j] in the lane order of pointwise.h (the CUDA kernel's): per
+// column kColumnSumLanes partial sums over rows r = l (mod lanes), then halving.
+template <typename Acc>
+void column_sums_in_lane_order(const float* x, int64_t rows, int64_t cols, int64_t ld, Acc* out) {
+  constexpr int64_t kLanes = kColumnSumLanes, kTile = 256;  // columns per pass
+  parallel_for(cols, 1024, [&](int64_t j0, int64_t j1) {
+    std::vector<Acc> lanes(static_cast<size_t>(kLanes * kTile));  // [lane][column of the tile]
+    for (int64_t t0 = j0; t0 < j1; t0 += kTile) {
+      const int64_t w = std::min(kTile, j1 - t0);
+      std::fill(lanes.begin(), lanes.end(), Acc(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        Acc* lane = lanes.data() + (r % kLanes) * kTile;
+        const float* row = x + r * ld + t0;
+        for (int64_t j = 0; j < w; ++j) lane[j] += static_cast<Acc>(row[j]);
+      }
+      for (int64_t half = kLanes / 2; half > 0; half /= 2)
+        for (int64_t l = 0; l < half; ++l) {
+          Acc* into = lanes.data() + l * kTile;
+          const Acc* from = lanes.data() + (l + half) * kTile;
+          for (int64_t j = 0; j < w; ++j) into[j] += from[j];
+        }
+      for (int64_t j = 0; j < w; ++j) out[t0 + j] += lanes[j];
+    }
+  });
+}
 }  // namespace
 
 void copy_floats(Device device, float* dst, const float* src, int64_t n) {
@@ -110,12 +137,7 @@ void column_sums_add_f64(Device device, const float* x, int64_t rows, int64_t co
                          double* out) {
   if (rows <= 0 || cols <= 0) return;
   if (!device.is_cpu()) return column_sums_add_f64_cuda(x, rows, cols, ld, out);
-  parallel_for(cols, 1024, [&](int64_t j0, int64_t j1) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = x + r * ld;
-      for (int64_t j = j0; j < j1; ++j) out[j] += row[j];
-    }
-  });
+  column_sums_in_lane_order(x, rows, cols, ld, out);
 }
 
 void add_scaled_table_rows(Device device, float* out, const float* scale, const float* table,

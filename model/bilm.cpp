@@ -77,7 +77,8 @@ struct BiLM::Impl {
   Tensor embedded[2];                   // [T * B, E]
   Tensor d_top[2];                      // [T * B, H]
   Tensor d_embedded[2];                 // [T * B, E]
-  // CUDA: one stream per direction, and the events that fork/join them with the caller's.
+  // CUDA: one non-blocking stream per direction, and the events that fork/join them with the
+  // caller's (forked[first direction of a call], joined[direction]).
   std::unique_ptr<CudaStream> streams[2];
   std::unique_ptr<CudaEvent> forked[2], joined[2];
 };
@@ -148,10 +149,15 @@ void BiLM::for_each_direction(int first, int end, const std::function<void(int)>
     else run_concurrently(end - first, [&](int i) { task(first + i); });
     return;
   }
+  // One fork point: everything the caller issued so far, recorded once before any direction
+  // queues work. (Recording it again per direction would put the second record behind the
+  // first direction's work wherever the caller's stream orders against the direction streams.)
+  // The event is the first direction's, so calls for different directions from two threads
+  // (evaluate) never share one.
   cudaStream_t caller = current_stream();
+  m.forked[first]->record(caller);
   for (int d = first; d < end; ++d) {
-    m.forked[d]->record(caller);
-    m.forked[d]->wait(m.streams[d]->get());
+    m.forked[first]->wait(m.streams[d]->get());
     {
       StreamGuard on_direction(m.streams[d]->get());
       task(d);
@@ -297,7 +303,8 @@ TrainStepResult BiLM::train_step(const TokenBatch* batches, LstmState* states, u
   return result;
 }
 
-NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) {
+NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state,
+                      double* position_nll) {
   Impl& m = *impl_;
   const Scope scope(*this);
   ELMO_CHECK(direction >= 0 && direction < shape_.directions(), "BiLM::evaluate: direction ",
@@ -323,6 +330,12 @@ NllSum BiLM::evaluate(int direction, const TokenBatch& batch, LstmState& state) 
                               params_.get("softmax.bias").value.data<float>(), shape_.vocab,
                               shape_.hidden(), stack.output(), targets.data<int32_t>(), N,
                               kFullSoftmaxChunk, &m.full_workspace[d], device_);
+    if (position_nll) {  // time-major rows t * B + b -> batch layout b * T + t
+      std::vector<double> rows(static_cast<size_t>(N));
+      full_softmax_row_nll(m.full_workspace[d], N, device_, rows.data());
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t) position_nll[b * T + t] = rows[t * B + b];
+    }
   });
   return result;
 }

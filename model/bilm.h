@@ -11,8 +11,8 @@
 // activations are time-major [T, B, .] so each step's rows are contiguous. Parameters, carried
 // states and returned representations live on the model's device.
 //
-// CUDA: every call runs on the caller's current stream and two streams of its own, one per
-// direction (fork/join by events: the call's work is ordered after what the caller issued
+// CUDA: every call runs on the caller's current stream and two non-blocking streams of its own,
+// one per direction (fork/join by events: the call's work is ordered after what the caller issued
 // before and before what it issues after). Token ids are uploaded through pinned memory; the
 // sampler, the touched-row set and the per-id summation plans are computed on the host while
 // the device runs the LSTMs. The one host synchronisation of train_step is the read-back of the
@@ -135,8 +135,11 @@ class BiLM {
 
   // Full-softmax NLL of one direction over every position of the batch whose target is not
   // kIgnoreTarget, no dropout; advances the state through all `steps` positions. The two
-  // directions may be evaluated concurrently from two host threads.
-  NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state);
+  // directions may be evaluated concurrently from two host threads. position_nll (optional,
+  // host [rows, steps] like batch.targets) receives each position's NLL, the terms of the
+  // returned sum (NaN where the target is kIgnoreTarget).
+  NllSum evaluate(int direction, const TokenBatch& batch, LstmState& state,
+                  double* position_nll = nullptr);
 
   // Layer representations of one direction for rows x steps inputs (no dropout):
   // out[0] = embeddings [T, B, E], out[l + 1] = output of layer l [T, B, H] (with residual),

@@ -75,9 +75,10 @@ Rows prepare_rows(FullSoftmaxWorkspace& ws, int64_t n, int64_t chunk, Device dev
 
 // Sweep 1: running log-sum-exp over all chunks; fills the lse and the result (ws.result on the
 // CPU, ws.d_result on CUDA).
+// keep_row_nll: also store each row's NLL (ws.row_nll / ws.d_row_nll).
 Rows lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t dim, const float* h,
                const int32_t* targets, int64_t n, int64_t chunk, FullSoftmaxWorkspace& ws,
-               Device device) {
+               Device device, bool keep_row_nll) {
   chunk = std::min(chunk, vocab);
   const Rows rows = prepare_rows(ws, n, chunk, device);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
@@ -90,16 +91,20 @@ Rows lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t di
         rows.target_logit);
   }
   if (!device.is_cpu()) {
+    if (keep_row_nll) ensure(ws.d_row_nll, n, DType::kI64, device);
     full_softmax_finish_cuda(rows.row_max, rows.row_sum, rows.target_logit, targets, n, rows.lse,
-                             f64(ws.d_result));
+                             f64(ws.d_result), keep_row_nll ? f64(ws.d_row_nll) : nullptr);
     return rows;
   }
+  if (keep_row_nll) ws.row_nll.assign(static_cast<size_t>(n), std::nan(""));
   NllSum out;
   for (int64_t r = 0; r < n; ++r) {
     if (targets[r] < 0) continue;
     const double lse = static_cast<double>(ws.row_max[r]) + std::log(ws.row_sum[r]);
     ws.lse[r] = static_cast<float>(lse);
-    out.nll += lse - ws.target_logit[r];
+    const double nll = lse - ws.target_logit[r];
+    if (keep_row_nll) ws.row_nll[r] = nll;
+    out.nll += nll;
     ++out.count;
   }
   ws.result = out;
@@ -122,6 +127,20 @@ NllSum full_softmax_result(const FullSoftmaxWorkspace& ws, Device device) {
   return {values[0], static_cast<int64_t>(values[1])};
 }
 
+void full_softmax_row_nll(const FullSoftmaxWorkspace& ws, int64_t n, Device device, double* out) {
+  if (n == 0) return;
+  if (device.is_cpu()) {
+    ELMO_CHECK(static_cast<int64_t>(ws.row_nll.size()) >= n, "full_softmax_row_nll: ", n,
+               " rows asked, the last full_softmax_nll call kept ", ws.row_nll.size());
+    std::copy_n(ws.row_nll.begin(), n, out);
+    return;
+  }
+  ELMO_CHECK(ws.d_row_nll.defined() && ws.d_row_nll.numel() >= n, "full_softmax_row_nll: ", n,
+             " rows asked, the last full_softmax_nll call kept fewer");
+  cuda_copy(out, Device::cpu(), ws.d_row_nll.raw(), device,
+            sizeof(double) * static_cast<size_t>(n));
+}
+
 NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
                         const float* h, const int32_t* targets, int64_t n, int64_t chunk,
                         FullSoftmaxWorkspace* workspace, Device device) {
@@ -129,7 +148,7 @@ NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, i
   if (n == 0) return {};
   FullSoftmaxWorkspace local;
   FullSoftmaxWorkspace& ws = workspace ? *workspace : local;
-  lse_sweep(weight, bias, vocab, dim, h, targets, n, chunk, ws, device);
+  lse_sweep(weight, bias, vocab, dim, h, targets, n, chunk, ws, device, /*keep_row_nll=*/true);
   return full_softmax_result(ws, device);
 }
 
@@ -145,7 +164,8 @@ void full_softmax_forward_backward_deferred(const float* weight, const float* bi
   }
   ELMO_CHECK(dweight != nullptr && dbias != nullptr,
              "full softmax training needs dweight and dbias buffers");
-  const Rows rows = lse_sweep(weight, bias, vocab, dim, h, targets, n, chunk, ws, device);
+  const Rows rows =
+      lse_sweep(weight, bias, vocab, dim, h, targets, n, chunk, ws, device, /*keep_row_nll=*/false);
   chunk = std::min(chunk, vocab);
   if (dh != nullptr) fill_floats(device, dh, n * dim, 0.0f);
   float* dz = rows.logits;  // [N, c] with row stride chunk

@@ -40,13 +40,16 @@ struct FullSoftmaxWorkspace {
   std::vector<double> row_sum;      // [N]
   std::vector<float> target_logit;  // [N]
   std::vector<float> lse;           // [N]
+  std::vector<double> row_nll;      // [N] of the last full_softmax_nll call
   NllSum result;                    // of the last call
   // CUDA (f64 buffers are i64 tensors)
   Tensor d_logits, d_row_max, d_row_sum, d_target_logit, d_lse;
-  Tensor d_result;  // f64 [2]: summed NLL and count of the last call
+  Tensor d_result;   // f64 [2]: summed NLL and count of the last call
+  Tensor d_row_nll;  // f64 [N] of the last full_softmax_nll call
 };
 
-// weight [V, P], bias [V], h [N, P], targets [N] in [0, V) or kIgnoreTarget.
+// weight [V, P], bias [V], h [N, P], targets [N] in [0, V) or kIgnoreTarget. Also keeps each
+// row's NLL in the workspace (full_softmax_row_nll).
 NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
                         const float* h, const int32_t* targets, int64_t n,
                         int64_t chunk = kFullSoftmaxChunk,
@@ -71,5 +74,11 @@ void full_softmax_forward_backward_deferred(const float* weight, const float* bi
                                             FullSoftmaxWorkspace& workspace, Device device);
 // The NllSum of the workspace's last call (CUDA: reads it back, one synchronisation).
 NllSum full_softmax_result(const FullSoftmaxWorkspace& workspace, Device device);
+
+// The per-row NLLs of the workspace's last full_softmax_nll call over `n` rows: out[r] = NLL_r,
+// the very terms its NllSum adds up, NaN for rows whose target is kIgnoreTarget. Host `out`;
+// CUDA: copies them back (synchronises).
+void full_softmax_row_nll(const FullSoftmaxWorkspace& workspace, int64_t n, Device device,
+                          double* out);
 
 }  // namespace elmo

@@ -25,7 +25,9 @@ int64_t LstmLayerWorkspace::bytes() const {
                               &ones_,  &persistent_.scratch};
   int64_t n = 0;
   for (const FloatBuffer* b : all) n += b->capacity();
-  return n * static_cast<int64_t>(sizeof(float));
+  const int64_t bf16_bytes =
+      weights_bf16_.defined() ? static_cast<int64_t>(weights_bf16_.nbytes()) : 0;
+  return n * static_cast<int64_t>(sizeof(float)) + bf16_bytes;
 }
 
 const char* lstm_kernel_name(LstmKernel kernel) {
@@ -91,6 +93,38 @@ bool use_persistent(const LstmLayerShape& shape, const LstmLayerWeights& w,
   return true;
 }
 
+// The forward's bf16 copies of the weights (see LstmLayerWorkspace::weights_bf16_), made when
+// this thread's GEMMs read bf16 on the weights' device; otherwise nothing is kept.
+void make_weights_bf16(const LstmLayerShape& shape, const LstmLayerWeights& w, Tensor& copies,
+                       int64_t* offsets, bool& made) {
+  made = false;
+  if (!gemm_uses_bf16(w.device)) return;
+  const int64_t G = shape.gates();
+  const int64_t counts[3] = {G * shape.input_dim, G * shape.hidden(),
+                             shape.proj_dim * shape.cell_size};
+  const float* sources[3] = {w.w_ih, w.w_hh, w.w_hr};
+  int64_t total = 0;
+  for (int i = 0; i < 3; ++i) {
+    offsets[i] = total;
+    total += (counts[i] + 127) / 128 * 128;  // each copy 256-byte aligned
+  }
+  if (!copies.defined() || copies.numel() < total || !(copies.device() == w.device))
+    copies = Tensor::empty({total}, DType::kBF16, w.device);
+  auto* base = static_cast<uint16_t*>(copies.raw());
+  for (int i = 0; i < 3; ++i)
+    if (counts[i] > 0) convert_to_bf16(w.device, sources[i], counts[i], base + offsets[i]);
+  made = true;
+}
+
+// Pointers to the copies (W_ih, W_hh, W_hr) when `made` and this thread's GEMMs read bf16;
+// nullptrs otherwise (each GEMM then converts its own operands, or reads f32).
+void weights_bf16_pointers(const Tensor& copies, const int64_t* offsets, bool made, Device device,
+                           const uint16_t** out) {
+  const bool use = made && gemm_uses_bf16(device);
+  for (int i = 0; i < 3; ++i)
+    out[i] = use ? static_cast<const uint16_t*>(copies.raw()) + offsets[i] : nullptr;
+}
+
 // Scratch of the CUDA kernels, 256-byte aligned; nullptr on the CPU (the twin needs none).
 void* persistent_scratch(LstmPersistentState& state, int64_t B, Device device) {
   if (device.is_cpu()) return nullptr;
@@ -112,6 +146,7 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
   LstmLayerWorkspace local;
   if (!ws) ws = &local;
   ws->ready_for_backward_ = false;
+  ws->has_weights_bf16_ = false;
   const bool persistent = use_persistent(shape, weights, ws->persistent_, "lstm_layer_forward");
 
   const Device dev = weights.device;
@@ -150,9 +185,17 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
     if (c0) copy_floats(dev, ws->c0_.ensure(B * C, dev), c0, B * C);
   }
 
+  // bf16 GEMMs: the weights converted once for this forward (and its backward).
+  make_weights_bf16(shape, weights, ws->weights_bf16_, ws->weights_bf16_offsets_,
+                    ws->has_weights_bf16_);
+  const uint16_t* w16[3];  // W_ih, W_hh, W_hr in bf16, or nullptrs
+  weights_bf16_pointers(ws->weights_bf16_, ws->weights_bf16_offsets_, ws->has_weights_bf16_, dev,
+                        w16);
+
   // Input part of every step at once: z = b + x W_ih^T over T*B rows.
   broadcast_rows(dev, weights.bias, G, T * B, z);
-  gemm(dev, false, true, T * B, G, in, 1.0f, x, in, weights.w_ih, in, 1.0f, z, G);
+  gemm_with_bf16_b(dev, false, true, T * B, G, in, 1.0f, x, in, weights.w_ih, w16[0], in, 1.0f, z,
+                   G);
 
   const float* c_last_src = nullptr;  // [B, C] the cell state after step T-1
   if (persistent) {
@@ -182,7 +225,9 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
     const float* c_prev = c0;  // [B, C]
     for (int64_t t = 0; t < T; ++t) {
       float* z_t = z + t * B * G;  // [B, 4C]
-      if (h_prev) gemm(dev, false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, H, 1.0f, z_t, G);
+      if (h_prev)
+        gemm_with_bf16_b(dev, false, true, B, G, H, 1.0f, h_prev, H, weights.w_hh, w16[1], H, 1.0f,
+                         z_t, G);
       float* c_t = c_all + (training ? t : t % 2) * B * C;  // [B, C]
       float* y_t = y + t * B * H;                           // [B, H]
       float* m_t = project ? m_all + (training ? t * B * C : 0) : y_t;  // [B, C]
@@ -191,7 +236,8 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
           c_raw ? c_raw + t * B * C : nullptr);
       if (project) {
         float* r_t = r_all ? r_all + t * B * P : y_t;  // [B, P] pre-clip projection
-        gemm(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, C, 0.0f, r_t, P);
+        gemm_with_bf16_b(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, w16[2], C, 0.0f,
+                         r_t, P);
         if (shape.proj_clip > 0.0f) clip_values(dev, r_t, y_t, B * P, shape.proj_clip);
       }
       h_prev = y_t;
@@ -239,6 +285,8 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
   float* dr_all = project ? ws.dr_.ensure(T * B * P, dev) : nullptr;  // [T, B, P]
   float* dm = ws.dm_.ensure(B * C, dev);                              // [B, C]
   float* dc = ws.dc_.ensure(B * C, dev);                              // [B, C]
+  const uint16_t* w16[3];  // the forward's bf16 copies of W_ih, W_hh, W_hr, or nullptrs
+  weights_bf16_pointers(ws.weights_bf16_, ws.weights_bf16_offsets_, ws.has_weights_bf16_, dev, w16);
 
   if (persistent) {  // the BPTT loop in one launch: dZ over the gates, dR_t in dr_all
     LstmpBackwardArgs a;
@@ -265,11 +313,13 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
       float* dh = project ? dr_all + t * B * P : dm;  // [B, H]
       copy_floats(dev, dh, dy + t * B * H, B * H);
       if (t + 1 < T)
-        gemm(dev, false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh, H, 1.0f,
-             dh, H);
+        gemm_with_bf16_b(dev, false, false, B, H, G, 1.0f, gates + (t + 1) * B * G, G, weights.w_hh,
+                         w16[1], H, 1.0f, dh, H);
       if (project) {
         if (r_all) mask_clip_grad(dev, dh, r_all + t * B * P, B * P, shape.proj_clip);
-        gemm(dev, false, false, B, C, P, 1.0f, dh, P, weights.w_hr, C, 0.0f, dm, C);  // dm = dR W_hr
+        // dm = dR W_hr
+        gemm_with_bf16_b(dev, false, false, B, C, P, 1.0f, dh, P, weights.w_hr, w16[2], C, 0.0f, dm,
+                         C);
       }
       const float* c_prev = t > 0 ? c_all + (t - 1) * B * C : c0;
       float* z_t = gates + t * B * G;
@@ -281,7 +331,9 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
 
   const float* dz = gates;  // [T*B, 4C]
   const int64_t rows = T * B;
-  if (dx) gemm(dev, false, false, rows, in, G, 1.0f, dz, G, weights.w_ih, in, 0.0f, dx, in);
+  if (dx)
+    gemm_with_bf16_b(dev, false, false, rows, in, G, 1.0f, dz, G, weights.w_ih, w16[0], in, 0.0f,
+                     dx, in);
   gemm(dev, true, false, G, in, rows, 1.0f, dz, G, x, in, 1.0f, grads.w_ih, in);
   // dW_hh += dZ_t^T h_{t-1}: h_{t-1} = y_{t-1} for t >= 1 (one GEMM), h0 for t = 0.
   if (T > 1)

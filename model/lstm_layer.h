@@ -17,6 +17,9 @@
 // thread's GEMM precision), the cell through kernels/lstmp_cell.h, the rest through
 // kernels/pointwise.h. The bias gradient is a GEMM with a ones vector run in fp32 whatever the
 // precision (a sum over T*B rows should not see bf16-rounded inputs).
+// At the bf16 GEMM precision on CUDA each forward first converts the weights to bf16 once (into
+// the workspace); its GEMMs and the matching backward's use that copy (gemm_with_bf16_b)
+// instead of converting a weight per GEMM, W_hh and W_hr at every time step.
 // With LstmKernel::kPersistent the per-step loop of forward and of backward is replaced by one
 // launch of kernels/lstmp_persistent.h each; the input GEMM, the saved activations and the
 // weight-gradient GEMMs stay the same, so either backward can follow either forward.
@@ -127,6 +130,15 @@ class LstmLayerWorkspace {
   FloatBuffer dm_;     // [B, C]
   FloatBuffer dc_;     // [B, C] cell-state gradient carried backwards in time
   FloatBuffer ones_;   // [T * B] for the bias-gradient GEMM
+  // GEMMs reading bf16 (CUDA at kBf16): bf16 copies of W_ih, W_hh and W_hr (packed, at
+  // weights_bf16_offsets_), made by each forward from the weights it reads and used by its
+  // GEMMs and by the backward that consumes it, instead of a conversion per GEMM (W_hh and W_hr
+  // at every time step). A copy never outlives the forward that made it, so it cannot be older
+  // than the weights: the next forward (after the optimizer step) makes a new one. fp32 / tf32
+  // / CPU: never allocated.
+  Tensor weights_bf16_;
+  int64_t weights_bf16_offsets_[3] = {0, 0, 0};  // W_ih, W_hh, W_hr, in bf16 elements
+  bool has_weights_bf16_ = false;
   LstmPersistentState persistent_;
   int64_t ones_filled_ = 0;
   const float* ones_data_ = nullptr;

@@ -1,9 +1,11 @@
 #include "runtime/cuda_memory.h"
 
+#include <cstdint>
 #include <mutex>
 #include <unordered_map>
 
 #include "runtime/cuda_check.h"
+#include "runtime/log.h"
 #include "runtime/stream.h"
 
 namespace elmo {
@@ -49,8 +51,12 @@ std::string cuda_device_name(int index) {
 
 namespace {
 struct PoolStats {
+  struct Block {
+    size_t bytes = 0;
+    bool pooled = true;  // cudaMallocAsync (freed with cudaFreeAsync) or cudaMalloc (cudaFree)
+  };
   std::mutex mutex;
-  std::unordered_map<void*, size_t> sizes;
+  std::unordered_map<void*, Block> blocks;
   size_t live = 0;
   size_t peak = 0;
 };
@@ -60,7 +66,75 @@ PoolStats& pool_stats(int device) {
   std::lock_guard<std::mutex> lock(mutex);
   return stats[device];
 }
+
+// How one device allocates, decided before its first allocation.
+struct DeviceAllocation {
+  bool decided = false;
+  bool pooled = true;
+};
+std::mutex& allocation_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::unordered_map<int, DeviceAllocation>& allocations() {
+  static std::unordered_map<int, DeviceAllocation> map;
+  return map;
+}
+
+// From now on `device` allocates with plain cudaMalloc/cudaFree; says so once.
+void fall_back_to_plain(int device, DeviceAllocation& a, const std::string& reason) {
+  if (a.decided && !a.pooled) return;
+  a.decided = true;
+  a.pooled = false;
+  log_warn("cuda:", device, ": ", reason, "; allocating with plain cudaMalloc/cudaFree instead ",
+           "(slower: every free waits for the device; peak memory is still counted)");
+}
+
+// True when `device` allocates from its stream-ordered pool. Decided once per device: where
+// the driver has pools, the pool cudaMallocAsync draws from keeps what is freed (release
+// threshold "everything") instead of handing it back to the driver at every synchronisation
+// and mapping it again at the next step's first allocations (the default threshold is 0);
+// where it has none (some sandboxed drivers), plain allocation.
+bool device_uses_pool(int device) {
+  std::lock_guard<std::mutex> lock(allocation_mutex());
+  DeviceAllocation& a = allocations()[device];
+  if (a.decided) return a.pooled;
+  int supported = 0;
+  if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    supported = -1;
+  }
+  const std::string why = cuda_pool_fallback_reason(supported, false);
+  if (!why.empty()) {
+    fall_back_to_plain(device, a, why);
+    return false;
+  }
+  cudaMemPool_t pool = nullptr;
+  ELMO_CUDA_CHECK(cudaDeviceGetMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  ELMO_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  a.decided = true;
+  return true;
+}
 }  // namespace
+
+void cuda_fall_back_to_plain_allocation(int device, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(allocation_mutex());
+  fall_back_to_plain(device, allocations()[device], reason);
+}
+
+std::string cuda_pool_fallback_reason(int pools_supported, bool async_not_supported) {
+  if (pools_supported < 0)
+    return "the driver did not say whether it supports stream-ordered memory pools "
+           "(cudaDevAttrMemoryPoolsSupported could not be read)";
+  if (pools_supported == 0)
+    return "the driver does not support stream-ordered memory pools "
+           "(cudaDevAttrMemoryPoolsSupported = 0)";
+  if (async_not_supported) return "cudaMallocAsync is not supported here (cudaErrorNotSupported)";
+  return "";
+}
+
+bool cuda_uses_pool(int device) { return device_uses_pool(device); }
 
 void* cuda_allocate(size_t bytes, int device) {
   ELMO_CHECK(device < cuda_device_count(), "cuda:", device, " requested but ",
@@ -68,7 +142,15 @@ void* cuda_allocate(size_t bytes, int device) {
   ELMO_CUDA_CHECK(cudaSetDevice(device));
   void* ptr = nullptr;
   if (bytes == 0) return nullptr;
-  cudaError_t status = cudaMallocAsync(&ptr, bytes, current_stream());
+  bool pooled = device_uses_pool(device);
+  cudaError_t status =
+      pooled ? cudaMallocAsync(&ptr, bytes, current_stream()) : cudaMalloc(&ptr, bytes);
+  if (pooled && status == cudaErrorNotSupported) {
+    (void)cudaGetLastError();
+    cuda_fall_back_to_plain_allocation(device, cuda_pool_fallback_reason(1, true));
+    pooled = false;
+    status = cudaMalloc(&ptr, bytes);
+  }
   if (status == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
     throw Error(str("out of GPU memory on cuda:", device, " allocating ", bytes,
@@ -77,7 +159,7 @@ void* cuda_allocate(size_t bytes, int device) {
   ELMO_CUDA_CHECK(status);
   PoolStats& stats = pool_stats(device);
   std::lock_guard<std::mutex> lock(stats.mutex);
-  stats.sizes[ptr] = bytes;
+  stats.blocks[ptr] = {bytes, pooled};
   stats.live += bytes;
   stats.peak = std::max(stats.peak, stats.live);
   return ptr;
@@ -86,14 +168,25 @@ void* cuda_allocate(size_t bytes, int device) {
 void cuda_release(void* ptr, int device) {
   if (ptr == nullptr) return;
   ELMO_CUDA_CHECK(cudaSetDevice(device));
-  ELMO_CUDA_CHECK(cudaFreeAsync(ptr, current_stream()));
   PoolStats& stats = pool_stats(device);
-  std::lock_guard<std::mutex> lock(stats.mutex);
-  auto it = stats.sizes.find(ptr);
-  if (it != stats.sizes.end()) {
-    stats.live -= it->second;
-    stats.sizes.erase(it);
+  bool pooled = true;
+  bool known = false;
+  {
+    std::lock_guard<std::mutex> lock(stats.mutex);
+    auto it = stats.blocks.find(ptr);
+    if (it != stats.blocks.end()) {
+      known = true;
+      pooled = it->second.pooled;
+      stats.live -= it->second.bytes;
+      stats.blocks.erase(it);
+    }
   }
+  if (!known) pooled = device_uses_pool(device);
+  // Plain cudaFree waits for the device's queued work first, so it is stream-ordered too.
+  if (pooled)
+    ELMO_CUDA_CHECK(cudaFreeAsync(ptr, current_stream()));
+  else
+    ELMO_CUDA_CHECK(cudaFree(ptr));
 }
 
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {

@@ -11,12 +11,27 @@ namespace elmo {
 
 int cuda_device_count();                 // 0 when there is no usable GPU or driver
 std::string cuda_device_name(int index);  // "NVIDIA H100 80GB HBM3"
-void* cuda_allocate(size_t bytes, int device);  // stream-ordered (cudaMallocAsync), pooled
+// Stream-ordered (cudaMallocAsync on the current stream) from the device's current pool, whose
+// release threshold is set once per device to keep freed memory for the next allocations.
+// Where the driver has no pools (cudaDevAttrMemoryPoolsSupported = 0, or cudaMallocAsync
+// answers cudaErrorNotSupported: some sandboxed drivers) the device falls back to plain
+// cudaMalloc / cudaFree, with a one-line warning; cuda_peak_bytes counts either way.
+void* cuda_allocate(size_t bytes, int device);
 void cuda_release(void* ptr, int device);
+// Why a device must allocate without the pool, or "" when the pool serves: pools_supported is
+// cudaDevAttrMemoryPoolsSupported (-1: the query failed), async_not_supported whether
+// cudaMallocAsync answered cudaErrorNotSupported. Pure: the decision cuda_allocate takes.
+std::string cuda_pool_fallback_reason(int pools_supported, bool async_not_supported);
+// Whether `device` allocates from its pool (decides it, as a first allocation would).
+bool cuda_uses_pool(int device);
+// From now on `device` allocates with plain cudaMalloc / cudaFree, logging `reason` once (what
+// cuda_allocate does on a driver without pools; callable by tests to reach that path on any
+// GPU). Blocks allocated before are still freed the way they were allocated.
+void cuda_fall_back_to_plain_allocation(int device, const std::string& reason);
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero(void* ptr, int device, size_t bytes);
 void cuda_synchronize(int device);
-void cuda_set_device(int device);  // the calling thread's current device (launches go there)
-size_t cuda_peak_bytes(int device);  // high-water mark of this process's pool
+void cuda_set_device(int device);    // the calling thread's current device (launches go there)
+size_t cuda_peak_bytes(int device);  // high-water mark of this process's device memory
 
 }  // namespace elmo

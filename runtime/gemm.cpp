@@ -124,9 +124,30 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64
             ldc);
 }
 
+void gemm_with_bf16_b(Device device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      float alpha, const float* a, int64_t lda, const float* b,
+                      const uint16_t* b_bf16, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (device.is_cpu()) {
+    gemm(device, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  gemm_cuda(device.index, g_precision, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+            ldc, b_bf16);
+}
+
+bool gemm_uses_bf16(Device device) {
+  return device.is_cuda() && g_precision == GemmPrecision::kBf16;
+}
+
+void convert_to_bf16(Device device, const float* src, int64_t n, uint16_t* dst) {
+  ELMO_CHECK(device.is_cuda(), "convert_to_bf16: ", device.str(), " (the CPU GEMMs are fp32 only)");
+  ELMO_CHECK(n >= 0, "convert_to_bf16: negative count ", n);
+  convert_to_bf16_cuda(src, 1, n, n, dst);
+}
+
 void gemm_cuda(int device, GemmPrecision precision, bool trans_a, bool trans_b, int64_t m,
                int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float beta, float* c, int64_t ldc) {
+               int64_t ldb, float beta, float* c, int64_t ldc, const uint16_t* b_bf16) {
   check_gemm_args("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   cudaStream_t stream = current_stream();
@@ -141,12 +162,14 @@ void gemm_cuda(int device, GemmPrecision precision, bool trans_a, bool trans_b, 
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   if (precision == GemmPrecision::kTf32) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
   if (precision == GemmPrecision::kBf16 && k > 0) {
-    // Packed bf16 copies of A and B as stored: A [a_rows, a_cols], B [b_rows, b_cols].
+    // Packed bf16 copies of A and B as stored: A [a_rows, a_cols], B [b_rows, b_cols] (B only
+    // when the caller has no copy of its own).
     const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
     const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
     const size_t a_bytes = static_cast<size_t>(a_rows * a_cols) * 2;
     const size_t b_offset = (a_bytes + 255) / 256 * 256;
-    const size_t needed = b_offset + static_cast<size_t>(b_rows * b_cols) * 2;
+    const size_t needed =
+        b_bf16 != nullptr ? a_bytes : b_offset + static_cast<size_t>(b_rows * b_cols) * 2;
     if (entry.scratch_bytes < needed) {
       // Stream-ordered: GEMMs still reading the old scratch on this stream run first.
       if (entry.scratch != nullptr) cuda_release(entry.scratch, device);
@@ -157,9 +180,9 @@ void gemm_cuda(int device, GemmPrecision precision, bool trans_a, bool trans_b, 
     }
     char* scratch = static_cast<char*>(entry.scratch);
     convert_to_bf16_cuda(a, a_rows, a_cols, lda, scratch);
-    convert_to_bf16_cuda(b, b_rows, b_cols, ldb, scratch + b_offset);
+    if (b_bf16 == nullptr) convert_to_bf16_cuda(b, b_rows, b_cols, ldb, scratch + b_offset);
     a_ptr = scratch;
-    b_ptr = scratch + b_offset;
+    b_ptr = b_bf16 != nullptr ? static_cast<const void*>(b_bf16) : scratch + b_offset;
     lda_used = a_cols;
     ldb_used = b_cols;
     in_type = CUDA_R_16BF;

@@ -8,7 +8,9 @@
 //   kTf32  f32 inputs rounded to TF32 by the tensor cores (10-bit mantissa), f32 accumulate
 //   kBf16  A and B converted to bf16 by a small kernel into a per-stream scratch buffer, f32
 //          accumulate, f32 C: mixed precision with f32 master weights (the caller's f32
-//          tensors are never rounded in place)
+//          tensors are never rounded in place). A caller that multiplies by the same B many
+//          times (a weight, at every time step) converts it once (convert_to_bf16) and passes
+//          the copy to gemm_with_bf16_b, which then converts only A.
 // One cuBLAS handle per (device, stream) with its own workspace (results do not depend on
 // what other streams run), created on first use and freed by release_stream_resources.
 // Errors name the call, the shapes, transposes, strides, precision and device.
@@ -51,10 +53,27 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc);
 
-// CUDA with an explicit precision (device pointers on cuda:device, current stream).
+// gemm with a bf16 copy of B: b_bf16 is B as stored ([k, n], or [n, k] with trans_b) packed
+// (row stride = its row length, whatever ldb is), as convert_to_bf16 rounds it. Only a CUDA
+// GEMM at kBf16 reads it (instead of converting b); the CPU, fp32 and tf32 read b. nullptr:
+// exactly gemm. The copy must hold the current values of b: the caller owns that.
+void gemm_with_bf16_b(Device device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      float alpha, const float* a, int64_t lda, const float* b,
+                      const uint16_t* b_bf16, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// True when a GEMM on `device` issued by this thread now reads bf16 operands (CUDA at kBf16):
+// only then is a bf16 copy worth making. CPU, fp32, tf32: false (nothing to prepare).
+bool gemm_uses_bf16(Device device);
+
+// dst[e] = bf16(src[e]) for n packed floats on `device`, the rounding of kBf16 GEMMs (round to
+// nearest even; CUDA only, on the current stream).
+void convert_to_bf16(Device device, const float* src, int64_t n, uint16_t* dst);
+
+// CUDA with an explicit precision (device pointers on cuda:device, current stream); b_bf16 as
+// in gemm_with_bf16_b.
 void gemm_cuda(int device, GemmPrecision precision, bool trans_a, bool trans_b, int64_t m,
                int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float beta, float* c, int64_t ldc);
+               int64_t ldb, float beta, float* c, int64_t ldc, const uint16_t* b_bf16 = nullptr);
 
 // Throws Error naming the shapes when a stride is smaller than its row or a size is negative.
 void check_gemm_args(const char* where, bool trans_a, bool trans_b, int64_t m, int64_t n,

@@ -17,7 +17,7 @@ void set_current_stream(cudaStream_t stream) { g_current_stream = stream; }
 
 CudaStream::CudaStream(int device) : device_(device) {
   ELMO_CUDA_CHECK(cudaSetDevice(device));
-  ELMO_CUDA_CHECK(cudaStreamCreate(&stream_));
+  ELMO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, kCudaStreamFlags));
 }
 
 CudaStream::~CudaStream() {

@@ -25,10 +25,16 @@ class StreamGuard {
   cudaStream_t saved_;
 };
 
-// A stream created on cuda:device. Blocking with respect to the legacy default stream (work on
-// stream 0 still orders against it), so code that forgets an event stays correct, only slower.
-// The destructor waits for the stream's work and releases its per-stream resources (cuBLAS
-// handle, pinned staging: release_stream_resources); it never throws.
+// The flags every CudaStream is created with: non-blocking, so its work does not serialise
+// with the legacy default stream (stream 0) in either direction. Whatever stream 0 issues and
+// a CudaStream reads (or the other way round) needs an event: record() on the producer,
+// wait() on the consumer. Without this two streams forked from stream 0 cannot overlap: an
+// event recorded on stream 0 would first wait for every blocking stream's queued work.
+constexpr unsigned kCudaStreamFlags = cudaStreamNonBlocking;
+
+// A stream created on cuda:device with kCudaStreamFlags. The destructor waits for the stream's
+// work and releases its per-stream resources (cuBLAS handle, pinned staging:
+// release_stream_resources); it never throws.
 class CudaStream {
  public:
   explicit CudaStream(int device);

@@ -16,8 +16,8 @@ using testing::run_elmo;
 TEST(Cli, HelpListsEverySubcommand) {
   const auto r = run_elmo("--help");
   EXPECT_EQ(r.status, 0) << r.output;
-  for (const char* sub :
-       {"train", "vocab", "prepare", "eval", "import-bilm", "export-bilm", "embed", "config"})
+  for (const char* sub : {"train", "vocab", "prepare", "eval", "import-bilm", "export-bilm",
+                          "embed", "report", "config"})
     EXPECT_NE(r.output.find(sub), std::string::npos) << sub << " missing from --help:\n"
                                                        << r.output;
   EXPECT_NE(r.output.find("--config"), std::string::npos);

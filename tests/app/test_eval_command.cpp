@@ -88,6 +88,21 @@ TEST(EvalCommand, WritesJsonWithEveryPerplexity) {
   EXPECT_EQ(j["mode"], "stream");
   EXPECT_EQ(j["checkpoint_step"], 3);
 
+  // Slices: the printed table and the JSON; every prediction in exactly one slice.
+  EXPECT_NE(r.output.find("</S> <S>"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("100.0%"), std::string::npos) << r.output;
+  ASSERT_TRUE(j.contains("slices")) << j.dump();
+  int64_t counted = 0;
+  double shares = 0.0;
+  for (const char* slice : {"head", "torso", "tail", "unk", "eos"}) {
+    counted += j["slices"][slice]["tokens_fwd"].get<int64_t>();
+    shares += j["slices"][slice]["share"].get<double>();
+  }
+  EXPECT_EQ(counted, t.predictions);
+  EXPECT_NEAR(shares, 1.0, 1e-12);
+  EXPECT_EQ(j["slices"]["unk"]["tokens_fwd"], 1);  // never-seen-word
+  EXPECT_EQ(j["slices"]["eos"]["tokens_fwd"], 6);  // one </S> per sentence
+
   // The step folder and the checkpoints folder name the same model.
   const std::string out2 = t.dir + "/out2.json";
   const auto r2 = run_elmo("eval --checkpoint " + t.run + "/checkpoints/step-3 --corpus " +
@@ -118,6 +133,28 @@ TEST(EvalCommand, SentenceModeAndMaxTokens) {
                 .status,
             0);
   EXPECT_EQ(nlohmann::json::parse(read_file(limited))["tokens"], 10);  // two batches of 5
+}
+
+TEST(EvalCommand, SliceBoundsFromTheCommandLine) {
+  const Trained& t = trained();
+  const std::string out = t.dir + "/bounds.json";
+  auto r = run_elmo("eval --checkpoint " + t.run + " --corpus " + t.text +
+                    " --head-ids 10 --torso-ids 20 --json " + out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = nlohmann::json::parse(read_file(out));
+  EXPECT_EQ(j["slices"]["head"]["ids"], "3 .. 9");
+  EXPECT_EQ(j["slices"]["torso"]["ids"], "10 .. 19");
+  // Crossed bounds and negative ones are usage errors naming what to change.
+  r = run_elmo("eval --checkpoint " + t.run + " --corpus " + t.text +
+               " --head-ids 30 --torso-ids 20");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find(
+                "head bound 30 (eval.head_ids / --head-ids) must not exceed the torso bound 20"),
+            std::string::npos)
+      << r.output;
+  r = run_elmo("eval --checkpoint " + t.run + " --corpus " + t.text + " --head-ids -3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--head-ids"), std::string::npos) << r.output;
 }
 
 TEST(EvalCommand, VocabularyOfTheWrongSizeIsRefused) {

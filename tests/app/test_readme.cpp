@@ -21,12 +21,12 @@ TEST(Readme, ConfigTableIsTheBinarysReference) {
 }
 
 TEST(Readme, NamedFilesExist) {
-  for (const char* path : {"run.toml", "setup.sh", ".ci/run", "configs/elmo-1b.toml",
-                           "configs/ptb-small.toml", "configs/ptb-medium.toml",
-                           "configs/ptb-large.toml", "configs/lm1b-sample.toml",
-                           "bench/bench_train_cpu.py", "bench/bench_train_gpu.py",
-                           "bench/reference/torch_elmo.py", "docs/ARCHITECTURE.md",
-                           "BENCHMARKS.md"})
+  for (const char* path :
+       {"run.toml", "setup.sh", ".ci/run", "configs/elmo-1b.toml", "configs/ptb-small.toml",
+        "configs/ptb-medium.toml", "configs/ptb-large.toml", "configs/lm1b-sample.toml",
+        "bench/bench_train_cpu.py", "bench/bench_train_gpu.py", "bench/reference/torch_elmo.py",
+        "bench/gpu_check.py", "tools/device_deps.py", "docs/ARCHITECTURE.md", "BENCHMARKS.md",
+        "docs/report.png"})
     EXPECT_TRUE(std::filesystem::exists(testing::source_dir() + "/" + path)) << path;
 }
 

@@ -58,13 +58,25 @@ TEST(Train, RunsWritesCheckpointMetricsAndSummary) {
   EXPECT_EQ(summary["precision_requested"], "fp32");
   std::ifstream metrics(run + "/metrics.jsonl");
   std::string line;
+  std::string last_line;
   int lines = 0;
   while (std::getline(metrics, line)) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_TRUE(j.contains("step"));
     ++lines;
+    last_line = line;
   }
   EXPECT_GE(lines, 4);
+  // The final evaluation's slices: in the summary and in the last metrics line.
+  EXPECT_TRUE(summary["valid"]["slices"]["head"]["share"].get<double>() > 0.0);
+  EXPECT_TRUE(summary["valid"]["slices"]["eos"]["ppl"].get<double>() > 1.0);
+  const auto last = nlohmann::json::parse(last_line);
+  EXPECT_TRUE(last.contains("valid_ppl_tail") && last.contains("valid_share_eos")) << last_line;
+  EXPECT_TRUE(last.contains("time") && last.contains("wall_time")) << last_line;
+  EXPECT_NE(r.output.find("</S> <S>"), std::string::npos) << r.output;  // the slice table
+  // Every run ends with its report, path printed.
+  EXPECT_TRUE(fs::exists(run + "/report.html"));
+  EXPECT_NE(r.output.find("report: " + run + "/report.html"), std::string::npos) << r.output;
   bool events = false;
   for (const auto& e : fs::recursive_directory_iterator(run))
     events |= e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
@@ -119,6 +131,35 @@ TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
     EXPECT_TRUE(read_file(full + "/checkpoints/step-12/" + file) ==
                 read_file(half + "/checkpoints/step-12/" + file))
         << file << " differs after resuming the old-format position";
+}
+
+// A run stopped by SIGTERM (or Ctrl-C) still leaves its report, made from what it logged.
+TEST(Train, AStoppedOrFailedRunStillWritesItsReport) {
+  const std::string dir = testing::temp_dir("train_stopped");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));
+  const auto r = testing::run_command(
+      std::string(ELMO_BINARY) + " --config " + config + " --set train.max_steps=1000000 > " + dir +
+      "/log 2>&1 & pid=$!; for i in $(seq 1200); do [ -s " + run +
+      "/metrics.jsonl ] && break; sleep 0.05; done; kill -TERM $pid; wait $pid; echo \"rc=$?\"");
+  EXPECT_NE(r.output.find("rc=143"), std::string::npos) << r.output << read_file(dir + "/log");
+  const std::string log = read_file(dir + "/log");
+  EXPECT_NE(log.find("stopped by signal 15"), std::string::npos) << log;
+  EXPECT_NE(log.find("report: " + run + "/report.html"), std::string::npos) << log;
+  const std::string page = read_file(run + "/report.html");
+  EXPECT_NE(page.find("no summary.json"), std::string::npos);
+  EXPECT_NE(page.find("data-series=\"loss\""), std::string::npos);
+  // A run that fails while training (here: diverges) leaves it too, before the error.
+  const std::string diverged = dir + "/diverged";
+  const auto d =
+      run_elmo("--config " + config + " --set run.dir=" + diverged +
+               " --set optimizer.type=sgd --set optimizer.learning_rate=1000000 "
+               "--set optimizer.clip_norm=0 --set model.cell_clip=0 "
+               "--set model.proj_clip=0 --set softmax.type=full --set train.log_every=1");
+  EXPECT_EQ(d.status, 1) << d.output;
+  EXPECT_NE(d.output.find("training diverged"), std::string::npos) << d.output;
+  EXPECT_NE(d.output.find("report: " + diverged + "/report.html"), std::string::npos) << d.output;
+  EXPECT_TRUE(fs::exists(diverged + "/report.html"));
 }
 
 struct BadCase {

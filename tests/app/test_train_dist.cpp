@@ -121,6 +121,11 @@ TEST(TrainDist, OneTwoAndFourRanksReachTheSameParameters) {
   EXPECT_NE(four.output.find("best reachable perplexity"), std::string::npos) << four.output;
   EXPECT_NE(four.output.find("during the backward"), std::string::npos) << four.output;
   EXPECT_EQ(two.output.find("during the backward"), std::string::npos) << two.output;
+  // Rank 0 writes the report; the launcher finds it up to date and leaves it.
+  const std::string report_line = "report: " + dir + "/2/run/report.html";
+  EXPECT_TRUE(fs::exists(dir + "/2/run/report.html"));
+  EXPECT_NE(two.output.find(report_line), std::string::npos) << two.output;
+  EXPECT_EQ(two.output.find(report_line), two.output.rfind(report_line)) << two.output;
 
   const NamedTensors reference = final_model(dir + "/1/run");
   ASSERT_FALSE(reference.empty());
@@ -312,6 +317,32 @@ TEST(TrainDist, NonFiniteStepsAreSkippedAndReloadedAlikeOnEveryRank) {
     EXPECT_TRUE(
         testing::all_close(two[i].second.to_floats(), one[i].second.to_floats(), 1e-5f, 1e-5f))
         << one[i].first;
+}
+
+// A launched job whose rank dies: rank 0 cannot write the report, so the local launcher, which
+// outlives its ranks, writes it from the run folder's files.
+TEST(TrainDist, TheLauncherWritesTheReportWhenARankDies) {
+  const std::string dir = testing::temp_dir("train_dist_report");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, dist_config(run, 5000, 0));
+  Background launcher(
+      std::string(ELMO_BINARY) + " --config " + config + " --nodes 1 --workers_per_node 2",
+      dir + "/launcher.log");
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (!(fs::exists(run + "/metrics.jsonl") && fs::file_size(run + "/metrics.jsonl") > 0) &&
+         Clock::now() < deadline && launcher.running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(run + "/metrics.jsonl")) << launcher.output();
+  const auto children = testing::run_command("pgrep -P " + std::to_string(launcher.pid()));
+  const int64_t rank_pid = std::atoll(children.output.c_str());
+  ASSERT_GT(rank_pid, 0) << children.output;
+  ::kill(static_cast<pid_t>(rank_pid), SIGKILL);
+  const int code = launcher.wait(60.0);
+  EXPECT_NE(code, -1) << "the launcher still runs 60 s after a rank was killed";
+  EXPECT_NE(code, 0) << launcher.output();
+  EXPECT_NE(launcher.output().find("report: " + run + "/report.html"), std::string::npos)
+      << launcher.output();
+  EXPECT_NE(read_file(run + "/report.html").find("data-series=\"loss\""), std::string::npos);
 }
 
 }  // namespace

@@ -235,6 +235,23 @@ TEST(Config, CrossKeyChecksPointAtTheKey) {
   EXPECT_THROW(validate_config(c), UsageError);
 }
 
+TEST(Config, EvaluationSliceBoundsAreCheckedAndOrdered) {
+  const Config set = config_from_string("[eval]\nhead_ids = 100\ntorso_ids = 1000\n");
+  EXPECT_EQ(set.eval.head_ids, 100);
+  EXPECT_EQ(set.eval.torso_ids, 1000);
+  EXPECT_EQ(Config().eval.head_ids, 0);  // 0 = the most frequent 1% (app/eval_slices.h)
+  EXPECT_EQ(Config().eval.torso_ids, 0);
+  EXPECT_NO_THROW(config_from_string("[eval]\nhead_ids = 5000\n"));  // torso: from the vocab
+  EXPECT_THAT(error_of("[eval]\nhead_ids = -1\n"),
+              HasSubstr("'eval.head_ids' = -1 is out of range (>= 0)"));
+  EXPECT_THAT(error_of("[eval]\ntorso_ids = 1.5\n"),
+              HasSubstr("'eval.torso_ids' must be an integer"));
+  EXPECT_THAT(error_of("[eval]\nhead_ids = 200\ntorso_ids = 200\n"),
+              StartsWith("run.toml:2: 'eval.head_ids' = 200 must be below 'eval.torso_ids' = 200"));
+  EXPECT_THAT(error_of("[eval]\nhead_ids = 300\ntorso_ids = 200\n"), HasSubstr("must be below"));
+  EXPECT_THAT(error_of("", {"eval.torso_ids=x"}), HasSubstr("eval.torso_ids"));
+}
+
 TEST(Config, OverridesApplyAfterTheFile) {
   const Config c = config_from_string(
       "[train]\nbatch_size = 64\n", "run.toml",
@@ -333,7 +350,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 66u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 68u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));

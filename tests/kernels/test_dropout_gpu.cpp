@@ -21,6 +21,19 @@ TEST(DropoutGpu, MatchesCpuBitForBit) {
   EXPECT_TRUE(testing::all_close(gy.to_floats(), cpu_y.to_floats(), 0.0f, 0.0f));
 }
 
+// In place (y == x), as the LSTM stack calls it: the same bits as out of place on the CPU.
+TEST(DropoutGpu, InPlaceMatchesCpuBitForBit) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 1 << 20 | 37;
+  Tensor x = Tensor::empty({n});
+  for (int64_t e = 0; e < n; ++e) x.data<float>()[e] = static_cast<float>(e % 89) - 44.0f;
+  Tensor cpu_y = Tensor::empty({n});
+  dropout(x, cpu_y, {0.4f, 5, 77, {}});
+  Tensor g = x.to(Device::cuda(0));
+  dropout(g, g, {0.4f, 5, 77, {}});
+  EXPECT_TRUE(testing::all_close(g.to_floats(), cpu_y.to_floats(), 0.0f, 0.0f));
+}
+
 TEST(DropoutGpu, RowShardLayoutMatchesCpu) {
   ELMO_SKIP_WITHOUT_GPU();
   const int64_t T = 20, rows = 3, D = 513;  // rows [5, 8) of 16 per step

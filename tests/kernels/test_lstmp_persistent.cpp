@@ -121,6 +121,21 @@ TEST(LstmpPersistentPlan, RefusalsSayWhy) {
             std::string::npos);
 }
 
+// An H100 PCIe has 114 SMs: the bilm-tf size (C 4096, P 512) then needs 64 units per gate block
+// and more shared memory than a block may have, so the GPU tests that use it skip there with
+// this reason (tests/support/persistent_skip.h) instead of failing; the small shapes of those
+// tests still plan, so they run.
+TEST(LstmpPersistentPlan, AnH100PcieRefusesElmoSizesButPlansTheSmallTestShapes) {
+  LstmpDeviceLimits pcie = lstmp_persistent_h100_limits();
+  pcie.sm_count = 114;
+  const std::string elmo = lstmp_persistent_plan(4096, 512, pcie).reason;
+  EXPECT_FALSE(elmo.empty());
+  EXPECT_NE(elmo.find("shared memory"), std::string::npos) << elmo;
+  EXPECT_TRUE(lstmp_persistent_plan(4096, 512, lstmp_persistent_h100_limits()).ok());
+  EXPECT_EQ(lstmp_persistent_plan(64, 32, pcie).reason, "");
+  EXPECT_EQ(lstmp_persistent_plan(256, 48, pcie).reason, "");
+}
+
 float from_bits(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);

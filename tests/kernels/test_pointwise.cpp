@@ -1,11 +1,11 @@
 // Pointwise ops on the CPU: each against its one-line definition (kernels/pointwise.h).
-#include "kernels/pointwise.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
+#include "kernels/pointwise.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -25,11 +25,12 @@ const Device kCpu = Device::cpu();
 // stays a (quiet) NaN, overflow rounds to infinity; widening is exact.
 TEST(Pointwise, Bf16RoundsToNearestEvenAndWidensExactly) {
   const Device cpu = Device::cpu();
-  const float one_and_half_ulp = 1.0f + 1.0f / 256.0f;   // 0x3f808000: a tie, kept bit 0 -> down
-  const float tie_up = 1.0f + 3.0f / 256.0f;             // 0x3f818000: a tie, kept bit 1 -> up
+  const float one_and_half_ulp = 1.0f + 1.0f / 256.0f;  // 0x3f808000: a tie, kept bit 0 -> down
+  const float tie_up = 1.0f + 3.0f / 256.0f;            // 0x3f818000: a tie, kept bit 1 -> up
   const float above_tie = 1.0f + 1.0f / 256.0f + 1.0f / (1 << 20);
-  const std::vector<float> x = {1.0f, -2.5f, one_and_half_ulp, tie_up, above_tie, 0.0f, -0.0f,
-                                3.4028235e38f, INFINITY, -INFINITY, NAN, 1e-45f};
+  const std::vector<float> x = {1.0f, -2.5f, one_and_half_ulp, tie_up,   above_tie,
+                                0.0f, -0.0f, 3.4028235e38f,    INFINITY, -INFINITY,
+                                NAN,  1e-45f};
   std::vector<uint16_t> words(x.size());
   floats_to_bf16(cpu, x.data(), words.data(), static_cast<int64_t>(x.size()));
   EXPECT_EQ(words[0], 0x3f80);
@@ -92,22 +93,38 @@ TEST(Pointwise, ClipAndItsGradientFollowClipByValue) {
   EXPECT_EQ(y, x);
 }
 
-TEST(Pointwise, ColumnSumsAddRowsInOrder) {
-  const int64_t rows = 9, cols = 1500, ld = 1503;  // > one parallel grain of columns
-  const std::vector<float> x = randoms(rows * ld, 4);
-  std::vector<float> out = randoms(cols, 5);
-  std::vector<double> out64(cols, 0.25);
-  std::vector<float> expected = out;
-  std::vector<double> expected64 = out64;
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t r = 0; r < rows; ++r) {
-      expected[j] += x[r * ld + j];
-      expected64[j] += x[r * ld + j];
+// The lane order of pointwise.h, written out per column: the CUDA kernel sums in this order,
+// so the CPU twin must give exactly these bits.
+template <typename Acc>
+Acc lane_order_sum(const std::vector<float>& x, int64_t rows, int64_t ld, int64_t j, Acc start) {
+  std::vector<Acc> lane(kColumnSumLanes, Acc(0));
+  for (int64_t r = 0; r < rows; ++r) lane[r % kColumnSumLanes] += static_cast<Acc>(x[r * ld + j]);
+  for (int half = kColumnSumLanes / 2; half > 0; half /= 2)
+    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
+  return start + lane[0];
+}
+
+TEST(Pointwise, ColumnSumsAddF64InTheLaneOrderOfTheCudaKernelF32InRowOrder) {
+  // Fewer rows than lanes, a few rounds of lanes, a column count over one parallel grain and
+  // one 256-column pass with a tail.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{9, 1500}, {300, 1500}, {70, 37}};
+  for (const auto& [rows, cols] : shapes) {
+    const int64_t ld = cols + 3;
+    const std::vector<float> x = randoms(rows * ld, 4);
+    std::vector<float> out = randoms(cols, 5);
+    std::vector<double> out64(cols, 0.25);
+    std::vector<float> expected = out;
+    std::vector<double> expected64 = out64;
+    for (int64_t j = 0; j < cols; ++j) {
+      // f32: rows added to out[j] in order, the CPU's order since the first release.
+      for (int64_t r = 0; r < rows; ++r) expected[j] += x[r * ld + j];
+      expected64[j] = lane_order_sum<double>(x, rows, ld, j, expected64[j]);
     }
-  column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
-  column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
-  EXPECT_EQ(out, expected);
-  EXPECT_EQ(out64, expected64);
+    column_sums_add(kCpu, x.data(), rows, cols, ld, out.data());
+    column_sums_add_f64(kCpu, x.data(), rows, cols, ld, out64.data());
+    EXPECT_EQ(out, expected) << rows << " rows";
+    EXPECT_EQ(out64, expected64) << rows << " rows";
+  }
 }
 
 TEST(Pointwise, AddScaledTableRowsAndSumToDouble) {

@@ -66,6 +66,30 @@ TEST(FullSoftmax, NllMatchesNaiveReferenceForEveryChunking) {
   }
 }
 
+// Evaluation sorts each row's NLL into slices (app/eval_slices.h): the rows are the very terms
+// of the sum (same order, same bits), NaN where the target is ignored.
+TEST(FullSoftmax, RowNllsAreTheTermsOfTheSum) {
+  Problem p(1037, 16, 9, 31);
+  FullSoftmaxWorkspace ws;
+  const NllSum got = full_softmax_nll(p.w.data(), p.b.data(), p.vocab, p.dim, p.h.data(),
+                                      p.targets.data(), p.n, 256, &ws);
+  std::vector<double> rows(p.n);
+  full_softmax_row_nll(ws, p.n, Device::cpu(), rows.data());
+  double total = 0.0;
+  for (int64_t r = 0; r < p.n; ++r) {
+    if (p.targets[r] == kIgnoreTarget) {
+      EXPECT_TRUE(std::isnan(rows[r])) << r;
+      continue;
+    }
+    EXPECT_GT(rows[r], 0.0) << r;
+    total += rows[r];
+  }
+  EXPECT_EQ(total, got.nll);
+  // More rows than the last call kept: an error, not a read past the end.
+  std::vector<double> more(p.n + 1);
+  EXPECT_THROW(full_softmax_row_nll(ws, p.n + 1, Device::cpu(), more.data()), Error);
+}
+
 TEST(FullSoftmax, TrainingGradientsMatchFiniteDifferencesAndAccumulate) {
   Problem p(45, 6, 5, 77);  // chunk 16: two chunks + tail of 13
   const float scale = 0.35f;

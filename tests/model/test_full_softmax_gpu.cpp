@@ -7,6 +7,7 @@
 // sums over N rows of softmax probabilities times h: atol 1e-5 / rtol 1e-4.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "model/full_softmax.h"
@@ -96,6 +97,35 @@ TEST(FullSoftmaxGpu, DeferredResultEqualsImmediate) {
   EXPECT_EQ(a.trained.count, b.trained.count);
   EXPECT_EQ(a.dw, b.dw);
   compare(a, run(p, Device::cpu(), 2048, true));
+}
+
+// The per-row NLLs evaluation sorts into slices (app/eval_slices.h): the device's terms of its
+// sum (they add up to it; NaN for ignored rows) and the CPU's rows within the NLL tolerance.
+TEST(FullSoftmaxGpu, RowNllsAreTheTermsOfTheSumAndMatchTheCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const Problem p;
+  std::vector<double> rows[2];
+  NllSum sums[2];
+  const Device devices[2] = {kGpu, Device::cpu()};
+  for (int i = 0; i < 2; ++i) {
+    const Tensor w = p.w.to(devices[i]), b = p.b.to(devices[i]), h = p.h.to(devices[i]);
+    const Tensor t = p.targets.to(devices[i]);
+    FullSoftmaxWorkspace ws;
+    sums[i] = full_softmax_nll(w.data<float>(), b.data<float>(), p.vocab, p.dim, h.data<float>(),
+                               t.data<int32_t>(), p.n, 1000, &ws, devices[i]);
+    rows[i].resize(p.n);
+    full_softmax_row_nll(ws, p.n, devices[i], rows[i].data());
+  }
+  double total = 0.0;
+  for (int64_t r = 0; r < p.n; ++r) {
+    if (p.targets.data<int32_t>()[r] == kIgnoreTarget) {
+      EXPECT_TRUE(std::isnan(rows[0][r]) && std::isnan(rows[1][r])) << r;
+      continue;
+    }
+    total += rows[0][r];
+    EXPECT_NEAR(rows[0][r], rows[1][r], 1e-5 * std::fabs(rows[1][r]) + 1e-6) << "row " << r;
+  }
+  EXPECT_NEAR(total, sums[0].nll, 1e-12 * std::fabs(sums[0].nll));  // tree vs sequential order
 }
 
 }  // namespace

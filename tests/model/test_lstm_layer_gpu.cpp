@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/lstm_layer.h"
+#include "runtime/gemm.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -136,6 +137,51 @@ TEST(LstmLayerGpu, InferenceWithoutWorkspaceMatchesCpu) {
     results[k] = y.to_floats();
   }
   EXPECT_TRUE(testing::all_close(results[1], results[0], 2e-5f, 2e-5f));
+}
+
+// kBf16: the forward converts the weights once into the workspace and its GEMMs and the
+// backward's use that copy. Weights changed in place between steps (as the optimizer does)
+// must be seen by the next forward: a reused workspace gives exactly the bits of a fresh one.
+TEST(LstmLayerGpu, Bf16WeightCopiesFollowTheWeights) {
+  ELMO_SKIP_WITHOUT_GPU();
+  GemmPrecisionGuard bf16(GemmPrecision::kBf16);
+  const Problem first({24, 40, 16, 1.0f, 0.8f}, 5, 4, true, 60);
+  const Problem second({24, 40, 16, 1.0f, 0.8f}, 5, 4, true, 61);
+  const LstmLayerShape& s = first.shape;
+  const Tensor x = first.x.to(kGpu), h0 = first.h0.to(kGpu), c0 = first.c0.to(kGpu);
+  const Tensor dy = first.dy.to(kGpu);
+  Tensor w_ih = first.w_ih.to(kGpu), w_hh = first.w_hh.to(kGpu), b = first.b.to(kGpu);
+  Tensor w_hr = first.w_hr.to(kGpu);
+  const LstmLayerWeights weights{w_ih.data<float>(), w_hh.data<float>(), b.data<float>(),
+                                 w_hr.data<float>(), kGpu};
+  auto step = [&](LstmLayerWorkspace& ws) {
+    Tensor y = Tensor::zeros({first.T, first.B, 16}, DType::kF32, kGpu);
+    Tensor dx = Tensor::zeros({first.T, first.B, s.input_dim}, DType::kF32, kGpu);
+    Tensor g_ih = Tensor::zeros(w_ih.shape(), DType::kF32, kGpu);
+    Tensor g_hh = Tensor::zeros(w_hh.shape(), DType::kF32, kGpu);
+    Tensor g_b = Tensor::zeros(b.shape(), DType::kF32, kGpu);
+    Tensor g_hr = Tensor::zeros(w_hr.shape(), DType::kF32, kGpu);
+    lstm_layer_forward(s, weights, first.T, first.B, x.data<float>(), h0.data<float>(),
+                       c0.data<float>(), y.data<float>(), nullptr, nullptr, &ws, true);
+    lstm_layer_backward(
+        s, weights, first.T, first.B, x.data<float>(), y.data<float>(), ws, dy.data<float>(),
+        dx.data<float>(),
+        {g_ih.data<float>(), g_hh.data<float>(), g_b.data<float>(), g_hr.data<float>()});
+    return std::vector<std::vector<float>>{y.to_floats(), dx.to_floats(), g_ih.to_floats(),
+                                           g_hh.to_floats(), g_hr.to_floats()};
+  };
+  LstmLayerWorkspace reused;
+  const auto before = step(reused);
+  // New values in the same buffers, as an optimizer step writes them.
+  w_ih.copy_from(second.w_ih.to(kGpu));
+  w_hh.copy_from(second.w_hh.to(kGpu));
+  w_hr.copy_from(second.w_hr.to(kGpu));
+  const auto after = step(reused);
+  LstmLayerWorkspace fresh;
+  const auto expected = step(fresh);
+  EXPECT_NE(after[0], before[0]) << "the new weights changed nothing";
+  const char* names[] = {"y", "dx", "dW_ih", "dW_hh", "dW_hr"};
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(after[i], expected[i]) << names[i];
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "model/lstm_layer.h"
 #include "runtime/gemm.h"
 #include "runtime/rng.h"
+#include "tests/support/persistent_skip.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -116,6 +117,7 @@ void compare_with_standard(const Problem& p, GemmPrecision precision, float fwd_
 
 TEST(LstmLayerPersistentGpu, SmallWithClipsMatchesStandard) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(64, 32);
   const Problem p({24, 64, 32, 0.5f, 0.3f}, 5, 3, 10);
   compare_with_standard(p, GemmPrecision::kFp32, 8 * kU, 16 * kU);
   compare_with_standard(p, GemmPrecision::kBf16, 8 * kU, 16 * kU);
@@ -123,24 +125,28 @@ TEST(LstmLayerPersistentGpu, SmallWithClipsMatchesStandard) {
 
 TEST(LstmLayerPersistentGpu, SmallWithoutClipsMatchesStandard) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(256, 48);
   compare_with_standard(Problem({40, 256, 48, 0.0f, 0.0f}, 4, 17, 20), GemmPrecision::kFp32, 8 * kU,
                         16 * kU);
 }
 
 TEST(LstmLayerPersistentGpu, ElmoSizeWithClipsMatchesStandard) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(4096, 512);
   const Problem p({512, 4096, 512, 3.0f, 3.0f}, 20, 128, 30);
   compare_with_standard(p, GemmPrecision::kBf16, 16 * kU, 32 * kU);
 }
 
 TEST(LstmLayerPersistentGpu, ElmoSizeWithoutClipsMatchesStandard) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(4096, 512);
   const Problem p({512, 4096, 512, 0.0f, 0.0f}, 20, 128, 40);
   compare_with_standard(p, GemmPrecision::kFp32, 16 * kU, 32 * kU);
 }
 
 TEST(LstmLayerPersistentGpu, MatchesTheCpuTwin) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(64, 32);
   // The twin on the CPU is planned for an H100; the GPU plans for its own SM count. With 132
   // SMs the plans agree and so does the cross-tile summation order.
   const Problem p({24, 64, 32, 0.5f, 0.3f}, 5, 3, 50);
@@ -151,6 +157,7 @@ TEST(LstmLayerPersistentGpu, MatchesTheCpuTwin) {
 
 TEST(LstmLayerPersistentGpu, RunsAreBitIdentical) {
   ELMO_SKIP_WITHOUT_GPU();
+  ELMO_SKIP_UNLESS_PERSISTENT_RUNS(4096, 512);
   const Problem p({512, 4096, 512, 3.0f, 3.0f}, 20, 128, 60);
   const Outputs a = run(p, kGpu, LstmKernel::kPersistent, LstmKernel::kPersistent);
   const Outputs b = run(p, kGpu, LstmKernel::kPersistent, LstmKernel::kPersistent);

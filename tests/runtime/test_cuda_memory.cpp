@@ -19,5 +19,18 @@ TEST(CudaMemory, NoGpuMeansNoDeviceTensors) {
   }
 }
 
+// The fallback decision of cuda_allocate: the pool only where the driver has one and
+// cudaMallocAsync works; otherwise a reason for the one-line notice.
+TEST(CudaMemory, PoolFallbackOnlyWhereTheDriverHasNoPools) {
+  EXPECT_EQ(cuda_pool_fallback_reason(1, false), "");
+  const std::string no_pools = cuda_pool_fallback_reason(0, false);
+  EXPECT_NE(no_pools.find("cudaDevAttrMemoryPoolsSupported = 0"), std::string::npos) << no_pools;
+  const std::string refused = cuda_pool_fallback_reason(1, true);
+  EXPECT_NE(refused.find("cudaMallocAsync"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("cudaErrorNotSupported"), std::string::npos) << refused;
+  EXPECT_NE(cuda_pool_fallback_reason(-1, false).find("could not be read"), std::string::npos);
+  EXPECT_FALSE(cuda_pool_fallback_reason(0, true).empty());
+}
+
 }  // namespace
 }  // namespace elmo

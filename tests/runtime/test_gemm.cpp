@@ -64,5 +64,36 @@ TEST(Gemm, PrecisionNamesParseAndScopePerThread) {
   EXPECT_EQ(gemm_precision(), GemmPrecision::kFp32);
 }
 
+// Only a CUDA GEMM at kBf16 reads bf16 operands: the layers make bf16 weight copies only then,
+// so fp32, tf32 and the CPU allocate and convert nothing. (No GPU is touched: the decision is
+// the device kind and the thread's precision.)
+TEST(Gemm, OnlyCudaBf16GemmsWantBf16Copies) {
+  for (const GemmPrecision p : {GemmPrecision::kFp32, GemmPrecision::kTf32, GemmPrecision::kBf16}) {
+    GemmPrecisionGuard guard(p);
+    EXPECT_FALSE(gemm_uses_bf16(Device::cpu())) << gemm_precision_name(p);
+    EXPECT_EQ(gemm_uses_bf16(Device::cuda(0)), p == GemmPrecision::kBf16) << gemm_precision_name(p);
+  }
+  EXPECT_THROW(convert_to_bf16(Device::cpu(), nullptr, 0, nullptr), Error);
+}
+
+// The CPU computes in f32 whatever the copy says: gemm_with_bf16_b ignores b_bf16 there (a copy
+// holding other values changes nothing).
+TEST(Gemm, CpuIgnoresTheBf16CopyOfB) {
+  Rng rng(6, 2);
+  const int64_t m = 9, n = 13, k = 17;
+  for (const bool tb : {false, true}) {
+    std::vector<float> a(m * k), b(k * n), c(m * n, 0.25f);
+    for (float& x : a) x = rng.uniform() - 0.5f;
+    for (float& x : b) x = rng.uniform() - 0.5f;
+    const std::vector<uint16_t> wrong_copy(k * n, 0x3f80);  // bf16 1.0 everywhere
+    std::vector<float> expected = c;
+    cpu_gemm(false, tb, m, n, k, 1.0f, a.data(), k, b.data(), tb ? k : n, 0.5f, expected.data(), n);
+    GemmPrecisionGuard bf16(GemmPrecision::kBf16);
+    gemm_with_bf16_b(Device::cpu(), false, tb, m, n, k, 1.0f, a.data(), k, b.data(),
+                     wrong_copy.data(), tb ? k : n, 0.5f, c.data(), n);
+    EXPECT_EQ(c, expected) << "trans_b " << tb;
+  }
+}
+
 }  // namespace
 }  // namespace elmo

@@ -20,5 +20,12 @@ TEST(Stream, GuardRestoresAndStreamsArePerThread) {
   EXPECT_EQ(current_stream(), nullptr);
 }
 
+// Streams forked from the legacy default stream must not serialise with it: a blocking
+// stream makes every event recorded on stream 0 wait for its queued work, so BiLM's second
+// direction would wait for the whole first one (forward and backward).
+TEST(Stream, CudaStreamsAreNonBlocking) {
+  EXPECT_EQ(kCudaStreamFlags & cudaStreamNonBlocking, cudaStreamNonBlocking);
+}
+
 }  // namespace
 }  // namespace elmo
