@@ -204,7 +204,7 @@ class DataParallelStepRunner : public StepRunner {
   DataParallel& dist_;
   TrainingParts parts_;
   int64_t total_steps_ = 0;
-  int64_t prefetched_ = -1;  // the step whose batch and rows current_ holds (-1: none)
+  int64_t prefetched_ = -1;        // the step whose batch and rows current_ holds (-1: none)
   int64_t checkpoint_writes_ = 0;  // write_checkpoint calls so far (the same on every rank)
   Pending current_, next_;
   BatcherState state_after_;
