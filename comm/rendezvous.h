@@ -14,6 +14,9 @@
 //
 // Wire format (both directions, after the 8-byte magic "ELMOKV01" each side sends first):
 // frames of u32 little-endian length + payload; strings inside are u32 length + bytes.
+//
+// Sources: rendezvous_framing.h/.cpp (codes, frames, socket I/O, the parsers below),
+// rendezvous_server.cpp (KvServer), rendezvous_client.cpp (KvClient, local_address_towards).
 #pragma once
 
 #include <cstdint>
