@@ -119,7 +119,12 @@ std::string run_dir_of(const std::string& path) {
 
 LoadedModel load_model(const std::string& checkpoint_or_run_dir) {
   LoadedModel loaded;
-  loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  try {
+    loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), " (use it with --checkpoint ", e.fallback(), ")"));
+  }
   const nlohmann::json& state = loaded.checkpoint.state;
   if (!state.contains("config") || !state["config"].is_string() || !state.contains("vocab_size"))
     throw Error(str(checkpoint_or_run_dir, ": checkpoint state.json lacks the model config"));

@@ -141,10 +141,17 @@ class TrainingRun {
   // into the freshly initialised model (app/init_from.h).
   std::optional<InitSource> read_init_source() const;
   void init_model_from(const InitSource& source);
+  // The model, optimizer, carried state, data position and sampler of `ckpt` (resume, or a
+  // return after bad steps).
+  void restore(const CheckpointData& ckpt, const std::string& path);
   void plan_steps();  // total_steps_, the metrics logger
   // The loop, and what it does after each step.
   void train();
   void count_step(const StepOutcome& outcome, double seconds);
+  // A skipped step (StepOutcome::skipped): logs it; after train.max_bad_steps in a row goes back
+  // to the last checkpoint (true) or stops with an error when it cannot.
+  bool after_bad_step(const StepOutcome& outcome);
+  void return_to_last_checkpoint();
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
@@ -153,7 +160,9 @@ class TrainingRun {
   // during_training: a validation of the loop (may stop it); false for the final one.
   void track_validation(double perplexity, bool during_training);
   void check_validation_data() const;
-  void save(bool final_save);
+  // Writes a checkpoint of this step; false when it could not be written and
+  // checkpoint.on_write_error = "warn" let the run go on (else, and for the final one, an Error).
+  bool save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
   // After the loop (root): evaluation and summary.json.
@@ -196,6 +205,9 @@ class TrainingRun {
   bool stopped_early_ = false;         // the patience ran out: the run ends normally
   int64_t last_validation_step_ = -1;  // the step of last_validation_
   EvalResult last_validation_;
+  // Steps that were not finite (docs/FAULTS.md): skipped in all, in a row now, returns to a
+  // checkpoint made for them; in state.json and summary.json.
+  int64_t skipped_steps_ = 0, bad_in_a_row_ = 0, bad_step_reloads_ = 0;
 };
 
 int TrainingRun::run() {
@@ -230,6 +242,7 @@ int TrainingRun::run() {
 void TrainingRun::set_up_process() {
   if (!runner_.is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   check_precision_request(config_, args_);
+  NanInjection::instance();  // a malformed ELMO_INJECT_NAN_STEPS is refused before any work
   device_ = runner_.choose_device(config_, args_);
   int threads = static_cast<int>(config_.train.threads);
   if (threads == 0)  // all cores, shared by the run's processes on this machine
@@ -318,7 +331,13 @@ void TrainingRun::set_up_model() {
 
 void TrainingRun::resume_from(const std::string& where) {
   const std::string path = where == "latest" ? config_.run.dir : where;
-  CheckpointData ckpt = load_checkpoint(path);
+  CheckpointData ckpt;
+  try {
+    ckpt = load_checkpoint(path);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), ": resume from it with --resume=", e.fallback()));
+  }
   const nlohmann::json& s = ckpt.state;
   const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
   if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {
@@ -344,6 +363,22 @@ void TrainingRun::resume_from(const std::string& where) {
                          s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
                          s.value("unroll_steps", int64_t{0}),
                          "; the carried LSTM state and data positions need the same values"));
+  restore(ckpt, path);
+  // What the run went through before (a resumed run continues its counts and learning rate).
+  skipped_steps_ = s.value("skipped_steps", int64_t{0});
+  bad_step_reloads_ = s.value("bad_step_reloads", int64_t{0});
+  const int64_t saved_world = s.value("world_size", int64_t{1});
+  const int64_t world = runner_.world_size();
+  if (saved_world != world)
+    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
+             ": training continues from the same state, but float sums now run in another "
+             "order, so results are not bit-identical to an uninterrupted run");
+  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ", batcher_->epochs_done(),
+           ")");
+}
+
+void TrainingRun::restore(const CheckpointData& ckpt, const std::string& path) {
+  const nlohmann::json& s = ckpt.state;
   const NamedTensors* model_file = ckpt.file("model");
   const NamedTensors* optimizer_file = ckpt.file("optimizer");
   const NamedTensors* carry_file = ckpt.file("carry");
@@ -379,6 +414,8 @@ void TrainingRun::resume_from(const std::string& where) {
   model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
+  optimizer_->set_lr_scale(s.value("lr_scale", 1.0));
+  last_checkpoint_ = ckpt.dir;
   if (s.contains("init_from")) init_report_ = s["init_from"];
   if (s.contains("validation")) {
     validation_.restore(s["validation"]);
@@ -387,14 +424,6 @@ void TrainingRun::resume_from(const std::string& where) {
                "until the next validation that does not improve (raise ",
                "train.early_stopping_patience to allow more)");
   }
-  const int64_t saved_world = s.value("world_size", int64_t{1});
-  const int64_t world = runner_.world_size();
-  if (saved_world != world)
-    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
-             ": training continues from the same state, but float sums now run in another "
-             "order, so results are not bit-identical to an uninterrupted run");
-  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
-           batcher_->epochs_done(), ")");
 }
 
 std::optional<InitSource> TrainingRun::read_init_source() const {
@@ -451,14 +480,13 @@ void TrainingRun::train() {
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
     stop_agreed_ = outcome.stop;
     count_step(outcome, seconds_since(step_start));
+    if (outcome.skipped && after_bad_step(outcome)) continue;  // back at the last checkpoint
     if (runner_.is_root()) log_interval(step_ == total_steps_);
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
     bool saved = false;
-    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_) {
-      save(false);
-      saved = true;
-    }
+    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_)
+      saved = save(false);
     if (evaluation_due()) evaluate_during_training(saved);
   }
   loop_end_ = Clock::now();
@@ -468,18 +496,68 @@ void TrainingRun::count_step(const StepOutcome& outcome, double seconds) {
   ++step_;
   tokens_ += tokens_per_step_;
   step_seconds_.push_back(seconds);
-  last_grad_norm_ = outcome.grad_norm;
-  last_lr_ = outcome.lr;
-  interval_loss_ += outcome.loss;
-  interval_nll_[0] += outcome.nll[0];
-  interval_nll_[1] += outcome.nll[1];
-  ++interval_steps_;
   interval_tokens_ += tokens_per_step_;
+  if (outcome.skipped) {  // its loss and norm are not numbers to average
+    ++skipped_steps_;
+    ++bad_in_a_row_;
+  } else {
+    bad_in_a_row_ = 0;
+    last_grad_norm_ = outcome.grad_norm;
+    last_lr_ = outcome.lr;
+    interval_loss_ += outcome.loss;
+    interval_nll_[0] += outcome.nll[0];
+    interval_nll_[1] += outcome.nll[1];
+    ++interval_steps_;
+  }
   if (step_ == first_step_ + 1) {
     timed_start_ = Clock::now();
   } else {
     timed_tokens_ += tokens_per_step_;
   }
+}
+
+// Every process sees the same outcome (the loss and norm are summed over them), so every
+// process reaches the same verdict here.
+bool TrainingRun::after_bad_step(const StepOutcome& outcome) {
+  const int64_t allowed = config_.train.max_bad_steps;
+  log_warn("step ", step_, " skipped: loss ", outcome.loss, ", gradient norm ", outcome.grad_norm,
+           " (not finite); parameters and optimizer state unchanged (", bad_in_a_row_, " of ",
+           allowed, " in a row allowed by train.max_bad_steps)");
+  if (bad_in_a_row_ < allowed) return false;
+  const std::string streak = str("steps ", step_ - bad_in_a_row_ + 1, " to ", step_,
+                                 " all had a NaN or Inf loss or gradient norm");
+  const std::string advice =
+      "; lower optimizer.learning_rate, set optimizer.clip_norm, or check the data";
+  if (last_checkpoint_.empty())
+    throw Error(str("training diverged: ", streak, " and there is no checkpoint to go back to",
+                    advice, " (checkpoint.every_steps saves earlier)"));
+  if (bad_step_reloads_ >= config_.train.max_bad_step_reloads)
+    throw Error(str("training diverged: ", streak, " after ", bad_step_reloads_,
+                    " return(s) to a checkpoint (train.max_bad_step_reloads = ",
+                    config_.train.max_bad_step_reloads, ")", advice,
+                    ", then continue with --resume"));
+  return_to_last_checkpoint();
+  return true;
+}
+
+// Model, optimizer, carried state, data position and sampler all come back to the checkpoint,
+// so the batches after it are trained again (with the lower learning rate); the skipped steps'
+// counts stay (they happened).
+void TrainingRun::return_to_last_checkpoint() {
+  const int64_t bad_step = step_;
+  runner_.abandon_ahead();
+  const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
+  restore(ckpt, last_checkpoint_);
+  runner_.restored();
+  ++bad_step_reloads_;
+  bad_in_a_row_ = 0;
+  optimizer_->set_lr_scale(optimizer_->lr_scale() * config_.train.bad_step_lr_scale);
+  log_warn("went back to checkpoint ", last_checkpoint_, " (step ", step_, ") after ",
+           config_.train.max_bad_steps, " bad steps in a row (the last was step ", bad_step,
+           "): steps ", step_ + 1, " to ", bad_step, " are trained again with the learning rate ",
+           "scaled by ", optimizer_->lr_scale(), " (return ", bad_step_reloads_, " of ",
+           config_.train.max_bad_step_reloads, ")");
+  runner_.start(step_, total_steps_);
 }
 
 // This process's clock (the runner makes the root's decide for every process).
@@ -496,7 +574,11 @@ bool TrainingRun::evaluation_due() const {
 // The root evaluates; a model holding only some table rows (a data-parallel rank) gets the
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
-  if (!runner_.whole_model() && !saved_this_step) save(false);
+  if (!runner_.whole_model() && !saved_this_step && !save(false)) {
+    if (runner_.is_root())  // every process saw the same failure
+      log_warn("validation at step ", step_, " skipped: it needs the checkpoint of this step");
+    return;
+  }
   double perplexity = 0.0;
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
@@ -516,11 +598,18 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
 // continues with it.
 void TrainingRun::track_validation(double perplexity, bool during_training) {
   const ValidationVerdict verdict = validation_.observe(step_, perplexity);
-  if (verdict.new_best && validation_.keep_best() && last_checkpoint_step_ != step_) save(false);
+  const bool install = verdict.new_best && validation_.keep_best();
+  // checkpoint.on_write_error = "warn": a checkpoint of this step that could not be written
+  // leaves checkpoints/best at the earlier best (every process saw the same failure).
+  const bool have_step = last_checkpoint_step_ == step_ || (install && save(false));
   if (runner_.is_root()) {
-    if (last_checkpoint_step_ == step_)
+    if (have_step)
       update_checkpoint_state(last_checkpoint_, {{"validation", validation_.to_json()}});
-    if (verdict.new_best && validation_.keep_best()) {
+    if (install && !have_step)
+      log_warn("best validation perplexity so far (", str(perplexity).substr(0, 8), ") at step ",
+               step_, ", but its checkpoint could not be written: ", config_.run.dir,
+               "/checkpoints/best keeps the earlier best");
+    if (install && have_step) {
       const std::string best =
           install_checkpoint_copy(last_checkpoint_, "best",
                                   {{"validation", validation_.to_json()},
@@ -547,7 +636,7 @@ void TrainingRun::check_validation_data() const {
                        "> 0)"));
 }
 
-void TrainingRun::save(bool final_save) {
+bool TrainingRun::save(bool final_save) {
   CheckpointData ckpt;
   ckpt.step = step_;
   nlohmann::json& s = ckpt.state;
@@ -563,15 +652,40 @@ void TrainingRun::save(bool final_save) {
   s["world_size"] = runner_.world_size();
   s["batcher"] = runner_.batcher_state().to_json();
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
+  s["lr_scale"] = optimizer_->lr_scale();
+  s["skipped_steps"] = skipped_steps_;
+  s["bad_step_reloads"] = bad_step_reloads_;
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
   if (!init_report_.is_null()) s["init_from"] = init_report_;
   if (validation_.active()) s["validation"] = validation_.to_json();
   progress_.finish();
-  last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
-                                              static_cast<int>(config_.checkpoint.keep_last));
+  // A write that fails (a full disk, an I/O error) leaves the previous checkpoint and `latest`
+  // as they were and no partial folder (io/checkpoint.h); every process gets the error.
+  const std::string kept = last_checkpoint_.empty()
+                               ? std::string("there is no earlier checkpoint")
+                               : str("the previous checkpoint ", last_checkpoint_, " and ",
+                                     config_.run.dir, "/checkpoints/latest are intact");
+  try {
+    last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
+                                                static_cast<int>(config_.checkpoint.keep_last));
+  } catch (const CommError&) {
+    throw;
+  } catch (const Error& e) {
+    last_checkpoint_time_ = Clock::now();  // a time-based checkpoint waits its interval again
+    if (final_save || config_.checkpoint.on_write_error != "warn")
+      throw Error(str("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ",
+                      kept,
+                      final_save ? std::string()
+                                 : std::string(" (checkpoint.on_write_error = \"warn\" would "
+                                               "keep training)")));
+    log_warn("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ", kept,
+             "; training continues (checkpoint.on_write_error = \"warn\")");
+    return false;
+  }
   last_checkpoint_time_ = Clock::now();
   last_checkpoint_step_ = step_;
   log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
+  return true;
 }
 
 void TrainingRun::log_interval(bool force) {
@@ -609,6 +723,7 @@ void TrainingRun::log_interval(bool force) {
     scalars.push_back({"ppl_fwd", std::exp(interval_nll_[0] / interval_steps_)});
     scalars.push_back({"ppl_bwd", std::exp(interval_nll_[1] / interval_steps_)});
   }
+  if (skipped_steps_ > 0) scalars.push_back({"skipped_steps", static_cast<double>(skipped_steps_)});
   metrics_->log(step_, scalars);
   last_loss_ = loss;
   interval_loss_ = interval_nll_[0] = interval_nll_[1] = 0.0;
@@ -644,6 +759,9 @@ void TrainingRun::evaluate_and_summarise() {
     summary["median_step_ms"] = 1e3 * timed[timed.size() / 2];
   }
   summary["final_train_loss"] = last_loss_;
+  summary["skipped_steps"] = skipped_steps_;        // loss or gradient norm not finite
+  summary["bad_step_reloads"] = bad_step_reloads_;  // returns to a checkpoint for them
+  summary["lr_scale"] = optimizer_->lr_scale();
   summary["train_corpus"] = files_.train;
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;

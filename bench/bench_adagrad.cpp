@@ -42,14 +42,11 @@ constexpr uint64_t kSeedTable = 11, kSeedAcc = 12, kSeedGrad = 13;
 constexpr float kLr = 0.2f, kEps = 1e-7f, kGradScale = 0.9f;
 constexpr int64_t kUntouchedChecked = 4096;
 
-struct Options {
+struct Options : CommonOptions {  // --reps --warmup --quick --json (gpu_bench.h)
+  Options() { json = "bench/results/adagrad.json"; }
   int64_t vocab = 793471;
   std::vector<int64_t> dims = {512, 1};  // weight tables (embedding, softmax.weight); softmax.bias
   std::vector<int64_t> rows = {10000, 50000, 200000};
-  int reps = 20;
-  int warmup = 3;
-  bool quick = false;
-  std::string json = "bench/results/adagrad.json";
 };
 
 float initial_table(int64_t at) { return hash_uniform(kSeedTable, at, -0.1f, 0.1f); }
@@ -156,14 +153,11 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
 }
 
 int run(const Options& o) {
-  if (const int rc = no_gpu_exit_code("bench_adagrad")) return rc;
-  cuda_set_device(0);
+  nlohmann::json device;
+  if (const int rc = open_device("bench_adagrad", &device)) return rc;
   const Device gpu = Device::cuda(0);
-  const nlohmann::json device = device_json(0);
-  std::printf(
-      "Row-sparse Adagrad (kernels/adagrad adagrad_rows_cuda) vs cudaMemcpyAsync D2D of "
-      "the same bytes moved; %s\n",
-      device["name"].get<std::string>().c_str());
+  std::printf("Row-sparse Adagrad (kernels/adagrad adagrad_rows_cuda) vs cudaMemcpyAsync D2D of "
+              "the same bytes moved; %s\n", device["name"].get<std::string>().c_str());
   std::printf("%9s %5s %8s %10s %10s %10s %10s %7s %8s %9s\n", "V", "dim", "rows", "bytes",
               "ours ms", "ours GB/s", "copy GB/s", "% copy", "#wrong", "untouched");
   int64_t max_n = 0, max_bytes = 0, max_dim = 0;
@@ -220,18 +214,11 @@ int run(const Options& o) {
       {"lr", kLr},
       {"eps", kEps},
       {"grad_scale", kGradScale},
-      {"warmup", o.warmup},
-      {"quick", o.quick},
       {"cases", cases}};
-  if (!write_json(o.json, out)) return kExitError;
-  if (wrong != 0) {
-    std::fprintf(stderr,
-                 "bench_adagrad: %lld values differ from the CPU reference or changed "
-                 "outside the touched rows\n",
-                 static_cast<long long>(wrong));
-    return kExitMismatch;
-  }
-  return kExitOk;
+  return finish("bench_adagrad", o, out, wrong == 0,
+                str(wrong,
+                    " values differ from the CPU reference or changed outside the "
+                    "touched rows"));
 }
 
 }  // namespace
@@ -248,24 +235,14 @@ int main(int argc, char** argv) {
   app.add_option("--rows", o.rows, "unique touched rows per step, e.g. --rows 10000,50000")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--reps", o.reps, "timed repetitions (median reported)")
-      ->check(CLI::Range(1, 100000));
-  app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
-  app.add_flag("--quick", o.quick,
-               "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
-  app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
-  CLI11_PARSE(app, argc, argv);
-  if (o.quick) {
-    o.vocab = 50000;
-    o.dims = {64, 1};
-    o.rows = {1000, 5000};
-    o.reps = 3;
-    o.warmup = 1;
-  }
-  try {
+  elmo::bench::add_common_flags(
+      app, o, "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
+  return elmo::bench::bench_main("bench_adagrad", app, o, argc, argv, [&] {
+    if (o.quick) {
+      o.vocab = 50000;
+      o.dims = {64, 1};
+      o.rows = {1000, 5000};
+    }
     return elmo::bench::run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_adagrad: %s\n", e.what());
-    return elmo::bench::kExitError;
-  }
+  });
 }

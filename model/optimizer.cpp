@@ -55,7 +55,13 @@ float Optimizer::learning_rate(int64_t epoch) const {
   const int64_t exponent = std::max<int64_t>(epoch + 1 - config_.decay_after_epochs, 0);
   return static_cast<float>(
       static_cast<double>(config_.learning_rate) *
-      std::pow(static_cast<double>(config_.lr_decay), static_cast<double>(exponent)));
+      std::pow(static_cast<double>(config_.lr_decay), static_cast<double>(exponent)) * lr_scale_);
+}
+
+void Optimizer::set_lr_scale(double scale) {
+  ELMO_CHECK(std::isfinite(scale) && scale > 0.0, "learning-rate scale must be positive, got ",
+             scale);
+  lr_scale_ = scale;
 }
 
 void Optimizer::check_sparse_grad(const Parameter& p) const {
