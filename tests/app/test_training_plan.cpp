@@ -174,6 +174,7 @@ Measured plan_and_train(const std::string& dir, const std::string& config_text) 
 constexpr double kTolerance = 0.15;
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
+  ELMO_SKIP_UNDER_ASAN();
   // 200,000 words, 256-wide embedding and softmax: the two tables and their Adagrad accumulators
   // are 4 x 200,003 x 256 x 4 B = 819 MB.
   const std::string dir = testing::temp_dir("plan_tables");
@@ -206,6 +207,7 @@ TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
 }
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereActivationsDominate) {
+  ELMO_SKIP_UNDER_ASAN();
   const std::string dir = testing::temp_dir("plan_activations");
   const Measured m = plan_and_train(
       dir, "[run]\ndir = \"" + dir +
@@ -221,6 +223,7 @@ TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereActivationsDominate) {
 }
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWithTheFullSoftmax) {
+  ELMO_SKIP_UNDER_ASAN();
   // 60,000 words, full softmax of 256: the [V, 256] gradient and the [B x T, 4096] chunks.
   const std::string dir = testing::temp_dir("plan_full");
   const Measured m = plan_and_train(

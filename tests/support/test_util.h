@@ -96,3 +96,16 @@ std::string no_gpu_message();
     if (::elmo::testing::data_dir().empty())                                                \
       GTEST_SKIP() << "shared data folder not found (configure with -DELMO_DATA_DIR=...)"; \
   } while (0)
+
+// Tests that compare a measured resident memory (VmHWM) with the plan skip under
+// AddressSanitizer: its shadow memory and freed-memory quarantine inflate the peak by a factor
+// that is not the program's (.ci/sanitize.sh runs the rest of the suite there).
+#if defined(__SANITIZE_ADDRESS__)
+#define ELMO_SKIP_UNDER_ASAN()                                                                 \
+  GTEST_SKIP() << "built with AddressSanitizer: its shadow memory and quarantine change the " \
+                  "peak resident memory this test compares with the plan"
+#else
+#define ELMO_SKIP_UNDER_ASAN() \
+  do {                         \
+  } while (0)
+#endif
