@@ -25,6 +25,16 @@ void add_train_options(CLI::App& cmd, TrainArgs& args, bool required) {
                "continue from the latest checkpoint of run.dir, or --resume=PATH");
   cmd.add_option("--device", args.device, "cpu, cuda or cuda:N (overrides train.device)");
   cmd.add_flag("--no_cuda,--no-cuda", args.no_cuda, "never use a GPU");
+  cmd.add_option("--init-from", args.init_from,
+                 "start a new run from these weights: a checkpoint or run folder, or a "
+                 "bilm-tf/allennlp HDF5 (fine-tuning; the vocabularies may differ)");
+  cmd.add_option("--init-vocab", args.init_vocab,
+                 "vocabulary of the --init-from tables' rows (default: the checkpoint's)");
+  cmd.add_flag("--skip-memory-check", args.skip_memory_check,
+               "train even when the memory plan says the configuration does not fit");
+  cmd.add_flag("--init-optimizer", args.init_optimizer,
+               "keep the --init-from checkpoint's Adagrad accumulators (matched rows, dense "
+               "parameters) instead of starting the optimizer fresh");
   LaunchOptions& l = args.launch;
   const char* group = "Distributed (see README: Multi-node)";
   cmd.add_option("--nodes", l.nodes, "start this many nodes' ranks on this machine")
@@ -108,6 +118,41 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--json", eval_args.json_out, "also write the result as JSON here");
 
+  PlanArgs plan_args;
+  CLI::App* plan = app.add_subcommand(
+      "plan",
+      "parameters, memory per process, FLOPs and a timed probe of a config, without "
+      "training (prepares the data as `prepare` does)");
+  plan->add_option("--config,-c", plan_args.config, "training configuration (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  plan->add_option("--set", plan_args.overrides, "override a config key (repeatable)");
+  plan->add_option("--world-size", plan_args.world_size,
+                   "processes (ranks) sharing train.batch_size")
+      ->check(CLI::Range(1, 1 << 20));
+  plan->add_option("--device", plan_args.device, "cpu, cuda or cuda:N (overrides train.device)");
+  plan->add_flag("--no-probe", plan_args.no_probe, "skip the timed training steps");
+  plan->add_option("--probe-steps", plan_args.probe_steps, "timed steps of the probe")
+      ->check(CLI::Range(1, 1000));
+  plan->add_option("--json", plan_args.json_out, "also write the plan as JSON here");
+
+  ScoreArgs score_args;
+  CLI::App* score = app.add_subcommand(
+      "score", "log-probability of every sentence (full softmax), as JSON lines");
+  score->add_option("--checkpoint", score_args.checkpoint, "checkpoint or run folder")->required();
+  score->add_option("--input,-i", score_args.input, "text, one tokenised sentence per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  score->add_option("--out,-o", score_args.out, "JSON lines file to write (default: stdout)");
+  score->add_option("--vocab", score_args.vocab, "vocabulary (default: the checkpoint's)");
+  score->add_flag("--tokens", score_args.tokens,
+                  "add each token's forward and backward log-probability");
+  score
+      ->add_option("--batch-size", score_args.batch_size,
+                   "sentences evaluated together (speed; with 1, the default, the sums equal "
+                   "eval --mode sentence's bit for bit)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+
   ImportArgs import_args;
   CLI::App* import_cmd =
       app.add_subcommand("import-bilm", "bilm-tf/allennlp HDF5 weights -> checkpoint");
@@ -189,6 +234,8 @@ int run_cli(int argc, char** argv) {
     if (*vocab) return vocab_command(vocab_args);
     if (*prepare) return prepare_command(prepare_args);
     if (*eval) return eval_command(eval_args);
+    if (*score) return score_command(score_args);
+    if (*plan) return plan_command(plan_args);
     if (*import_cmd) return import_bilm_command(import_args);
     if (*export_cmd) return export_bilm_command(export_args);
     if (*embed) return embed_command(embed_args);

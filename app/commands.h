@@ -15,6 +15,11 @@ struct TrainArgs {
   std::string resume;                  // "" = fresh run (refuses to overwrite), "latest" or a path
   std::string device;                  // "" = from config
   bool no_cuda = false;
+  // --init-from PATH [--init-vocab V] [--init-optimizer]: a new run from other weights
+  // (app/init_from.h).
+  std::string init_from, init_vocab;
+  bool init_optimizer = false;
+  bool skip_memory_check = false;      // train even when the plan says it does not fit
   LaunchOptions launch;                // distributed flags (lapse-elmo's), see comm/launch.h
   std::vector<std::string> argv;       // the whole command line, for the processes it starts
 };
@@ -39,6 +44,24 @@ struct EvalArgs {
   std::string json_out;
 };
 int eval_command(const EvalArgs& args);
+
+struct PlanArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int world_size = 1;
+  std::string device;  // "" = train.device
+  bool no_probe = false;
+  int probe_steps = 3;
+  std::string json_out;
+};
+int plan_command(const PlanArgs& args);
+
+struct ScoreArgs {
+  std::string checkpoint, input, out, vocab;
+  bool tokens = false;     // per-token log-probabilities too
+  int64_t batch_size = 1;  // sentences evaluated together (1: eval --mode sentence's default)
+};
+int score_command(const ScoreArgs& args);
 
 struct ImportArgs {
   std::string weights, embedding, vocab, out, softmax;

@@ -85,16 +85,16 @@ Tensor gather_shard(const Tensor& table, const TailShard& shard) {
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>(shard.id(i));
   if (table.device().is_cpu()) {
-    embedding_gather_cpu(table.data<float>(), table.size(0), dim, ids.data(), n,
-                         out.data<float>());
+    embedding_gather(Device::cpu(), table.data<float>(), table.size(0), dim, ids.data(), n,
+                     out.data<float>());
     return out;
   }
   const Device device = table.device();
   cuda_set_device(device.index);
   const Tensor device_ids = upload_ids(ids.data(), n, device);
   Tensor rows = Tensor::empty(Shape(dims), DType::kF32, device);
-  embedding_gather_cuda(table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
-                        rows.data<float>(), nullptr);
+  embedding_gather(device, table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
+                   rows.data<float>());
   cuda_copy(out.data<float>(), Device::cpu(), rows.data<float>(), device,
             sizeof(float) * n * dim);
   return out;
@@ -237,6 +237,12 @@ void DataParallel::root_first(const std::string& what, const std::function<void(
   barrier(what + "/done");
 }
 
+double DataParallel::broadcast_from_root(double value) {
+  double shared = is_root() ? value : 0.0;
+  allreduce_->sum(&shared, 1);
+  return shared;
+}
+
 void DataParallel::barrier(const std::string& name) {
   session_->store().barrier("barrier/" + name, topology_.world_size, kNoLimit);
 }
@@ -369,16 +375,42 @@ void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dir
       for (int64_t i = 0; i < batches[d].rows * batches[d].steps; ++i) add(batches[d].targets[i]);
   });
   needed_[2] = needed_[1];  // the bias rows go with the weight rows
-  exchange_->request_rows(step, needed_);
+  if (restart_) {
+    exchange_offset_ = last_exchange_step_ + 1 - step;
+    restart_ = false;
+  }
+  const int64_t seq = exchange_step(step);
+  exchange_->request_rows(seq, needed_);
   if (on_gpu_)
     for (size_t t = 0; t < tables_.size(); ++t)
-      fetched_[step & 1][t] =
+      fetched_[seq & 1][t] =
           remote_ids(needed_[t], hot_rows_, exchange_->owned_rows(static_cast<int>(t)));
 }
 
 void DataParallel::wait_rows(int64_t step) {
-  exchange_->wait_rows(step);
-  if (on_gpu_) upload_fetched_rows(step);
+  exchange_->wait_rows(exchange_step(step));
+  if (on_gpu_) upload_fetched_rows(exchange_step(step));
+}
+
+void DataParallel::abandon_step(int64_t step) {
+  const int64_t seq = exchange_step(step);
+  exchange_->wait_rows(seq);
+  const std::vector<int32_t> none;
+  SparseExchange::GradientRows pushes(tables_.size(), {&none, nullptr});
+  std::vector<SummedRows> sums;
+  exchange_->exchange_gradients(seq, pushes, sums);
+  exchange_->rows_updated(seq);
+  last_exchange_step_ = seq;
+}
+
+void DataParallel::restart_steps() { restart_ = true; }
+
+void DataParallel::tables_restored() {
+  if (!on_gpu_) return;  // the exchange serves the model's own tables
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const std::vector<float> rows = tables_[t]->value.to_floats();
+    std::copy(rows.begin(), rows.end(), host_tables_[t].begin());
+  }
 }
 
 void DataParallel::upload_fetched_rows(int64_t step) {
@@ -391,12 +423,13 @@ void DataParallel::upload_fetched_rows(int64_t step) {
     Parameter& p = *tables_[t];
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
     staging.resize(static_cast<size_t>(n * dim));
-    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    embedding_gather(Device::cpu(), host_tables_[t].data(), p.rows(), dim, ids.data(), n,
+                     staging.data());
     const Tensor device_ids = upload_ids(ids.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
     upload_to_device(device.index, rows.raw(), staging.data(), sizeof(float) * n * dim);
-    scatter_rows_cuda(p.value.data<float>(), dim, device_ids.data<int32_t>(), n,
-                      rows.data<float>());
+    scatter_rows(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                 rows.data<float>());
   }
 }
 
@@ -477,11 +510,12 @@ void DataParallel::refresh_host_rows() {
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
     const Tensor device_ids = upload_ids(ids.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
-    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
-                          rows.data<float>(), nullptr);
+    embedding_gather(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                     rows.data<float>());
     staging.resize(static_cast<size_t>(n * dim));
     cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device, sizeof(float) * n * dim);
-    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, ids.data(), n, staging.data());
+    scatter_rows(Device::cpu(), host_tables_[t].data(), p.rows(), dim, ids.data(), n,
+                 staging.data());
   }
 }
 
@@ -542,7 +576,7 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
       SparseExchange::GradientRows pushes;
       for (size_t t = 0; t < tables_.size(); ++t)
         pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
-      exchange_->exchange_gradients(step, pushes, owned_sums_);
+      exchange_->exchange_gradients(exchange_step(step), pushes, owned_sums_);
     } catch (...) {
       sparse_error = std::current_exception();
     }
@@ -563,8 +597,17 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
 
   // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed over
   //    ranks with the step's scalars.
-  const StepTotals totals = reduce_totals(bucket_sum_of_squares(count), local, local_rows,
-                                          global_rows, stop_requested, checkpoint_due);
+  StepTotals totals = reduce_totals(bucket_sum_of_squares(count), local, local_rows, global_rows,
+                                    stop_requested, checkpoint_due);
+  const int64_t seq = exchange_step(step);
+  if (!std::isfinite(totals.loss) || !std::isfinite(totals.grad_norm)) {
+    // Every rank sees the same sums, so every rank skips: no update, the gradients dropped.
+    totals.skipped = true;
+    model_->params().zero_grads();
+    exchange_->rows_updated(seq);  // no owned row changed
+    last_exchange_step_ = seq;
+    return totals;
+  }
 
   // 4. Gradients back in place: dense tensors, and per table the hot rows + the owned tail sums
   //    as the sparse gradient; the optimizer updates where the model lives.
@@ -580,7 +623,8 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
   // 5. A GPU rank's updated owned rows go back into the host copy the exchange serves from (a
   //    CPU rank's exchange serves the model's tables themselves).
   if (on_gpu_) refresh_host_rows();
-  exchange_->rows_updated(step);
+  exchange_->rows_updated(seq);
+  last_exchange_step_ = seq;
   return totals;
 }
 
@@ -614,6 +658,23 @@ std::vector<std::pair<std::string, std::string>> DataParallel::shard_files(
   for (int r = 0; r < topology_.world_size; ++r)
     files.emplace_back(shard_name(r), pending_shard_path(run_dir, step, r));
   return files;
+}
+
+void DataParallel::discard_shards(const std::string& run_dir, int64_t step) const {
+  std::error_code ec;
+  for (int r = 0; r < topology_.world_size; ++r)
+    if (r == topology_.rank || is_root()) fs::remove(pending_shard_path(run_dir, step, r), ec);
+}
+
+std::string DataParallel::agree_on_errors(const std::string& name, const std::string& mine) {
+  KvStore& store = session_->store();
+  store.set(str("errors/", name, "/", topology_.rank), mine);
+  barrier(name);
+  for (int r = 0; r < topology_.world_size; ++r) {
+    const std::string error = store.get(str("errors/", name, "/", r), timeout_s_);
+    if (!error.empty()) return str("rank ", r, ": ", error);
+  }
+  return "";
 }
 
 NamedTensors DataParallel::replicated_model_tensors() const {

@@ -72,6 +72,8 @@ nlohmann::json EvalResult::to_json() const {
   if (directions == 2) j["ppl_bwd"] = perplexity(1);
   j["ppl"] = mean_perplexity();
   j["tokens"] = direction[0].count;
+  j["nll_fwd"] = direction[0].nll;  // the sums the perplexities come from
+  if (directions == 2) j["nll_bwd"] = direction[1].nll;
   nlohmann::json slices_json = nlohmann::json::object();
   for (int s = 0; s < kEvalSlices; ++s) {
     nlohmann::json& o = slices_json[slice_name(s)];
@@ -144,7 +146,7 @@ EvalSettings eval_settings(const EvalConfig& eval) {
 }
 
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
-                           const EvalSettings& settings) {
+                           const EvalSettings& settings, const PositionNllObserver& observer) {
   EvalOptions options;
   options.mode = settings.mode;
   options.rows = settings.rows;
@@ -178,6 +180,8 @@ EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& voc
         if (b.targets[i] != kIgnoreTarget)
           result.slices[d].add(result.bounds, b.targets[i], position_nll[d][i]);
     });
+    if (observer)
+      for (int d = 0; d < result.directions; ++d) observer(d, batch[d], position_nll[d]);
     for (int d = 0; d < result.directions; ++d) {
       result.direction[d].nll += sums[d].nll;
       result.direction[d].count += sums[d].count;

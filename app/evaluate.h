@@ -3,6 +3,7 @@
 // zero state. Used by `elmo_fast eval` and at the end of training.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,8 +45,15 @@ struct EvalSettings {
 };
 EvalSettings eval_settings(const EvalConfig& eval);  // everything from the [eval] keys
 
+// Sees the NLL of every position of every batch, after the batch is evaluated: `batch` is the
+// direction's batch as evaluated (targets of padded positions set to kIgnoreTarget) and
+// nll[r * batch.steps + t] the NLL of row r, step t (NaN where the target is ignored).
+// Called on the calling thread, batches in order, the forward direction first.
+using PositionNllObserver =
+    std::function<void(int direction, const Batch& batch, const std::vector<double>& nll)>;
+
 EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& vocab,
-                           const EvalSettings& settings);
+                           const EvalSettings& settings, const PositionNllObserver& observer = {});
 
 // "fwd 61.2  bwd 60.8  mean 61.0 (83,000 tokens)"
 std::string describe(const EvalResult& result);

@@ -83,6 +83,18 @@ BilmInit bilm_init(const Config& config) {
   return init;
 }
 
+OptimizerOptions optimizer_options(const Config& config) {
+  OptimizerOptions s;
+  s.type = config.optimizer.type;
+  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
+  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
+  s.epsilon = static_cast<float>(config.optimizer.epsilon);
+  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
+  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
+  s.decay_after_epochs = config.optimizer.decay_after_epochs;
+  return s;
+}
+
 NamedTensors model_tensors(const BiLM& model) {
   NamedTensors out;
   for (const Parameter* p : model.params().all()) out.emplace_back(p->name, p->value);
@@ -109,12 +121,19 @@ std::string run_dir_of(const std::string& path) {
   if (fs::is_directory(p / "checkpoints")) return p.string();
   if (p.filename() == "checkpoints") return p.parent_path().string();
   if (p.filename().string().rfind("step-", 0) == 0) return p.parent_path().parent_path().string();
+  // Any other folder inside checkpoints/ (checkpoints/best).
+  if (p.parent_path().filename() == "checkpoints") return p.parent_path().parent_path().string();
   return p.string();
 }
 
 LoadedModel load_model(const std::string& checkpoint_or_run_dir) {
   LoadedModel loaded;
-  loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  try {
+    loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), " (use it with --checkpoint ", e.fallback(), ")"));
+  }
   const nlohmann::json& state = loaded.checkpoint.state;
   if (!state.contains("config") || !state["config"].is_string() || !state.contains("vocab_size"))
     throw Error(str(checkpoint_or_run_dir, ": checkpoint state.json lacks the model config"));

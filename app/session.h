@@ -12,6 +12,7 @@
 #include "io/token_cache.h"
 #include "io/vocab.h"
 #include "model/bilm.h"
+#include "model/optimizer.h"
 
 namespace elmo {
 
@@ -35,6 +36,7 @@ std::string cache_dir(const Config& config);
 BilmShape bilm_shape(const Config& config, int64_t vocab_size);
 BilmTrainOptions bilm_options(const Config& config);
 BilmInit bilm_init(const Config& config);  // model.init_scale, forget_bias, ...
+OptimizerOptions optimizer_options(const Config& config);  // the [optimizer] section
 
 // A model restored from a checkpoint (or run folder) with the config it was trained with.
 struct LoadedModel {
@@ -45,7 +47,7 @@ struct LoadedModel {
 };
 LoadedModel load_model(const std::string& checkpoint_or_run_dir);
 
-// The run folder of a run folder, its checkpoints/ folder or one of its step-N/ folders.
+// The run folder of a run folder, its checkpoints/ folder or a folder in it (step-N/, best/).
 std::string run_dir_of(const std::string& path);
 
 // The vocabulary saved beside a checkpoint (run_dir/vocab.txt), or `override_path`; checks that

@@ -15,15 +15,19 @@
 #include "app/commands.h"
 #include "app/data_parallel.h"
 #include "app/evaluate.h"
+#include "app/init_from.h"
 #include "app/progress.h"
 #include "app/report.h"
 #include "app/session.h"
 #include "app/step_runner.h"
+#include "app/training_plan.h"
+#include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
 #include "io/metrics.h"
 #include "model/optimizer.h"
 #include "runtime/cuda_memory.h"
+#include "runtime/host_memory.h"
 #include "runtime/log.h"
 #include "runtime/parallel.h"
 
@@ -60,6 +64,22 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// A CPU-only build (runtime/cuda_memory.h cuda_compiled_in) refuses every request for a GPU before
+// any work, naming the fix: a CUDA device (train.device or --device "cuda" / "cuda:N") or a GPU
+// GEMM precision (train.precision "tf32" / "bf16"). Requests that contradict --no_cuda or an
+// explicit CPU device keep the messages that name that contradiction (the checks below).
+void check_build_supports(const Config& config, const TrainArgs& args) {
+  if (cuda_compiled_in() || args.no_cuda) return;
+  const std::string wanted = args.device.empty() ? config.train.device : args.device;
+  if (wanted.rfind("cuda", 0) == 0)
+    throw UsageError(
+        str(args.device.empty() ? str("train.device = \"", wanted, "\"") : str("--device ", wanted),
+            " asks for a GPU, but no GPU is visible: ", kCpuOnlyBuildMessage));
+  if (config.train.precision != "fp32" && wanted != "cpu")
+    throw UsageError(str("train.precision = \"", config.train.precision, "\" selects a GPU GEMM ",
+                         "mode, but ", kCpuOnlyBuildMessage));
+}
+
 // train.precision selects the CUDA GEMM mode (runtime/gemm.h); the CPU always computes fp32.
 // Asking for tf32/bf16 and for the CPU at the same time (train.device = "cpu", --device cpu,
 // --no_cuda) is a contradiction: a usage error before any work, so a CPU run never silently
@@ -67,6 +87,7 @@ double seconds_since(Clock::time_point start) {
 // the CPU: that run trains in fp32 with a warning (effective_precision), so one config serves
 // GPU machines and CPU-only ones.
 void check_precision_request(const Config& config, const TrainArgs& args) {
+  check_build_supports(config, args);
   const std::string& precision = config.train.precision;
   if (precision == "fp32") return;
   const std::string wanted = args.device.empty() ? config.train.device : args.device;
@@ -92,18 +113,6 @@ std::string effective_precision(const Config& config, const Device& device) {
   return "fp32";
 }
 
-OptimizerOptions optimizer_settings(const Config& config) {
-  OptimizerOptions s;
-  s.type = config.optimizer.type;
-  s.learning_rate = static_cast<float>(config.optimizer.learning_rate);
-  s.initial_accumulator = static_cast<float>(config.optimizer.initial_accumulator);
-  s.epsilon = static_cast<float>(config.optimizer.epsilon);
-  s.clip_norm = static_cast<float>(config.optimizer.clip_norm);
-  s.lr_decay = static_cast<float>(config.optimizer.lr_decay);
-  s.decay_after_epochs = config.optimizer.decay_after_epochs;
-  return s;
-}
-
 nlohmann::json rng_to_json(const RngState& s) {
   return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
 }
@@ -123,16 +132,37 @@ class TrainingRun {
   void set_up_process();  // log level, device, CPU threads, GEMM precision
   void check_run_dir();   // a fresh run refuses a folder with checkpoints; --resume needs one
   void set_up_data();
+  // The memory plan of this process (app/training_plan.h) against what the machine has: a
+  // UsageError naming the largest items before the model is allocated (--skip-memory-check).
+  void check_memory() const;
   void set_up_model();
   void resume_from(const std::string& where);
+  // --init-from: the source read and its sizes checked before the model exists, then copied
+  // into the freshly initialised model (app/init_from.h).
+  std::optional<InitSource> read_init_source() const;
+  void init_model_from(const InitSource& source);
+  // The model, optimizer, carried state, data position and sampler of `ckpt` (resume, or a
+  // return after bad steps).
+  void restore(const CheckpointData& ckpt, const std::string& path);
   void plan_steps();  // total_steps_, the metrics logger
   // The loop, and what it does after each step.
   void train();
   void count_step(const StepOutcome& outcome, double seconds);
+  // A skipped step (StepOutcome::skipped): logs it; after train.max_bad_steps in a row goes back
+  // to the last checkpoint (true) or stops with an error when it cannot.
+  bool after_bad_step(const StepOutcome& outcome);
+  void return_to_last_checkpoint();
   bool checkpoint_due_by_time() const;
   bool evaluation_due() const;
   void evaluate_during_training(bool saved_this_step);
-  void save(bool final_save);
+  // checkpoint.keep_best and early stopping (app/validation_tracker.h): every process, with the
+  // root's validation perplexity of this step.
+  // during_training: a validation of the loop (may stop it); false for the final one.
+  void track_validation(double perplexity, bool during_training);
+  void check_validation_data() const;
+  // Writes a checkpoint of this step; false when it could not be written and
+  // checkpoint.on_write_error = "warn" let the run go on (else, and for the final one, an Error).
+  bool save(bool final_save);
   void log_interval(bool force);
   EvalResult evaluate(const std::string& spec, const char* label);
   // After the loop (root): evaluation and summary.json.
@@ -169,14 +199,27 @@ class TrainingRun {
   Clock::time_point run_start_ = Clock::now();
   Clock::time_point train_start_, loop_end_;
   std::string last_checkpoint_;
+  nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
+  int64_t last_checkpoint_step_ = -1;
+  ValidationTracker validation_{config_};
+  bool stopped_early_ = false;         // the patience ran out: the run ends normally
+  int64_t last_validation_step_ = -1;  // the step of last_validation_
+  EvalResult last_validation_;
+  // Steps that were not finite (docs/FAULTS.md): skipped in all, in a row now, returns to a
+  // checkpoint made for them; in state.json and summary.json.
+  int64_t skipped_steps_ = 0, bad_in_a_row_ = 0, bad_step_reloads_ = 0;
 };
 
 int TrainingRun::run() {
   set_up_process();
   check_run_dir();
   set_up_data();
+  check_validation_data();
+  if (!args_.skip_memory_check) check_memory();
+  const std::optional<InitSource> init = read_init_source();
   set_up_model();
   if (!args_.resume.empty()) resume_from(args_.resume);
+  if (init) init_model_from(*init);
   runner_.attach({&config_, &train_data_, batcher_.get(), model_.get(), optimizer_.get(), states_});
   plan_steps();
 
@@ -199,6 +242,7 @@ int TrainingRun::run() {
 void TrainingRun::set_up_process() {
   if (!runner_.is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   check_precision_request(config_, args_);
+  NanInjection::instance();  // a malformed ELMO_INJECT_NAN_STEPS is refused before any work
   device_ = runner_.choose_device(config_, args_);
   int threads = static_cast<int>(config_.train.threads);
   if (threads == 0)  // all cores, shared by the run's processes on this machine
@@ -250,12 +294,31 @@ void TrainingRun::set_up_data() {
   slice_bounds(vocab_, config_.eval.head_ids, config_.eval.torso_ids);  // bad bounds: refuse now
 }
 
+void TrainingRun::check_memory() const {
+  PlanInputs in;
+  in.config = &config_;
+  in.vocab = vocab_.size();
+  in.world_size = runner_.world_size();
+  in.hot_rows = std::max<int64_t>(0, config_.dist.hot_rows);  // not yet a memory saving
+  in.on_gpu = device_.is_cuda();
+  in.validation = !files_.valid.empty() || !files_.test.empty();
+  const TrainingPlan plan = plan_training(in);
+  int64_t device_free = -1;
+  if (device_.is_cuda()) {
+    size_t free_bytes = 0, total_bytes = 0;
+    cuda_memory_info(device_.index, &free_bytes, &total_bytes);
+    device_free = static_cast<int64_t>(free_bytes);
+  }
+  check_memory_fits(plan, runner_.processes_on_this_host(), host_memory_available(), device_free,
+                    device_.str());
+}
+
 void TrainingRun::set_up_model() {
   // The model's negative sampler starts at Rng(run.seed, kRngSampler) (BiLM::sampler_state).
   model_ = std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_),
                                   device_);
   model_->init(static_cast<uint64_t>(config_.run.seed), bilm_init(config_));
-  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_settings(config_));
+  optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_options(config_));
   const RowSplit mine = batcher_->my_rows();  // all rows, or a rank's share
   for (int d = 0; d < model_->shape().directions(); ++d)
     states_[d] = model_->zero_state(mine.end - mine.begin);
@@ -267,7 +330,13 @@ void TrainingRun::set_up_model() {
 
 void TrainingRun::resume_from(const std::string& where) {
   const std::string path = where == "latest" ? config_.run.dir : where;
-  CheckpointData ckpt = load_checkpoint(path);
+  CheckpointData ckpt;
+  try {
+    ckpt = load_checkpoint(path);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), ": resume from it with --resume=", e.fallback()));
+  }
   const nlohmann::json& s = ckpt.state;
   const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
   if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {
@@ -293,6 +362,22 @@ void TrainingRun::resume_from(const std::string& where) {
                          s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
                          s.value("unroll_steps", int64_t{0}),
                          "; the carried LSTM state and data positions need the same values"));
+  restore(ckpt, path);
+  // What the run went through before (a resumed run continues its counts and learning rate).
+  skipped_steps_ = s.value("skipped_steps", int64_t{0});
+  bad_step_reloads_ = s.value("bad_step_reloads", int64_t{0});
+  const int64_t saved_world = s.value("world_size", int64_t{1});
+  const int64_t world = runner_.world_size();
+  if (saved_world != world)
+    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
+             ": training continues from the same state, but float sums now run in another "
+             "order, so results are not bit-identical to an uninterrupted run");
+  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ", batcher_->epochs_done(),
+           ")");
+}
+
+void TrainingRun::restore(const CheckpointData& ckpt, const std::string& path) {
+  const nlohmann::json& s = ckpt.state;
   const NamedTensors* model_file = ckpt.file("model");
   const NamedTensors* optimizer_file = ckpt.file("optimizer");
   const NamedTensors* carry_file = ckpt.file("carry");
@@ -328,14 +413,40 @@ void TrainingRun::resume_from(const std::string& where) {
   model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
   step_ = ckpt.step;
   tokens_ = s.at("tokens").get<int64_t>();
-  const int64_t saved_world = s.value("world_size", int64_t{1});
-  const int64_t world = runner_.world_size();
-  if (saved_world != world)
-    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
-             ": training continues from the same state, but float sums now run in another "
-             "order, so results are not bit-identical to an uninterrupted run");
-  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
-           batcher_->epochs_done(), ")");
+  optimizer_->set_lr_scale(s.value("lr_scale", 1.0));
+  last_checkpoint_ = ckpt.dir;
+  if (s.contains("init_from")) init_report_ = s["init_from"];
+  if (s.contains("validation")) {
+    validation_.restore(s["validation"]);
+    if (validation_.exhausted())
+      log_warn("this run had stopped early (", validation_.stop_reason(), "); it trains on ",
+               "until the next validation that does not improve (raise ",
+               "train.early_stopping_patience to allow more)");
+  }
+}
+
+std::optional<InitSource> TrainingRun::read_init_source() const {
+  if (args_.init_from.empty()) return std::nullopt;
+  InitSource source = load_init_source({args_.init_from, args_.init_vocab, args_.init_optimizer});
+  check_sizes_match(source, config_);
+  return source;
+}
+
+void TrainingRun::init_model_from(const InitSource& source) {
+  const InitReport report =
+      apply_init_source(source, vocab_, *model_, *optimizer_, args_.init_optimizer, train_data_);
+  init_report_ = report.to_json(source.origin);
+  std::string fresh;
+  for (const std::string& t : report.fresh_tables) fresh += (fresh.empty() ? "" : ", ") + t;
+  log_info("init: weights from ", source.origin, ": ", report.matched, " vocabulary rows matched, ",
+           report.added, " added (initialised as a fresh run), ", report.dropped,
+           " dropped; matched rows cover ", str(100.0 * report.matched_token_share).substr(0, 5),
+           "% of the training tokens");
+  if (!fresh.empty())
+    log_info("init: ", fresh, " not in ", source.origin, ": initialised as a fresh run");
+  log_info("init: optimizer ", report.optimizer_kept
+                                   ? "accumulators of the matched rows and dense parameters kept"
+                                   : "state fresh (--init-optimizer keeps the source's)");
 }
 
 void TrainingRun::plan_steps() {
@@ -362,20 +473,19 @@ void TrainingRun::train() {
   train_start_ = Clock::now();
   first_step_ = step_;
   runner_.start(step_, total_steps_);
-  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_) {
+  while (step_ < total_steps_ && g_stop_signal == 0 && !stop_agreed_ && !stopped_early_) {
     const auto step_start = Clock::now();
     const StepOutcome outcome =
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
     stop_agreed_ = outcome.stop;
     count_step(outcome, seconds_since(step_start));
+    if (outcome.skipped && after_bad_step(outcome)) continue;  // back at the last checkpoint
     if (runner_.is_root()) log_interval(step_ == total_steps_);
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
     bool saved = false;
-    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_) {
-      save(false);
-      saved = true;
-    }
+    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_)
+      saved = save(false);
     if (evaluation_due()) evaluate_during_training(saved);
   }
   loop_end_ = Clock::now();
@@ -385,18 +495,68 @@ void TrainingRun::count_step(const StepOutcome& outcome, double seconds) {
   ++step_;
   tokens_ += tokens_per_step_;
   step_seconds_.push_back(seconds);
-  last_grad_norm_ = outcome.grad_norm;
-  last_lr_ = outcome.lr;
-  interval_loss_ += outcome.loss;
-  interval_nll_[0] += outcome.nll[0];
-  interval_nll_[1] += outcome.nll[1];
-  ++interval_steps_;
   interval_tokens_ += tokens_per_step_;
+  if (outcome.skipped) {  // its loss and norm are not numbers to average
+    ++skipped_steps_;
+    ++bad_in_a_row_;
+  } else {
+    bad_in_a_row_ = 0;
+    last_grad_norm_ = outcome.grad_norm;
+    last_lr_ = outcome.lr;
+    interval_loss_ += outcome.loss;
+    interval_nll_[0] += outcome.nll[0];
+    interval_nll_[1] += outcome.nll[1];
+    ++interval_steps_;
+  }
   if (step_ == first_step_ + 1) {
     timed_start_ = Clock::now();
   } else {
     timed_tokens_ += tokens_per_step_;
   }
+}
+
+// Every process sees the same outcome (the loss and norm are summed over them), so every
+// process reaches the same verdict here.
+bool TrainingRun::after_bad_step(const StepOutcome& outcome) {
+  const int64_t allowed = config_.train.max_bad_steps;
+  log_warn("step ", step_, " skipped: loss ", outcome.loss, ", gradient norm ", outcome.grad_norm,
+           " (not finite); parameters and optimizer state unchanged (", bad_in_a_row_, " of ",
+           allowed, " in a row allowed by train.max_bad_steps)");
+  if (bad_in_a_row_ < allowed) return false;
+  const std::string streak = str("steps ", step_ - bad_in_a_row_ + 1, " to ", step_,
+                                 " all had a NaN or Inf loss or gradient norm");
+  const std::string advice =
+      "; lower optimizer.learning_rate, set optimizer.clip_norm, or check the data";
+  if (last_checkpoint_.empty())
+    throw Error(str("training diverged: ", streak, " and there is no checkpoint to go back to",
+                    advice, " (checkpoint.every_steps saves earlier)"));
+  if (bad_step_reloads_ >= config_.train.max_bad_step_reloads)
+    throw Error(str("training diverged: ", streak, " after ", bad_step_reloads_,
+                    " return(s) to a checkpoint (train.max_bad_step_reloads = ",
+                    config_.train.max_bad_step_reloads, ")", advice,
+                    ", then continue with --resume"));
+  return_to_last_checkpoint();
+  return true;
+}
+
+// Model, optimizer, carried state, data position and sampler all come back to the checkpoint,
+// so the batches after it are trained again (with the lower learning rate); the skipped steps'
+// counts stay (they happened).
+void TrainingRun::return_to_last_checkpoint() {
+  const int64_t bad_step = step_;
+  runner_.abandon_ahead();
+  const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
+  restore(ckpt, last_checkpoint_);
+  runner_.restored();
+  ++bad_step_reloads_;
+  bad_in_a_row_ = 0;
+  optimizer_->set_lr_scale(optimizer_->lr_scale() * config_.train.bad_step_lr_scale);
+  log_warn("went back to checkpoint ", last_checkpoint_, " (step ", step_, ") after ",
+           config_.train.max_bad_steps, " bad steps in a row (the last was step ", bad_step,
+           "): steps ", step_ + 1, " to ", bad_step, " are trained again with the learning rate ",
+           "scaled by ", optimizer_->lr_scale(), " (return ", bad_step_reloads_, " of ",
+           config_.train.max_bad_step_reloads, ")");
+  runner_.start(step_, total_steps_);
 }
 
 // This process's clock (the runner makes the root's decide for every process).
@@ -413,16 +573,69 @@ bool TrainingRun::evaluation_due() const {
 // The root evaluates; a model holding only some table rows (a data-parallel rank) gets the
 // others from a checkpoint of this step first. The other processes wait.
 void TrainingRun::evaluate_during_training(bool saved_this_step) {
-  if (!runner_.whole_model() && !saved_this_step) save(false);
+  if (!runner_.whole_model() && !saved_this_step && !save(false)) {
+    if (runner_.is_root())  // every process saw the same failure
+      log_warn("validation at step ", step_, " skipped: it needs the checkpoint of this step");
+    return;
+  }
+  double perplexity = 0.0;
   if (runner_.is_root()) {
     if (!runner_.whole_model()) runner_.complete_model(last_checkpoint_);
     const EvalResult r = evaluate(files_.valid, "validation");
     metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    perplexity = r.mean_perplexity();
+    last_validation_ = r;
+    last_validation_step_ = step_;
   }
   runner_.barrier(str("eval-", step_));
+  if (validation_.active()) track_validation(runner_.share_from_root(perplexity), true);
 }
 
-void TrainingRun::save(bool final_save) {
+// A new best is installed as checkpoints/best from this step's checkpoint (written now when
+// there is none yet: collective, and every process takes the same decision from the same
+// perplexity); the step's checkpoint records the tracker after this validation, so --resume
+// continues with it.
+void TrainingRun::track_validation(double perplexity, bool during_training) {
+  const ValidationVerdict verdict = validation_.observe(step_, perplexity);
+  const bool install = verdict.new_best && validation_.keep_best();
+  // checkpoint.on_write_error = "warn": a checkpoint of this step that could not be written
+  // leaves checkpoints/best at the earlier best (every process saw the same failure).
+  const bool have_step = last_checkpoint_step_ == step_ || (install && save(false));
+  if (runner_.is_root()) {
+    if (have_step)
+      update_checkpoint_state(last_checkpoint_, {{"validation", validation_.to_json()}});
+    if (install && !have_step)
+      log_warn("best validation perplexity so far (", str(perplexity).substr(0, 8), ") at step ",
+               step_, ", but its checkpoint could not be written: ", config_.run.dir,
+               "/checkpoints/best keeps the earlier best");
+    if (install && have_step) {
+      const std::string best =
+          install_checkpoint_copy(last_checkpoint_, "best",
+                                  {{"validation", validation_.to_json()},
+                                   {"best", {{"step", step_}, {"valid_ppl", perplexity}}}});
+      log_info("best validation perplexity so far (", str(perplexity).substr(0, 8), "): ", best,
+               " now holds step ", step_);
+    }
+  }
+  if (verdict.stop && during_training) {
+    stopped_early_ = true;
+    if (runner_.is_root())
+      log_info("early stopping at step ", step_, ": ", validation_.stop_reason());
+  }
+}
+
+// Validations during training need held-out text: keep_best and early stopping without it are
+// a usage error (the config check already asked for train.eval_every > 0).
+void TrainingRun::check_validation_data() const {
+  if (!validation_.active() || !files_.valid.empty()) return;
+  throw UsageError(str(config_.checkpoint.keep_best ? "checkpoint.keep_best = true"
+                                                    : "train.early_stopping_patience > 0",
+                       " needs validation data, but data.valid is empty: set data.valid to a ",
+                       "held-out text file (or, with builtin:synthetic, synthetic.valid_sentences "
+                       "> 0)"));
+}
+
+bool TrainingRun::save(bool final_save) {
   CheckpointData ckpt;
   ckpt.step = step_;
   nlohmann::json& s = ckpt.state;
@@ -438,12 +651,40 @@ void TrainingRun::save(bool final_save) {
   s["world_size"] = runner_.world_size();
   s["batcher"] = runner_.batcher_state().to_json();
   s["sampler_rng"] = rng_to_json(model_->sampler_state());
+  s["lr_scale"] = optimizer_->lr_scale();
+  s["skipped_steps"] = skipped_steps_;
+  s["bad_step_reloads"] = bad_step_reloads_;
   s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
+  if (!init_report_.is_null()) s["init_from"] = init_report_;
+  if (validation_.active()) s["validation"] = validation_.to_json();
   progress_.finish();
-  last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
-                                              static_cast<int>(config_.checkpoint.keep_last));
+  // A write that fails (a full disk, an I/O error) leaves the previous checkpoint and `latest`
+  // as they were and no partial folder (io/checkpoint.h); every process gets the error.
+  const std::string kept = last_checkpoint_.empty()
+                               ? std::string("there is no earlier checkpoint")
+                               : str("the previous checkpoint ", last_checkpoint_, " and ",
+                                     config_.run.dir, "/checkpoints/latest are intact");
+  try {
+    last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
+                                                static_cast<int>(config_.checkpoint.keep_last));
+  } catch (const CommError&) {
+    throw;
+  } catch (const Error& e) {
+    last_checkpoint_time_ = Clock::now();  // a time-based checkpoint waits its interval again
+    if (final_save || config_.checkpoint.on_write_error != "warn")
+      throw Error(str("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ",
+                      kept,
+                      final_save ? std::string()
+                                 : std::string(" (checkpoint.on_write_error = \"warn\" would "
+                                               "keep training)")));
+    log_warn("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ", kept,
+             "; training continues (checkpoint.on_write_error = \"warn\")");
+    return false;
+  }
   last_checkpoint_time_ = Clock::now();
+  last_checkpoint_step_ = step_;
   log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
+  return true;
 }
 
 void TrainingRun::log_interval(bool force) {
@@ -481,6 +722,7 @@ void TrainingRun::log_interval(bool force) {
     scalars.push_back({"ppl_fwd", std::exp(interval_nll_[0] / interval_steps_)});
     scalars.push_back({"ppl_bwd", std::exp(interval_nll_[1] / interval_steps_)});
   }
+  if (skipped_steps_ > 0) scalars.push_back({"skipped_steps", static_cast<double>(skipped_steps_)});
   metrics_->log(step_, scalars);
   last_loss_ = loss;
   interval_loss_ = interval_nll_[0] = interval_nll_[1] = 0.0;
@@ -518,25 +760,36 @@ void TrainingRun::evaluate_and_summarise() {
     summary["median_step_ms"] = 1e3 * timed[timed.size() / 2];
   }
   summary["final_train_loss"] = last_loss_;
+  summary["skipped_steps"] = skipped_steps_;        // loss or gradient norm not finite
+  summary["bad_step_reloads"] = bad_step_reloads_;  // returns to a checkpoint for them
+  summary["lr_scale"] = optimizer_->lr_scale();
   summary["train_corpus"] = files_.train;
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;
   summary["threads"] = num_threads();
   summary["world_size"] = runner_.world_size();
   runner_.describe(summary);
+  if (!init_report_.is_null()) summary["init_from"] = init_report_;
   summary["device"] = device_.str();
   if (device_.is_cuda()) summary["device_name"] = cuda_device_name(device_.index);
   summary["precision"] = precision_;                         // what the GEMMs computed in
   summary["precision_requested"] = config_.train.precision;  // train.precision
+  summary["peak_host_memory_bytes"] = process_peak_rss_bytes();  // VmHWM, so far
   if (device_.is_cuda()) {
     summary["peak_device_memory_bytes"] = cuda_peak_bytes(device_.index);
     log_info("peak device memory: ", cuda_peak_bytes(device_.index) >> 20, " MiB (", device_.str(),
              ", elmo_fast's pool)");
   }
   if (!files_.valid.empty()) {
-    const EvalResult r = evaluate(files_.valid, "validation");
+    // An early stop ends right after its validation: that one is the final one.
+    const bool evaluated = last_validation_step_ == step_;
+    const EvalResult r = evaluated ? last_validation_ : evaluate(files_.valid, "validation");
     summary["valid"] = r.to_json();
-    metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+    if (!evaluated) {
+      metrics_->log(step_, validation_scalars(r, seconds_since(run_start_)));
+      // The final validation counts too (the other processes have finished: the root decides).
+      if (validation_.active()) track_validation(r.mean_perplexity(), false);
+    }
     if (files_.synthetic) {
       const double bound = files_.synthetic->perplexity_bound();
       const double ratio = r.mean_perplexity() / bound;
@@ -548,6 +801,13 @@ void TrainingRun::evaluate_and_summarise() {
     }
   }
   if (!files_.test.empty()) summary["test"] = evaluate(files_.test, "test").to_json();
+  summary["stop_reason"] =
+      stopped_early_ ? "early_stopping: " + validation_.stop_reason() : std::string("completed");
+  if (validation_.active()) {
+    summary["validation"] = validation_.to_json();
+    if (validation_.keep_best() && validation_.best_step() >= 0)
+      summary["best_checkpoint"] = config_.run.dir + "/checkpoints/best";
+  }
   write_file_atomic(config_.run.dir + "/summary.json", summary.dump(2) + "\n");
   log_info("done: ", step_, " steps in ", format_duration(train_seconds), ", ",
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
@@ -557,6 +817,7 @@ void TrainingRun::evaluate_and_summarise() {
 }  // namespace
 
 int train_command(const TrainArgs& args) {
+  check_init_args({args.init_from, args.init_vocab, args.init_optimizer}, !args.resume.empty());
   const std::map<std::string, std::string> env = current_environment();
   // Check the config once, before any process is started for it (a scheduler needs none).
   std::optional<Config> loaded;

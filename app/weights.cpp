@@ -83,6 +83,9 @@ int import_bilm_command(const ImportArgs& args) {
   ckpt.state["vocab_size"] = vocab.size();
   ckpt.state["vocab_hash"] = vocab.hash();
   ckpt.state["world_size"] = 1;
+  // The zero softmax stands in for weights the input did not have: `train --init-from` gives
+  // such tables a fresh initialisation instead of copying the zeros.
+  if (!has_softmax) ckpt.state["tables_not_imported"] = {"softmax.weight", "softmax.bias"};
   ckpt.files.emplace_back("model", model_tensors(model));
   const std::string path = save_checkpoint(args.out, ckpt, 0);
   log_info("imported ", args.weights, " (", weights.layers, " layers, cell ", weights.cell_size,

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "io/atomic_file.h"
+#include "io/crc32c.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -24,7 +25,14 @@ namespace {
 
 constexpr const char* kStateFile = "state.json";
 constexpr const char* kLatestFile = "latest";
-constexpr const char* kReservedKeys[] = {"format", "step", "files"};
+constexpr const char* kStateCrcKey = "crc32c";  // of the rest of state.json (dump(2))
+constexpr const char* kReservedKeys[] = {"format", "step", "files", kStateCrcKey};
+
+// A tensor, or state.json, failed its checksum in a step folder: the checkpoint is complete but
+// its bytes changed. Never caught as an Error (no silent fallback): see throw_damaged.
+struct DamagedTensor {
+  std::string message;
+};
 
 // "step-<digits>" -> N; anything else (including "step-5.tmp-123") -> nullopt.
 std::optional<int64_t> parse_step_name(const std::string& name) {
@@ -114,6 +122,20 @@ StateJson read_state_json(const fs::path& dir) {
     throw Error(str(file.string(), ": checkpoint ", dir.string(),
                     " is damaged: state.json is not valid JSON (", e.what(), ")"));
   }
+  // The checksum first: a damaged "format" is damage, not a foreign file. Checkpoints written
+  // before state.json carried one have none.
+  if (j.is_object() && j.contains(kStateCrcKey)) {
+    nlohmann::json rest = j;
+    rest.erase(kStateCrcKey);
+    const std::string text = rest.dump(2);
+    const uint32_t actual = crc32c(text.data(), text.size());
+    uint32_t stored = 0;
+    const nlohmann::json& crc = j[kStateCrcKey];
+    if (!crc.is_string() || !parse_crc32c_hex(crc.get<std::string>(), &stored) || stored != actual)
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", file.string(),
+                              " fails its checksum (stored ", crc.dump(), ", its content has ",
+                              crc32c_hex(actual), "): it is not used")};
+  }
   const auto format = j.is_object() ? j.find("format") : j.end();
   if (!j.is_object() || format == j.end() || !format->is_string() ||
       format->get<std::string>().rfind("elmo_fast-checkpoint-", 0) != 0)
@@ -151,6 +173,8 @@ std::optional<std::string> incomplete_reason(const fs::path& dir) {
     }
   } catch (const Error& e) {
     return std::string(e.what());
+  } catch (const DamagedTensor& e) {
+    return e.message;
   }
   return std::nullopt;
 }
@@ -236,6 +260,11 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
       !shards.contains("axis") || !shards["axis"].is_object())
     throw fail("state.json \"shards\" needs a \"files\" list and an \"axis\" object");
+  for (const auto& [file, axis] : shards["axis"].items())
+    if (!axis.is_number_integer() || axis.get<int64_t>() < 0 ||
+        axis.get<int64_t>() >= Shape::kMaxDims)
+      throw fail(str("\"shards\".\"axis\" of '", file, "' is ", axis.dump(),
+                     ", not a dimension 0 to ", Shape::kMaxDims - 1));
   std::set<std::string> interleaved;
   if (shards.contains("interleave")) {
     if (!shards["interleave"].is_array()) throw fail("\"shards\".\"interleave\" must be a list");
@@ -273,7 +302,8 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
     if (!shard_names.count(name)) files.emplace_back(name, std::move(tensors));
   for (auto& [file, by_name] : parts) {
     const int64_t axis = shards["axis"][file].get<int64_t>();
-    auto it = std::find_if(files.begin(), files.end(), [&](const auto& f) { return f.first == file; });
+    auto it = std::find_if(files.begin(), files.end(),
+                           [&wanted = file](const auto& f) { return f.first == wanted; });
     if (it == files.end()) {
       files.emplace_back(file, NamedTensors{});
       it = std::prev(files.end());
@@ -309,20 +339,59 @@ CheckpointData load_step_dir(const fs::path& dir) {
   StateJson s = read_state_json(dir);
   CheckpointData data;
   data.step = s.step;
+  data.dir = dir.string();
   data.state = std::move(s.state);
+  std::vector<std::string> unverified;
   for (const auto& name : s.files) {
     const fs::path f = dir / (name + ".safetensors");
     if (!fs::exists(f))
       throw Error(str(f.string(), " is missing: checkpoint ", dir.string(),
                       " is incomplete or damaged"));
     try {
-      data.files.emplace_back(name, load_safetensors(f.string()).tensors);
+      SafetensorsFile file = load_safetensors(f.string());
+      if (!file.checksummed) unverified.push_back(name + ".safetensors");
+      data.files.emplace_back(name, std::move(file.tensors));
+    } catch (const ChecksumError& e) {
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", e.what())};
     } catch (const Error& e) {
       throw Error(str("checkpoint ", dir.string(), " is damaged: ", e.what()));
     }
   }
+  if (!unverified.empty())
+    log_warn("checkpoint ", dir.string(), " carries no tensor checksums (",
+             unverified.size() == s.files.size() ? std::string("written before elmo_fast had them")
+                                                 : str("in ", unverified.front()),
+             "): loaded without verification; checkpoints saved from now on carry them");
   if (data.state.is_object() && data.state.contains("shards")) assemble_shards(data, dir);
   return data;
+}
+
+// The newest step folder of `ckpt_dir` older than `step` that loads and verifies; "" if none.
+std::string newest_verified_before(const fs::path& ckpt_dir, int64_t step) {
+  for (const auto& [older, path] : list_step_dirs(ckpt_dir)) {
+    if (older >= step) continue;
+    try {
+      load_step_dir(path);
+      return path.string();
+    } catch (const Error&) {
+    } catch (const DamagedTensor&) {
+    }
+  }
+  return "";
+}
+
+[[noreturn]] void throw_damaged(const DamagedTensor& damage, fs::path dir) {
+  dir = dir.lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "step-6/"
+  const fs::path ckpt_dir = dir.parent_path();
+  const auto step = parse_step_name(dir.filename().string());
+  const std::string fallback = step ? newest_verified_before(ckpt_dir, *step) : std::string();
+  throw CheckpointChecksumError(
+      str(damage.message,
+          fallback.empty()
+              ? std::string("; no older checkpoint in ") + ckpt_dir.string() + " verifies"
+              : "; the newest older checkpoint that verifies is " + fallback),
+      fallback);
 }
 
 // Step folders to try for a checkpoints folder, in order: the one "latest" names, then all
@@ -458,6 +527,8 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
         fs::remove(path);
       }
     }
+    const std::string text = state.dump(2);
+    state[kStateCrcKey] = crc32c_hex(crc32c(text.data(), text.size()));
     write_file_atomic((tmp_dir / kStateFile).string(), state.dump(2) + "\n");  // last inside
     install_dir(tmp_dir, final_dir);
     fsync_directory(ckpt_dir.string());
@@ -470,12 +541,97 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
   return final_dir.string();
 }
 
+namespace {
+
+void fsync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    throw Error(str("cannot flush ", path, ": ", std::strerror(err)));
+  }
+  ::close(fd);
+}
+
+// state.json of `dir` with `extra` merged in, as written (reserved keys refused).
+std::string merged_state_text(const fs::path& dir, const nlohmann::json& extra) {
+  ELMO_CHECK(extra.is_object(), "checkpoint state to merge must be a JSON object, got ",
+             extra.type_name());
+  for (const char* key : kReservedKeys)
+    ELMO_CHECK(!extra.contains(key), "checkpoint state may not use the reserved key '", key, "'");
+  read_state_json(dir);  // validates
+  nlohmann::json j = nlohmann::json::parse(read_file((dir / kStateFile).string()));
+  j.erase(kStateCrcKey);  // recomputed for the merged content, as save_checkpoint computes it
+  for (const auto& [key, value] : extra.items()) j[key] = value;
+  const std::string text = j.dump(2);
+  j[kStateCrcKey] = crc32c_hex(crc32c(text.data(), text.size()));
+  return j.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::string install_checkpoint_copy(const std::string& step_dir, const std::string& name,
+                                    const nlohmann::json& extra_state) {
+  ELMO_CHECK(valid_file_name(name) && !parse_step_name(name) && name != kLatestFile,
+             "cannot install a checkpoint copy named '", name, "'");
+  const fs::path from(step_dir);
+  if (const auto why = incomplete_reason(from))
+    throw Error(str("cannot copy checkpoint ", step_dir, ": ", *why));
+  const fs::path ckpt_dir = from.parent_path();
+  const fs::path final_dir = ckpt_dir / name;
+  const fs::path tmp_dir = ckpt_dir / str(name, ".tmp-", ::getpid());
+  std::error_code ec;
+  // Leftovers of an interrupted copy under this name (any process).
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind(name + ".tmp-", 0) == 0 || file.rfind(name + ".old-", 0) == 0)
+      leftovers.push_back(entry.path());
+  }
+  for (const fs::path& p : leftovers) fs::remove_all(p, ec);
+  ec.clear();
+  fs::create_directory(tmp_dir, ec);
+  if (ec) throw Error(str("cannot create ", tmp_dir.string(), ": ", ec.message()));
+  try {
+    const std::string state = merged_state_text(from, extra_state);
+    for (const auto& entry : fs::directory_iterator(from)) {
+      const std::string file = entry.path().filename().string();
+      if (file == kStateFile || !entry.is_regular_file()) continue;
+      fs::create_hard_link(entry.path(), tmp_dir / file, ec);
+      if (ec) {
+        ec.clear();
+        fs::copy_file(entry.path(), tmp_dir / file);
+        fsync_file((tmp_dir / file).string());
+      }
+    }
+    write_file_atomic((tmp_dir / kStateFile).string(), state);
+    fsync_directory(tmp_dir.string());
+    install_dir(tmp_dir, final_dir);
+    fsync_directory(ckpt_dir.string());
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  return final_dir.string();
+}
+
+void update_checkpoint_state(const std::string& step_dir, const nlohmann::json& extra_state) {
+  const fs::path dir(step_dir);
+  write_file_atomic((dir / kStateFile).string(), merged_state_text(dir, extra_state));
+}
+
 CheckpointData load_checkpoint(const std::string& path_text) {
   const fs::path path(path_text);
   if (!fs::is_directory(path))
     throw Error(str(path_text, ": no such checkpoint folder (pass a step-<N> folder, a "
                                "checkpoints folder or a run folder)"));
-  if (looks_like_step_dir(path)) return load_step_dir(path);
+  if (looks_like_step_dir(path)) {
+    try {
+      return load_step_dir(path);
+    } catch (const DamagedTensor& damage) {
+      throw_damaged(damage, path);
+    }
+  }
 
   const fs::path ckpt_dir = checkpoints_dir_of(path);
   std::string latest_problem;
@@ -491,6 +647,8 @@ CheckpointData load_checkpoint(const std::string& path_text) {
         log_warn("falling back to checkpoint ", tries[i].string(), ": ",
                  latest_problem.empty() ? first_error : latest_problem);
       return data;
+    } catch (const DamagedTensor& damage) {  // complete but wrong: never skipped silently
+      throw_damaged(damage, tries[i]);
     } catch (const Error& e) {
       if (first_error.empty()) first_error = e.what();
     }

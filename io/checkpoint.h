@@ -21,6 +21,11 @@
 // round-robin (the first slice of every shard in the listed order, then the second slice of
 // every shard, ...: shard s of S holds the tail's slices s, s + S, ...). Readers therefore always
 // see whole tensors, whatever the world size that wrote them.
+// Checksums: every tensor file carries per-tensor CRC32Cs (io/safetensors.h), verified on every
+// load. A mismatch is never silently used nor silently skipped: load_checkpoint throws
+// CheckpointChecksumError naming the file and tensor and the newest older checkpoint that
+// verifies (callers add the flag that loads it). Checkpoints written before checksums load
+// unverified with a one-line notice.
 // What it is not: it does not know what the tensors mean (the trainer fills and reads them).
 #pragma once
 
@@ -39,6 +44,7 @@ inline constexpr const char* kCheckpointFormat = "elmo_fast-checkpoint-1";
 
 struct CheckpointData {
   int64_t step = 0;
+  std::string dir;  // the step folder it was loaded from (set by load_checkpoint)
   // Caller state (tokens seen, stream positions, RNG states, config hash, world size...): a JSON
   // object (or null). The reserved keys "format", "step" and "files" are managed here and are
   // not returned by load_checkpoint.
@@ -60,11 +66,39 @@ struct CheckpointData {
 std::string save_checkpoint(const std::string& run_dir, const CheckpointData& data,
                             int keep_last);
 
+// A tensor of a checkpoint fails its checksum. what() names the step folder, the file and the
+// tensor, and the newest older checkpoint of the same checkpoints folder that loads and verifies
+// (fallback(), "" when there is none).
+class CheckpointChecksumError : public Error {
+ public:
+  CheckpointChecksumError(const std::string& message, std::string fallback)
+      : Error(message), fallback_(std::move(fallback)) {}
+  const std::string& fallback() const { return fallback_; }
+
+ private:
+  std::string fallback_;
+};
+
 // `path` may be a step folder, a checkpoints folder or a run folder. For the latter two,
 // "latest" is followed; when it is missing or names a missing, incomplete or damaged folder, the
 // newest step folder that loads is used instead, with a warning. Errors name the file and say
-// whether the checkpoint is incomplete, damaged or not an elmo_fast checkpoint at all.
+// whether the checkpoint is incomplete, damaged or not an elmo_fast checkpoint at all. A tensor
+// that fails its checksum is CheckpointChecksumError (no fallback: the caller decides).
 CheckpointData load_checkpoint(const std::string& path);
+
+// Installs a copy of the step folder `step_dir` as <its checkpoints folder>/<name> (e.g.
+// "best"), atomically replacing an earlier one: the copy is built under "<name>.tmp-<pid>"
+// (files hard-linked where the file system allows, since checkpoint files are never modified
+// in place; copied otherwise), its state.json gets the keys of `extra_state` (an object)
+// merged in, and it is renamed into place (RENAME_EXCHANGE over an existing folder). `name` may
+// not be a step-<N> name or "latest": keep_last never deletes such a folder and "latest" never
+// names it. Returns the installed path. Error when step_dir is not a complete checkpoint.
+std::string install_checkpoint_copy(const std::string& step_dir, const std::string& name,
+                                    const nlohmann::json& extra_state);
+
+// Merges the keys of `extra_state` (an object; reserved keys refused) into the state.json of
+// the step folder `step_dir`, rewritten atomically (temporary file, fsync, rename).
+void update_checkpoint_state(const std::string& step_dir, const nlohmann::json& extra_state);
 
 // The step folder load_checkpoint(run_dir) would pick (run or checkpoints folder), judged by a
 // complete state.json and the presence of its files; nullopt when there is none.

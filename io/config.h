@@ -97,6 +97,16 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 0;  // 0 = only at the end
   bool deterministic = true;
+  // Stop after this many validations in a row without improving the best perplexity by more
+  // than early_stopping_min_delta (0 = never stop early; app/validation_tracker.h).
+  int64_t early_stopping_patience = 0;
+  double early_stopping_min_delta = 0.0;  // perplexity points
+  // Steps whose loss or gradient norm is not finite are skipped; after this many in a row the
+  // run goes back to its last checkpoint with the learning rate times bad_step_lr_scale, at most
+  // max_bad_step_reloads times (app/train.cpp, docs/FAULTS.md).
+  int64_t max_bad_steps = 3;
+  double bad_step_lr_scale = 0.5;
+  int64_t max_bad_step_reloads = 3;
   bool operator==(const TrainConfig&) const = default;
 };
 
@@ -115,6 +125,8 @@ struct CheckpointConfig {
   int64_t every_steps = 1000;  // 0 = off
   int64_t keep_last = 3;       // 0 = keep all
   double every_minutes = 0.0;  // 0 = off
+  bool keep_best = false;      // checkpoints/best: the best validation perplexity so far
+  std::string on_write_error = "stop";  // stop | warn: a checkpoint that cannot be written
   bool operator==(const CheckpointConfig&) const = default;
 };
 

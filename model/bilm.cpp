@@ -154,7 +154,7 @@ void BiLM::for_each_direction(int first, int end, const std::function<void(int)>
   // first direction's work wherever the caller's stream orders against the direction streams.)
   // The event is the first direction's, so calls for different directions from two threads
   // (evaluate) never share one.
-  cudaStream_t caller = current_stream();
+  CudaStreamHandle caller = current_stream();
   m.forked[first]->record(caller);
   for (int d = first; d < end; ++d) {
     m.forked[first]->wait(m.streams[d]->get());

@@ -5,6 +5,7 @@
 // draws the same samples and leaves the batcher and sampler where the local runner does.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 #include <tuple>
 
@@ -272,5 +273,34 @@ TEST(DataParallelStepRunner, OneRankResetsTheStateAtEpochStartLikeTheLocalRunner
   ranked.finish();
 }
 
+// A skipped step resets the rows of the carried state that are not finite (in h or c, any
+// layer) and leaves the others bit for bit.
+TEST(StepRunner, NonFiniteCarriedRowsAreReset) {
+  LstmState state;
+  state.h = Tensor::from_floats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 3, 2});  // [L, B, H]
+  state.c = Tensor::from_floats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 3, 2});
+  EXPECT_EQ(reset_nonfinite_rows(state), 0);
+  std::vector<float> h = state.h.to_floats(), c = state.c.to_floats();
+  h[7] = std::numeric_limits<float>::quiet_NaN();  // layer 1, row 0
+  c[4] = std::numeric_limits<float>::infinity();   // layer 0, row 2
+  state.h = Tensor::from_floats(h, {2, 3, 2});
+  state.c = Tensor::from_floats(c, {2, 3, 2});
+  EXPECT_EQ(reset_nonfinite_rows(state), 2);
+  EXPECT_EQ(state.h.to_floats(), (std::vector<float>{0, 0, 3, 4, 0, 0, 0, 0, 9, 10, 0, 0}));
+  EXPECT_EQ(state.c.to_floats(), (std::vector<float>{0, 0, 3, 4, 0, 0, 0, 0, 9, 10, 0, 0}));
+}
+
+TEST(StepRunner, NanInjectionSpecsAreParsedStrictlyAndFireOncePerStep) {
+  NanInjection hook("5, loss:6,7");
+  EXPECT_FALSE(hook.gradient(4));
+  EXPECT_TRUE(hook.gradient(5));
+  EXPECT_FALSE(hook.gradient(5)) << "once per step";
+  EXPECT_FALSE(hook.gradient(6));
+  EXPECT_TRUE(hook.loss(6));
+  EXPECT_TRUE(hook.gradient(7));
+  EXPECT_NO_THROW(NanInjection(""));
+  for (const char* bad : {"x", "0", "loss:", "5;6", "-3", "loss:1e3"})
+    EXPECT_THROW(NanInjection{bad}, UsageError) << bad;
+}
 }  // namespace
 }  // namespace elmo

@@ -318,6 +318,37 @@ TEST(TrainDist, KilledRankStopsTheOthersAndResumeContinues) {
   EXPECT_EQ(load_checkpoint(run).step, resume_to);
 }
 
+// A NaN in the last rank's gradient (steps 7, 9) or loss (step 8) reaches every rank through the
+// summed norm and loss: every rank skips the same steps, goes back to the same checkpoint after
+// train.max_bad_steps of them, and 2 ranks end where 1 rank does.
+TEST(TrainDist, NonFiniteStepsAreSkippedAndReloadedAlikeOnEveryRank) {
+  const std::string dir = testing::temp_dir("train_dist_nan");
+  const std::string poison = "ELMO_INJECT_NAN_STEPS=7,loss:8,9 ";
+  for (const char* world : {"1", "2"}) {
+    const std::string launch = std::string(world) == "2" ? " --nodes 2 --workers_per_node 1" : "";
+    const auto r = testing::run_command(
+        poison + testing::elmo_binary() + " --config " +
+        write_config(dir + "/" + world, dist_config(dir + "/" + world + "/run", 12, 6)) + launch);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto summary = nlohmann::json::parse(read_file(dir + "/" + world + "/run/summary.json"));
+    EXPECT_EQ(summary["skipped_steps"], 3) << world;
+    EXPECT_EQ(summary["bad_step_reloads"], 1) << world;
+    if (std::string(world) == "2") {
+      for (const char* rank : {"rank 0/2", "rank 1/2"}) {
+        EXPECT_NE(r.output.find(std::string(rank) + "] warning: went back to checkpoint"),
+                  std::string::npos)
+            << rank << ": " << r.output;
+      }
+    }
+  }
+  const NamedTensors one = final_model(dir + "/1/run"), two = final_model(dir + "/2/run");
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t i = 0; i < one.size(); ++i)
+    EXPECT_TRUE(
+        testing::all_close(two[i].second.to_floats(), one[i].second.to_floats(), 1e-5f, 1e-5f))
+        << one[i].first;
+}
+
 // A launched job whose rank dies: rank 0 cannot write the report, so the local launcher, which
 // outlives its ranks, writes it from the run folder's files.
 TEST(TrainDist, TheLauncherWritesTheReportWhenARankDies) {

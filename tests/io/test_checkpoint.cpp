@@ -308,5 +308,157 @@ TEST(Checkpoint, RejectsReservedStateKeysAndBadFileNames) {
   EXPECT_FALSE(find_latest_checkpoint(run).has_value());
 }
 
+// A named copy of a step folder (checkpoints/best): its files, its state plus the extra keys,
+// loadable like the step, installed over an earlier copy, never pruned by keep_last, never
+// named by "latest"; names that would clash are refused, and an incomplete source too.
+TEST(Checkpoint, InstalledCopiesSurvivePruningAndReplaceAtomically) {
+  const std::string run = testing::temp_dir("ckpt_copy");
+  const std::string step2 = save_checkpoint(run, make_data(2), 1);
+  const std::string best =
+      install_checkpoint_copy(step2, "best", {{"best", {{"step", 2}, {"valid_ppl", 81.5}}}});
+  EXPECT_EQ(best, run + "/checkpoints/best");
+  CheckpointData copy = load_checkpoint(best);
+  EXPECT_EQ(copy.state["best"]["valid_ppl"], 81.5);
+  copy.state.erase("best");
+  expect_same(copy, make_data(2));
+  // keep_last = 1 prunes step-2 but not the copy (hard links keep the files).
+  save_checkpoint(run, make_data(3), 1);
+  save_checkpoint(run, make_data(4), 1);
+  EXPECT_EQ(entries(run + "/checkpoints"), (std::vector<std::string>{"best", "latest", "step-4"}));
+  EXPECT_EQ(load_checkpoint(best).step, 2);
+  EXPECT_EQ(load_checkpoint(run).step, 4);  // a run folder still means its latest step
+  // A newer best replaces it; no temporary folder is left behind.
+  install_checkpoint_copy(run + "/checkpoints/step-4", "best", {{"best", {{"step", 4}}}});
+  EXPECT_EQ(load_checkpoint(best).step, 4);
+  EXPECT_EQ(entries(run + "/checkpoints"), (std::vector<std::string>{"best", "latest", "step-4"}));
+  // A leftover of an interrupted copy is cleaned by the next one.
+  fs::create_directory(run + "/checkpoints/best.tmp-99999");
+  install_checkpoint_copy(run + "/checkpoints/step-4", "best", nlohmann::json::object());
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/best.tmp-99999"));
+  EXPECT_THAT(testing::error_of(
+                  [&] { install_checkpoint_copy(run + "/checkpoints/step-4", "step-9", {}); }),
+              HasSubstr("cannot install a checkpoint copy named 'step-9'"));
+  EXPECT_THAT(testing::error_of(
+                  [&] { install_checkpoint_copy(run + "/checkpoints/step-4", "latest", {}); }),
+              HasSubstr("named 'latest'"));
+  fs::remove(run + "/checkpoints/step-4/optimizer.safetensors");
+  EXPECT_THAT(
+      testing::error_of([&] { install_checkpoint_copy(run + "/checkpoints/step-4", "other", {}); }),
+      HasSubstr("optimizer.safetensors is missing"));
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/other"));
+}
+
+TEST(Checkpoint, StateUpdatesMergeKeysAndKeepTheReservedOnes) {
+  const std::string run = testing::temp_dir("ckpt_state_update");
+  const std::string step = save_checkpoint(run, make_data(7), 0);
+  update_checkpoint_state(step, {{"validation", {{"best_step", 7}}}, {"seed", 8}});
+  const CheckpointData loaded = load_checkpoint(step);
+  EXPECT_EQ(loaded.step, 7);
+  EXPECT_EQ(loaded.state["validation"]["best_step"], 7);
+  EXPECT_EQ(loaded.state["seed"], 8);
+  EXPECT_EQ(loaded.state["tokens_seen"], 7000);
+  EXPECT_THAT(testing::error_of([&] {
+                update_checkpoint_state(step, {{"step", 3}});
+              }),
+              HasSubstr("reserved key 'step'"));
+  EXPECT_EQ(load_checkpoint(step).step, 7);
+// Checksums: a tensor whose bytes changed is refused naming the file and the tensor, never
+// skipped silently; the error names the newest older checkpoint that verifies.
+TEST(Checkpoint, DamagedTensorsAreRefusedNamingTheNewestOlderCheckpointThatVerifies) {
+  const std::string run = testing::temp_dir("ckpt_crc");
+  save_checkpoint(run, make_data(4), 0);
+  save_checkpoint(run, make_data(5), 0);
+  const std::string path = save_checkpoint(run, make_data(8), 0);
+  // step-5 is damaged too: the fallback is step-4.
+  for (const std::string& dir : {path, run + "/checkpoints/step-5"}) {
+    const std::string model = dir + "/model.safetensors";
+    std::string bytes = read_file(model);
+    for (int i = 0; i < 4; ++i) bytes[bytes.size() - 10 + i] ^= 0xff;  // inside softmax.bias
+    write_file_atomic(model, bytes);
+  }
+  for (const std::string& p : {run, run + "/checkpoints", path, path + "/"}) {
+    SCOPED_TRACE(p);
+    try {
+      load_checkpoint(p);
+      ADD_FAILURE() << "a damaged checkpoint loaded";
+    } catch (const CheckpointChecksumError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(" is damaged: " + path +
+                                      "/model.safetensors: tensor 'softmax.bias' fails its "
+                                      "checksum"));
+      EXPECT_EQ(e.fallback(), run + "/checkpoints/step-4");
+      EXPECT_THAT(e.what(), HasSubstr("the newest older checkpoint that verifies is " + run +
+                                      "/checkpoints/step-4"));
+    }
+  }
+  EXPECT_EQ(load_checkpoint(run + "/checkpoints/step-4").step, 4);
+  fs::remove_all(run + "/checkpoints/step-4");
+  try {
+    load_checkpoint(run);
+    ADD_FAILURE() << "a damaged checkpoint loaded";
+  } catch (const CheckpointChecksumError& e) {
+    EXPECT_EQ(e.fallback(), "");
+    EXPECT_THAT(e.what(), HasSubstr("no older checkpoint in " + run + "/checkpoints verifies"));
+  }
+}
+
+// tests/data/legacy-checkpoint: written by elmo_fast before checksums existed.
+TEST(Checkpoint, CheckpointsWithoutChecksumsLoadWithANotice) {
+  const std::string legacy = testing::source_dir() + "/tests/data/legacy-checkpoint";
+  ::testing::internal::CaptureStderr();
+  const CheckpointData data = load_checkpoint(legacy);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(data.step, 2);
+  EXPECT_EQ(data.dir, legacy + "/checkpoints/step-2");
+  ASSERT_NE(data.file("model"), nullptr);
+  EXPECT_THAT(log, HasSubstr("carries no tensor checksums (written before elmo_fast had them): "
+                             "loaded without verification"));
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  // Saved again, it carries them.
+  const std::string run = testing::temp_dir("ckpt_legacy_resave");
+  CheckpointData again = data;
+  save_checkpoint(run, again, 0);
+  ::testing::internal::CaptureStderr();
+  load_checkpoint(run);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
+// state.json carries the CRC32C of the rest of its content: a changed number is refused like a
+// damaged tensor (an edit that keeps the JSON valid would otherwise move the data position or the
+// step silently).
+TEST(Checkpoint, AChangedStateJsonIsRefusedLikeADamagedTensor) {
+  const std::string run = testing::temp_dir("ckpt_state_crc");
+  save_checkpoint(run, make_data(4), 0);
+  const std::string path = save_checkpoint(run, make_data(5), 0);
+  std::string text = read_file(path + "/state.json");
+  EXPECT_NE(text.find("\"crc32c\": \""), std::string::npos) << text;
+  const size_t at = text.find("5000");
+  ASSERT_NE(at, std::string::npos) << text;
+  text[at] = '6';  // tokens_seen 5000 -> 6000, still valid JSON
+  write_file_atomic(path + "/state.json", text);
+  try {
+    load_checkpoint(run);
+    ADD_FAILURE() << "a changed state.json loaded";
+  } catch (const CheckpointChecksumError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(path + "/state.json fails its checksum"));
+    EXPECT_EQ(e.fallback(), run + "/checkpoints/step-4");
+  }
+  EXPECT_EQ(find_latest_checkpoint(run), run + "/checkpoints/step-4") << "never picked";
+}
+
+// Values state.json's "shards" steers are checked before they are used (found by fuzzing:
+// a non-integer axis escaped as a JSON library exception).
+TEST(Checkpoint, ShardAxesMustBeDimensions) {
+  const std::string run = testing::temp_dir("ckpt_axis");
+  CheckpointData d = make_data(2);
+  for (const nlohmann::json& axis :
+       {nlohmann::json("x"), nlohmann::json(-1), nlohmann::json(9), nlohmann::json(1.5)}) {
+    d.state["shards"] = {{"files", nlohmann::json::array()}, {"axis", {{"model", axis}}}};
+    const std::string path = save_checkpoint(run, d, 0);
+    EXPECT_THAT(load_error(path),
+                HasSubstr("\"shards\".\"axis\" of 'model' is " + axis.dump() + ", not a dimension"))
+        << axis;
+  }
+}
+
 }  // namespace
 }  // namespace elmo

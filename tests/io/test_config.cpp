@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -334,6 +335,27 @@ TEST(Config, BadOverridesNameSet) {
   EXPECT_THROW(apply_override(c, "model.layers=30"), UsageError);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/config/crash-set-invalid-utf8): a bare --set word that is
+// not UTF-8 was taken, and the config could then not be written back (checkpoints store it).
+TEST(Config, BareOverrideWordsMustBeUtf8) {
+  EXPECT_EQ(error_of("", {"run.dir=ru\xff"}),
+            "--set run.dir=...: the value is not valid UTF-8 text (byte 3)");
+  Config c;
+  apply_override(c, "run.dir=runs/\xc3\xa9t\xc3\xa9");  // UTF-8 is fine
+  EXPECT_EQ(config_from_string(config_to_toml(c)), c);
+}
+
+// Suggestions skip keys whose length alone rules them out: a huge unknown key is refused at once
+// (it used to cost a length x length table per known key).
+TEST(Config, AHugeUnknownKeyIsRefusedQuickly) {
+  const std::string key(1 << 20, 'k');
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(error_of("[model]\n" + key + " = 1\n"), HasSubstr("unknown key"));
+  EXPECT_THAT(error_of("", {"model." + key + "=1"}), HasSubstr("unknown key"));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  EXPECT_THAT(error_of("", {"model.cell_sise=5"}), HasSubstr("did you mean 'model.cell_size'"));
+}
+
 TEST(Config, LoadConfigReadsFilesAndNamesMissingOnes) {
   const std::string dir = testing::temp_dir("config");
   const std::string path = dir + "/my.toml";
@@ -366,7 +388,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 67u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 74u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));
@@ -448,6 +470,32 @@ TEST(Config, EveryShippedConfigParses) {
   expected.model.forget_bias = 1.0;
   expected.model.softmax_bias_init = "zero";
   EXPECT_EQ(sentences, expected);
+}
+
+// keep_best and early stopping need validations during training; the message points at the
+// line that asked for them.
+TEST(Config, KeepBestAndEarlyStoppingNeedEvalEvery) {
+  EXPECT_THAT(error_of("[checkpoint]\nkeep_best = true\n"),
+              HasSubstr("run.toml:2: 'checkpoint.keep_best' = true needs validations during "
+                        "training: set 'train.eval_every' > 0"));
+  EXPECT_THAT(error_of("[train]\nearly_stopping_patience = 2\n"),
+              HasSubstr("run.toml:2: 'train.early_stopping_patience' = 2 needs validations"));
+  EXPECT_THAT(error_of("[train]\nearly_stopping_min_delta = -1\n"),
+              HasSubstr("'train.early_stopping_min_delta' = -1.0 is out of range [0, 1000000000]"));
+  // A delta counts only towards a patience: without one (0 = never stop) it is a mistake.
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_min_delta = 0.5\n"),
+              HasSubstr("run.toml:3: 'train.early_stopping_min_delta' = 0.5 has no effect without "
+                        "early stopping: set 'train.early_stopping_patience' > 0"));
+  EXPECT_THAT(error_of("[train]\neval_every = 5\nearly_stopping_patience = 0\n"
+                       "early_stopping_min_delta = 2\n"),
+              HasSubstr("'train.early_stopping_min_delta' = 2"));
+  EXPECT_NO_THROW(config_from_string("[train]\neval_every = 5\nearly_stopping_patience = 0\n"));
+  const Config ok = config_from_string(
+      "[train]\neval_every = 5\nearly_stopping_patience = 2\nearly_stopping_min_delta = 0.5\n"
+      "[checkpoint]\nkeep_best = true\n");
+  EXPECT_TRUE(ok.checkpoint.keep_best);
+  EXPECT_EQ(ok.train.early_stopping_patience, 2);
+  EXPECT_EQ(ok.train.early_stopping_min_delta, 0.5);
 }
 
 }  // namespace
