@@ -362,6 +362,12 @@ TEST(Checkpoint, StateUpdatesMergeKeysAndKeepTheReservedOnes) {
               }),
               HasSubstr("reserved key 'step'"));
   EXPECT_EQ(load_checkpoint(step).step, 7);
+  // The merged state.json carries its own recomputed checksum: it loaded above, and the
+  // checksum key is not part of the state the caller sees.
+  EXPECT_FALSE(loaded.state.contains("crc32c"));
+  EXPECT_NE(read_file(step + "/state.json").find("\"crc32c\""), std::string::npos);
+}
+
 // Checksums: a tensor whose bytes changed is refused naming the file and the tensor, never
 // skipped silently; the error names the newest older checkpoint that verifies.
 TEST(Checkpoint, DamagedTensorsAreRefusedNamingTheNewestOlderCheckpointThatVerifies) {
