@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/embeddings_hdf5.h"
 #include "tests/support/test_util.h"
 
@@ -155,8 +156,7 @@ TEST(Embed, ContiguousModelsStartSentencesWithTheEndMarker) {
   const std::string from = "packing = \"contiguous\"";
   ASSERT_NE(config.find(from), std::string::npos);
   config.replace(config.find(from), from.size(), "packing = \"sentences\"");
-  state["config"] = config;
-  write_file_atomic(state_path, state.dump(2) + "\n");
+  update_checkpoint_state(run + "/checkpoints/step-3", {{"config", config}});  // its checksum too
   r = run_elmo("embed --checkpoint " + run + " --input " + sentences + " -o " + sentence_packing);
   ASSERT_EQ(r.status, 0) << r.output;
   const auto a = read_embeddings_hdf5(contiguous), b = read_embeddings_hdf5(sentence_packing);

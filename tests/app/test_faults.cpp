@@ -231,13 +231,16 @@ class Trainer {
 // SIGKILL at 25 moments spread over the training loop of a run that checkpoints every step
 // (each save is most of a step here: three fsynced files and two renames): after every kill the
 // run folder holds a complete checkpoint whose checksums verify, and --resume finally finishes.
+// The killed runs aim at a step count they cannot reach in 25 x 400 ms (a fast machine finished
+// 200 steps after 7 kills); the final --resume trains 20 steps past the last checkpoint.
 TEST(Faults, SigkillAtAnyMomentLeavesAVerifiedCheckpointAndResumeFinishes) {
   const std::string dir = testing::temp_dir("sigkill");
   const std::string run = dir + "/run", ckpt = run + "/checkpoints";
   const std::string config = write_config(dir, run);
-  const std::string args = "--config " + config +
-                           " --set train.max_steps=200 --set checkpoint.every_steps=1 "
-                           "--set checkpoint.keep_last=2 --set train.log_every=1000";
+  const std::string common = "--config " + config +
+                             " --set checkpoint.every_steps=1 --set checkpoint.keep_last=2 "
+                             "--set train.log_every=1000";
+  const std::string args = common + " --set train.max_steps=1000000";
   std::mt19937 rng(15);  // fixed: a failure names its kill and delay
   std::uniform_int_distribution<int> delay_ms(0, 400);
   int kills = 0, mid_save = 0;
@@ -263,12 +266,14 @@ TEST(Faults, SigkillAtAnyMomentLeavesAVerifiedCheckpointAndResumeFinishes) {
   }
   EXPECT_GE(kills, 20);
   EXPECT_GE(mid_save, 1) << "no kill landed inside a checkpoint save";
-  const auto r = testing::run_elmo(args + " --resume");
+  const int64_t final_steps = last_step + 20;
+  const auto r = testing::run_elmo(common + " --set train.max_steps=" +
+                                   std::to_string(final_steps) + " --resume");
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(load_checkpoint(run).step, 200);
+  EXPECT_EQ(load_checkpoint(run).step, final_steps);
   EXPECT_TRUE(leftovers(ckpt).empty()) << leftovers(ckpt).front();
   const auto summary = nlohmann::json::parse(read_file(run + "/summary.json"));
-  EXPECT_EQ(summary["steps"], 200);
+  EXPECT_EQ(summary["steps"], final_steps);
   std::printf("%d kills, %d inside a checkpoint save, last checkpoint before the final run: %lld\n",
               kills, mid_save, static_cast<long long>(last_step));
 }
