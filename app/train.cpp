@@ -1,5 +1,6 @@
-// `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, checkpoints,
-// metrics, and the final evaluation; resume continues bit-identically from a checkpoint.
+// `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, metrics,
+// validation and the final evaluation (checkpoints and the run's starting points:
+// app/train_checkpoints.cpp; the TrainingRun class: app/training_run.h).
 // One loop for every run: what differs between a process alone and a rank of a data-parallel
 // job is the StepRunner's (app/step_runner.h).
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "app/session.h"
 #include "app/step_runner.h"
 #include "app/training_plan.h"
+#include "app/training_run.h"
 #include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
@@ -58,11 +60,6 @@ class StopSignals {
   void (*int_)(int) = nullptr;
   void (*term_)(int) = nullptr;
 };
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // A CPU-only build (runtime/cuda_memory.h cuda_compiled_in) refuses every request for a GPU before
 // any work, naming the fix: a CUDA device (train.device or --device "cuda" / "cuda:N") or a GPU
@@ -113,102 +110,7 @@ std::string effective_precision(const Config& config, const Device& device) {
   return "fp32";
 }
 
-nlohmann::json rng_to_json(const RngState& s) {
-  return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
-}
-RngState rng_from_json(const nlohmann::json& j) {
-  return {j.at("seed").get<uint64_t>(), j.at("stream").get<uint64_t>(),
-          j.at("position").get<uint64_t>()};
-}
-
-class TrainingRun {
- public:
-  TrainingRun(Config config, const TrainArgs& args, StepRunner& runner)
-      : config_(std::move(config)), args_(args), runner_(runner) {}
-  int run();
-
- private:
-  // Set-up, in this order.
-  void set_up_process();  // log level, device, CPU threads, GEMM precision
-  void check_run_dir();   // a fresh run refuses a folder with checkpoints; --resume needs one
-  void set_up_data();
-  // The memory plan of this process (app/training_plan.h) against what the machine has: a
-  // UsageError naming the largest items before the model is allocated (--skip-memory-check).
-  void check_memory() const;
-  void set_up_model();
-  void resume_from(const std::string& where);
-  // --init-from: the source read and its sizes checked before the model exists, then copied
-  // into the freshly initialised model (app/init_from.h).
-  std::optional<InitSource> read_init_source() const;
-  void init_model_from(const InitSource& source);
-  // The model, optimizer, carried state, data position and sampler of `ckpt` (resume, or a
-  // return after bad steps).
-  void restore(const CheckpointData& ckpt, const std::string& path);
-  void plan_steps();  // total_steps_, the metrics logger
-  // The loop, and what it does after each step.
-  void train();
-  void count_step(const StepOutcome& outcome, double seconds);
-  // A skipped step (StepOutcome::skipped): logs it; after train.max_bad_steps in a row goes back
-  // to the last checkpoint (true) or stops with an error when it cannot.
-  bool after_bad_step(const StepOutcome& outcome);
-  void return_to_last_checkpoint();
-  bool checkpoint_due_by_time() const;
-  bool evaluation_due() const;
-  void evaluate_during_training(bool saved_this_step);
-  // checkpoint.keep_best and early stopping (app/validation_tracker.h): every process, with the
-  // root's validation perplexity of this step.
-  // during_training: a validation of the loop (may stop it); false for the final one.
-  void track_validation(double perplexity, bool during_training);
-  void check_validation_data() const;
-  // Writes a checkpoint of this step; false when it could not be written and
-  // checkpoint.on_write_error = "warn" let the run go on (else, and for the final one, an Error).
-  bool save(bool final_save);
-  void log_interval(bool force);
-  EvalResult evaluate(const std::string& spec, const char* label);
-  // After the loop (root): evaluation and summary.json.
-  void evaluate_and_summarise();
-
-  Config config_;
-  TrainArgs args_;
-  StepRunner& runner_;
-  bool stop_agreed_ = false;        // the run's processes stop after this step (StepOutcome)
-  Device device_;                   // where the model trains (StepRunner::choose_device)
-  std::string precision_ = "fp32";  // the GEMM precision in effect (effective_precision)
-  DataFiles files_;
-  Vocab vocab_;
-  TokenCache train_data_;
-  std::unique_ptr<Batcher> batcher_;
-  std::unique_ptr<BiLM> model_;
-  std::unique_ptr<Optimizer> optimizer_;
-  std::unique_ptr<MetricsLogger> metrics_;
-  LstmState states_[2];
-  Progress progress_;
-
-  int64_t step_ = 0, tokens_ = 0, total_steps_ = 0, first_step_ = 0;
-  int64_t tokens_per_step_ = 0;
-  // Log-interval accumulators.
-  double interval_loss_ = 0.0, interval_nll_[2] = {0, 0};
-  int64_t interval_steps_ = 0, interval_tokens_ = 0;
-  Clock::time_point interval_start_;
-  double last_grad_norm_ = 0.0, last_lr_ = 0.0, last_loss_ = 0.0;
-  // Throughput over the whole run, excluding the first step (allocation warm-up).
-  Clock::time_point timed_start_;
-  int64_t timed_tokens_ = 0;
-  std::vector<double> step_seconds_;
-  Clock::time_point last_checkpoint_time_;
-  Clock::time_point run_start_ = Clock::now();
-  Clock::time_point train_start_, loop_end_;
-  std::string last_checkpoint_;
-  nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
-  int64_t last_checkpoint_step_ = -1;
-  ValidationTracker validation_{config_};
-  bool stopped_early_ = false;         // the patience ran out: the run ends normally
-  int64_t last_validation_step_ = -1;  // the step of last_validation_
-  EvalResult last_validation_;
-  // Steps that were not finite (docs/FAULTS.md): skipped in all, in a row now, returns to a
-  // checkpoint made for them; in state.json and summary.json.
-  int64_t skipped_steps_ = 0, bad_in_a_row_ = 0, bad_step_reloads_ = 0;
-};
+}  // namespace
 
 int TrainingRun::run() {
   set_up_process();
@@ -328,127 +230,6 @@ void TrainingRun::set_up_model() {
            model_->shape().directions() == 2 ? "bidirectional" : "forward only", ")");
 }
 
-void TrainingRun::resume_from(const std::string& where) {
-  const std::string path = where == "latest" ? config_.run.dir : where;
-  CheckpointData ckpt;
-  try {
-    ckpt = load_checkpoint(path);
-  } catch (const CheckpointChecksumError& e) {
-    if (e.fallback().empty()) throw;
-    throw Error(str(e.what(), ": resume from it with --resume=", e.fallback()));
-  }
-  const nlohmann::json& s = ckpt.state;
-  const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
-  if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {
-    std::string theirs = "(unknown)";
-    if (s.contains("config") && s["config"].is_string()) {
-      const Config old = config_from_string(s["config"].get<std::string>(), "checkpoint config");
-      theirs = str("cell ", old.model.cell_size, ", projection ", old.model.projection_dim,
-                   ", layers ", old.model.layers, ", embedding ", old.model.input_dim(),
-                   ", vocab ", s.value("vocab_size", int64_t{0}));
-    }
-    throw UsageError(str("cannot resume from ", path, ": the checkpoint's model shape (", theirs,
-                         ") differs from the config's (cell ", config_.model.cell_size,
-                         ", projection ", config_.model.projection_dim, ", layers ",
-                         config_.model.layers, ", embedding ", config_.model.input_dim(),
-                         ", vocab ", vocab_.size(), "); use the config it was trained with"));
-  }
-  if (s.value("vocab_hash", uint64_t{0}) != vocab_.hash())
-    throw UsageError(str("cannot resume from ", path,
-                         ": it was trained with a different vocabulary"));
-  if (s.value("batch_size", int64_t{0}) != config_.train.batch_size ||
-      s.value("unroll_steps", int64_t{0}) != config_.train.unroll_steps)
-    throw UsageError(str("cannot resume from ", path, ": it used train.batch_size = ",
-                         s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
-                         s.value("unroll_steps", int64_t{0}),
-                         "; the carried LSTM state and data positions need the same values"));
-  restore(ckpt, path);
-  // What the run went through before (a resumed run continues its counts and learning rate).
-  skipped_steps_ = s.value("skipped_steps", int64_t{0});
-  bad_step_reloads_ = s.value("bad_step_reloads", int64_t{0});
-  const int64_t saved_world = s.value("world_size", int64_t{1});
-  const int64_t world = runner_.world_size();
-  if (saved_world != world)
-    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
-             ": training continues from the same state, but float sums now run in another "
-             "order, so results are not bit-identical to an uninterrupted run");
-  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ", batcher_->epochs_done(),
-           ")");
-}
-
-void TrainingRun::restore(const CheckpointData& ckpt, const std::string& path) {
-  const nlohmann::json& s = ckpt.state;
-  const NamedTensors* model_file = ckpt.file("model");
-  const NamedTensors* optimizer_file = ckpt.file("optimizer");
-  const NamedTensors* carry_file = ckpt.file("carry");
-  if (!model_file || !optimizer_file || !carry_file)
-    throw Error(str(path, ": checkpoint is incomplete (model, optimizer and carry files needed)"));
-  load_model_tensors(*model_, *model_file, path);
-  for (const auto& [name, tensor] : *optimizer_file) optimizer_->load_state(name, tensor);
-  for (int d = 0; d < model_->shape().directions(); ++d) {
-    const std::string dir = BiLM::direction_name(d);
-    bool found_h = false, found_c = false;
-    // A distributed rank keeps its rows [begin, end) of the carried state [L, B, .].
-    const RowSplit mine = batcher_->my_rows();
-    const auto take_rows = [&](Tensor& into, const Tensor& whole) {
-      if (whole.ndim() != 3 || whole.size(1) != config_.train.batch_size)
-        throw Error(str(path, ": carried state ", whole.describe(), " does not have ",
-                        config_.train.batch_size, " rows"));
-      if (into.size(1) == whole.size(1)) return into.copy_from(whole);
-      const int64_t width = whole.size(2), rows = into.size(1);
-      Tensor part = Tensor::empty(into.shape());  // host; the state may live on a GPU
-      for (int64_t l = 0; l < whole.size(0); ++l)
-        std::copy_n(whole.data<float>() + (l * whole.size(1) + mine.begin) * width, rows * width,
-                    part.data<float>() + l * rows * width);
-      into.copy_from(part);
-    };
-    for (const auto& [name, tensor] : *carry_file) {
-      if (name == "carry." + dir + ".h") take_rows(states_[d].h, tensor), found_h = true;
-      if (name == "carry." + dir + ".c") take_rows(states_[d].c, tensor), found_c = true;
-    }
-    if (!found_h || !found_c) throw Error(str(path, ": carried state of ", dir, " is missing"));
-  }
-  batcher_->restore(BatcherState::from_json(s.at("batcher")));
-  // The sampler's position after the checkpoint's steps (a step planned ahead not counted).
-  model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
-  step_ = ckpt.step;
-  tokens_ = s.at("tokens").get<int64_t>();
-  optimizer_->set_lr_scale(s.value("lr_scale", 1.0));
-  last_checkpoint_ = ckpt.dir;
-  if (s.contains("init_from")) init_report_ = s["init_from"];
-  if (s.contains("validation")) {
-    validation_.restore(s["validation"]);
-    if (validation_.exhausted())
-      log_warn("this run had stopped early (", validation_.stop_reason(), "); it trains on ",
-               "until the next validation that does not improve (raise ",
-               "train.early_stopping_patience to allow more)");
-  }
-}
-
-std::optional<InitSource> TrainingRun::read_init_source() const {
-  if (args_.init_from.empty()) return std::nullopt;
-  InitSource source = load_init_source({args_.init_from, args_.init_vocab, args_.init_optimizer});
-  check_sizes_match(source, config_);
-  return source;
-}
-
-void TrainingRun::init_model_from(const InitSource& source) {
-  const InitReport report =
-      apply_init_source(source, vocab_, *model_, *optimizer_, args_.init_optimizer, train_data_);
-  init_report_ = report.to_json(source.origin);
-  std::string fresh;
-  for (const std::string& t : report.fresh_tables) fresh += (fresh.empty() ? "" : ", ") + t;
-  log_info("init: weights from ", source.origin, ": ", report.matched, " vocabulary rows matched, ",
-           report.added, " added (initialised as a fresh run), ", report.dropped,
-           " dropped; matched rows cover ", str(100.0 * report.matched_token_share).substr(0, 5),
-           "% of the training tokens");
-  if (!fresh.empty())
-    log_info("init: ", fresh, " not in ", source.origin, ": initialised as a fresh run");
-  log_info("init: optimizer ", report.optimizer_kept
-                                   ? "accumulators of the matched rows and dense parameters kept"
-                                   : "state fresh (--init-optimizer keeps the source's)");
-}
-
 void TrainingRun::plan_steps() {
   tokens_per_step_ = config_.train.batch_size * config_.train.unroll_steps;
   total_steps_ =
@@ -539,26 +320,6 @@ bool TrainingRun::after_bad_step(const StepOutcome& outcome) {
   return true;
 }
 
-// Model, optimizer, carried state, data position and sampler all come back to the checkpoint,
-// so the batches after it are trained again (with the lower learning rate); the skipped steps'
-// counts stay (they happened).
-void TrainingRun::return_to_last_checkpoint() {
-  const int64_t bad_step = step_;
-  runner_.abandon_ahead();
-  const CheckpointData ckpt = load_checkpoint(last_checkpoint_);
-  restore(ckpt, last_checkpoint_);
-  runner_.restored();
-  ++bad_step_reloads_;
-  bad_in_a_row_ = 0;
-  optimizer_->set_lr_scale(optimizer_->lr_scale() * config_.train.bad_step_lr_scale);
-  log_warn("went back to checkpoint ", last_checkpoint_, " (step ", step_, ") after ",
-           config_.train.max_bad_steps, " bad steps in a row (the last was step ", bad_step,
-           "): steps ", step_ + 1, " to ", bad_step, " are trained again with the learning rate ",
-           "scaled by ", optimizer_->lr_scale(), " (return ", bad_step_reloads_, " of ",
-           config_.train.max_bad_step_reloads, ")");
-  runner_.start(step_, total_steps_);
-}
-
 // This process's clock (the runner makes the root's decide for every process).
 bool TrainingRun::checkpoint_due_by_time() const {
   return config_.checkpoint.every_minutes > 0 &&
@@ -633,58 +394,6 @@ void TrainingRun::check_validation_data() const {
                        " needs validation data, but data.valid is empty: set data.valid to a ",
                        "held-out text file (or, with builtin:synthetic, synthetic.valid_sentences "
                        "> 0)"));
-}
-
-bool TrainingRun::save(bool final_save) {
-  CheckpointData ckpt;
-  ckpt.step = step_;
-  nlohmann::json& s = ckpt.state;
-  s["tokens"] = tokens_;
-  s["epoch"] = batcher_->epochs_done();
-  s["config"] = config_to_toml(config_);
-  s["config_hash"] = config_hash(config_);
-  s["model_shape_hash"] = model_shape_hash(config_, vocab_.size());
-  s["vocab_size"] = vocab_.size();
-  s["vocab_hash"] = vocab_.hash();
-  s["batch_size"] = config_.train.batch_size;
-  s["unroll_steps"] = config_.train.unroll_steps;
-  s["world_size"] = runner_.world_size();
-  s["batcher"] = runner_.batcher_state().to_json();
-  s["sampler_rng"] = rng_to_json(model_->sampler_state());
-  s["lr_scale"] = optimizer_->lr_scale();
-  s["skipped_steps"] = skipped_steps_;
-  s["bad_step_reloads"] = bad_step_reloads_;
-  s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
-  if (!init_report_.is_null()) s["init_from"] = init_report_;
-  if (validation_.active()) s["validation"] = validation_.to_json();
-  progress_.finish();
-  // A write that fails (a full disk, an I/O error) leaves the previous checkpoint and `latest`
-  // as they were and no partial folder (io/checkpoint.h); every process gets the error.
-  const std::string kept = last_checkpoint_.empty()
-                               ? std::string("there is no earlier checkpoint")
-                               : str("the previous checkpoint ", last_checkpoint_, " and ",
-                                     config_.run.dir, "/checkpoints/latest are intact");
-  try {
-    last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
-                                                static_cast<int>(config_.checkpoint.keep_last));
-  } catch (const CommError&) {
-    throw;
-  } catch (const Error& e) {
-    last_checkpoint_time_ = Clock::now();  // a time-based checkpoint waits its interval again
-    if (final_save || config_.checkpoint.on_write_error != "warn")
-      throw Error(str("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ",
-                      kept,
-                      final_save ? std::string()
-                                 : std::string(" (checkpoint.on_write_error = \"warn\" would "
-                                               "keep training)")));
-    log_warn("the checkpoint of step ", step_, " could not be written: ", e.what(), "; ", kept,
-             "; training continues (checkpoint.on_write_error = \"warn\")");
-    return false;
-  }
-  last_checkpoint_time_ = Clock::now();
-  last_checkpoint_step_ = step_;
-  log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
-  return true;
 }
 
 void TrainingRun::log_interval(bool force) {
@@ -813,8 +522,6 @@ void TrainingRun::evaluate_and_summarise() {
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
            config_.run.dir, "/summary.json");
 }
-
-}  // namespace
 
 int train_command(const TrainArgs& args) {
   check_init_args({args.init_from, args.init_vocab, args.init_optimizer}, !args.resume.empty());

@@ -291,7 +291,7 @@ TEST(PlanCommand, PrintsCountsMemoryFlopsAndAProbe) {
 TEST(PlanCommand, BadFlagsAreUsageErrors) {
   const std::string dir = testing::temp_dir("plan_bad");
   const std::string config = testing::write_text_file(dir, "run.toml", tiny_config(dir + "/run"));
-  for (const std::string& args :
+  for (const char* args :
        {"--world-size 0", "--world-size 9", "--probe-steps 0", "--set model.cell_sise=3"}) {
     const auto r = run_elmo("plan --config " + config + " " + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
