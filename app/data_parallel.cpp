@@ -80,21 +80,27 @@ Tensor gather_shard(const Tensor& table, const TailShard& shard, const RowSlots&
   const int64_t n = shard.count(), dim = table.numel() / table.size(0);
   std::vector<int64_t> dims = table.shape().vec();
   dims[0] = n;
-  Tensor out = Tensor::empty(Shape(dims), DType::kF32);
-  if (n == 0) return out;
+  if (n == 0) return Tensor::empty(Shape(dims), DType::kF32);
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[i] = slots.slot(static_cast<int32_t>(shard.id(i)));
+  // A sharded layout stores the owned rows compacted in shard order: on the host they are a
+  // view of the table, written without a copy (a copy would double the tables' memory while
+  // the checkpoint is written).
+  bool contiguous = true;
+  for (int64_t i = 1; i < n && contiguous; ++i) contiguous = ids[i] == ids[0] + i;
+  if (table.device().is_cpu() && contiguous) return table.rows(ids[0], ids[0] + n);
+  Tensor out = Tensor::empty(Shape(dims), DType::kF32);
   if (table.device().is_cpu()) {
-    embedding_gather_cpu(table.data<float>(), table.size(0), dim, ids.data(), n,
-                         out.data<float>());
+    embedding_gather(Device::cpu(), table.data<float>(), table.size(0), dim, ids.data(), n,
+                     out.data<float>());
     return out;
   }
   const Device device = table.device();
   cuda_set_device(device.index);
   const Tensor device_ids = upload_ids(ids.data(), n, device);
   Tensor rows = Tensor::empty(Shape(dims), DType::kF32, device);
-  embedding_gather_cuda(table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
-                        rows.data<float>(), nullptr);
+  embedding_gather(device, table.data<float>(), table.size(0), dim, device_ids.data<int32_t>(), n,
+                   rows.data<float>());
   cuda_copy(out.data<float>(), Device::cpu(), rows.data<float>(), device,
             sizeof(float) * n * dim);
   return out;
@@ -408,23 +414,55 @@ void DataParallel::request_rows(int64_t step, const TokenBatch* batches, int dir
       for (int64_t i = 0; i < batches[d].rows * batches[d].steps; ++i) add(batches[d].targets[i]);
   });
   needed_[2] = needed_[1];  // the bias rows go with the weight rows
-  exchange_->request_rows(step, needed_);
+  if (restart_) {
+    exchange_offset_ = last_exchange_step_ + 1 - step;
+    restart_ = false;
+  }
+  const int64_t seq = exchange_step(step);
+  exchange_->request_rows(seq, needed_);
   for (size_t t = 0; t < tables_.size(); ++t)
-    fetched_[step & 1][t] =
+    fetched_[seq & 1][t] =
         remote_ids(needed_[t], hot_rows_, exchange_->owned_rows(static_cast<int>(t)));
 }
 
-void DataParallel::wait_rows(int64_t step) {
-  // The rows of step - 1 are no longer read (its update is done): this step's remote rows take
-  // over the step caches before the exchange writes them there. The softmax weight and bias
-  // share one placement (table 1's ids).
+void DataParallel::place_fetched_rows(int64_t seq) {
+  // The rows of the step before are no longer read (its update is done): this step's remote
+  // rows take over the step caches before the exchange writes them there. The softmax weight
+  // and bias share one placement (table 1's ids).
   for (const auto& [group, table] :
        {std::pair{BiLM::kEmbeddingRows, 0}, std::pair{BiLM::kSoftmaxRows, 1}}) {
     RowSlots& slots = model_->row_slots(group);
-    if (slots.layout().is_sharded()) slots.place(fetched_[step & 1][table]);
+    if (slots.layout().is_sharded()) slots.place(fetched_[seq & 1][table]);
   }
-  exchange_->wait_rows(step);
-  if (on_gpu_) upload_fetched_rows(step);
+}
+
+void DataParallel::wait_rows(int64_t step) {
+  const int64_t seq = exchange_step(step);
+  place_fetched_rows(seq);
+  exchange_->wait_rows(seq);
+  if (on_gpu_) upload_fetched_rows(seq);
+}
+
+void DataParallel::abandon_step(int64_t step) {
+  const int64_t seq = exchange_step(step);
+  place_fetched_rows(seq);
+  exchange_->wait_rows(seq);
+  const std::vector<int32_t> none;
+  SparseExchange::GradientRows pushes(tables_.size(), {&none, nullptr});
+  std::vector<SummedRows> sums;
+  exchange_->exchange_gradients(seq, pushes, sums);
+  exchange_->rows_updated(seq);
+  last_exchange_step_ = seq;
+}
+
+void DataParallel::restart_steps() { restart_ = true; }
+
+void DataParallel::tables_restored() {
+  if (!on_gpu_) return;  // the exchange serves the model's own tables
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const std::vector<float> rows = tables_[t]->value.to_floats();
+    std::copy(rows.begin(), rows.end(), host_tables_[t].begin());
+  }
 }
 
 void DataParallel::upload_fetched_rows(int64_t step) {
@@ -438,12 +476,13 @@ void DataParallel::upload_fetched_rows(int64_t step) {
     const int64_t n = static_cast<int64_t>(ids.size()), dim = p.row_dim();
     const std::vector<int32_t> rows_at = slots_of(t, ids);
     staging.resize(static_cast<size_t>(n * dim));
-    embedding_gather_cpu(host_tables_[t].data(), p.rows(), dim, rows_at.data(), n, staging.data());
+    embedding_gather(Device::cpu(), host_tables_[t].data(), p.rows(), dim, rows_at.data(), n,
+                     staging.data());
     const Tensor device_ids = upload_ids(rows_at.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
     upload_to_device(device.index, rows.raw(), staging.data(), sizeof(float) * n * dim);
-    scatter_rows_cuda(p.value.data<float>(), dim, device_ids.data<int32_t>(), n,
-                      rows.data<float>());
+    scatter_rows(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                 rows.data<float>());
   }
 }
 
@@ -534,11 +573,12 @@ void DataParallel::refresh_host_rows() {
     const std::vector<int32_t> rows_at = slots_of(t, ids);
     const Tensor device_ids = upload_ids(rows_at.data(), n, device);
     Tensor rows = Tensor::empty({n, dim}, DType::kF32, device);
-    embedding_gather_cuda(p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
-                          rows.data<float>(), nullptr);
+    embedding_gather(device, p.value.data<float>(), p.rows(), dim, device_ids.data<int32_t>(), n,
+                     rows.data<float>());
     staging.resize(static_cast<size_t>(n * dim));
     cuda_copy(staging.data(), Device::cpu(), rows.data<float>(), device, sizeof(float) * n * dim);
-    scatter_rows_cpu(host_tables_[t].data(), p.rows(), dim, rows_at.data(), n, staging.data());
+    scatter_rows(Device::cpu(), host_tables_[t].data(), p.rows(), dim, rows_at.data(), n,
+                 staging.data());
   }
 }
 
@@ -599,7 +639,7 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
       SparseExchange::GradientRows pushes;
       for (size_t t = 0; t < tables_.size(); ++t)
         pushes.emplace_back(&tail_ids[t], tail_rows[t].data());
-      exchange_->exchange_gradients(step, pushes, owned_sums_);
+      exchange_->exchange_gradients(exchange_step(step), pushes, owned_sums_);
     } catch (...) {
       sparse_error = std::current_exception();
     }
@@ -620,8 +660,17 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
 
   // 3. Norm: the replicated part is the same on every rank; the owned tail rows are summed over
   //    ranks with the step's scalars.
-  const StepTotals totals = reduce_totals(bucket_sum_of_squares(count), local, local_rows,
-                                          global_rows, stop_requested, checkpoint_due);
+  StepTotals totals = reduce_totals(bucket_sum_of_squares(count), local, local_rows, global_rows,
+                                    stop_requested, checkpoint_due);
+  const int64_t seq = exchange_step(step);
+  if (!std::isfinite(totals.loss) || !std::isfinite(totals.grad_norm)) {
+    // Every rank sees the same sums, so every rank skips: no update, the gradients dropped.
+    totals.skipped = true;
+    model_->params().zero_grads();
+    exchange_->rows_updated(seq);  // no owned row changed
+    last_exchange_step_ = seq;
+    return totals;
+  }
 
   // 4. Gradients back in place: dense tensors, and per table the hot rows + the owned tail sums
   //    as the sparse gradient; the optimizer updates where the model lives.
@@ -637,7 +686,8 @@ StepTotals DataParallel::finish_step(int64_t step, float lr, const TrainStepResu
   // 5. A GPU rank's updated owned rows go back into the host copy the exchange serves from (a
   //    CPU rank's exchange serves the model's tables themselves).
   if (on_gpu_) refresh_host_rows();
-  exchange_->rows_updated(step);
+  exchange_->rows_updated(seq);
+  last_exchange_step_ = seq;
   return totals;
 }
 
@@ -673,6 +723,23 @@ std::vector<std::pair<std::string, std::string>> DataParallel::shard_files(
   for (int r = 0; r < topology_.world_size; ++r)
     files.emplace_back(shard_name(r), pending_shard_path(run_dir, step, r));
   return files;
+}
+
+void DataParallel::discard_shards(const std::string& run_dir, int64_t step) const {
+  std::error_code ec;
+  for (int r = 0; r < topology_.world_size; ++r)
+    if (r == topology_.rank || is_root()) fs::remove(pending_shard_path(run_dir, step, r), ec);
+}
+
+std::string DataParallel::agree_on_errors(const std::string& name, const std::string& mine) {
+  KvStore& store = session_->store();
+  store.set(str("errors/", name, "/", topology_.rank), mine);
+  barrier(name);
+  for (int r = 0; r < topology_.world_size; ++r) {
+    const std::string error = store.get(str("errors/", name, "/", r), timeout_s_);
+    if (!error.empty()) return str("rank ", r, ": ", error);
+  }
+  return "";
 }
 
 NamedTensors DataParallel::replicated_model_tensors() const {

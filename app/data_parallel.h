@@ -62,6 +62,7 @@ struct StepTotals {
   double grad_norm = 0.0;     // before clipping
   bool stop = false;          // some rank was asked to stop (signal): all stop after this step
   bool checkpoint = false;    // rank 0's time-based checkpoint is due: all save after this step
+  bool skipped = false;       // loss or norm not finite: no update anywhere (finish_step)
 };
 
 class DataParallel {
@@ -130,8 +131,20 @@ class DataParallel {
   // applies the update with `lr` (replicated parameters and owned tail rows) and zeroes every
   // gradient. `local` holds this rank's per-direction mean NLL over its `local_rows` rows. One
   // sequence for CPU and GPU ranks; what differs by device is in the small pieces below.
+  // When the summed loss or the global norm is NaN or Inf, every rank skips the update alike
+  // (StepTotals::skipped): no parameter or accumulator changes, the gradients are dropped.
   StepTotals finish_step(int64_t step, float lr, const TrainStepResult& local, int64_t local_rows,
                          int64_t global_rows, bool stop_requested, bool checkpoint_due);
+
+  // Going back to a checkpoint (StepRunner::abandon_ahead). abandon_step completes a step whose
+  // rows were requested but that will not be trained (no gradients); restart_steps makes the
+  // next request_rows, whatever its step number, continue the row exchange's sequence after the
+  // last step it completed (the exchange counts steps on; the model's step numbers go back);
+  // tables_restored, once the model's tables hold the checkpoint's rows, refreshes what the
+  // exchange serves from (a GPU rank's host copy).
+  void abandon_step(int64_t step);
+  void restart_steps();
+  void tables_restored();
 
   // Checkpoint pieces. write_shard saves this rank's part (owned tail rows of the tables and
   // their accumulators, its rows of the carried state) beside the checkpoints folder and
@@ -140,6 +153,13 @@ class DataParallel {
                           int dirs) const;
   std::vector<std::pair<std::string, std::string>> shard_files(const std::string& run_dir,
                                                                 int64_t step) const;
+  // A checkpoint that could not be written: removes this rank's pending shard of `step` (rank 0:
+  // every rank's), so that nothing half-written stays beside the checkpoints.
+  void discard_shards(const std::string& run_dir, int64_t step) const;
+  // In place of a barrier named `name`: every rank says how its part of a collective write went
+  // (`mine`: its error, "" when it went well); returns the first failure in rank order
+  // ("rank R: ...") or "" when every rank succeeded, the same on every rank.
+  std::string agree_on_errors(const std::string& name, const std::string& mine);
   // Rank 0's part: dense tensors whole, the tables' hot rows; plus state.json's "shards" entry.
   NamedTensors replicated_model_tensors() const;
   NamedTensors replicated_optimizer_tensors() const;
@@ -183,6 +203,8 @@ class DataParallel {
   double bucket_sum_of_squares(int64_t count) const;
   // GPU ranks: copies the remote rows fetched for `step` from the host copy to the device; after
   // an update, the owned rows just updated from the device into the host copy.
+  // Exchange step seq's remote rows take the step caches of the sharded tables (their slots).
+  void place_fetched_rows(int64_t seq);
   void upload_fetched_rows(int64_t step);
   void refresh_host_rows();
 
@@ -209,6 +231,12 @@ class DataParallel {
   std::vector<SummedRows> owned_sums_;        // gradient sums of the owned tail rows, reused
   std::vector<Tensor> grad_values_;           // per table, reused sparse-gradient values
   int ranks_on_host_ = 0;
+  // The row exchange's step of model step k is k + exchange_offset_ (0 until a return to a
+  // checkpoint); last_exchange_step_ is the last one completed.
+  int64_t exchange_step(int64_t step) const { return step + exchange_offset_; }
+  int64_t exchange_offset_ = 0;
+  int64_t last_exchange_step_ = -1;
+  bool restart_ = false;
 
   // GPU ranks only (model on a CUDA device).
   bool on_gpu_ = false;

@@ -3,6 +3,8 @@
 // the token layer is the embedding twice; `<S>`/`</S>` are added as inputs and their positions
 // removed from the output. Default: every sentence from zero state (deterministic);
 // --stateful: row r of a batch continues the state row r of the previous batch ended with.
+// A model trained with data.packing = "contiguous" never saw `<S>`: `</S>` starts its sentences
+// instead, as the end of the sentence before would.
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -31,6 +33,7 @@ int embed_command(const EmbedArgs& args) {
   const BilmShape& shape = model.shape();
   const int64_t H = shape.hidden(), E = shape.embedding_dim, L = shape.layers;
   const int dirs = shape.directions();
+  const bool contiguous = loaded.config.data.packing == "contiguous";
   if (E != H)
     throw UsageError(str("embed needs the embedding size (", E, ") to equal the LSTM output size (",
                          H, ") so the token layer lines up with the others"));
@@ -60,9 +63,9 @@ int embed_command(const EmbedArgs& args) {
     if (n == 0)
       throw Error(str(args.input, ":", reader.line_number(), ": empty sentence (embed needs one ",
                       "tokenised sentence per line)"));
-    // inputs: <S> w1 .. wn </S>
+    // inputs: <S> w1 .. wn </S>  (contiguous packing: </S> w1 .. wn </S>)
     std::vector<int32_t> ids(n + 2);
-    ids[0] = vocab.bos_id();
+    ids[0] = contiguous ? vocab.eos_id() : vocab.bos_id();
     ids[n + 1] = vocab.eos_id();
     std::string text;
     for (int64_t j = 0; j < n; ++j) {

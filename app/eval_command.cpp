@@ -24,6 +24,7 @@ int eval_command(const EvalArgs& args) {
   settings.rows = args.batch_size;
   settings.steps = args.unroll_steps;
   settings.max_tokens = args.max_tokens;
+  settings.packing = packing_from_name(loaded.config.data.packing);  // as it was trained
   // The slices the run was configured with, unless the command line says otherwise.
   settings.head_ids = args.head_ids >= 0 ? args.head_ids : loaded.config.eval.head_ids;
   settings.torso_ids = args.torso_ids >= 0 ? args.torso_ids : loaded.config.eval.torso_ids;

@@ -152,6 +152,7 @@ EvalResult evaluate_corpus(BiLM& model, const TokenCache& data, const Vocab& voc
   options.mode = settings.mode;
   options.rows = settings.rows;
   options.steps = settings.steps;
+  options.packing = settings.packing;
   EvalResult result;
   result.bounds = slice_bounds(vocab, settings.head_ids, settings.torso_ids);
   EvalBatcher batcher(data, vocab, options);

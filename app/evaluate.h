@@ -39,6 +39,9 @@ struct EvalSettings {
   int64_t steps = 20;
   int64_t max_tokens = 0;               // 0 = all
   int64_t head_ids = 0, torso_ids = 0;  // slice bounds (eval.head_ids, eval.torso_ids)
+  // The packing the model was trained with (data.packing, not an [eval] key): contiguous reads
+  // the text as the TF PTB tutorial does (io/batcher.h).
+  Packing packing = Packing::kSentences;
 };
 EvalSettings eval_settings(const EvalConfig& eval);  // everything from the [eval] keys
 

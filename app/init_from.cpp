@@ -236,6 +236,15 @@ InitReport apply_init_source(const InitSource& source, const Vocab& vocab, BiLM&
   for (const int32_t r : rows) (r >= 0 ? report.matched : report.added) += 1;
   report.dropped = has_tables ? source.vocab.size() - report.matched : 0;
   if (!has_tables) report.matched = 0, report.added = vocab.size();
+  // The source row of each stored row of a table: a rank holding only its rows of a sharded
+  // table (model/row_layout.h) takes the source rows of its home ids, at their slots.
+  const auto rows_of = [&](const std::string& table) {
+    const RowLayout* layout = model.table_layout(table);
+    if (layout == nullptr || !layout->is_sharded()) return rows;
+    std::vector<int32_t> home(static_cast<size_t>(layout->home()));
+    for (int64_t s = 0; s < layout->home(); ++s) home[s] = rows[layout->home_id(s)];
+    return home;
+  };
 
   for (Parameter* p : model.params().all()) {
     const Tensor* src = find(source.model, p->name);
@@ -244,7 +253,7 @@ InitReport apply_init_source(const InitSource& source, const Vocab& vocab, BiLM&
         report.fresh_tables.push_back(p->name);
         continue;
       }
-      copy_matched_rows(*src, p->value, rows, str(source.origin, ": ", p->name));
+      copy_matched_rows(*src, p->value, rows_of(p->name), str(source.origin, ": ", p->name));
       continue;
     }
     if (src == nullptr)
@@ -262,7 +271,7 @@ InitReport apply_init_source(const InitSource& source, const Vocab& vocab, BiLM&
       if (src == nullptr)
         throw Error(str("--init-optimizer: ", source.origin, " has no '", name, "'"));
       if (is_table(param)) {
-        copy_matched_rows(*src, accumulator, rows, str(source.origin, ": ", name));
+        copy_matched_rows(*src, accumulator, rows_of(param), str(source.origin, ": ", name));
       } else {
         ELMO_REQUIRE(src->shape() == accumulator.shape(), "--init-optimizer: ", source.origin,
                      ": '", name, "' is ", src->describe(), " but the optimizer needs ",

@@ -40,8 +40,7 @@ struct ProbeResult {
 // config's sizes, on `device`.
 ProbeResult probe(const Config& config, int64_t vocab, int64_t rows, Device device, int steps) {
   BiLM model(bilm_shape(config, vocab), bilm_options(config), device);
-  model.init(static_cast<uint64_t>(config.run.seed), static_cast<float>(config.model.init_scale),
-             static_cast<float>(config.model.embedding_init_scale));
+  model.init(static_cast<uint64_t>(config.run.seed), bilm_init(config));
   Optimizer optimizer(model.params(), optimizer_options(config));
   const int dirs = model.shape().directions();
   LstmState states[2];

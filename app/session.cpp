@@ -3,7 +3,9 @@
 #include <filesystem>
 
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/corpus.h"
+#include "runtime/host_memory.h"
 #include "runtime/log.h"
 
 namespace elmo {
@@ -74,6 +76,15 @@ BilmTrainOptions bilm_options(const Config& config) {
   return options;
 }
 
+BilmInit bilm_init(const Config& config) {
+  BilmInit init;
+  init.init_scale = static_cast<float>(config.model.init_scale);
+  init.embedding_scale = static_cast<float>(config.model.embedding_init_scale);
+  init.forget_bias = static_cast<float>(config.model.forget_bias);
+  init.uniform_softmax_bias = config.model.softmax_bias_init == "uniform";
+  return init;
+}
+
 OptimizerOptions optimizer_options(const Config& config) {
   OptimizerOptions s;
   s.type = config.optimizer.type;
@@ -102,8 +113,11 @@ void load_model_tensors(BiLM& model, const NamedTensors& tensors, const std::str
     // A table stored in a sharded layout (a rank's own rows) takes its home rows of the whole.
     const RowLayout* layout = model.table_layout(p->name);
     if (layout && layout->is_sharded()) {
+      // The whole table, or just the home rows (a rank's share of a checkpoint).
+      const int64_t rows = found->ndim() > 0 ? found->size(0) : 0;
       if (found->dtype() != DType::kF32 || found->ndim() != p->value.ndim() ||
-          found->size(0) != layout->vocab || found->numel() / layout->vocab != p->row_dim())
+          (rows != layout->vocab && rows != layout->home()) || rows == 0 ||
+          found->numel() / rows != p->row_dim())
         throw Error(str(origin, ": parameter '", p->name, "' is ", found->describe(),
                         " but the model needs f32 with ", layout->vocab, " rows of ",
                         p->row_dim()));
@@ -128,9 +142,51 @@ std::string run_dir_of(const std::string& path) {
   return p.string();
 }
 
+namespace {
+// A checkpoint written by several ranks (sharded tables) is assembled whole on this process:
+// refuse, before reading it, one whose files are more than this machine can allocate.
+void check_whole_checkpoint_fits(const std::string& checkpoint_or_run_dir) {
+  std::string dir = checkpoint_or_run_dir;
+  if (!fs::exists(fs::path(dir) / "state.json")) {
+    const std::optional<std::string> latest = find_latest_checkpoint(dir);
+    if (!latest) return;  // load_checkpoint says what is missing
+    dir = *latest;
+  }
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file((fs::path(dir) / "state.json").string()));
+  } catch (const std::exception&) {
+    return;  // load_checkpoint reports a damaged state.json
+  }
+  if (!state.is_object() || !state.contains("shards")) return;
+  int64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".safetensors") bytes += entry.file_size(ec);
+  const HostMemoryAvailable available = host_memory_available();
+  if (available.bytes < 0 || bytes <= available.bytes) return;
+  const int64_t world = state.value("world_size", int64_t{0});
+  throw UsageError(str(
+      dir, " was written by ", world, " ranks, each holding its rows of the tables; assembled "
+      "whole on this one process it needs ", format_bytes(bytes), ", and this machine has ",
+      format_bytes(available.bytes), " available (", available.source, "). Evaluate it "
+      "distributed instead, where each rank scores its own rows: resume the run with no step "
+      "left to train, e.g. `elmo_fast --config CONFIG --resume --nodes 1 --workers_per_node ",
+      world, " --set run.dir=", run_dir_of(dir), " --set data.test=FILE` (its final evaluation "
+      "reports the test perplexity); `embed` and `export-bilm` need a machine with that "
+      "memory"));
+}
+}  // namespace
+
 LoadedModel load_model(const std::string& checkpoint_or_run_dir) {
+  check_whole_checkpoint_fits(checkpoint_or_run_dir);
   LoadedModel loaded;
-  loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  try {
+    loaded.checkpoint = load_checkpoint(checkpoint_or_run_dir);
+  } catch (const CheckpointChecksumError& e) {
+    if (e.fallback().empty()) throw;
+    throw Error(str(e.what(), " (use it with --checkpoint ", e.fallback(), ")"));
+  }
   const nlohmann::json& state = loaded.checkpoint.state;
   if (!state.contains("config") || !state["config"].is_string() || !state.contains("vocab_size"))
     throw Error(str(checkpoint_or_run_dir, ": checkpoint state.json lacks the model config"));

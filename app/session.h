@@ -35,6 +35,7 @@ std::string cache_dir(const Config& config);
 
 BilmShape bilm_shape(const Config& config, int64_t vocab_size);
 BilmTrainOptions bilm_options(const Config& config);
+BilmInit bilm_init(const Config& config);  // model.init_scale, forget_bias, ...
 OptimizerOptions optimizer_options(const Config& config);  // the [optimizer] section
 
 // A model restored from a checkpoint (or run folder) with the config it was trained with.

@@ -21,6 +21,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "app/commands.h"
 #include "io/batcher.h"
@@ -44,6 +45,11 @@ struct StepOutcome {
   // process alone has nobody to agree with: the loop watches its signal and this stays false.
   bool stop = false;
   bool checkpoint = false;  // a time-based checkpoint is due after this step (the root's clock)
+  // The loss or the gradient norm was NaN or Inf (the same verdict on every process: both are
+  // summed over the run's processes first): no parameter and no optimizer state changed, the
+  // step's gradients were dropped, and rows of the carried state that were not finite were
+  // reset to zero. The batch counts as used.
+  bool skipped = false;
 };
 
 // What a runner trains: owned by the training run, given to attach() once they exist (after a
@@ -57,9 +63,29 @@ struct TrainingParts {
   LstmState* states = nullptr;  // one per direction: the carried state of this process's rows
 };
 
-// Every runner's check of a step's loss: Error "training diverged at step ..." (naming the
-// settings to change) unless it is finite.
-void check_loss_is_finite(double loss, int64_t step);
+// Test hook (docs/FAULTS.md): the environment variable ELMO_INJECT_NAN_STEPS, a comma-separated
+// list of steps as the logs count them (the N-th step of the run, N >= 1), makes the last process
+// of the run poison each listed step once: "N" writes NaN into its first gradient value (so the
+// global gradient norm is NaN), "loss:N" makes its loss NaN. A step trained again after a return
+// to a checkpoint is not poisoned again. Read once per process; a malformed value is a
+// UsageError naming the variable. Unset: nothing happens.
+class NanInjection {
+ public:
+  static NanInjection& instance();                 // parsed from the environment on first use
+  explicit NanInjection(const std::string& spec);  // the variable's text ("" = none)
+  // Whether step `n` (1-based) should be poisoned this way; true once per step.
+  bool gradient(int64_t n);
+  bool loss(int64_t n);
+
+ private:
+  std::vector<int64_t> gradient_steps_, loss_steps_;
+};
+// Applies the hook to a step trained here (`last_process`: this process is the run's last).
+void inject_nan(int64_t step, bool last_process, BiLM& model, TrainStepResult& result);
+
+// Sets every row of `state` ([layers, rows, width] h and c) that holds a NaN or Inf in h or c of
+// any layer to zero; returns how many rows (a skipped step's state may not be finite).
+int64_t reset_nonfinite_rows(LstmState& state);
 
 class StepRunner {
  public:
@@ -91,6 +117,14 @@ class StepRunner {
   // time-based checkpoint is due (only the root's counts).
   virtual void start(int64_t first_step, int64_t total_steps) = 0;
   virtual StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) = 0;
+  // Going back to a checkpoint (train.max_bad_steps): every process calls abandon_ahead() after
+  // the same step, which drops what it prepared for the steps after it (a data-parallel rank's
+  // prefetched batch and rows); the loop then restores the model, optimizer, carried state, data
+  // position and sampler from the checkpoint, calls restored() (a data-parallel rank waits until
+  // every rank has restored before any reads its rows again) and start() at the checkpoint's
+  // step.
+  virtual void abandon_ahead() = 0;
+  virtual void restored() = 0;
   // The batcher's position after the batch of the last step run (what a checkpoint stores).
   virtual BatcherState batcher_state() const = 0;
 
@@ -130,6 +164,8 @@ class LocalStepRunner : public StepRunner {
   void attach(const TrainingParts& parts) override { parts_ = parts; }
   void start(int64_t, int64_t) override {}
   StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
+  void abandon_ahead() override {}
+  void restored() override {}
   BatcherState batcher_state() const override { return parts_.batcher->state(); }
   std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                int keep_last) override;
@@ -158,6 +194,8 @@ class DataParallelStepRunner : public StepRunner {
   void attach(const TrainingParts& parts) override;
   void start(int64_t first_step, int64_t total_steps) override;
   StepOutcome run_step(int64_t step, bool stop_requested, bool checkpoint_due) override;
+  void abandon_ahead() override;
+  void restored() override;
   BatcherState batcher_state() const override { return state_after_; }
   std::string write_checkpoint(CheckpointData& ckpt, const std::string& run_dir,
                                int keep_last) override;
@@ -186,8 +224,11 @@ class DataParallelStepRunner : public StepRunner {
   DataParallel& dist_;
   int64_t hot_rows_ = -1;  // once chosen
   std::vector<std::pair<int64_t, int64_t>> table_bytes_;  // every rank's (host, device), at attach
+  std::vector<int64_t> peak_host_bytes_;                 // every rank's VmHWM, at finish
   TrainingParts parts_;
   int64_t total_steps_ = 0;
+  int64_t prefetched_ = -1;        // the step whose batch and rows current_ holds (-1: none)
+  int64_t checkpoint_writes_ = 0;  // write_checkpoint calls so far (the same on every rank)
   Pending current_, next_;
   BatcherState state_after_;
 };

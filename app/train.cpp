@@ -1,5 +1,6 @@
-// `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, checkpoints,
-// metrics, and the final evaluation; resume continues bit-identically from a checkpoint.
+// `elmo_fast train`: the training loop. Data set-up, model, optimizer, batches, metrics,
+// validation and the final evaluation (checkpoints and the run's starting points:
+// app/train_checkpoints.cpp; the TrainingRun class: app/training_run.h).
 // One loop for every run: what differs between a process alone and a rank of a data-parallel
 // job is the StepRunner's (app/step_runner.h).
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "app/session.h"
 #include "app/step_runner.h"
 #include "app/training_plan.h"
+#include "app/training_run.h"
 #include "app/validation_tracker.h"
 #include "io/atomic_file.h"
 #include "io/batcher.h"
@@ -59,9 +61,20 @@ class StopSignals {
   void (*term_)(int) = nullptr;
 };
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+// A CPU-only build (runtime/cuda_memory.h cuda_compiled_in) refuses every request for a GPU before
+// any work, naming the fix: a CUDA device (train.device or --device "cuda" / "cuda:N") or a GPU
+// GEMM precision (train.precision "tf32" / "bf16"). Requests that contradict --no_cuda or an
+// explicit CPU device keep the messages that name that contradiction (the checks below).
+void check_build_supports(const Config& config, const TrainArgs& args) {
+  if (cuda_compiled_in() || args.no_cuda) return;
+  const std::string wanted = args.device.empty() ? config.train.device : args.device;
+  if (wanted.rfind("cuda", 0) == 0)
+    throw UsageError(
+        str(args.device.empty() ? str("train.device = \"", wanted, "\"") : str("--device ", wanted),
+            " asks for a GPU, but no GPU is visible: ", kCpuOnlyBuildMessage));
+  if (config.train.precision != "fp32" && wanted != "cpu")
+    throw UsageError(str("train.precision = \"", config.train.precision, "\" selects a GPU GEMM ",
+                         "mode, but ", kCpuOnlyBuildMessage));
 }
 
 // train.precision selects the CUDA GEMM mode (runtime/gemm.h); the CPU always computes fp32.
@@ -71,6 +84,7 @@ double seconds_since(Clock::time_point start) {
 // the CPU: that run trains in fp32 with a warning (effective_precision), so one config serves
 // GPU machines and CPU-only ones.
 void check_precision_request(const Config& config, const TrainArgs& args) {
+  check_build_supports(config, args);
   const std::string& precision = config.train.precision;
   if (precision == "fp32") return;
   const std::string wanted = args.device.empty() ? config.train.device : args.device;
@@ -96,94 +110,7 @@ std::string effective_precision(const Config& config, const Device& device) {
   return "fp32";
 }
 
-nlohmann::json rng_to_json(const RngState& s) {
-  return {{"seed", s.seed}, {"stream", s.stream}, {"position", s.position}};
-}
-RngState rng_from_json(const nlohmann::json& j) {
-  return {j.at("seed").get<uint64_t>(), j.at("stream").get<uint64_t>(),
-          j.at("position").get<uint64_t>()};
-}
-
-class TrainingRun {
- public:
-  TrainingRun(Config config, const TrainArgs& args, StepRunner& runner)
-      : config_(std::move(config)), args_(args), runner_(runner) {}
-  int run();
-
- private:
-  // Set-up, in this order.
-  void set_up_process();  // log level, device, CPU threads, GEMM precision
-  void check_run_dir();   // a fresh run refuses a folder with checkpoints; --resume needs one
-  void set_up_data();
-  // The memory plan of this process (app/training_plan.h) against what the machine has: a
-  // UsageError naming the largest items before the model is allocated (--skip-memory-check).
-  void check_memory() const;
-  void set_up_model();
-  void resume_from(const std::string& where);
-  // --init-from: the source read and its sizes checked before the model exists, then copied
-  // into the freshly initialised model (app/init_from.h).
-  std::optional<InitSource> read_init_source() const;
-  void init_model_from(const InitSource& source);
-  void plan_steps();  // total_steps_, the metrics logger
-  // The loop, and what it does after each step.
-  void train();
-  void count_step(const StepOutcome& outcome, double seconds);
-  bool checkpoint_due_by_time() const;
-  bool evaluation_due() const;
-  void evaluate_during_training(bool saved_this_step);
-  // checkpoint.keep_best and early stopping (app/validation_tracker.h): every process, with the
-  // root's validation perplexity of this step.
-  // during_training: a validation of the loop (may stop it); false for the final one.
-  void track_validation(double perplexity, bool during_training);
-  void check_validation_data() const;
-  void save(bool final_save);
-  void log_interval(bool force);
-  EvalResult evaluate(const std::string& spec, const char* label);
-  // The model holds only this rank's rows of its tables: evaluations are collective (every rank
-  // evaluates, the root reports).
-  bool distributed_evaluation() { return !model_->holds_every_row() && runner_.rank_sum(); }
-  // After the loop (root): evaluation and summary.json.
-  void evaluate_and_summarise();
-
-  Config config_;
-  TrainArgs args_;
-  StepRunner& runner_;
-  bool stop_agreed_ = false;        // the run's processes stop after this step (StepOutcome)
-  Device device_;                   // where the model trains (StepRunner::choose_device)
-  std::string precision_ = "fp32";  // the GEMM precision in effect (effective_precision)
-  DataFiles files_;
-  Vocab vocab_;
-  TokenCache train_data_;
-  std::unique_ptr<Batcher> batcher_;
-  std::unique_ptr<BiLM> model_;
-  std::unique_ptr<Optimizer> optimizer_;
-  std::unique_ptr<MetricsLogger> metrics_;
-  LstmState states_[2];
-  Progress progress_;
-
-  int64_t step_ = 0, tokens_ = 0, total_steps_ = 0, first_step_ = 0;
-  int64_t tokens_per_step_ = 0;
-  // Log-interval accumulators.
-  double interval_loss_ = 0.0, interval_nll_[2] = {0, 0};
-  int64_t interval_steps_ = 0, interval_tokens_ = 0;
-  Clock::time_point interval_start_;
-  double last_grad_norm_ = 0.0, last_lr_ = 0.0, last_loss_ = 0.0;
-  // Throughput over the whole run, excluding the first step (allocation warm-up).
-  Clock::time_point timed_start_;
-  int64_t timed_tokens_ = 0;
-  std::vector<double> step_seconds_;
-  Clock::time_point last_checkpoint_time_;
-  Clock::time_point run_start_ = Clock::now();
-  Clock::time_point train_start_, loop_end_;
-  std::string last_checkpoint_;
-  nlohmann::json init_report_;  // --init-from: what was copied (state.json, summary.json)
-  int64_t last_checkpoint_step_ = -1;
-  ValidationTracker validation_{config_};
-  bool stopped_early_ = false;         // the patience ran out: the run ends normally
-  int64_t last_validation_step_ = -1;  // the step of last_validation_
-  EvalResult last_validation_;
-  std::optional<EvalResult> final_valid_, final_test_;  // evaluated by all ranks together
-};
+}  // namespace
 
 int TrainingRun::run() {
   set_up_process();
@@ -223,6 +150,7 @@ int TrainingRun::run() {
 void TrainingRun::set_up_process() {
   if (!runner_.is_root() && log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
   check_precision_request(config_, args_);
+  NanInjection::instance();  // a malformed ELMO_INJECT_NAN_STEPS is refused before any work
   device_ = runner_.choose_device(config_, args_);
   int threads = static_cast<int>(config_.train.threads);
   if (threads == 0)  // all cores, shared by the run's processes on this machine
@@ -266,6 +194,7 @@ void TrainingRun::set_up_data() {
   options.seed = static_cast<uint64_t>(config_.run.seed);
   options.rank = runner_.rank();
   options.world_size = runner_.world_size();
+  options.packing = packing_from_name(config_.data.packing);
   ELMO_REQUIRE(config_.train.batch_size >= options.world_size,
                "train.batch_size = ", config_.train.batch_size, " is smaller than the ",
                options.world_size, " ranks of this run: every rank needs at least one row");
@@ -300,9 +229,7 @@ void TrainingRun::set_up_model() {
   model_ =
       std::make_unique<BiLM>(bilm_shape(config_, vocab_.size()), bilm_options(config_), device_,
                              runner_.table_layouts(config_, train_data_, vocab_.size()));
-  model_->init(static_cast<uint64_t>(config_.run.seed),
-               static_cast<float>(config_.model.init_scale),
-               static_cast<float>(config_.model.embedding_init_scale));
+  model_->init(static_cast<uint64_t>(config_.run.seed), bilm_init(config_));
   optimizer_ = std::make_unique<Optimizer>(model_->params(), optimizer_options(config_));
   const RowSplit mine = batcher_->my_rows();  // all rows, or a rank's share
   for (int d = 0; d < model_->shape().directions(); ++d)
@@ -311,117 +238,6 @@ void TrainingRun::set_up_model() {
            ", embedding ", model_->shape().embedding_dim, ", cell ", model_->shape().cell_size,
            ", projection ", model_->shape().proj_dim, ", ", model_->shape().layers, " layers, ",
            model_->shape().directions() == 2 ? "bidirectional" : "forward only", ")");
-}
-
-void TrainingRun::resume_from(const std::string& where) {
-  const std::string path = where == "latest" ? config_.run.dir : where;
-  CheckpointData ckpt = load_checkpoint(path);
-  const nlohmann::json& s = ckpt.state;
-  const uint64_t shape_hash = model_shape_hash(config_, vocab_.size());
-  if (s.value("model_shape_hash", uint64_t{0}) != shape_hash) {
-    std::string theirs = "(unknown)";
-    if (s.contains("config") && s["config"].is_string()) {
-      const Config old = config_from_string(s["config"].get<std::string>(), "checkpoint config");
-      theirs = str("cell ", old.model.cell_size, ", projection ", old.model.projection_dim,
-                   ", layers ", old.model.layers, ", embedding ", old.model.input_dim(),
-                   ", vocab ", s.value("vocab_size", int64_t{0}));
-    }
-    throw UsageError(str("cannot resume from ", path, ": the checkpoint's model shape (", theirs,
-                         ") differs from the config's (cell ", config_.model.cell_size,
-                         ", projection ", config_.model.projection_dim, ", layers ",
-                         config_.model.layers, ", embedding ", config_.model.input_dim(),
-                         ", vocab ", vocab_.size(), "); use the config it was trained with"));
-  }
-  if (s.value("vocab_hash", uint64_t{0}) != vocab_.hash())
-    throw UsageError(str("cannot resume from ", path,
-                         ": it was trained with a different vocabulary"));
-  if (s.value("batch_size", int64_t{0}) != config_.train.batch_size ||
-      s.value("unroll_steps", int64_t{0}) != config_.train.unroll_steps)
-    throw UsageError(str("cannot resume from ", path, ": it used train.batch_size = ",
-                         s.value("batch_size", int64_t{0}), " and train.unroll_steps = ",
-                         s.value("unroll_steps", int64_t{0}),
-                         "; the carried LSTM state and data positions need the same values"));
-  const NamedTensors* model_file = ckpt.file("model");
-  const NamedTensors* optimizer_file = ckpt.file("optimizer");
-  const NamedTensors* carry_file = ckpt.file("carry");
-  if (!model_file || !optimizer_file || !carry_file)
-    throw Error(str(path, ": checkpoint is incomplete (model, optimizer and carry files needed)"));
-  load_model_tensors(*model_, *model_file, path);
-  // A rank storing only its rows of a table takes those rows of the whole tensors.
-  for (const auto& [name, tensor] : *optimizer_file) {
-    const size_t dot = name.rfind(".adagrad_acc");
-    const RowLayout* layout =
-        dot == std::string::npos ? nullptr : model_->table_layout(name.substr(0, dot));
-    optimizer_->load_state(name, layout ? take_home_rows(*layout, tensor) : tensor);
-  }
-  for (int d = 0; d < model_->shape().directions(); ++d) {
-    const std::string dir = BiLM::direction_name(d);
-    bool found_h = false, found_c = false;
-    // A distributed rank keeps its rows [begin, end) of the carried state [L, B, .].
-    const RowSplit mine = batcher_->my_rows();
-    const auto take_rows = [&](Tensor& into, const Tensor& whole) {
-      if (whole.ndim() != 3 || whole.size(1) != config_.train.batch_size)
-        throw Error(str(path, ": carried state ", whole.describe(), " does not have ",
-                        config_.train.batch_size, " rows"));
-      if (into.size(1) == whole.size(1)) return into.copy_from(whole);
-      const int64_t width = whole.size(2), rows = into.size(1);
-      Tensor part = Tensor::empty(into.shape());  // host; the state may live on a GPU
-      for (int64_t l = 0; l < whole.size(0); ++l)
-        std::copy_n(whole.data<float>() + (l * whole.size(1) + mine.begin) * width, rows * width,
-                    part.data<float>() + l * rows * width);
-      into.copy_from(part);
-    };
-    for (const auto& [name, tensor] : *carry_file) {
-      if (name == "carry." + dir + ".h") take_rows(states_[d].h, tensor), found_h = true;
-      if (name == "carry." + dir + ".c") take_rows(states_[d].c, tensor), found_c = true;
-    }
-    if (!found_h || !found_c) throw Error(str(path, ": carried state of ", dir, " is missing"));
-  }
-  batcher_->restore(BatcherState::from_json(s.at("batcher")));
-  // The sampler's position after the checkpoint's steps (a step planned ahead not counted).
-  model_->set_sampler_state(rng_from_json(s.at("sampler_rng")));
-  step_ = ckpt.step;
-  tokens_ = s.at("tokens").get<int64_t>();
-  if (s.contains("init_from")) init_report_ = s["init_from"];
-  if (s.contains("validation")) {
-    validation_.restore(s["validation"]);
-    if (validation_.exhausted())
-      log_warn("this run had stopped early (", validation_.stop_reason(), "); it trains on ",
-               "until the next validation that does not improve (raise ",
-               "train.early_stopping_patience to allow more)");
-  }
-  const int64_t saved_world = s.value("world_size", int64_t{1});
-  const int64_t world = runner_.world_size();
-  if (saved_world != world)
-    log_warn("resuming a run saved by ", saved_world, " rank(s) with ", world,
-             ": training continues from the same state, but float sums now run in another "
-             "order, so results are not bit-identical to an uninterrupted run");
-  log_info("resumed from step ", step_, " (", tokens_, " tokens, epoch ",
-           batcher_->epochs_done(), ")");
-}
-
-std::optional<InitSource> TrainingRun::read_init_source() const {
-  if (args_.init_from.empty()) return std::nullopt;
-  InitSource source = load_init_source({args_.init_from, args_.init_vocab, args_.init_optimizer});
-  check_sizes_match(source, config_);
-  return source;
-}
-
-void TrainingRun::init_model_from(const InitSource& source) {
-  const InitReport report =
-      apply_init_source(source, vocab_, *model_, *optimizer_, args_.init_optimizer, train_data_);
-  init_report_ = report.to_json(source.origin);
-  std::string fresh;
-  for (const std::string& t : report.fresh_tables) fresh += (fresh.empty() ? "" : ", ") + t;
-  log_info("init: weights from ", source.origin, ": ", report.matched, " vocabulary rows matched, ",
-           report.added, " added (initialised as a fresh run), ", report.dropped,
-           " dropped; matched rows cover ", str(100.0 * report.matched_token_share).substr(0, 5),
-           "% of the training tokens");
-  if (!fresh.empty())
-    log_info("init: ", fresh, " not in ", source.origin, ": initialised as a fresh run");
-  log_info("init: optimizer ", report.optimizer_kept
-                                   ? "accumulators of the matched rows and dense parameters kept"
-                                   : "state fresh (--init-optimizer keeps the source's)");
 }
 
 void TrainingRun::plan_steps() {
@@ -454,14 +270,13 @@ void TrainingRun::train() {
         runner_.run_step(step_, g_stop_signal != 0, checkpoint_due_by_time());
     stop_agreed_ = outcome.stop;
     count_step(outcome, seconds_since(step_start));
+    if (outcome.skipped && after_bad_step(outcome)) continue;  // back at the last checkpoint
     if (runner_.is_root()) log_interval(step_ == total_steps_);
     const bool by_steps =
         config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0;
     bool saved = false;
-    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_) {
-      save(false);
-      saved = true;
-    }
+    if ((by_steps || outcome.checkpoint) && step_ < total_steps_ && !stop_agreed_)
+      saved = save(false);
     if (evaluation_due()) evaluate_during_training(saved);
   }
   loop_end_ = Clock::now();
@@ -471,18 +286,48 @@ void TrainingRun::count_step(const StepOutcome& outcome, double seconds) {
   ++step_;
   tokens_ += tokens_per_step_;
   step_seconds_.push_back(seconds);
-  last_grad_norm_ = outcome.grad_norm;
-  last_lr_ = outcome.lr;
-  interval_loss_ += outcome.loss;
-  interval_nll_[0] += outcome.nll[0];
-  interval_nll_[1] += outcome.nll[1];
-  ++interval_steps_;
   interval_tokens_ += tokens_per_step_;
+  if (outcome.skipped) {  // its loss and norm are not numbers to average
+    ++skipped_steps_;
+    ++bad_in_a_row_;
+  } else {
+    bad_in_a_row_ = 0;
+    last_grad_norm_ = outcome.grad_norm;
+    last_lr_ = outcome.lr;
+    interval_loss_ += outcome.loss;
+    interval_nll_[0] += outcome.nll[0];
+    interval_nll_[1] += outcome.nll[1];
+    ++interval_steps_;
+  }
   if (step_ == first_step_ + 1) {
     timed_start_ = Clock::now();
   } else {
     timed_tokens_ += tokens_per_step_;
   }
+}
+
+// Every process sees the same outcome (the loss and norm are summed over them), so every
+// process reaches the same verdict here.
+bool TrainingRun::after_bad_step(const StepOutcome& outcome) {
+  const int64_t allowed = config_.train.max_bad_steps;
+  log_warn("step ", step_, " skipped: loss ", outcome.loss, ", gradient norm ", outcome.grad_norm,
+           " (not finite); parameters and optimizer state unchanged (", bad_in_a_row_, " of ",
+           allowed, " in a row allowed by train.max_bad_steps)");
+  if (bad_in_a_row_ < allowed) return false;
+  const std::string streak = str("steps ", step_ - bad_in_a_row_ + 1, " to ", step_,
+                                 " all had a NaN or Inf loss or gradient norm");
+  const std::string advice =
+      "; lower optimizer.learning_rate, set optimizer.clip_norm, or check the data";
+  if (last_checkpoint_.empty())
+    throw Error(str("training diverged: ", streak, " and there is no checkpoint to go back to",
+                    advice, " (checkpoint.every_steps saves earlier)"));
+  if (bad_step_reloads_ >= config_.train.max_bad_step_reloads)
+    throw Error(str("training diverged: ", streak, " after ", bad_step_reloads_,
+                    " return(s) to a checkpoint (train.max_bad_step_reloads = ",
+                    config_.train.max_bad_step_reloads, ")", advice,
+                    ", then continue with --resume"));
+  return_to_last_checkpoint();
+  return true;
 }
 
 // This process's clock (the runner makes the root's decide for every process).
@@ -507,7 +352,11 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
     if (validation_.active()) track_validation(r.mean_perplexity(), true);
     return;
   }
-  if (!runner_.whole_model() && !saved_this_step) save(false);
+  if (!runner_.whole_model() && !saved_this_step && !save(false)) {
+    if (runner_.is_root())  // every process saw the same failure
+      log_warn("validation at step ", step_, " skipped: it needs the checkpoint of this step");
+    return;
+  }
   double perplexity = 0.0;
   if (runner_.is_root()) {
     const EvalResult r = evaluate(files_.valid, "validation");
@@ -526,11 +375,18 @@ void TrainingRun::evaluate_during_training(bool saved_this_step) {
 // continues with it.
 void TrainingRun::track_validation(double perplexity, bool during_training) {
   const ValidationVerdict verdict = validation_.observe(step_, perplexity);
-  if (verdict.new_best && validation_.keep_best() && last_checkpoint_step_ != step_) save(false);
+  const bool install = verdict.new_best && validation_.keep_best();
+  // checkpoint.on_write_error = "warn": a checkpoint of this step that could not be written
+  // leaves checkpoints/best at the earlier best (every process saw the same failure).
+  const bool have_step = last_checkpoint_step_ == step_ || (install && save(false));
   if (runner_.is_root()) {
-    if (last_checkpoint_step_ == step_)
+    if (have_step)
       update_checkpoint_state(last_checkpoint_, {{"validation", validation_.to_json()}});
-    if (verdict.new_best && validation_.keep_best()) {
+    if (install && !have_step)
+      log_warn("best validation perplexity so far (", str(perplexity).substr(0, 8), ") at step ",
+               step_, ", but its checkpoint could not be written: ", config_.run.dir,
+               "/checkpoints/best keeps the earlier best");
+    if (install && have_step) {
       const std::string best =
           install_checkpoint_copy(last_checkpoint_, "best",
                                   {{"validation", validation_.to_json()},
@@ -555,33 +411,6 @@ void TrainingRun::check_validation_data() const {
                        " needs validation data, but data.valid is empty: set data.valid to a ",
                        "held-out text file (or, with builtin:synthetic, synthetic.valid_sentences "
                        "> 0)"));
-}
-
-void TrainingRun::save(bool final_save) {
-  CheckpointData ckpt;
-  ckpt.step = step_;
-  nlohmann::json& s = ckpt.state;
-  s["tokens"] = tokens_;
-  s["epoch"] = batcher_->epochs_done();
-  s["config"] = config_to_toml(config_);
-  s["config_hash"] = config_hash(config_);
-  s["model_shape_hash"] = model_shape_hash(config_, vocab_.size());
-  s["vocab_size"] = vocab_.size();
-  s["vocab_hash"] = vocab_.hash();
-  s["batch_size"] = config_.train.batch_size;
-  s["unroll_steps"] = config_.train.unroll_steps;
-  s["world_size"] = runner_.world_size();
-  s["batcher"] = runner_.batcher_state().to_json();
-  s["sampler_rng"] = rng_to_json(model_->sampler_state());
-  s["dropout_rng"] = {{"seed", config_.run.seed}, {"counter_based", "philox(seed, step, site)"}};
-  if (!init_report_.is_null()) s["init_from"] = init_report_;
-  if (validation_.active()) s["validation"] = validation_.to_json();
-  progress_.finish();
-  last_checkpoint_ = runner_.write_checkpoint(ckpt, config_.run.dir,
-                                              static_cast<int>(config_.checkpoint.keep_last));
-  last_checkpoint_time_ = Clock::now();
-  last_checkpoint_step_ = step_;
-  log_info(final_save ? "final checkpoint: " : "checkpoint: ", last_checkpoint_);
 }
 
 void TrainingRun::log_interval(bool force) {
@@ -619,6 +448,7 @@ void TrainingRun::log_interval(bool force) {
     scalars.push_back({"ppl_fwd", std::exp(interval_nll_[0] / interval_steps_)});
     scalars.push_back({"ppl_bwd", std::exp(interval_nll_[1] / interval_steps_)});
   }
+  if (skipped_steps_ > 0) scalars.push_back({"skipped_steps", static_cast<double>(skipped_steps_)});
   metrics_->log(step_, scalars);
   last_loss_ = loss;
   interval_loss_ = interval_nll_[0] = interval_nll_[1] = 0.0;
@@ -636,6 +466,8 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
     runner_.root_first(str("eval-data-", step_, "-", label), open);  // the root builds the cache
   else
     open();
+  EvalSettings settings = eval_settings(config_.eval);
+  settings.packing = packing_from_name(config_.data.packing);
   progress_.finish();
   const auto start = Clock::now();
   // A rank's model holds only its rows of the tables: without the other ranks (a world of one
@@ -649,8 +481,7 @@ EvalResult TrainingRun::evaluate(const std::string& spec, const char* label) {
     whole = std::make_unique<BiLM>(model_->shape(), model_->options(), device_);
     load_model_tensors(*whole, *tensors, last_checkpoint_);
   }
-  EvalResult result = evaluate_corpus(whole ? *whole : *model_, *data, vocab_,
-                                      eval_settings(config_.eval), {},
+  EvalResult result = evaluate_corpus(whole ? *whole : *model_, *data, vocab_, settings, {},
                                       together ? runner_.rank_sum() : nullptr);
   log_info(label, " perplexity (full softmax, ", config_.eval.mode, "): ", describe(result), " [",
            format_duration(seconds_since(start)), "]");
@@ -674,10 +505,14 @@ void TrainingRun::evaluate_and_summarise() {
     summary["median_step_ms"] = 1e3 * timed[timed.size() / 2];
   }
   summary["final_train_loss"] = last_loss_;
+  summary["skipped_steps"] = skipped_steps_;        // loss or gradient norm not finite
+  summary["bad_step_reloads"] = bad_step_reloads_;  // returns to a checkpoint for them
+  summary["lr_scale"] = optimizer_->lr_scale();
   summary["train_corpus"] = files_.train;
   summary["vocab"] = config_.run.dir + "/vocab.txt";
   summary["checkpoint"] = last_checkpoint_;
   summary["threads"] = num_threads();
+  summary["world_size"] = runner_.world_size();
   {  // the embedding and softmax tables here (values + optimizer state), and what every row of
      // them takes (a process alone, or each rank before tables were sharded)
     int64_t host = 0, device = 0, whole = 0;
@@ -694,7 +529,6 @@ void TrainingRun::evaluate_and_summarise() {
       if (model_->table_layout(name.substr(0, name.rfind('.')))) add(tensor);
     summary["table_bytes"] = {{"host", host}, {"device", device}, {"every_row", whole}};
   }
-  summary["world_size"] = runner_.world_size();
   runner_.describe(summary);
   if (!init_report_.is_null()) summary["init_from"] = init_report_;
   summary["device"] = device_.str();
@@ -743,8 +577,6 @@ void TrainingRun::evaluate_and_summarise() {
            static_cast<int64_t>(summary["tokens_per_s"].get<double>()), " tokens/s; summary in ",
            config_.run.dir, "/summary.json");
 }
-
-}  // namespace
 
 int train_command(const TrainArgs& args) {
   check_init_args({args.init_from, args.init_vocab, args.init_optimizer}, !args.resume.empty());

@@ -77,7 +77,7 @@ double flops_per_token(const ModelConfig& model, const SoftmaxConfig& softmax, i
 // accumulator when `adagrad`), as model/row_layout.h stores it: a process alone every row; a
 // rank of world_size > 1 the hot head, its share of the tail (rank 0's, the largest:
 // ceil((vocab - hot) / world)) and a step cache of at most cache_rows fetched rows (values
-// only: the accumulators cover hot and owned rows). docs/ARCHITECTURE.md "Sharded tables".
+// only: the accumulators cover hot and owned rows). docs/ARCHITECTURE.md "Sharded storage".
 int64_t table_bytes_per_rank(int64_t vocab, int64_t row_floats, int world_size, int64_t hot_rows,
                              bool adagrad, int64_t cache_rows = 0);
 

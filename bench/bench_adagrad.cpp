@@ -42,14 +42,11 @@ constexpr uint64_t kSeedTable = 11, kSeedAcc = 12, kSeedGrad = 13;
 constexpr float kLr = 0.2f, kEps = 1e-7f, kGradScale = 0.9f;
 constexpr int64_t kUntouchedChecked = 4096;
 
-struct Options {
+struct Options : CommonOptions {  // --reps --warmup --quick --json (gpu_bench.h)
+  Options() { json = "bench/results/adagrad.json"; }
   int64_t vocab = 793471;
   std::vector<int64_t> dims = {512, 1};  // weight tables (embedding, softmax.weight); softmax.bias
   std::vector<int64_t> rows = {10000, 50000, 200000};
-  int reps = 20;
-  int warmup = 3;
-  bool quick = false;
-  std::string json = "bench/results/adagrad.json";
 };
 
 float initial_table(int64_t at) { return hash_uniform(kSeedTable, at, -0.1f, 0.1f); }
@@ -114,10 +111,12 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
       g[k * dim + c] = hash_uniform(kSeedGrad, static_cast<uint64_t>(k * dim + c), -0.05f, 0.05f);
     }
   }
-  adagrad_rows_cpu(p.data(), a.data(), dim, compact.data(), g.data(), n, kLr, kEps, kGradScale);
-  adagrad_rows_cuda(table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps, kGradScale);
-  Tensor gathered = Tensor::empty({std::max(n, static_cast<int64_t>(untouched.size())) * dim},
-                                  DType::kF32, gpu);
+  adagrad_rows(Device::cpu(), p.data(), a.data(), dim, compact.data(), g.data(), n, kLr, kEps,
+               kGradScale);
+  adagrad_rows(Device::cuda(0), table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps,
+               kGradScale);
+  Tensor gathered =
+      Tensor::empty({std::max(n, static_cast<int64_t>(untouched.size())) * dim}, DType::kF32, gpu);
   Row row;
   row.dim = dim;
   row.n = n;
@@ -143,7 +142,8 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
   const cudaStream_t stream = current_stream();
   row.bytes = n * dim * 20 + n * 4;
   row.ours = time_on_stream(stream, o.warmup, o.reps, [&] {
-    adagrad_rows_cuda(table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps, kGradScale);
+    adagrad_rows(Device::cuda(0), table, acc, dim, d_ids.data<int32_t>(), grads, n, kLr, kEps,
+                 kGradScale);
   });
   const size_t half = static_cast<size_t>(row.bytes / 2);
   row.copy = time_on_stream(stream, o.warmup, o.reps, [&] {
@@ -153,10 +153,9 @@ Row run_case(const Options& o, int64_t dim, int64_t n, float* table, float* acc,
 }
 
 int run(const Options& o) {
-  if (!have_gpu("bench_adagrad")) return kExitNoGpu;
-  cuda_set_device(0);
+  nlohmann::json device;
+  if (const int rc = open_device("bench_adagrad", &device)) return rc;
   const Device gpu = Device::cuda(0);
-  const nlohmann::json device = device_json(0);
   std::printf("Row-sparse Adagrad (kernels/adagrad adagrad_rows_cuda) vs cudaMemcpyAsync D2D of "
               "the same bytes moved; %s\n", device["name"].get<std::string>().c_str());
   std::printf("%9s %5s %8s %10s %10s %10s %10s %7s %8s %9s\n", "V", "dim", "rows", "bytes",
@@ -177,8 +176,8 @@ int run(const Options& o) {
   for (int64_t dim : o.dims) {
     for (int64_t n : o.rows) {
       ELMO_REQUIRE(n <= o.vocab, "--rows ", n, " is more than the vocabulary (", o.vocab, ")");
-      const Row r = run_case(o, dim, n, table.data<float>(), acc.data<float>(),
-                             grads.data<float>(), copy_src.raw(), copy_dst.raw());
+      const Row r = run_case(o, dim, n, table.data<float>(), acc.data<float>(), grads.data<float>(),
+                             copy_src.raw(), copy_dst.raw());
       const double gbps = static_cast<double>(r.bytes) / (r.ours.median_ms * 1e-3) / 1e9;
       const double copy_gbps =
           static_cast<double>(r.bytes / 2 * 2) / (r.copy.median_ms * 1e-3) / 1e9;
@@ -215,16 +214,11 @@ int run(const Options& o) {
       {"lr", kLr},
       {"eps", kEps},
       {"grad_scale", kGradScale},
-      {"warmup", o.warmup},
-      {"quick", o.quick},
       {"cases", cases}};
-  if (!write_json(o.json, out)) return kExitError;
-  if (wrong != 0) {
-    std::fprintf(stderr, "bench_adagrad: %lld values differ from the CPU reference or changed "
-                 "outside the touched rows\n", static_cast<long long>(wrong));
-    return kExitMismatch;
-  }
-  return kExitOk;
+  return finish("bench_adagrad", o, out, wrong == 0,
+                str(wrong,
+                    " values differ from the CPU reference or changed outside the "
+                    "touched rows"));
 }
 
 }  // namespace
@@ -233,29 +227,22 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   elmo::bench::Options o;
   CLI::App app{"Row-sparse Adagrad on the GPU vs a device-to-device copy of the same bytes"};
-  app.add_option("--vocab", o.vocab, "table rows V")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--vocab", o.vocab, "table rows V")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--dims", o.dims, "row widths to run (512: embedding/softmax.weight, 1: bias)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   app.add_option("--rows", o.rows, "unique touched rows per step, e.g. --rows 10000,50000")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--reps", o.reps, "timed repetitions (median reported)")->check(CLI::Range(1, 100000));
-  app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
-  app.add_flag("--quick", o.quick, "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
-  app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
-  CLI11_PARSE(app, argc, argv);
-  if (o.quick) {
-    o.vocab = 50000;
-    o.dims = {64, 1};
-    o.rows = {1000, 5000};
-    o.reps = 3;
-    o.warmup = 1;
-  }
-  try {
+  elmo::bench::add_common_flags(
+      app, o, "small shapes (V 50000, dims 64 and 1, rows 1000 and 5000), 3 reps");
+  return elmo::bench::bench_main("bench_adagrad", app, o, argc, argv, [&] {
+    if (o.quick) {
+      o.vocab = 50000;
+      o.dims = {64, 1};
+      o.rows = {1000, 5000};
+    }
     return elmo::bench::run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_adagrad: %s\n", e.what());
-    return elmo::bench::kExitError;
-  }
+  });
 }

@@ -19,6 +19,10 @@
 // modelled); each node has one NIC of the given speed shared by its GPUs. The dense all-reduce
 // is hierarchical (reduce inside the node, ring over nodes: 2 (n-1)/n of the bucket per node);
 // a rank's sparse traffic leaves the node for the (N - G)/N share of rows owned elsewhere.
+// Memory per rank (app/training_plan.h table_bytes_per_rank, the trainer's own formula): the
+// embedding and softmax tables with their Adagrad accumulators as a rank stores them (hot head,
+// its share of the tail, a step cache of the rows one step can fetch), against one full copy
+// (what every rank held before the tables were sharded).
 // What it is not: a transport benchmark (bench_sparse_exchange, bench_allreduce measure those
 // on loopback, beside ucx_perftest).
 #include <CLI/CLI.hpp>
@@ -30,6 +34,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "app/training_plan.h"
 #include "comm/sparse_exchange.h"
 #include "kernels/log_uniform_sampler.h"
 #include "runtime/rng.h"
@@ -169,9 +174,14 @@ int main(int argc, char** argv) {
               o.nodes, o.gpus_per_node, (long long)o.rows, (long long)o.unroll,
               (long long)o.vocab, (long long)o.samples, (long long)o.dim, (long long)o.cell,
               (long long)o.layers, o.zipf, lstm_floats / 1e6);
-  std::printf("%9s %8s | %9s %9s | %9s %9s %9s | %13s | %22s | %22s\n", "hot_rows", "covers",
+  // Tables (values + Adagrad) of one process holding every row.
+  const double whole_gb =
+      (elmo::table_bytes_per_rank(o.vocab, o.dim, 1, 0, true) +
+       elmo::table_bytes_per_rank(o.vocab, o.dim + 1, 1, 0, true)) / 1e9;
+  std::printf("tables (embedding + softmax, values + Adagrad): %.2f GB for every row\n", whole_gb);
+  std::printf("%9s %8s | %9s %9s | %9s %9s %9s | %13s | %22s | %22s | %s\n", "hot_rows", "covers",
               "emb rows", "smx rows", "fetch MB", "push MB", "dense MB", "owner max/avg",
-              "100 Gb/s: d+p | fetch ms", "400 Gb/s: d+p | fetch ms");
+              "100 Gb/s: d+p | fetch ms", "400 Gb/s: d+p | fetch ms", "tables GB/rank");
   nlohmann::json out = nlohmann::json::array();
   for (int64_t hot_arg : o.hot_rows) {
     const int64_t hot = hot_arg < 0 ? zipf.prefix_covering(0.9) : hot_arg;
@@ -186,7 +196,15 @@ int main(int argc, char** argv) {
     const double node_dense = 2.0 * (n - 1) / n * dense_bytes;
     const double node_fetch = G * rank_fetch * off_node / remote * c.imbalance_strided;
     const double node_push = node_fetch;
+    // This rank's tables: the embedding cache holds its tokens of both directions, the
+    // softmax cache their targets and the samples (app/step_runner.cpp table_layouts).
+    const int64_t tokens = o.rows * o.unroll * 2;
+    const double table_gb =
+        (elmo::table_bytes_per_rank(o.vocab, o.dim, N, hot, true, tokens) +
+         elmo::table_bytes_per_rank(o.vocab, o.dim + 1, N, hot, true, tokens + o.samples)) / 1e9;
     nlohmann::json row = {{"hot_rows", hot},
+                          {"table_bytes_per_rank", table_gb * 1e9},
+                          {"table_bytes_every_row", whole_gb * 1e9},
                           {"embedding_tail_rows_per_rank", c.embedding_tail},
                           {"softmax_tail_rows_per_rank", c.softmax_tail},
                           {"fetch_bytes_per_rank", rank_fetch},
@@ -205,10 +223,10 @@ int main(int argc, char** argv) {
       row[b == 0 ? "ms_100g" : "ms_400g"] = {{"dense_plus_push", ms[b][0]}, {"fetch", ms[b][1]}};
     }
     std::printf("%9lld %7.1f%% | %9.0f %9.0f | %9.1f %9.1f %9.1f | %5.2f / %5.2f | %10.1f | %9.1f | "
-                "%10.1f | %9.1f\n",
+                "%10.1f | %9.1f | %.2f\n",
                 (long long)hot, 100.0 * zipf.coverage(hot), c.embedding_tail, c.softmax_tail,
                 rank_fetch / 1e6, rank_push / 1e6, dense_bytes / 1e6, c.imbalance_ranges,
-                c.imbalance_strided, ms[0][0], ms[0][1], ms[1][0], ms[1][1]);
+                c.imbalance_strided, ms[0][0], ms[0][1], ms[1][0], ms[1][1], table_gb);
     out.push_back(row);
   }
   if (!o.json.empty()) std::ofstream(o.json) << out.dump(2) << "\n";

@@ -445,15 +445,12 @@ const char* cudnn_type_name(cudnnDataType_t t) {
   }
 }
 
-struct Options {
+struct Options : CommonOptions {  // --reps --warmup --quick --json (gpu_bench.h)
+  Options() { json = "bench/results/lstmp.json"; }
   std::vector<std::string> shape_sets = {"elmo", "ptb"};
   std::vector<std::string> precisions = {"fp32", "tf32", "bf16"};
-  int reps = 20;
-  int warmup = 3;
-  bool quick = false;
   bool clipped = true;
   std::string kernel = "standard";  // our recurrence: standard | persistent (model/lstm_layer.h)
-  std::string json = "bench/results/lstmp.json";
 };
 
 struct CaseResult {
@@ -580,9 +577,8 @@ int run(const Options& o) {
   std::vector<GemmPrecision> precisions;  // flags first: a bad one is an error even without a GPU
   for (const std::string& p : o.precisions) precisions.push_back(parse_gemm_precision(p));
   const std::vector<LayerShape> shapes = shapes_for(o.shape_sets, o.quick);
-  if (!have_gpu("bench_lstmp")) return kExitNoGpu;
-  cuda_set_device(0);
-  nlohmann::json device = device_json(0);
+  nlohmann::json device;
+  if (const int rc = open_device("bench_lstmp", &device)) return rc;
   device["cudnn_version_runtime"] = cudnnGetVersion();
   device["cudnn_version_compiled"] = CUDNN_VERSION;
   std::printf("LSTMP layer, one direction, fwd+bwd: ours (model/lstm_layer) vs cuDNN %zu "
@@ -627,17 +623,10 @@ int run(const Options& o) {
       {"flop_model", "3*2*T*B*(4C*(in+H) + C*P)"},
       {"timed", "zero weight grads + forward (training) + backward data + backward weights"},
       {"clips", "off in the compared runs (cuDNN has no projection clip)"},
-      {"warmup", o.warmup},
-      {"quick", o.quick},
       {"cases", cases},
       {"skipped", skipped}};
-  if (!write_json(o.json, out)) return kExitError;
-  if (!ok) {
-    std::fprintf(stderr, "bench_lstmp: an output differs from cuDNN's beyond its tolerance (see "
-                 "the check lines)\n");
-    return kExitMismatch;
-  }
-  return kExitOk;
+  return finish("bench_lstmp", o, out, ok,
+                "an output differs from cuDNN's beyond its tolerance (see the check lines)");
 }
 
 }  // namespace
@@ -651,24 +640,12 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--precisions", o.precisions, "GEMM precisions: fp32, tf32, bf16")
       ->delimiter(',');
-  app.add_option("--reps", o.reps, "timed repetitions (median reported)")->check(CLI::Range(1, 100000));
-  app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
-  app.add_flag("--quick", o.quick, "small shapes (one per set), 3 reps");
+  elmo::bench::add_common_flags(app, o, "small shapes (one per set), 3 reps");
   app.add_flag("!--no-clipped", o.clipped, "skip timing ours with clips on");
   app.add_option("--kernel", o.kernel,
                  "our recurrence: standard (per-step GEMMs) or persistent (one cooperative launch; "
                  "needs a projection: shapes without one, the ptb set, are skipped)")
       ->check(CLI::IsMember({"standard", "persistent"}));
-  app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
-  CLI11_PARSE(app, argc, argv);
-  if (o.quick) {
-    o.reps = 3;
-    o.warmup = 1;
-  }
-  try {
-    return elmo::bench::run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_lstmp: %s\n", e.what());
-    return elmo::bench::kExitError;
-  }
+  return elmo::bench::bench_main("bench_lstmp", app, o, argc, argv,
+                                 [&] { return elmo::bench::run(o); });
 }

@@ -64,17 +64,14 @@ double tolerance_for(GemmPrecision p) {
   return 0;
 }
 
-struct Options {
+struct Options : CommonOptions {  // --reps --warmup --quick --json (gpu_bench.h)
+  Options() { json = "bench/results/sampled_softmax.json"; }
   int64_t vocab = 793471;
   int64_t dim = 512;
   int64_t samples = 8192;
   std::vector<int64_t> rows = {2560, 5120};
   std::vector<std::string> precisions = {"fp32", "tf32", "bf16"};
-  int reps = 20;
-  int warmup = 3;
   int unroll = 20;  // T, for the trainer's grad_scale 0.5 * T / N
-  bool quick = false;
-  std::string json = "bench/results/sampled_softmax.json";
 };
 
 // Targets drawn log-uniform over the vocabulary (ids are frequency ranks, so this is the
@@ -263,10 +260,9 @@ CaseResult run_case(const Options& o, int64_t n, GemmPrecision precision, Parame
 int run(const Options& o) {
   std::vector<GemmPrecision> precisions;  // flags first: a bad one is an error even without a GPU
   for (const std::string& p : o.precisions) precisions.push_back(parse_gemm_precision(p));
-  if (!have_gpu("bench_sampled_softmax")) return kExitNoGpu;
-  cuda_set_device(0);
+  nlohmann::json device;
+  if (const int rc = open_device("bench_sampled_softmax", &device)) return rc;
   const Device gpu = Device::cuda(0);
-  const nlohmann::json device = device_json(0);
   std::printf("Sampled softmax fwd+bwd, one direction: ours (model/sampled_softmax) vs plain "
               "reference (gather + cuBLAS + softmax kernel + scatter); %s\n",
               device["name"].get<std::string>().c_str());
@@ -293,20 +289,15 @@ int run(const Options& o) {
   const nlohmann::json out = {
       {"benchmark", "sampled_softmax"},
       {"device", device},
-      {"ours", "model/sampled_softmax: forward_backward_deferred + finish_step (begin_step untimed)"},
-      {"reference", "bench/sampled_softmax_reference: gather, cuBLAS GEMMs, softmax kernel, "
-                    "atomic scatter into the touched rows"},
+      {"ours",
+       "model/sampled_softmax: forward_backward_deferred + finish_step (begin_step untimed)"},
+      {"reference",
+       "bench/sampled_softmax_reference: gather, cuBLAS GEMMs, softmax kernel, "
+       "atomic scatter into the touched rows"},
       {"flop_model", "6*N*S*P"},
-      {"warmup", o.warmup},
-      {"quick", o.quick},
       {"cases", cases}};
-  if (!write_json(o.json, out)) return kExitError;
-  if (!ok) {
-    std::fprintf(stderr, "bench_sampled_softmax: an output differs from the reference beyond its "
-                 "tolerance (see the check lines)\n");
-    return kExitMismatch;
-  }
-  return kExitOk;
+  return finish("bench_sampled_softmax", o, out, ok,
+                "an output differs from the reference beyond its tolerance (see the check lines)");
 }
 
 }  // namespace
@@ -325,25 +316,17 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--unroll", o.unroll, "T in the trainer's grad_scale 0.5*T/N")
       ->check(CLI::Range(1, 100000));
-  app.add_option("--reps", o.reps, "timed repetitions (median reported)")->check(CLI::Range(1, 100000));
-  app.add_option("--warmup", o.warmup, "untimed repetitions first")->check(CLI::Range(0, 100000));
-  app.add_flag("--quick", o.quick, "small shapes (V 20000, P 64, S 512, N 256 and 512), 3 reps");
-  app.add_option("--json,--out", o.json, "where to write the JSON results ('' = nowhere)");
-  CLI11_PARSE(app, argc, argv);
-  if (o.quick) {
-    o.vocab = 20000;
-    o.dim = 64;
-    o.samples = 512;
-    o.rows = {256, 512};
-    o.reps = 3;
-    o.warmup = 1;
-  }
-  try {
+  elmo::bench::add_common_flags(app, o,
+                                "small shapes (V 20000, P 64, S 512, N 256 and 512), 3 reps");
+  return elmo::bench::bench_main("bench_sampled_softmax", app, o, argc, argv, [&] {
+    if (o.quick) {
+      o.vocab = 20000;
+      o.dim = 64;
+      o.samples = 512;
+      o.rows = {256, 512};
+    }
     if (o.samples >= o.vocab)
       throw elmo::UsageError(elmo::str("--samples ", o.samples, " must be below --vocab ", o.vocab));
     return elmo::bench::run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_sampled_softmax: %s\n", e.what());
-    return elmo::bench::kExitError;
-  }
+  });
 }

@@ -3,6 +3,7 @@
 
 #include <cublas_v2.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,13 +16,17 @@
 
 namespace elmo::bench {
 
-bool have_gpu(const char* program) {
-  if (cuda_device_count() > 0) return true;
+int no_gpu_exit_code(const char* program) {
+  if (cuda_device_count() > 0) return kExitOk;
+  const char* require = std::getenv("ELMO_REQUIRE_GPU");
+  const bool required = require != nullptr && *require != '\0' && std::string(require) != "0";
+  const int code = required ? kExitError : kExitNoGpu;
   std::fprintf(stderr,
                "%s: no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides "
-               "it); nothing measured, exit code %d\n",
-               program, kExitNoGpu);
-  return false;
+               "it): %s; nothing measured, exit code %d%s\n",
+               program, cuda_unavailable_reason().c_str(), code,
+               required ? " (ELMO_REQUIRE_GPU is set)" : "");
+  return code;
 }
 
 Timing time_on_stream(cudaStream_t stream, int warmup, int reps, const std::function<void()>& op,
@@ -153,6 +158,49 @@ std::vector<float> download_floats(const float* device_ptr, int64_t n) {
     ELMO_CUDA_CHECK(cudaMemcpy(out.data(), device_ptr, sizeof(float) * static_cast<size_t>(n),
                                cudaMemcpyDeviceToHost));
   return out;
+}
+
+void add_common_flags(CLI::App& app, CommonOptions& common, const std::string& quick_help) {
+  app.add_option("--reps", common.reps, "timed repetitions (median reported)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--warmup", common.warmup, "untimed repetitions first")
+      ->check(CLI::Range(0, 100000));
+  app.add_flag("--quick", common.quick, quick_help);
+  app.add_option("--json,--out", common.json, "where to write the JSON results ('' = nowhere)");
+}
+
+int bench_main(const char* program, CLI::App& app, CommonOptions& common, int argc, char** argv,
+               const std::function<int()>& run) {
+  CLI11_PARSE(app, argc, argv);
+  if (common.quick) {
+    common.reps = 3;
+    common.warmup = 1;
+  }
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return kExitError;
+  }
+}
+
+int open_device(const char* program, nlohmann::json* device) {
+  if (const int rc = no_gpu_exit_code(program)) return rc;
+  cuda_set_device(0);
+  *device = device_json(0);
+  return kExitOk;
+}
+
+int finish(const char* program, const CommonOptions& common, nlohmann::json results, bool ok,
+           const std::string& mismatch) {
+  results["warmup"] = common.warmup;
+  results["quick"] = common.quick;
+  if (!write_json(common.json, results)) return kExitError;
+  if (!ok) {
+    std::fprintf(stderr, "%s: %s\n", program, mismatch.c_str());
+    return kExitMismatch;
+  }
+  return kExitOk;
 }
 
 }  // namespace elmo::bench

@@ -6,7 +6,9 @@
 //   0  measured, every output within its tolerance
 //   1  an output differs from the reference beyond its tolerance (numbers still printed/written)
 //   2  error: bad flag value, CUDA/cuBLAS/cuDNN failure, cannot write the JSON
-//   77 no CUDA device visible: nothing measured (CTest's SKIP_RETURN_CODE convention)
+//   77 no CUDA device visible: nothing measured (CTest's SKIP_RETURN_CODE convention); with
+//      ELMO_REQUIRE_GPU=1 in the environment this is exit code 2 instead (a GPU machine that
+//      cannot use its GPU must not pass as skipped)
 // What it is not: a benchmark framework; each program keeps its own cases and table.
 #pragma once
 
@@ -18,6 +20,10 @@
 #include <string>
 #include <vector>
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace elmo::bench {
 
 constexpr int kExitOk = 0;
@@ -25,9 +31,10 @@ constexpr int kExitMismatch = 1;
 constexpr int kExitError = 2;
 constexpr int kExitNoGpu = 77;
 
-// True when a CUDA device is visible; otherwise prints "<program>: no CUDA device visible ..."
-// to stderr and returns false (the caller exits with kExitNoGpu).
-bool have_gpu(const char* program);
+// 0 when a CUDA device is visible. Otherwise prints "<program>: no CUDA device visible ..."
+// and the CUDA error text to stderr and returns the exit code: kExitNoGpu, or kExitError when
+// ELMO_REQUIRE_GPU is set (to anything but "" or "0"). Callers: if (int rc = ...) return rc;
+int no_gpu_exit_code(const char* program);
 
 // Medians and spread of one timed operation, in milliseconds.
 struct Timing {
@@ -77,5 +84,44 @@ bool write_json(const std::string& path, const nlohmann::json& out);
 
 // Copies n floats from the device to a host vector (synchronous).
 std::vector<float> download_floats(const float* device_ptr, int64_t n);
+
+// ---- The common main (nccl-tests' common.cu is the model) -----------------------------------
+// Every GPU benchmark's main() is: its own flags + add_common_flags, then bench_main with its
+// run function; run opens the device with open_device and ends with finish. The benchmark keeps
+// its cases, its table and its JSON fields; this part owns the flags they share, the JSON file
+// and the exit codes above.
+
+// The flags every GPU benchmark takes (a benchmark's Options derive from this and set `json` to
+// its default path):
+//   --reps N          timed repetitions (median reported)
+//   --warmup N        untimed repetitions first
+//   --quick           small shapes, 3 reps, 1 warm-up (the CTest smoke test); the benchmark
+//                     picks its shapes after bench_main has set reps and warmup
+//   --json,--out PATH where to write the JSON results ('' = nowhere)
+struct CommonOptions {
+  int reps = 20;
+  int warmup = 3;
+  bool quick = false;
+  std::string json;
+};
+void add_common_flags(CLI::App& app, CommonOptions& common, const std::string& quick_help);
+
+// Parses argv (a bad flag exits as CLI11_PARSE does: CLI11's message and exit code; --help 0),
+// applies --quick's reps and warmup, then returns run(); an exception from run is printed as
+// "<program>: <what>" on stderr and exits kExitError.
+int bench_main(const char* program, CLI::App& app, CommonOptions& common, int argc, char** argv,
+               const std::function<int()>& run);
+
+// Makes device 0 current and fills *device with device_json(0); when no device is visible,
+// returns no_gpu_exit_code's code (having said why) and touches nothing. Callers:
+//   nlohmann::json device;
+//   if (const int rc = open_device("bench_x", &device)) return rc;
+int open_device(const char* program, nlohmann::json* device);
+
+// The end of every run: adds "warmup" and "quick" to `results` (next to the benchmark's own
+// "benchmark", "device", "cases", ...), writes them to common.json (kExitError when it cannot),
+// then kExitMismatch with "<program>: <mismatch>" on stderr when !ok, else kExitOk.
+int finish(const char* program, const CommonOptions& common, nlohmann::json results, bool ok,
+           const std::string& mismatch);
 
 }  // namespace elmo::bench

@@ -35,6 +35,9 @@
 //                                        session->local_address(), plan.timeout_s);
 //   ... train; on an error: session->store().report_fault(what) (best effort), exit 1 ...
 //   session->finish();  // clean end: without it the other ranks see this rank as lost
+//
+// Sources: launch_plan.cpp (planning, argv and environment), launch_supervise.cpp (the launcher
+// roles and their child processes), rank_session.cpp (RankSession).
 #pragma once
 
 #include <functional>

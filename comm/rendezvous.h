@@ -14,6 +14,9 @@
 //
 // Wire format (both directions, after the 8-byte magic "ELMOKV01" each side sends first):
 // frames of u32 little-endian length + payload; strings inside are u32 length + bytes.
+//
+// Sources: rendezvous_framing.h/.cpp (codes, frames, socket I/O, the parsers below),
+// rendezvous_server.cpp (KvServer), rendezvous_client.cpp (KvClient, local_address_towards).
 #pragma once
 
 #include <cstdint>
@@ -137,6 +140,39 @@ class KvClient : public KvStore {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// ---- What arrives from the network, parsed -------------------------------------------------
+// The server parses every frame a connection sends with these (so does the fuzzer,
+// tests/fuzz/fuzz_rendezvous.cpp): a stranger or a broken peer sending garbage, truncated or
+// oversized frames gets a refusal and its connection closed, never a crash, an allocation beyond
+// the frame limits or a hang. They never throw: a malformed message is nullopt with *error.
+
+// The payload length in a frame's 4-byte little-endian header; nullopt above max_bytes (the
+// limits: 64 KiB before the handshake completes, 64 MiB after).
+std::optional<uint32_t> parse_rendezvous_frame_length(const unsigned char header[4],
+                                                      uint32_t max_bytes, std::string* error);
+
+// The handshake frame: job token, rank (-1 for a helper), pid, host name, channel.
+struct RendezvousHello {
+  std::string token;
+  int32_t rank = -1;
+  int64_t pid = 0;
+  std::string host;     // cut to 255 bytes
+  uint8_t channel = 0;  // 0 requests, 1 monitor (anything else is refused by the server)
+};
+std::optional<RendezvousHello> parse_rendezvous_hello(const std::string& payload,
+                                                      std::string* error);
+
+// A request frame: one op code and its fields (unused ones keep their defaults). Every byte
+// must be consumed: trailing bytes make it malformed, as does an unknown op code.
+struct RendezvousRequest {
+  uint8_t op = 0;           // set 1, get 2, try_get 3, add 4, leave 5, report_fault 6, heartbeat 7
+  std::string key, value;   // set: key, value; get, try_get, add: key; report_fault: value
+  double timeout_s = -1.0;  // get (NaN is malformed)
+  int64_t delta = 0;        // add
+};
+std::optional<RendezvousRequest> parse_rendezvous_request(const std::string& payload,
+                                                          std::string* error);
 
 // The local IP address this machine uses to reach `host` (UDP connect + getsockname; nothing is
 // sent). Peers are told to connect to it. "127.0.0.1" for a loopback host. CommError when the

@@ -180,22 +180,8 @@ ucs_status_t SparseExchange::Impl::on_am(void* arg, const void* header, size_t h
                                          const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Impl*>(arg);
   Incoming in;
-  if (header_length != sizeof(MsgHeader)) {
-    in.header_error = str("active-message header of ", header_length, " bytes (expected ",
-                          sizeof(MsgHeader), ")");
-  } else {
-    std::memcpy(&in.header, header, sizeof(MsgHeader));
-    if (in.header.magic != kMagic)
-      in.header_error = "wrong magic number";
-    else if (in.header.src < 0 || in.header.src >= self->topo_.world_size ||
-             in.header.src == self->topo_.rank)
-      in.header_error = str("sender rank ", in.header.src, " is not a peer");
-    else if (in.header.kind < 1 || in.header.kind > kLastKind)
-      in.header_error = str("unknown message kind ", in.header.kind);
-    else if (in.header.payload_bytes != length)
-      in.header_error = str(kind_name(in.header.kind), " of ", length, " bytes, header says ",
-                            in.header.payload_bytes);
-  }
+  in.header_error = check_header(header, header_length, length, self->topo_.rank,
+                                 self->topo_.world_size, &in.header);
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   if (!in.header_error.empty()) {
     self->incoming_.push_back(std::move(in));

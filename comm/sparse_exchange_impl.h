@@ -21,6 +21,7 @@
 #include "comm/sparse_exchange.h"
 #include "comm/sparse_exchange_wire.h"
 #include "comm/ucx_util.h"
+#include "runtime/error.h"
 
 namespace elmo {
 
@@ -204,5 +205,27 @@ class SparseExchange::Impl {
   std::vector<FetchRequest> remembered_;  // answered before this rank's next update
   std::vector<FetchRequest> deferred_;    // arrived during the update window
 };
+
+// Waits on cv_ until ready() (mu_ held through `lock`), throwing the failure a peer or the
+// comm thread recorded, or a CommError naming missing() after options_.timeout_s.
+template <typename Ready, typename Missing>
+void SparseExchange::Impl::wait_until(std::unique_lock<std::mutex>& lock, const char* call,
+                                      int64_t step, Ready ready, Missing missing) {
+  using sparse_detail::Clock;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options_.timeout_s));
+  while (true) {
+    throw_if_failed(call, step);
+    if (ready()) return;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      throw_if_failed(call, step);
+      if (ready()) return;
+      throw CommError(str("SparseExchange (", label_, "): ", call, " at step ", step,
+                          " timed out after ", options_.timeout_s, " s waiting for ", missing(),
+                          "; those ranks are stuck, dead or not making the same calls for the "
+                          "same steps (check their logs; raise timeout_s if they are just slow)"));
+    }
+  }
+}
 
 }  // namespace elmo

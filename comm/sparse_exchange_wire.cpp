@@ -108,6 +108,22 @@ std::string parse_rows(const StagingBuffer* buffer, const std::vector<SparseTabl
   return "";
 }
 
+std::string check_header(const void* header, size_t header_length, size_t payload_bytes, int rank,
+                         int world_size, MsgHeader* out) {
+  if (header_length != sizeof(MsgHeader))
+    return str("active-message header of ", header_length, " bytes (expected ", sizeof(MsgHeader),
+               ")");
+  std::memcpy(out, header, sizeof(MsgHeader));
+  if (out->magic != kMagic) return "wrong magic number";
+  if (out->src < 0 || out->src >= world_size || out->src == rank)
+    return str("sender rank ", out->src, " is not a peer");
+  if (out->kind < 1 || out->kind > kLastKind) return str("unknown message kind ", out->kind);
+  if (out->payload_bytes != payload_bytes)
+    return str(kind_name(out->kind), " of ", payload_bytes, " bytes, header says ",
+               out->payload_bytes);
+  return "";
+}
+
 std::string check_id_run(std::span<const int32_t> ids, int64_t begin, int64_t end) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < begin || ids[i] >= end)

@@ -38,6 +38,12 @@ struct MsgHeader {
   uint64_t payload_bytes = 0;
 };
 
+// Checks the active-message header that arrived with a payload of payload_bytes at `rank` of a
+// world of `world_size`: its size, magic, sender (a peer), kind and payload size. "" and *out
+// filled when it is fine, else what is wrong (the message is then dropped as a protocol error).
+std::string check_header(const void* header, size_t header_length, size_t payload_bytes, int rank,
+                         int world_size, MsgHeader* out);
+
 // Rows payload: int64 counts[num_tables]; int32 ids[sum of counts] (table after table);
 // then, when the message carries rows, f32 values[sum of counts_t * dim_t] (table after table).
 // Buffers are 64-byte aligned, so every part is aligned for its type.

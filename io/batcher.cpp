@@ -38,6 +38,7 @@ uint32_t copy_positions(std::span<const uint32_t> w, int64_t offset, int64_t tak
 }
 
 void shape_batch(Batch* b, int64_t rows, int64_t steps, int64_t row_begin, bool with_mask) {
+  b->reset_state = false;
   b->rows = rows;
   b->steps = steps;
   b->row_begin = row_begin;
@@ -82,7 +83,83 @@ std::vector<int64_t> get_ints(const nlohmann::json& j, const char* key) {
   return v;
 }
 
+// Cursor at global stream position `position` (sentence k of a shard occupies positions
+// offsets[k] .. offsets[k+1]-1 of that shard: n+1 positions, matching its ids + terminator).
+void locate(const TokenCache& data, int64_t position, StreamCursor* c) {
+  int64_t shard = 0;
+  while (shard < data.num_shards()) {
+    const TokenShard& s = data.shard(shard);
+    const int64_t size = s.tokens + s.sentences;
+    if (position < size) break;
+    position -= size;
+    ++shard;
+  }
+  c->shard = shard;
+  c->sentence = 0;
+  c->offset = 0;
+  if (shard >= data.num_shards()) return;
+  const TokenShard& s = data.shard(shard);
+  const uint64_t* begin = s.offsets;
+  const uint64_t* end = s.offsets + s.sentences + 1;
+  const int64_t k = (std::upper_bound(begin, end, static_cast<uint64_t>(position)) - begin) - 1;
+  c->sentence = k;
+  c->offset = position - static_cast<int64_t>(s.offsets[k]);
+}
+
+// Copies `count` positions of the stream from *c on (advancing it over sentence and shard ends)
+// into the row buffers at `at` (copy_positions per sentence). Returns the largest id read.
+struct RowBuffers {
+  int32_t *f_in, *f_tgt, *b_in, *b_tgt;  // b_* null: no backward batch
+};
+uint32_t copy_stream(const TokenCache& data, StreamCursor* c, int64_t count, int32_t bos,
+                     int32_t eos, const RowBuffers& at) {
+  uint32_t max_id = 0;
+  int64_t pos = 0;
+  while (pos < count) {
+    const TokenShard* s = &data.shard(c->shard);
+    while (c->sentence >= s->sentences || c->offset >= s->sentence_length(c->sentence) + 1) {
+      if (c->sentence < s->sentences) {
+        ++c->sentence;
+        c->offset = 0;
+      }
+      if (c->sentence >= s->sentences) {
+        ++c->shard;
+        c->sentence = 0;
+        c->offset = 0;
+        ELMO_CHECK(c->shard < data.num_shards(), "stream cursor ran past the data");
+        s = &data.shard(c->shard);
+      }
+    }
+    const int64_t take = std::min(s->sentence_length(c->sentence) + 1 - c->offset, count - pos);
+    max_id = std::max(
+        max_id, copy_positions(s->sentence(c->sentence), c->offset, take, bos, eos, at.f_in + pos,
+                               at.f_tgt + pos, at.b_in ? at.b_in + pos : nullptr,
+                               at.b_tgt ? at.b_tgt + pos : nullptr));
+    c->offset += take;
+    pos += take;
+  }
+  return max_id;
+}
+
+// Row buffers of row `row` (local index) of batches with `steps` columns.
+RowBuffers row_buffers(Batch* forward, Batch* backward, int64_t row, int64_t steps) {
+  const int64_t base = row * steps;
+  return {forward->inputs.data() + base, forward->targets.data() + base,
+          backward ? backward->inputs.data() + base : nullptr,
+          backward ? backward->targets.data() + base : nullptr};
+}
+
 }  // namespace
+
+Packing packing_from_name(const std::string& name) {
+  if (name == "sentences") return Packing::kSentences;
+  if (name == "contiguous") return Packing::kContiguous;
+  throw Error(str("unknown packing '", name, "' (expected \"sentences\" or \"contiguous\")"));
+}
+
+const char* packing_name(Packing packing) {
+  return packing == Packing::kContiguous ? "contiguous" : "sentences";
+}
 
 RowSplit split_rows(int64_t rows, int rank, int world_size) {
   const IndexRange range = even_part(rows, rank, world_size);
@@ -93,21 +170,27 @@ RowSplit split_rows(int64_t rows, int rank, int world_size) {
 // BatcherState
 
 nlohmann::json BatcherState::to_json() const {
-  return nlohmann::json{{"rows", rows},
-                        {"seed", seed},
-                        {"shuffle", shuffle},
-                        {"rng_stream", static_cast<uint64_t>(kRngShuffle)},
-                        {"num_shards", num_shards},
-                        {"total_sentences", total_sentences},
-                        {"total_tokens", total_tokens},
-                        {"epoch", epoch},
-                        {"shard_cursor", shard_cursor},
-                        {"sentence_cursor", sentence_cursor},
-                        {"epoch_positions", epoch_positions},
-                        {"batches", batches},
-                        {"row_shard", row_shard},
-                        {"row_sentence", row_sentence},
-                        {"row_offset", row_offset}};
+  nlohmann::json j{{"rows", rows},
+                   {"seed", seed},
+                   {"shuffle", shuffle},
+                   {"rng_stream", static_cast<uint64_t>(kRngShuffle)},
+                   {"num_shards", num_shards},
+                   {"total_sentences", total_sentences},
+                   {"total_tokens", total_tokens},
+                   {"epoch", epoch},
+                   {"shard_cursor", shard_cursor},
+                   {"sentence_cursor", sentence_cursor},
+                   {"epoch_positions", epoch_positions},
+                   {"batches", batches},
+                   {"row_shard", row_shard},
+                   {"row_sentence", row_sentence},
+                   {"row_offset", row_offset}};
+  if (packing == Packing::kContiguous) {
+    j["packing"] = packing_name(packing);
+    j["steps"] = steps;
+    j["epoch_batch"] = epoch_batch;
+  }
+  return j;
 }
 
 BatcherState BatcherState::from_json(const nlohmann::json& j) {
@@ -131,6 +214,15 @@ BatcherState BatcherState::from_json(const nlohmann::json& j) {
   s.row_shard = get_ints(j, "row_shard");
   s.row_sentence = get_ints(j, "row_sentence");
   s.row_offset = get_ints(j, "row_offset");
+  if (j.contains("packing")) {  // absent: sentence packing (every state before it existed)
+    if (!j.at("packing").is_string())
+      throw Error("batcher state: field 'packing' must be a string");
+    s.packing = packing_from_name(j.at("packing").get<std::string>());
+  }
+  if (s.packing == Packing::kContiguous) {
+    s.steps = get_int(j, "steps");
+    s.epoch_batch = get_int(j, "epoch_batch");
+  }
   return s;
 }
 
@@ -157,6 +249,20 @@ Batcher::Batcher(const TokenCache& data, const Vocab& vocab, const BatcherOption
   vocab_size_ = vocab.size();
   count_positions(data, &total_sentences_, &total_positions_);
   if (total_sentences_ == 0) throw Error("the training corpus holds no sentences");
+  if (options.packing == Packing::kContiguous) {
+    ELMO_REQUIRE(!options.shuffle,
+                 "contiguous packing reads the text in order: it cannot shuffle (set "
+                 "data.shuffle = false)");
+    row_length_ids_ = total_positions_ / options.rows;
+    epoch_batches_ = row_length_ids_ > 0 ? (row_length_ids_ - 1) / options.steps : 0;
+    if (epoch_batches_ < 1)
+      throw UsageError(
+          str("data.packing = \"contiguous\": the training text (", total_positions_,
+              " ids with one </S> per sentence) cut into train.batch_size = ", options.rows,
+              " rows gives rows of ", row_length_ids_,
+              " ids, too short for one batch of train.unroll_steps = ", options.steps, " (needs ",
+              options.steps + 1, "): use a larger corpus or fewer rows or steps"));
+  }
   const uint64_t blocks = static_cast<uint64_t>(data.num_shards() + 1);
   ELMO_CHECK(blocks < (uint64_t{1} << 20), "too many corpus shards: ", data.num_shards());
   const size_t b = static_cast<size_t>(options.rows);
@@ -231,6 +337,7 @@ void Batcher::pull(int64_t row) {
 
 void Batcher::next(Batch* forward, Batch* backward) {
   ELMO_CHECK(forward != nullptr, "Batcher::next needs a forward batch");
+  if (options_.packing == Packing::kContiguous) return next_contiguous(forward, backward);
   const int64_t T = options_.steps;
   const int64_t mine = my_rows_.end - my_rows_.begin;
   shape_batch(forward, mine, T, my_rows_.begin, false);
@@ -260,7 +367,41 @@ void Batcher::next(Batch* forward, Batch* backward) {
   ++batches_;
 }
 
+// Batch k of the epoch: row r takes the stream ids from r*L + k*T, which are the positions
+// from r*L + k*T + 1 of the sentence-position stream with `</S>` as the start input (position
+// q of that stream has input S[q-1] and target S[q]).
+void Batcher::next_contiguous(Batch* forward, Batch* backward) {
+  if (epoch_batch_ == epoch_batches_) {
+    ++epoch_;
+    epoch_batch_ = 0;
+  }
+  const int64_t T = options_.steps;
+  const int64_t mine = my_rows_.end - my_rows_.begin;
+  shape_batch(forward, mine, T, my_rows_.begin, false);
+  if (backward) shape_batch(backward, mine, T, my_rows_.begin, false);
+  forward->reset_state = epoch_batch_ == 0;
+  if (backward) backward->reset_state = forward->reset_state;
+  uint32_t max_id = 0;
+  for (int64_t r = my_rows_.begin; r < my_rows_.end; ++r) {
+    StreamCursor c;
+    locate(data_, r * row_length_ids_ + epoch_batch_ * T + 1, &c);
+    max_id = std::max(max_id, copy_stream(data_, &c, T, eos_, eos_,
+                                          row_buffers(forward, backward, r - my_rows_.begin, T)));
+  }
+  check_ids(max_id, vocab_size_);
+  ++epoch_batch_;
+  ++batches_;
+}
+
+int64_t Batcher::epoch_positions() const {
+  if (options_.packing == Packing::kContiguous)
+    return epoch_batches_ * options_.rows * options_.steps;
+  return total_positions_;
+}
+
 double Batcher::epoch_progress() const {
+  if (options_.packing == Packing::kContiguous)
+    return static_cast<double>(epoch_batch_) / static_cast<double>(epoch_batches_);
   return static_cast<double>(epoch_pulled_) / static_cast<double>(total_positions_);
 }
 
@@ -280,6 +421,15 @@ BatcherState Batcher::state() const {
   s.row_shard = row_shard_;
   s.row_sentence = row_sentence_;
   s.row_offset = row_offset_;
+  s.packing = options_.packing;
+  if (options_.packing == Packing::kContiguous) {
+    s.shard_cursor = s.sentence_cursor = s.epoch_positions = 0;
+    s.row_shard.clear();
+    s.row_sentence.clear();
+    s.row_offset.clear();
+    s.steps = options_.steps;
+    s.epoch_batch = epoch_batch_;
+  }
   return s;
 }
 
@@ -293,6 +443,25 @@ void Batcher::restore(const BatcherState& s) {
                     s.total_sentences, " sentences, ", s.total_tokens, " tokens; this corpus has ",
                     data_.num_shards(), ", ", total_sentences_, ", ",
                     total_positions_ - total_sentences_, ": the corpus changed"));
+  if (s.packing != options_.packing)
+    throw Error(str("batcher state was saved with data.packing = \"", packing_name(s.packing),
+                    "\" but this run uses \"", packing_name(options_.packing),
+                    "\": resume with the packing the run started with"));
+  if (s.packing == Packing::kContiguous) {
+    if (s.steps != options_.steps)
+      throw Error(str("batcher state cut its contiguous rows for train.unroll_steps = ", s.steps,
+                      " but this run uses ", options_.steps, ": resume with the same value"));
+    if (s.epoch < 0 || s.epoch_batch < 0 || s.epoch_batch > epoch_batches_ || s.batches < 0)
+      throw Error(str("batcher state: epoch ", s.epoch, " batch ", s.epoch_batch,
+                      " is out of range (", epoch_batches_, " batches per epoch)"));
+    if (s.seed != options_.seed)
+      log_warn("batcher state was saved with seed ", s.seed, "; continuing with it");
+    options_.seed = s.seed;
+    epoch_ = s.epoch;
+    epoch_batch_ = s.epoch_batch;
+    batches_ = s.batches;
+    return;
+  }
   const size_t b = static_cast<size_t>(s.rows);
   if (s.row_shard.size() != b || s.row_sentence.size() != b || s.row_offset.size() != b)
     throw Error("batcher state: per-row arrays do not match the row count");
@@ -336,11 +505,21 @@ EvalBatcher::EvalBatcher(const TokenCache& data, const Vocab& vocab, const EvalO
   ELMO_REQUIRE(options.steps >= 1, "eval steps must be >= 1, got ", options.steps);
   my_rows_ = split_rows(options.rows, options.rank, options.world_size);
   check_vocab(data, vocab);
-  bos_ = vocab.bos_id();
   eos_ = vocab.eos_id();
+  // Contiguous packing: `</S>` is the start input too (the model never saw `<S>`).
+  bos_ = options.packing == Packing::kContiguous ? eos_ : vocab.bos_id();
   vocab_size_ = vocab.size();
   count_positions(data, &total_sentences_, &total_positions_);
   if (total_sentences_ == 0) throw Error("the evaluation corpus holds no sentences");
+  if (options.mode == EvalMode::kStream && options.packing == Packing::kContiguous) {
+    // S[1..N) predicted from S[0..N-1): positions 1 .. N-1 of the sentence-position stream.
+    first_position_ = 1;
+    total_positions_ -= 1;
+    if (total_positions_ == 0)
+      throw Error(
+          "the evaluation text is one word: contiguous packing predicts each id from "
+          "the one before, which leaves nothing to predict");
+  }
   if (options.mode == EvalMode::kStream) {
     row_length_ = (total_positions_ + options.rows - 1) / options.rows;
     num_batches_ = (row_length_ + options.steps - 1) / options.steps;
@@ -350,43 +529,20 @@ EvalBatcher::EvalBatcher(const TokenCache& data, const Vocab& vocab, const EvalO
   reset();
 }
 
-// Cursor at global stream position `position` (sentence k of a shard occupies positions
-// offsets[k] .. offsets[k+1]-1 of that shard: n+1 positions, matching its ids + terminator).
-void EvalBatcher::locate(int64_t position, Cursor* c) const {
-  int64_t shard = 0;
-  while (shard < data_.num_shards()) {
-    const TokenShard& s = data_.shard(shard);
-    const int64_t size = s.tokens + s.sentences;
-    if (position < size) break;
-    position -= size;
-    ++shard;
-  }
-  c->shard = shard;
-  c->sentence = 0;
-  c->offset = 0;
-  if (shard >= data_.num_shards()) return;
-  const TokenShard& s = data_.shard(shard);
-  const uint64_t* begin = s.offsets;
-  const uint64_t* end = s.offsets + s.sentences + 1;
-  const int64_t k = (std::upper_bound(begin, end, static_cast<uint64_t>(position)) - begin) - 1;
-  c->sentence = k;
-  c->offset = position - static_cast<int64_t>(s.offsets[k]);
-}
-
 void EvalBatcher::reset() {
   batch_index_ = 0;
   cursors_.clear();
   if (options_.mode == EvalMode::kStream) {
     for (int64_t r = my_rows_.begin; r < my_rows_.end; ++r) {
-      const RowSplit seg = split_rows(total_positions_, static_cast<int>(r),
-                                      static_cast<int>(options_.rows));
-      Cursor c;
-      locate(seg.begin, &c);
+      const RowSplit seg =
+          split_rows(total_positions_, static_cast<int>(r), static_cast<int>(options_.rows));
+      StreamCursor c;
+      locate(data_, first_position_ + seg.begin, &c);
       c.remaining = seg.end - seg.begin;
       cursors_.push_back(c);
     }
   } else {
-    cursors_.push_back(Cursor{});  // next sentence in file order
+    cursors_.push_back(StreamCursor{});  // next sentence in file order
   }
 }
 
@@ -395,36 +551,12 @@ bool EvalBatcher::next(Batch* forward, Batch* backward) {
   if (batch_index_ >= num_batches_) return false;
   const int64_t mine = my_rows_.end - my_rows_.begin;
   uint32_t max_id = 0;
-  auto emit = [&](Cursor* c, int64_t base, int64_t count) {  // `count` positions from *c
-    int64_t pos = 0;
-    while (pos < count) {
-      const TokenShard* s = &data_.shard(c->shard);
-      while (c->sentence >= s->sentences || c->offset >= s->sentence_length(c->sentence) + 1) {
-        if (c->sentence < s->sentences) {
-          ++c->sentence;
-          c->offset = 0;
-        }
-        if (c->sentence >= s->sentences) {
-          ++c->shard;
-          c->sentence = 0;
-          c->offset = 0;
-          ELMO_CHECK(c->shard < data_.num_shards(), "eval cursor ran past the data");
-          s = &data_.shard(c->shard);
-        }
-      }
-      const int64_t take = std::min(s->sentence_length(c->sentence) + 1 - c->offset, count - pos);
-      const auto w = s->sentence(c->sentence);
-      max_id = std::max(
-          max_id, copy_positions(w, c->offset, take, bos_, eos_,
-                                 forward->inputs.data() + base + pos,
-                                 forward->targets.data() + base + pos,
-                                 backward ? backward->inputs.data() + base + pos : nullptr,
-                                 backward ? backward->targets.data() + base + pos : nullptr));
-      std::fill_n(forward->mask.data() + base + pos, take, uint8_t{1});
-      if (backward) std::fill_n(backward->mask.data() + base + pos, take, uint8_t{1});
-      c->offset += take;
-      pos += take;
-    }
+  // `count` positions from *c into local row `row` of batches `steps` wide, marked real.
+  auto emit = [&](StreamCursor* c, int64_t row, int64_t steps, int64_t count) {
+    max_id = std::max(max_id, copy_stream(data_, c, count, bos_, eos_,
+                                          row_buffers(forward, backward, row, steps)));
+    std::fill_n(forward->mask.data() + row * steps, count, uint8_t{1});
+    if (backward) std::fill_n(backward->mask.data() + row * steps, count, uint8_t{1});
     forward->valid += count;
     if (backward) backward->valid += count;
   };
@@ -434,17 +566,17 @@ bool EvalBatcher::next(Batch* forward, Batch* backward) {
     shape_batch(forward, mine, steps, my_rows_.begin, true);
     if (backward) shape_batch(backward, mine, steps, my_rows_.begin, true);
     for (int64_t r = 0; r < mine; ++r) {
-      Cursor& c = cursors_[static_cast<size_t>(r)];
+      StreamCursor& c = cursors_[static_cast<size_t>(r)];
       const int64_t count = std::min(steps, c.remaining);
-      if (count > 0) emit(&c, r * steps, count);
+      if (count > 0) emit(&c, r, steps, count);
       c.remaining -= count;
     }
   } else {
     // Sentences batch_index*B .. +B-1 in file order; steps = longest of them (all ranks agree).
-    Cursor& c = cursors_[0];
+    StreamCursor& c = cursors_[0];
     const int64_t first = batch_index_ * options_.rows;
     const int64_t count = std::min(options_.rows, total_sentences_ - first);
-    std::vector<Cursor> starts;
+    std::vector<StreamCursor> starts;
     starts.reserve(static_cast<size_t>(count));
     int64_t steps = 0;
     for (int64_t i = 0; i < count; ++i) {
@@ -459,8 +591,8 @@ bool EvalBatcher::next(Batch* forward, Batch* backward) {
     shape_batch(forward, mine, steps, my_rows_.begin, true);
     if (backward) shape_batch(backward, mine, steps, my_rows_.begin, true);
     for (int64_t r = my_rows_.begin; r < my_rows_.end && r < count; ++r) {
-      Cursor row = starts[static_cast<size_t>(r)];
-      emit(&row, (r - my_rows_.begin) * steps,
+      StreamCursor row = starts[static_cast<size_t>(r)];
+      emit(&row, r - my_rows_.begin, steps,
            data_.shard(row.shard).sentence_length(row.sentence) + 1);
     }
   }

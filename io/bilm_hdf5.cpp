@@ -58,6 +58,18 @@ Tensor read_dataset(hid_t file, const std::string& path, const std::string& name
                     " are supported"));
   hsize_t dims[Shape::kMaxDims];
   H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  // A file may declare any extent (unwritten chunks read as fill values): what it declares must
+  // be plausible for its size before anything is allocated for it. Weight files are stored
+  // uncompressed (bilm-tf, h5py defaults); 16x covers compression of real weights.
+  hsize_t file_bytes = 0;
+  H5Fget_filesize(file, &file_bytes);
+  const uint64_t limit = 16 * static_cast<uint64_t>(file_bytes) + (uint64_t{1} << 20);
+  uint64_t bytes = sizeof(float);
+  for (int d = 0; d < ndims; ++d)
+    if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(dims[d]), &bytes)) bytes = UINT64_MAX;
+  if (bytes > limit)
+    throw Error(str(path, ": dataset '", name, "' declares ", bytes,
+                    " bytes of values in a file of ", file_bytes, " bytes: the file is damaged"));
   std::vector<int64_t> shape(dims, dims + ndims);
   Tensor t = Tensor::empty(Shape(shape));
   if (t.numel() > 0 &&
@@ -96,9 +108,10 @@ Tensor read_hdf5_matrix(const std::string& path, const std::string& dataset) {
   return read_dataset(file.get(), path, dataset);
 }
 
-BilmWeights import_bilm_hdf5(const std::string& path) {
-  H5Id file = open_for_reading(path);
-  const hid_t f = file.get();
+namespace {
+
+// The import itself, from an open file (`path` names it in messages).
+BilmWeights import_bilm(hid_t f, const std::string& path) {
   BilmWeights w;
   if (!has_dataset(f, cell_prefix(0, 0) + "W_0"))
     throw Error(str(path, ": dataset '", cell_prefix(0, 0), "W_0' is missing (not a bilm-tf / "
@@ -216,6 +229,26 @@ BilmWeights import_bilm_hdf5(const std::string& path) {
     w.tensors.emplace_back("softmax.bias", sb);
   }
   return w;
+}
+
+}  // namespace
+
+BilmWeights import_bilm_hdf5(const std::string& path) {
+  H5Id file = open_for_reading(path);
+  return import_bilm(file.get(), path);
+}
+
+BilmWeights import_bilm_hdf5_image(const void* data, size_t bytes, const std::string& origin) {
+  silence_hdf5();
+  if (bytes == 0) throw Error(str(origin, ": not an HDF5 file (empty)"));
+  H5Id access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  // The core driver reads from memory; H5Pset_file_image copies the bytes.
+  if (!access.ok() || H5Pset_fapl_core(access.get(), 1 << 16, /*backing_store=*/0) < 0 ||
+      H5Pset_file_image(access.get(), const_cast<void*>(data), bytes) < 0)
+    throw Error(str(origin, ": cannot hand the image to HDF5"));
+  H5Id file(H5Fopen(origin.c_str(), H5F_ACC_RDONLY, access.get()), H5Fclose);
+  if (!file.ok()) throw Error(str(origin, ": not an HDF5 file (or it cannot be read)"));
+  return import_bilm(file.get(), origin);
 }
 
 void export_bilm_hdf5(const std::string& path, const NamedTensors& params) {

@@ -40,8 +40,12 @@ struct BilmWeights {
 };
 
 // Reads and converts the LSTM (and optional embedding/softmax) weights. Errors name the file and
-// the dataset: not an HDF5 file, missing dataset, inconsistent shapes between cells.
+// the dataset: not an HDF5 file, missing dataset, inconsistent shapes between cells, a dataset
+// that declares more values than a file of its size can hold.
 BilmWeights import_bilm_hdf5(const std::string& weights_path);
+// The same from a whole file image in memory (HDF5's core driver; `origin` names it in
+// messages): what the fuzzer calls (tests/fuzz).
+BilmWeights import_bilm_hdf5_image(const void* data, size_t bytes, const std::string& origin);
 
 // Reads one float dataset (any rank 1..4, converted to float32), e.g.
 // elmo_token_embeddings.hdf5 "embedding" [V, P]. Nested names use '/'.

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "io/atomic_file.h"
+#include "io/crc32c.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -24,7 +25,14 @@ namespace {
 
 constexpr const char* kStateFile = "state.json";
 constexpr const char* kLatestFile = "latest";
-constexpr const char* kReservedKeys[] = {"format", "step", "files"};
+constexpr const char* kStateCrcKey = "crc32c";  // of the rest of state.json (dump(2))
+constexpr const char* kReservedKeys[] = {"format", "step", "files", kStateCrcKey};
+
+// A tensor, or state.json, failed its checksum in a step folder: the checkpoint is complete but
+// its bytes changed. Never caught as an Error (no silent fallback): see throw_damaged.
+struct DamagedTensor {
+  std::string message;
+};
 
 // "step-<digits>" -> N; anything else (including "step-5.tmp-123") -> nullopt.
 std::optional<int64_t> parse_step_name(const std::string& name) {
@@ -114,6 +122,20 @@ StateJson read_state_json(const fs::path& dir) {
     throw Error(str(file.string(), ": checkpoint ", dir.string(),
                     " is damaged: state.json is not valid JSON (", e.what(), ")"));
   }
+  // The checksum first: a damaged "format" is damage, not a foreign file. Checkpoints written
+  // before state.json carried one have none.
+  if (j.is_object() && j.contains(kStateCrcKey)) {
+    nlohmann::json rest = j;
+    rest.erase(kStateCrcKey);
+    const std::string text = rest.dump(2);
+    const uint32_t actual = crc32c(text.data(), text.size());
+    uint32_t stored = 0;
+    const nlohmann::json& crc = j[kStateCrcKey];
+    if (!crc.is_string() || !parse_crc32c_hex(crc.get<std::string>(), &stored) || stored != actual)
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", file.string(),
+                              " fails its checksum (stored ", crc.dump(), ", its content has ",
+                              crc32c_hex(actual), "): it is not used")};
+  }
   const auto format = j.is_object() ? j.find("format") : j.end();
   if (!j.is_object() || format == j.end() || !format->is_string() ||
       format->get<std::string>().rfind("elmo_fast-checkpoint-", 0) != 0)
@@ -151,6 +173,8 @@ std::optional<std::string> incomplete_reason(const fs::path& dir) {
     }
   } catch (const Error& e) {
     return std::string(e.what());
+  } catch (const DamagedTensor& e) {
+    return e.message;
   }
   return std::nullopt;
 }
@@ -230,12 +254,18 @@ Tensor interleave(const Tensor& base, const std::vector<Tensor>& parts, const st
 // Replaces the shard files of a sharded checkpoint by whole tensors (see checkpoint.h).
 void assemble_shards(CheckpointData& data, const fs::path& dir) {
   const nlohmann::json& shards = data.state["shards"];
+  const int part = data.part_rank;
   const auto fail = [&](const std::string& why) {
     return Error(str("checkpoint ", dir.string(), " is damaged: ", why));
   };
   if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
       !shards.contains("axis") || !shards["axis"].is_object())
     throw fail("state.json \"shards\" needs a \"files\" list and an \"axis\" object");
+  for (const auto& [file, axis] : shards["axis"].items())
+    if (!axis.is_number_integer() || axis.get<int64_t>() < 0 ||
+        axis.get<int64_t>() >= Shape::kMaxDims)
+      throw fail(str("\"shards\".\"axis\" of '", file, "' is ", axis.dump(),
+                     ", not a dimension 0 to ", Shape::kMaxDims - 1));
   std::set<std::string> interleaved;
   if (shards.contains("interleave")) {
     if (!shards["interleave"].is_array()) throw fail("\"shards\".\"interleave\" must be a list");
@@ -250,8 +280,10 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   std::map<std::string, std::map<std::string, std::vector<Tensor>>> parts;  // file -> name -> parts
   std::map<std::string, std::vector<std::string>> order;                    // first-seen order
   std::set<std::string> shard_names;
-  for (const auto& f : shards["files"]) {
+  for (size_t i = 0; i < shards["files"].size(); ++i) {
+    const auto& f = shards["files"][i];
     if (!f.is_string()) throw fail("shard names must be strings");
+    if (part >= 0 && static_cast<int>(i) != part) continue;  // another rank's share, not loaded
     const NamedTensors* tensors = data.file(f.get<std::string>());
     if (!tensors) throw fail(str("shard file ", f.dump(), " is not among its files"));
     shard_names.insert(f.get<std::string>());
@@ -273,7 +305,8 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
     if (!shard_names.count(name)) files.emplace_back(name, std::move(tensors));
   for (auto& [file, by_name] : parts) {
     const int64_t axis = shards["axis"][file].get<int64_t>();
-    auto it = std::find_if(files.begin(), files.end(), [&](const auto& f) { return f.first == file; });
+    auto it = std::find_if(files.begin(), files.end(),
+                           [&wanted = file](const auto& f) { return f.first == wanted; });
     if (it == files.end()) {
       files.emplace_back(file, NamedTensors{});
       it = std::prev(files.end());
@@ -305,24 +338,88 @@ void assemble_shards(CheckpointData& data, const fs::path& dir) {
   data.files = std::move(files);
 }
 
-CheckpointData load_step_dir(const fs::path& dir) {
+// Rank part->rank's shard file when `part` applies to this state (see CheckpointPart), else "".
+std::string own_shard(const nlohmann::json& state, const CheckpointPart* part) {
+  if (part == nullptr || !state.is_object() || !state.contains("shards")) return "";
+  const nlohmann::json& shards = state["shards"];
+  if (!shards.is_object() || !shards.contains("files") || !shards["files"].is_array() ||
+      static_cast<int64_t>(shards["files"].size()) != part->world ||
+      shards.value("hot_rows", int64_t{-1}) != part->hot_rows || part->rank < 0 ||
+      part->rank >= part->world || !shards["files"][part->rank].is_string())
+    return "";
+  return shards["files"][part->rank].get<std::string>();
+}
+
+CheckpointData load_step_dir(const fs::path& dir, const CheckpointPart* part = nullptr) {
   StateJson s = read_state_json(dir);
   CheckpointData data;
   data.step = s.step;
+  data.dir = dir.string();
   data.state = std::move(s.state);
+  const std::string mine = own_shard(data.state, part);
+  std::set<std::string> others;  // the other ranks' shards: not read
+  if (!mine.empty()) {
+    data.part_rank = part->rank;
+    for (const auto& f : data.state["shards"]["files"])
+      if (f.get<std::string>() != mine) others.insert(f.get<std::string>());
+  }
+  std::vector<std::string> unverified;
   for (const auto& name : s.files) {
+    if (others.count(name)) {
+      if (!fs::exists(dir / (name + ".safetensors")))
+        throw Error(str((dir / (name + ".safetensors")).string(), " is missing: checkpoint ",
+                        dir.string(), " is incomplete or damaged"));
+      continue;
+    }
     const fs::path f = dir / (name + ".safetensors");
     if (!fs::exists(f))
       throw Error(str(f.string(), " is missing: checkpoint ", dir.string(),
                       " is incomplete or damaged"));
     try {
-      data.files.emplace_back(name, load_safetensors(f.string()).tensors);
+      SafetensorsFile file = load_safetensors(f.string());
+      if (!file.checksummed) unverified.push_back(name + ".safetensors");
+      data.files.emplace_back(name, std::move(file.tensors));
+    } catch (const ChecksumError& e) {
+      throw DamagedTensor{str("checkpoint ", dir.string(), " is damaged: ", e.what())};
     } catch (const Error& e) {
       throw Error(str("checkpoint ", dir.string(), " is damaged: ", e.what()));
     }
   }
+  if (!unverified.empty())
+    log_warn("checkpoint ", dir.string(), " carries no tensor checksums (",
+             unverified.size() == s.files.size() ? std::string("written before elmo_fast had them")
+                                                 : str("in ", unverified.front()),
+             "): loaded without verification; checkpoints saved from now on carry them");
   if (data.state.is_object() && data.state.contains("shards")) assemble_shards(data, dir);
   return data;
+}
+
+// The newest step folder of `ckpt_dir` older than `step` that loads and verifies; "" if none.
+std::string newest_verified_before(const fs::path& ckpt_dir, int64_t step) {
+  for (const auto& [older, path] : list_step_dirs(ckpt_dir)) {
+    if (older >= step) continue;
+    try {
+      load_step_dir(path);
+      return path.string();
+    } catch (const Error&) {
+    } catch (const DamagedTensor&) {
+    }
+  }
+  return "";
+}
+
+[[noreturn]] void throw_damaged(const DamagedTensor& damage, fs::path dir) {
+  dir = dir.lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "step-6/"
+  const fs::path ckpt_dir = dir.parent_path();
+  const auto step = parse_step_name(dir.filename().string());
+  const std::string fallback = step ? newest_verified_before(ckpt_dir, *step) : std::string();
+  throw CheckpointChecksumError(
+      str(damage.message,
+          fallback.empty()
+              ? std::string("; no older checkpoint in ") + ckpt_dir.string() + " verifies"
+              : "; the newest older checkpoint that verifies is " + fallback),
+      fallback);
 }
 
 // Step folders to try for a checkpoints folder, in order: the one "latest" names, then all
@@ -458,6 +555,8 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointData& da
         fs::remove(path);
       }
     }
+    const std::string text = state.dump(2);
+    state[kStateCrcKey] = crc32c_hex(crc32c(text.data(), text.size()));
     write_file_atomic((tmp_dir / kStateFile).string(), state.dump(2) + "\n");  // last inside
     install_dir(tmp_dir, final_dir);
     fsync_directory(ckpt_dir.string());
@@ -490,7 +589,10 @@ std::string merged_state_text(const fs::path& dir, const nlohmann::json& extra) 
     ELMO_CHECK(!extra.contains(key), "checkpoint state may not use the reserved key '", key, "'");
   read_state_json(dir);  // validates
   nlohmann::json j = nlohmann::json::parse(read_file((dir / kStateFile).string()));
+  j.erase(kStateCrcKey);  // recomputed for the merged content, as save_checkpoint computes it
   for (const auto& [key, value] : extra.items()) j[key] = value;
+  const std::string text = j.dump(2);
+  j[kStateCrcKey] = crc32c_hex(crc32c(text.data(), text.size()));
   return j.dump(2) + "\n";
 }
 
@@ -547,11 +649,22 @@ void update_checkpoint_state(const std::string& step_dir, const nlohmann::json& 
 }
 
 CheckpointData load_checkpoint(const std::string& path_text) {
+  return load_checkpoint(path_text, CheckpointPart{-1, 0, 0});
+}
+
+CheckpointData load_checkpoint(const std::string& path_text, const CheckpointPart& part_in) {
+  const CheckpointPart* part = part_in.rank >= 0 ? &part_in : nullptr;
   const fs::path path(path_text);
   if (!fs::is_directory(path))
     throw Error(str(path_text, ": no such checkpoint folder (pass a step-<N> folder, a "
                                "checkpoints folder or a run folder)"));
-  if (looks_like_step_dir(path)) return load_step_dir(path);
+  if (looks_like_step_dir(path)) {
+    try {
+      return load_step_dir(path, part);
+    } catch (const DamagedTensor& damage) {
+      throw_damaged(damage, path);
+    }
+  }
 
   const fs::path ckpt_dir = checkpoints_dir_of(path);
   std::string latest_problem;
@@ -562,11 +675,13 @@ CheckpointData load_checkpoint(const std::string& path_text) {
   std::string first_error;
   for (size_t i = 0; i < tries.size(); ++i) {
     try {
-      CheckpointData data = load_step_dir(tries[i]);
+      CheckpointData data = load_step_dir(tries[i], part);
       if (i > 0 || !latest_problem.empty())
         log_warn("falling back to checkpoint ", tries[i].string(), ": ",
                  latest_problem.empty() ? first_error : latest_problem);
       return data;
+    } catch (const DamagedTensor& damage) {  // complete but wrong: never skipped silently
+      throw_damaged(damage, tries[i]);
     } catch (const Error& e) {
       if (first_error.empty()) first_error = e.what();
     }

@@ -41,6 +41,7 @@ struct DataConfig {
   int64_t max_vocab = 0;  // 0 = no limit
   std::string cache_dir;  // "" = run.dir/cache
   bool shuffle = true;
+  std::string packing = "sentences";  // sentences (bilm-tf) | contiguous (TF PTB tutorial)
   bool operator==(const DataConfig&) const = default;
 };
 
@@ -68,6 +69,8 @@ struct ModelConfig {
   bool bidirectional = true;
   double init_scale = 0.05;
   double embedding_init_scale = 1.0;
+  double forget_bias = 1.0;                // the forget gate's starting bias
+  std::string softmax_bias_init = "zero";  // zero | uniform (+-init_scale)
 
   // Width of each layer's output (h): the projection when on, else the cell.
   int64_t output_dim() const { return projection_dim > 0 ? projection_dim : cell_size; }
@@ -98,6 +101,12 @@ struct TrainConfig {
   // than early_stopping_min_delta (0 = never stop early; app/validation_tracker.h).
   int64_t early_stopping_patience = 0;
   double early_stopping_min_delta = 0.0;  // perplexity points
+  // Steps whose loss or gradient norm is not finite are skipped; after this many in a row the
+  // run goes back to its last checkpoint with the learning rate times bad_step_lr_scale, at most
+  // max_bad_step_reloads times (app/train.cpp, docs/FAULTS.md).
+  int64_t max_bad_steps = 3;
+  double bad_step_lr_scale = 0.5;
+  int64_t max_bad_step_reloads = 3;
   bool operator==(const TrainConfig&) const = default;
 };
 
@@ -117,6 +126,7 @@ struct CheckpointConfig {
   int64_t keep_last = 3;       // 0 = keep all
   double every_minutes = 0.0;  // 0 = off
   bool keep_best = false;      // checkpoints/best: the best validation perplexity so far
+  std::string on_write_error = "stop";  // stop | warn: a checkpoint that cannot be written
   bool operator==(const CheckpointConfig&) const = default;
 };
 

@@ -159,7 +159,12 @@ LineReader::LineReader(const std::string& path, size_t block_bytes) : path_(path
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) throw Error(str("cannot open text file '", path, "': ", std::strerror(errno)));
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
-  buffer_.resize(std::max<size_t>(block_bytes, 4096));
+  // No bigger than the file needs (vocabularies and held-out texts are small); it grows when a
+  // line does not fit.
+  struct stat st {};
+  const size_t file_bytes =
+      ::fstat(fd_, &st) == 0 && st.st_size >= 0 ? static_cast<size_t>(st.st_size) + 1 : block_bytes;
+  buffer_.resize(std::max<size_t>(std::min(block_bytes, file_bytes), 4096));
 }
 
 LineReader::~LineReader() {

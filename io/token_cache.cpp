@@ -254,25 +254,7 @@ Probe probe_cache(const std::string& cache_path, const SourceStat& source, const
     return p;
   };
   if (!S_ISREG(st.st_mode)) return fail(true, "not a regular file");
-  CacheHeader h{};
-  if (size < sizeof h || ::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
-    return fail(true, "corrupt (truncated header)");
-  if (std::memcmp(h.magic, kMagic, 8) != 0) return fail(true, "not a token cache (foreign magic)");
-  if (h.version != kVersion) return fail(false, str("cache format version ", h.version));
-  if (h.path_bytes > 65536 || h.header_bytes != align8(sizeof h + h.path_bytes) ||
-      size < h.header_bytes)
-    return fail(true, "corrupt (bad header)");
-  std::string path(h.path_bytes, '\0');
-  if (::pread(fd, path.data(), path.size(), sizeof h) != static_cast<ssize_t>(path.size()) ||
-      header_checksum(h, path) != h.header_checksum)
-    return fail(true, "corrupt (header checksum)");
-  if (h.ids_count != h.tokens + h.sentences || size != file_bytes(h))
-    return fail(true, "corrupt (truncated or wrong size)");
-  if (path != source.abs_path || h.source_size != source.size ||
-      h.source_mtime_ns != source.mtime_ns)
-    return fail(false, "corpus file changed");
-  if (h.vocab_hash != vocab.hash() || h.vocab_size != static_cast<uint64_t>(vocab.size()))
-    return fail(false, "vocab changed");
+  if (size < sizeof(CacheHeader)) return fail(true, "corrupt (truncated header)");
   void* data = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
   if (data == MAP_FAILED) {
@@ -280,22 +262,11 @@ Probe probe_cache(const std::string& cache_path, const SourceStat& source, const
     p.corrupt = true;
     return p;
   }
-  const char* base = static_cast<const char*>(data);
-  const auto* offsets = reinterpret_cast<const uint64_t*>(base + h.header_bytes +
-                                                          align8(h.ids_count * 4));
-  bool ok = true;
-  if (verify) {
-    Checksum sum;
-    sum.update(base + h.header_bytes, size - h.header_bytes);
-    ok = sum.finish() == h.body_checksum;
-  }
-  // Structure check (cheap, always): offsets increase and end at the ids count.
-  ok = ok && offsets[0] == 0 && offsets[h.sentences] == h.ids_count;
-  for (uint64_t i = 0; ok && i < h.sentences; ++i) ok = offsets[i + 1] > offsets[i];
-  if (!ok) {
+  const TokenCacheSource expected{source.abs_path, source.size, source.mtime_ns};
+  p.reason = check_token_cache_image({static_cast<const char*>(data), size}, expected, vocab.hash(),
+                                     static_cast<uint64_t>(vocab.size()), verify, &p.corrupt);
+  if (!p.reason.empty()) {
     ::munmap(data, size);
-    p.corrupt = true;
-    p.reason = "corrupt (checksum or offsets mismatch)";
     return p;
   }
   p.usable = true;
@@ -322,6 +293,73 @@ void rethrow_first(std::vector<std::exception_ptr>& errors) {
 }
 
 }  // namespace
+
+std::string check_token_cache_image(std::string_view image, const TokenCacheSource& source,
+                                    uint64_t vocab_hash, uint64_t vocab_size, bool verify_body,
+                                    bool* corrupt) {
+  *corrupt = true;
+  CacheHeader h{};
+  const uint64_t size = image.size();
+  if (size < sizeof h) return "corrupt (truncated header)";
+  std::memcpy(&h, image.data(), sizeof h);
+  if (std::memcmp(h.magic, kMagic, 8) != 0) return "not a token cache (foreign magic)";
+  if (h.version != kVersion) {
+    *corrupt = false;
+    return str("cache format version ", h.version);
+  }
+  if (h.path_bytes > 65536 || h.header_bytes != align8(sizeof h + h.path_bytes) ||
+      size < h.header_bytes)
+    return "corrupt (bad header)";
+  const std::string path(image.substr(sizeof h, h.path_bytes));
+  if (header_checksum(h, path) != h.header_checksum) return "corrupt (header checksum)";
+  // Sizes are checked against the file before any arithmetic on them can overflow.
+  uint64_t ids_count = 0;
+  if (__builtin_add_overflow(h.tokens, h.sentences, &ids_count) || ids_count != h.ids_count ||
+      h.ids_count > size / 4 || h.sentences >= size / 8 || size != file_bytes(h))
+    return "corrupt (truncated or wrong size)";
+  *corrupt = false;
+  if (path != source.abs_path || h.source_size != source.size ||
+      h.source_mtime_ns != source.mtime_ns)
+    return "corpus file changed";
+  if (h.vocab_hash != vocab_hash || h.vocab_size != vocab_size) return "vocab changed";
+  *corrupt = true;
+  const char* base = image.data();
+  const char* body = base + h.header_bytes;
+  const uint64_t* offsets = reinterpret_cast<const uint64_t*>(body + align8(h.ids_count * 4));
+  if (verify_body) {
+    Checksum sum;
+    sum.update(body, size - h.header_bytes);
+    if (sum.finish() != h.body_checksum) return "corrupt (checksum or offsets mismatch)";
+  }
+  // Structure (cheap, always): offsets increase and end at the ids count.
+  bool ok = offsets[0] == 0 && offsets[h.sentences] == h.ids_count;
+  for (uint64_t i = 0; ok && i < h.sentences; ++i) ok = offsets[i + 1] > offsets[i];
+  if (!ok) return "corrupt (checksum or offsets mismatch)";
+  if (verify_body) {  // with the body read anyway: every sentence ends, every id is a word
+    const auto* ids = reinterpret_cast<const uint32_t*>(body);
+    for (uint64_t i = 0; i < h.sentences; ++i) {
+      for (uint64_t k = offsets[i]; k + 1 < offsets[i + 1]; ++k)
+        if (ids[k] >= vocab_size) return "corrupt (a word id outside the vocabulary)";
+      if (ids[offsets[i + 1] - 1] != kSentenceEnd) return "corrupt (a sentence without its end)";
+    }
+  }
+  *corrupt = false;
+  return "";
+}
+
+void seal_token_cache_image(std::string& image) {
+  ELMO_CHECK(image.size() >= sizeof(CacheHeader), "a token cache image needs its header");
+  CacheHeader h;
+  std::memcpy(&h, image.data(), sizeof h);
+  if (h.header_bytes <= image.size()) {  // the body checksum is part of the header's
+    Checksum sum;
+    sum.update(image.data() + h.header_bytes, image.size() - h.header_bytes);
+    h.body_checksum = sum.finish();
+  }
+  if (h.path_bytes <= image.size() - sizeof h)
+    h.header_checksum = header_checksum(h, image.substr(sizeof h, h.path_bytes));
+  std::memcpy(image.data(), &h, sizeof h);
+}
 
 std::string token_cache_path(const std::string& cache_dir, const std::string& source) {
   const std::string abs = std::filesystem::absolute(source).lexically_normal().string();

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/vocab.h"
@@ -111,6 +112,24 @@ class TokenCache {
   int64_t vocab_size_ = 0;
   uint64_t vocab_hash_ = 0;
 };
+
+// What open_or_build checks before it uses a cache file, on the whole file `image`: "" when it
+// is an intact cache of `source` for the vocabulary (vocab_hash, vocab_size), else why not, as
+// the log says it ("corrupt (header checksum)", "vocab changed", ...; *corrupt tells damage from
+// staleness). verify_body: also the body checksum and that every id is a word of the vocabulary
+// or a sentence end where one belongs (TokenCacheOptions::verify). Sizes in the header are
+// checked against the image before they are used. Exposed for tests and the fuzzer.
+struct TokenCacheSource {
+  std::string abs_path;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+};
+std::string check_token_cache_image(std::string_view image, const TokenCacheSource& source,
+                                    uint64_t vocab_hash, uint64_t vocab_size, bool verify_body,
+                                    bool* corrupt);
+// Rewrites the header and body checksums of a cache image to match its bytes: tests and the
+// fuzzer make images that pass the checksums to reach the checks behind them.
+void seal_token_cache_image(std::string& image);
 
 // Cache file path used for `source` inside `cache_dir` (exposed for tests and tools).
 std::string token_cache_path(const std::string& cache_dir, const std::string& source);

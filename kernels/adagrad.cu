@@ -1,5 +1,6 @@
 // CUDA Adagrad: one thread per element (dense) or per (row, column) of the touched rows.
 #include "kernels/adagrad.h"
+#include "kernels/launchers.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
 

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "runtime/dtype.h"
 #include "runtime/hd.h"
 
 namespace elmo {
@@ -32,18 +33,13 @@ ELMO_HD void adagrad_update(float& p, float& acc, float grad, float lr, float ep
 #endif
 }
 
+// Entry points: every pointer on `device` (CUDA: launched on the current stream).
 // Dense: p, acc, g [n].
-void adagrad_dense_cpu(float* p, float* acc, const float* g, int64_t n, float lr, float eps,
-                       float grad_scale);
-void adagrad_dense_cuda(float* p, float* acc, const float* g, int64_t n, float lr, float eps,
-                        float grad_scale);
-
+void adagrad_dense(Device device, float* p, float* acc, const float* g, int64_t n, float lr,
+                   float eps, float grad_scale);
 // Rows: table, acc [rows, dim]; ids [n_ids] unique; grad_rows [n_ids, dim] (row k belongs to
-// ids[k]). CUDA: every pointer is a device pointer.
-void adagrad_rows_cpu(float* table, float* acc, int64_t dim, const int32_t* ids,
-                      const float* grad_rows, int64_t n_ids, float lr, float eps, float grad_scale);
-void adagrad_rows_cuda(float* table, float* acc, int64_t dim, const int32_t* ids,
-                       const float* grad_rows, int64_t n_ids, float lr, float eps,
-                       float grad_scale);
+// ids[k]).
+void adagrad_rows(Device device, float* table, float* acc, int64_t dim, const int32_t* ids,
+                  const float* grad_rows, int64_t n_ids, float lr, float eps, float grad_scale);
 
 }  // namespace elmo

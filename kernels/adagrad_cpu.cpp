@@ -1,7 +1,9 @@
-// CPU Adagrad: dense (parallel over elements) and row-sparse (parallel over rows).
+// CPU Adagrad: dense (parallel over elements) and row-sparse (parallel over rows), and the
+// device dispatch.
 #include <algorithm>
 
 #include "kernels/adagrad.h"
+#include "kernels/launchers.h"
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -25,6 +27,22 @@ void adagrad_rows_cpu(float* table, float* acc, int64_t dim, const int32_t* ids,
         adagrad_update(table[row + c], acc[row + c], g[c], lr, eps, grad_scale);
     }
   });
+}
+
+void adagrad_dense(Device device, float* p, float* acc, const float* g, int64_t n, float lr,
+                   float eps, float grad_scale) {
+  if (device.is_cpu())
+    adagrad_dense_cpu(p, acc, g, n, lr, eps, grad_scale);
+  else
+    adagrad_dense_cuda(p, acc, g, n, lr, eps, grad_scale);
+}
+
+void adagrad_rows(Device device, float* table, float* acc, int64_t dim, const int32_t* ids,
+                  const float* grad_rows, int64_t n_ids, float lr, float eps, float grad_scale) {
+  if (device.is_cpu())
+    adagrad_rows_cpu(table, acc, dim, ids, grad_rows, n_ids, lr, eps, grad_scale);
+  else
+    adagrad_rows_cuda(table, acc, dim, ids, grad_rows, n_ids, lr, eps, grad_scale);
 }
 
 }  // namespace elmo

@@ -1,5 +1,6 @@
 // CUDA dropout: one thread per element, the same Philox draw as the CPU twin.
 #include "kernels/dropout.h"
+#include "kernels/launchers.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
 

@@ -54,11 +54,9 @@ ELMO_HD uint64_t dropout_global_index(int64_t e, const DropoutRows& layout) {
   return static_cast<uint64_t>((t * layout.global_rows + layout.row_offset + b) * layout.dim + d);
 }
 
-// Raw launchers (CPU and CUDA). y may alias x. Backward is the same map applied to dy.
-void dropout_cpu(const float* x, float* y, int64_t n, const DropoutParams& params);
-void dropout_cuda(const float* x, float* y, int64_t n, const DropoutParams& params);
-
-// Entry point: y = dropout(x); dispatches on the device; y may be x (in place).
+// Entry points: y = dropout(x) on `device` (pointers there) or on the tensors' device; y may be
+// x (in place). Backward is the same map applied to dy.
+void dropout(Device device, const float* x, float* y, int64_t n, const DropoutParams& params);
 void dropout(const Tensor& x, Tensor& y, const DropoutParams& params);
 
 }  // namespace elmo

@@ -1,7 +1,7 @@
-#include "kernels/dropout.h"
-
 #include <algorithm>
 
+#include "kernels/dropout.h"
+#include "kernels/launchers.h"
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -40,12 +40,11 @@ void dropout_cpu(const float* x, float* y, int64_t n, const DropoutParams& param
         run(4096 * c, static_cast<uint64_t>(4096 * c), std::min<int64_t>(4096, n - 4096 * c));
     });
   } else {  // one contiguous global run per local row
-    parallel_for(n / layout.dim, std::max<int64_t>(1, 4096 / layout.dim),
-                 [&](int64_t begin, int64_t end) {
-                   for (int64_t row = begin; row < end; ++row)
-                     run(row * layout.dim, dropout_global_index(row * layout.dim, layout),
-                         layout.dim);
-                 });
+    parallel_for(
+        n / layout.dim, std::max<int64_t>(1, 4096 / layout.dim), [&](int64_t begin, int64_t end) {
+          for (int64_t row = begin; row < end; ++row)
+            run(row * layout.dim, dropout_global_index(row * layout.dim, layout), layout.dim);
+        });
   }
 }
 
@@ -55,10 +54,14 @@ void dropout(const Tensor& x, Tensor& y, const DropoutParams& params) {
   check_same_device(x, y, "dropout");
   ELMO_CHECK(params.p >= 0.0f && params.p < 1.0f, "dropout probability ", params.p,
              " is outside [0, 1)");
-  if (x.device().is_cpu())
-    dropout_cpu(x.data<float>(), y.data<float>(), x.numel(), params);
+  dropout(x.device(), x.data<float>(), y.data<float>(), x.numel(), params);
+}
+
+void dropout(Device device, const float* x, float* y, int64_t n, const DropoutParams& params) {
+  if (device.is_cpu())
+    dropout_cpu(x, y, n, params);
   else
-    dropout_cuda(x.data<float>(), y.data<float>(), x.numel(), params);
+    dropout_cuda(x, y, n, params);
 }
 
 }  // namespace elmo

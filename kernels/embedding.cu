@@ -1,7 +1,8 @@
 // CUDA embedding gather and deterministic per-unique-id gradient reduction:
 // radix sort of (id, position) pairs (stable, so positions stay ascending within an id),
-// run-length encoding into unique ids + counts, then one thread per (unique id, column) that
-// sums its rows in position order. No float atomics; bit-identical to the CPU twin.
+// run-length encoding into unique ids + counts, a scan into the offsets of a row-sum plan, then
+// the planned row sum of kernels/row_sum.h (one thread per (unique id, column), rows in position
+// order). No float atomics; bit-identical to the CPU twin.
 #include <algorithm>
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_run_length_encode.cuh>
@@ -9,6 +10,8 @@
 #include <limits>
 
 #include "kernels/embedding.h"
+#include "kernels/launchers.h"
+#include "kernels/row_sum.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
 
@@ -41,50 +44,6 @@ __global__ void iota_and_check_kernel(const int32_t* __restrict__ ids, int64_t n
   if (ids[p] < 0 || ids[p] >= rows) atomicMin(bad_position, static_cast<long long>(p));
 }
 
-struct SegmentTable {
-  const float* dy[kMaxRowGradSegments];
-  int64_t begin[kMaxRowGradSegments + 1];  // global position where each segment starts
-  int count;
-};
-
-// One thread per (unique id u, column c): values[u, c] = sum over sorted entries of u of
-// dy[position, c], in increasing position order, starting from 0 (as the CPU twin does).
-__global__ void segment_sum_kernel(const int32_t* __restrict__ sorted_positions,
-                                   const int32_t* __restrict__ offsets,
-                                   const int32_t* __restrict__ counts, int64_t dim,
-                                   SegmentTable segments, float* __restrict__ values) {
-  const int64_t u = blockIdx.x;
-  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (c >= dim) return;
-  const int32_t start = offsets[u], stop = start + counts[u];
-  float sum = 0.0f;
-  for (int32_t k = start; k < stop; ++k) {
-    const int64_t p = sorted_positions[k];
-    int s = 0;
-    while (s + 1 < segments.count && p >= segments.begin[s + 1]) ++s;
-    sum = __fadd_rn(sum, segments.dy[s][(p - segments.begin[s]) * dim + c]);
-  }
-  values[u * dim + c] = sum;
-}
-
-// One thread per (unique id u, column c): values[u, c] = sum of dy[positions[k], c] over
-// k in [offsets[u], offsets[u + 1]), in k order, from 0 (the host-built plan's twin of the above).
-__global__ void plan_sum_kernel(const int32_t* __restrict__ positions,
-                                const int32_t* __restrict__ offsets, int64_t dim,
-                                SegmentTable segments, float* __restrict__ values) {
-  const int64_t u = blockIdx.x;
-  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (c >= dim) return;
-  float sum = 0.0f;
-  for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
-    const int64_t p = positions[k];
-    int s = 0;
-    while (s + 1 < segments.count && p >= segments.begin[s + 1]) ++s;
-    sum = __fadd_rn(sum, segments.dy[s][(p - segments.begin[s]) * dim + c]);
-  }
-  values[u * dim + c] = sum;
-}
-
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 }  // namespace
@@ -100,20 +59,19 @@ void embedding_gather_cuda(const float* table, int64_t rows, int64_t dim, const 
 void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, int64_t dim,
                              int64_t rows, int device, std::vector<int32_t>& unique_ids,
                              Tensor& values) {
-  ELMO_CHECK(num_segments >= 1 && num_segments <= kMaxRowGradSegments,
-             "embedding_backward: ", num_segments, " segments (1..", kMaxRowGradSegments,
+  ELMO_CHECK(num_segments >= 1 && num_segments <= kMaxRowSumSegments,
+             "embedding_backward: ", num_segments, " segments (1..", kMaxRowSumSegments,
              " on CUDA)");
   const Device dev = Device::cuda(device);
   cudaStream_t stream = current_stream();
-  SegmentTable table{};
-  table.count = num_segments;
+  std::vector<RowSumSegment> inputs;
+  std::vector<int64_t> begin;  // first global position of each segment
   int64_t total = 0;
   for (int s = 0; s < num_segments; ++s) {
-    table.dy[s] = segments[s].dy;
-    table.begin[s] = total;
+    inputs.push_back({segments[s].dy, nullptr, segments[s].n});
+    begin.push_back(total);
     total += segments[s].n;
   }
-  table.begin[num_segments] = total;
   ELMO_CHECK(total < std::numeric_limits<int32_t>::max(), "embedding_backward: ", total,
              " positions exceed the int32 positions of the CUDA sort");
   unique_ids.clear();
@@ -126,7 +84,7 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
   Tensor keys_in = Tensor::empty({total}, DType::kI32, dev);
   for (int s = 0; s < num_segments; ++s)
     if (segments[s].n > 0)
-      ELMO_CUDA_CHECK(cudaMemcpyAsync(keys_in.data<int32_t>() + table.begin[s], segments[s].ids,
+      ELMO_CUDA_CHECK(cudaMemcpyAsync(keys_in.data<int32_t>() + begin[s], segments[s].ids,
                                       segments[s].n * sizeof(int32_t), cudaMemcpyDeviceToDevice,
                                       stream));
   Tensor positions_in = Tensor::empty({total}, DType::kI32, dev);
@@ -143,8 +101,9 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
   Tensor keys_out = Tensor::empty({total}, DType::kI32, dev);
   Tensor positions_out = Tensor::empty({total}, DType::kI32, dev);
   Tensor unique = Tensor::empty({total}, DType::kI32, dev);
-  Tensor counts = Tensor::zeros({total}, DType::kI32, dev);
-  Tensor offsets = Tensor::empty({total}, DType::kI32, dev);
+  // One more count (0) than runs can exist: the scan's last entry is offsets[n_unique] = total.
+  Tensor counts = Tensor::zeros({total + 1}, DType::kI32, dev);
+  Tensor offsets = Tensor::empty({total + 1}, DType::kI32, dev);
   int64_t* num_runs = flags.data<int64_t>() + 1;
 
   size_t sort_bytes = 0, rle_bytes = 0, scan_bytes = 0;
@@ -156,7 +115,7 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
                                                      unique.data<int32_t>(), counts.data<int32_t>(),
                                                      num_runs, n, stream));
   ELMO_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts.data<int32_t>(),
-                                                offsets.data<int32_t>(), n, stream));
+                                                offsets.data<int32_t>(), n + 1, stream));
   const size_t temp_bytes = std::max(sort_bytes, std::max(rle_bytes, scan_bytes));
   Tensor temp = Tensor::empty({static_cast<int64_t>(temp_bytes) + 1}, DType::kU8, dev);
   void* temp_ptr = temp.data<uint8_t>();
@@ -170,7 +129,7 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
                                                      num_runs, n, stream));
   bytes = temp_bytes;
   ELMO_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp_ptr, bytes, counts.data<int32_t>(),
-                                                offsets.data<int32_t>(), n, stream));
+                                                offsets.data<int32_t>(), n + 1, stream));
 
   host_flags.copy_from(flags);  // synchronises
   const int64_t bad_position = host_flags.data<int64_t>()[0];
@@ -182,41 +141,10 @@ void embedding_backward_cuda(const RowGradSegment* segments, int num_segments, i
   const int64_t n_unique = host_flags.data<int64_t>()[1];
 
   values = Tensor::empty({n_unique, dim}, DType::kF32, dev);  // [|U|, dim]
-  if (dim > 0) {
-    // Block = one unique id (x) times a slice of up to 256 columns (y).
-    const int threads = static_cast<int>(std::min<int64_t>(kThreads, (dim + 31) / 32 * 32));
-    const dim3 grid(static_cast<unsigned>(n_unique),
-                    static_cast<unsigned>((dim + threads - 1) / threads));
-    segment_sum_kernel<<<grid, threads, 0, stream>>>(
-        positions_out.data<int32_t>(), offsets.data<int32_t>(), counts.data<int32_t>(), dim, table,
-        values.data<float>());
-    ELMO_CUDA_CHECK_LAUNCH();
-  }
+  row_sum_by_plan_cuda(inputs.data(), num_segments, dim, offsets.data<int32_t>(),
+                       positions_out.data<int32_t>(), n_unique, values.data<float>(), RowSumTail{});
   Tensor host_unique = unique.rows(0, n_unique).to(Device::cpu());
   unique_ids.assign(host_unique.data<int32_t>(), host_unique.data<int32_t>() + n_unique);
-}
-
-void row_sum_by_plan_cuda(const RowGradSegment* segments, int num_segments, int64_t dim,
-                          const int32_t* offsets, const int32_t* positions, int64_t n_unique,
-                          float* values) {
-  ELMO_CHECK(num_segments >= 1 && num_segments <= kMaxRowGradSegments, "row_sum_by_plan: ",
-             num_segments, " segments (1..", kMaxRowGradSegments, " on CUDA)");
-  ELMO_CHECK(n_unique < (int64_t{1} << 31), "row_sum_by_plan: ", n_unique, " unique ids");
-  if (n_unique == 0 || dim == 0) return;
-  SegmentTable table{};
-  table.count = num_segments;
-  int64_t total = 0;
-  for (int s = 0; s < num_segments; ++s) {
-    table.dy[s] = segments[s].dy;
-    table.begin[s] = total;
-    total += segments[s].n;
-  }
-  table.begin[num_segments] = total;
-  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (dim + 31) / 32 * 32));
-  const dim3 grid(static_cast<unsigned>(n_unique),
-                  static_cast<unsigned>((dim + threads - 1) / threads));
-  plan_sum_kernel<<<grid, threads, 0, current_stream()>>>(positions, offsets, dim, table, values);
-  ELMO_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace elmo

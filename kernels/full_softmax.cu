@@ -2,6 +2,7 @@
 // per row, block-wide max and sum reductions, the merge into the running state by thread 0.
 #include "kernels/block_reduce.cuh"
 #include "kernels/full_softmax.h"
+#include "kernels/launchers.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
 

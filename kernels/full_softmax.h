@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "runtime/dtype.h"
 #include "runtime/hd.h"
 
 namespace elmo {
@@ -39,32 +40,27 @@ ELMO_HD float full_softmax_grad(float z, float lse, bool is_target, float scale)
   return scale * (expf(z - lse) - (is_target ? 1.0f : 0.0f));
 }
 
+// Entry points: every pointer on `device` (CUDA: launched on the current stream).
 // Merges one chunk into the running state.
 //   logits [N, C] raw h @ W_c^T (row stride ld), bias [C] = bias of ids [begin, begin + C)
 //   row_max [N], row_sum [N] running state; target_logit [N] written when the target is here
-void full_softmax_chunk_lse_cpu(const float* logits, int64_t ld, const float* bias,
-                                const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
-                                float* row_max, double* row_sum, float* target_logit);
-void full_softmax_chunk_lse_cuda(const float* logits, int64_t ld, const float* bias,
-                                 const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
-                                 float* row_max, double* row_sum, float* target_logit);
+void full_softmax_chunk_lse(Device device, const float* logits, int64_t ld, const float* bias,
+                            const int32_t* targets, int64_t rows, int64_t chunk, int64_t begin,
+                            float* row_max, double* row_sum, float* target_logit);
 
 // logits [N, C] in: raw h @ W_c^T, out: scale * dNLL/dz;  lse [N] of every row.
-void full_softmax_chunk_grad_cpu(float* logits, int64_t ld, const float* bias,
-                                 const int32_t* targets, const float* lse, int64_t rows,
-                                 int64_t chunk, int64_t begin, float grad_scale);
-void full_softmax_chunk_grad_cuda(float* logits, int64_t ld, const float* bias,
-                                  const int32_t* targets, const float* lse, int64_t rows,
-                                  int64_t chunk, int64_t begin, float grad_scale);
+void full_softmax_chunk_grad(Device device, float* logits, int64_t ld, const float* bias,
+                             const int32_t* targets, const float* lse, int64_t rows, int64_t chunk,
+                             int64_t begin, float grad_scale);
 
-// After the last chunk (CUDA; the CPU layer does this loop on the host): for every row with a
-// target, lse[r] = (float)(row_max + log(row_sum)) and NLL_r = lse_r - target_logit[r] in
-// double; result[0] = sum of NLL_r, result[1] = number of such rows (as a double). One block,
-// fixed-order tree sums: deterministic. Device pointers; result is device memory [2].
-// row_nll (optional, device [rows]) receives every NLL_r that enters the sum, NaN for rows
-// without a target.
-void full_softmax_finish_cuda(const float* row_max, const double* row_sum,
-                              const float* target_logit, const int32_t* targets, int64_t rows,
-                              float* lse, double* result, double* row_nll = nullptr);
+// After the last chunk: for every row with a target, lse[r] = (float)(row_max + log(row_sum))
+// and NLL_r = lse_r - target_logit[r] in double; result[0] = sum of NLL_r, result[1] = number of
+// such rows (as a double); lse of the other rows is left as it was. row_nll (optional, [rows])
+// receives every NLL_r that enters the sum, NaN for rows without a target. The CPU sums in row
+// order; CUDA runs one block with fixed-order tree sums (deterministic, but result[0] differs
+// from the CPU's in the last bits). result [2] and row_nll are on `device`.
+void full_softmax_finish(Device device, const float* row_max, const double* row_sum,
+                         const float* target_logit, const int32_t* targets, int64_t rows,
+                         float* lse, double* result, double* row_nll = nullptr);
 
 }  // namespace elmo

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/grad_norm.h"
+#include "kernels/launchers.h"
 #include "runtime/cuda_check.h"
 #include "runtime/pinned.h"
 #include "runtime/stream.h"

@@ -23,12 +23,8 @@ struct FloatSpan {
   int64_t n = 0;
 };
 
-// Host buffers.
-double sum_of_squares_cpu(const FloatSpan* buffers, int count);
-// Device buffers (pointers on cuda:device); returns to the host (one synchronisation).
-double sum_of_squares_cuda(const FloatSpan* buffers, int count, int device);
-
-// Entry point: f32 tensors, all on one device (undefined or empty tensors are skipped).
+// Entry point: f32 tensors, all on one device (undefined or empty tensors are skipped). CUDA:
+// the sum comes back to the host (one synchronisation).
 double sum_of_squares(const std::vector<Tensor>& tensors);
 
 }  // namespace elmo

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/grad_norm.h"
+#include "kernels/launchers.h"
 #include "runtime/parallel.h"
 
 namespace elmo {

@@ -1,6 +1,7 @@
 // CUDA fused LSTM cell: one thread per (row, column) element, the same ELMO_HD math as the CPU
 // twin (lstmp_cell.h). Memory-bound: each thread reads 4 gate pre-activations and c_prev and
 // writes c, m and (training) the activated gates and c_raw.
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"

@@ -141,23 +141,19 @@ ELMO_CELL_HD LstmCellBackward lstmp_cell_backward_math(float i, float f, float g
   return r;
 }
 
-// Raw launchers. rows = B, cell = C.
+// Entry points over pointers on `device`. rows = B, cell = C.
 //   z [B, 4C], c_prev [B, C] | nullptr -> c [B, C], m [B, C], gates [B, 4C] | nullptr,
 //   c_raw [B, C] | nullptr (inference passes nullptr for both saved outputs).
-void lstmp_cell_forward_cpu(int64_t rows, int64_t cell, float cell_clip, const float* z,
-                            const float* c_prev, float* c, float* m, float* gates, float* c_raw);
-void lstmp_cell_forward_cuda(int64_t rows, int64_t cell, float cell_clip, const float* z,
-                             const float* c_prev, float* c, float* m, float* gates, float* c_raw);
+void lstmp_cell_forward(Device device, int64_t rows, int64_t cell, float cell_clip, const float* z,
+                        const float* c_prev, float* c, float* m, float* gates, float* c_raw);
 //   gates [B, 4C], c_prev [B, C] | nullptr, c_raw [B, C], dm [B, C], dc_next [B, C] | nullptr
 //   -> dz [B, 4C], dc_prev [B, C] | nullptr.
-void lstmp_cell_backward_cpu(int64_t rows, int64_t cell, float cell_clip, const float* gates,
-                             const float* c_prev, const float* c_raw, const float* dm,
-                             const float* dc_next, float* dz, float* dc_prev);
-void lstmp_cell_backward_cuda(int64_t rows, int64_t cell, float cell_clip, const float* gates,
-                              const float* c_prev, const float* c_raw, const float* dm,
-                              const float* dc_next, float* dz, float* dc_prev);
+void lstmp_cell_backward(Device device, int64_t rows, int64_t cell, float cell_clip,
+                         const float* gates, const float* c_prev, const float* c_raw,
+                         const float* dm, const float* dc_next, float* dz, float* dc_prev);
 
-// Entry points: check dtype (f32), shapes and devices, then dispatch on the device of z / gates.
+// Entry points over tensors: check dtype (f32), shapes and devices, then dispatch on the device
+// of z / gates.
 // Optional tensors are passed undefined (Tensor()) to mean "absent" as described above (so the
 // optional outputs are const handles: the data they point at is written).
 void lstmp_cell_forward(const Tensor& z, const Tensor& c_prev, float cell_clip, Tensor& c,

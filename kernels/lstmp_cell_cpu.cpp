@@ -8,10 +8,10 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
-#include "kernels/lstmp_cell.h"
-
 #include <algorithm>
 
+#include "kernels/launchers.h"
+#include "kernels/lstmp_cell.h"
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -28,10 +28,12 @@ void store(float* dst, const float* src, int64_t n) { std::copy(src, src + n, ds
 // One chunk of n <= kChunk columns into local arrays. Separate functions with restrict
 // pointers, kept out of line: GCC vectorises these loops, not the same loops inlined into the
 // row loop (the call costs nothing next to 64 elements of work).
-__attribute__((noinline)) void forward_chunk(int64_t n, int64_t cell, float cell_clip, const float* __restrict__ zi,
-                   const float* __restrict__ cp, float* __restrict__ li, float* __restrict__ lf,
-                   float* __restrict__ lg, float* __restrict__ lo, float* __restrict__ lraw,
-                   float* __restrict__ lc, float* __restrict__ lm) {
+__attribute__((noinline)) void forward_chunk(int64_t n, int64_t cell, float cell_clip,
+                                             const float* __restrict__ zi,
+                                             const float* __restrict__ cp, float* __restrict__ li,
+                                             float* __restrict__ lf, float* __restrict__ lg,
+                                             float* __restrict__ lo, float* __restrict__ lraw,
+                                             float* __restrict__ lc, float* __restrict__ lm) {
   for (int64_t k = 0; k < n; ++k) {
     const LstmCellForward r = lstmp_cell_forward_math(zi[k], zi[cell + k], zi[2 * cell + k],
                                                       zi[3 * cell + k], cp[k], cell_clip);
@@ -45,11 +47,11 @@ __attribute__((noinline)) void forward_chunk(int64_t n, int64_t cell, float cell
   }
 }
 
-__attribute__((noinline)) void backward_chunk(int64_t n, int64_t cell, float cell_clip, const float* __restrict__ gi,
-                    const float* __restrict__ cp, const float* __restrict__ raw,
-                    const float* __restrict__ dm, const float* __restrict__ dcn,
-                    float* __restrict__ li, float* __restrict__ lf, float* __restrict__ lg,
-                    float* __restrict__ lo, float* __restrict__ ldcp) {
+__attribute__((noinline)) void backward_chunk(
+    int64_t n, int64_t cell, float cell_clip, const float* __restrict__ gi,
+    const float* __restrict__ cp, const float* __restrict__ raw, const float* __restrict__ dm,
+    const float* __restrict__ dcn, float* __restrict__ li, float* __restrict__ lf,
+    float* __restrict__ lg, float* __restrict__ lo, float* __restrict__ ldcp) {
   for (int64_t k = 0; k < n; ++k) {
     const LstmCellBackward r =
         lstmp_cell_backward_math(gi[k], gi[cell + k], gi[2 * cell + k], gi[3 * cell + k], cp[k],
@@ -137,12 +139,8 @@ void lstmp_cell_forward(const Tensor& z, const Tensor& c_prev, float cell_clip, 
   const float* cp = c_prev.defined() ? c_prev.data<float>() : nullptr;
   float* g = gates.defined() ? gates.data<float>() : nullptr;
   float* cr = c_raw.defined() ? c_raw.data<float>() : nullptr;
-  if (z.device().is_cpu())
-    lstmp_cell_forward_cpu(rows, cell, cell_clip, z.data<float>(), cp, c.data<float>(),
-                           m.data<float>(), g, cr);
-  else
-    lstmp_cell_forward_cuda(rows, cell, cell_clip, z.data<float>(), cp, c.data<float>(),
-                            m.data<float>(), g, cr);
+  lstmp_cell_forward(z.device(), rows, cell, cell_clip, z.data<float>(), cp, c.data<float>(),
+                     m.data<float>(), g, cr);
 }
 
 void lstmp_cell_backward(const Tensor& gates, const Tensor& c_prev, const Tensor& c_raw,
@@ -164,12 +162,25 @@ void lstmp_cell_backward(const Tensor& gates, const Tensor& c_prev, const Tensor
   const float* cp = c_prev.defined() ? c_prev.data<float>() : nullptr;
   const float* dcn = dc_next.defined() ? dc_next.data<float>() : nullptr;
   float* dcp = dc_prev.defined() ? dc_prev.data<float>() : nullptr;
-  if (gates.device().is_cpu())
-    lstmp_cell_backward_cpu(rows, cell, cell_clip, gates.data<float>(), cp, c_raw.data<float>(),
-                            dm.data<float>(), dcn, dz.data<float>(), dcp);
+  lstmp_cell_backward(gates.device(), rows, cell, cell_clip, gates.data<float>(), cp,
+                      c_raw.data<float>(), dm.data<float>(), dcn, dz.data<float>(), dcp);
+}
+
+void lstmp_cell_forward(Device device, int64_t rows, int64_t cell, float cell_clip, const float* z,
+                        const float* c_prev, float* c, float* m, float* gates, float* c_raw) {
+  if (device.is_cpu())
+    lstmp_cell_forward_cpu(rows, cell, cell_clip, z, c_prev, c, m, gates, c_raw);
   else
-    lstmp_cell_backward_cuda(rows, cell, cell_clip, gates.data<float>(), cp,
-                             c_raw.data<float>(), dm.data<float>(), dcn, dz.data<float>(), dcp);
+    lstmp_cell_forward_cuda(rows, cell, cell_clip, z, c_prev, c, m, gates, c_raw);
+}
+
+void lstmp_cell_backward(Device device, int64_t rows, int64_t cell, float cell_clip,
+                         const float* gates, const float* c_prev, const float* c_raw,
+                         const float* dm, const float* dc_next, float* dz, float* dc_prev) {
+  if (device.is_cpu())
+    lstmp_cell_backward_cpu(rows, cell, cell_clip, gates, c_prev, c_raw, dm, dc_next, dz, dc_prev);
+  else
+    lstmp_cell_backward_cuda(rows, cell, cell_clip, gates, c_prev, c_raw, dm, dc_next, dz, dc_prev);
 }
 
 }  // namespace elmo

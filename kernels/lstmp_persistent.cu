@@ -16,6 +16,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "kernels/lstmp_persistent.h"
 #include "runtime/cuda_check.h"

@@ -43,6 +43,8 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/dtype.h"
+
 namespace elmo {
 
 // What limits the plan; read from the device (lstmp_persistent_device_limits) or, for CPU runs
@@ -148,17 +150,18 @@ LstmpScratchLayout lstmp_persistent_scratch_layout(const LstmpPersistentPlan& pl
 // Bytes of scratch that serve both directions.
 size_t lstmp_persistent_scratch_bytes(const LstmpPersistentPlan& plan, int64_t B);
 
-// CUDA: one cooperative launch each on the current stream; pointers on the current device.
-// Throws elmo::Error with the plan's reason if !plan.ok(), and on any launch precondition.
-void lstmp_persistent_forward_cuda(const LstmpPersistentPlan& plan, const LstmpForwardArgs& a);
-void lstmp_persistent_backward_cuda(const LstmpPersistentPlan& plan, const LstmpBackwardArgs& a);
+// The plan for (C, P) on `device`: on the CPU the H100 plan (the twin runs what an H100 would);
+// on CUDA the device's limits, and the reason the kernels cannot run there if the occupancy
+// calculator says so (lstmp_persistent_supported).
+LstmpPersistentPlan lstmp_persistent_plan_for(int64_t cell, int64_t proj, Device device);
 
-// CPU twins (host pointers; `scratch` is unused and may be nullptr). round_bf16 = false skips
-// every bf16 rounding (an fp32 run of the same algorithm, for finite-difference checks).
-void lstmp_persistent_forward_cpu(const LstmpPersistentPlan& plan, const LstmpForwardArgs& a,
-                                  bool round_bf16 = true);
-void lstmp_persistent_backward_cpu(const LstmpPersistentPlan& plan, const LstmpBackwardArgs& a,
-                                   bool round_bf16 = true);
+// Entry points: pointers on `device`. CPU: the twin (`scratch` unused, may be nullptr); CUDA: one
+// cooperative launch each on the current stream of the current device. Throw elmo::Error with
+// the plan's reason if !plan.ok(), and on any launch precondition.
+void lstmp_persistent_forward(Device device, const LstmpPersistentPlan& plan,
+                              const LstmpForwardArgs& a);
+void lstmp_persistent_backward(Device device, const LstmpPersistentPlan& plan,
+                               const LstmpBackwardArgs& a);
 
 // f32 -> bf16 -> f32, round to nearest even (NaN stays NaN): what __float2bfloat16_rn does.
 float lstmp_round_bf16(float x);

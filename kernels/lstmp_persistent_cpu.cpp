@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "kernels/lstmp_persistent.h"
 #include "kernels/pointwise.h"
@@ -319,6 +320,30 @@ void lstmp_persistent_backward_cpu(const LstmpPersistentPlan& plan, const LstmpB
     // Phase C (all blocks): dr_{t-1}.
     finish_dr(t - 1, true);
   }
+}
+
+LstmpPersistentPlan lstmp_persistent_plan_for(int64_t cell, int64_t proj, Device device) {
+  if (device.is_cpu()) return lstmp_persistent_plan(cell, proj, lstmp_persistent_h100_limits());
+  LstmpPersistentPlan plan =
+      lstmp_persistent_plan(cell, proj, lstmp_persistent_device_limits(device.index));
+  if (plan.ok()) plan.reason = lstmp_persistent_supported(cell, proj, device.index);
+  return plan;
+}
+
+void lstmp_persistent_forward(Device device, const LstmpPersistentPlan& plan,
+                              const LstmpForwardArgs& a) {
+  if (device.is_cpu())
+    lstmp_persistent_forward_cpu(plan, a);
+  else
+    lstmp_persistent_forward_cuda(plan, a);
+}
+
+void lstmp_persistent_backward(Device device, const LstmpPersistentPlan& plan,
+                               const LstmpBackwardArgs& a) {
+  if (device.is_cpu())
+    lstmp_persistent_backward_cpu(plan, a);
+  else
+    lstmp_persistent_backward_cuda(plan, a);
 }
 
 }  // namespace elmo

@@ -1,6 +1,7 @@
 // CUDA side of kernels/pointwise.h: grid-stride elementwise kernels, kColumnSumLanes threads per
 // column for the column sums (the lane order of pointwise.h, as the CPU), one fixed-tree block
 // for sum_to_double.
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "kernels/pointwise.h"
 #include "runtime/cuda_check.h"

@@ -56,18 +56,4 @@ void add_scaled_table_rows(Device device, float* out, const float* scale, const 
                            const int32_t* ids, int64_t n, int64_t dim);
 void sum_to_double(Device device, const float* x, int64_t n, double* out);
 
-// Raw CUDA launchers (device pointers, current stream). The CPU side is in pointwise_cpu.cpp.
-void fill_floats_cuda(float* x, int64_t n, float value);
-void floats_to_bf16_cuda(const float* x, uint16_t* y, int64_t n);
-void bf16_to_floats_cuda(const uint16_t* x, float* y, int64_t n);
-void broadcast_rows_cuda(const float* row, int64_t dim, int64_t rows, float* out);
-void clip_values_cuda(const float* x, float* y, int64_t n, float limit);
-void mask_clip_grad_cuda(float* g, const float* x, int64_t n, float limit);
-void add_floats_cuda(const float* a, const float* b, float* out, int64_t n);
-void column_sums_add_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out);
-void column_sums_add_f64_cuda(const float* x, int64_t rows, int64_t cols, int64_t ld, double* out);
-void add_scaled_table_rows_cuda(float* out, const float* scale, const float* table,
-                                const int32_t* ids, int64_t n, int64_t dim);
-void sum_to_double_cuda(const float* x, int64_t n, double* out);
-
 }  // namespace elmo

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
 #include "kernels/pointwise.h"
 #include "runtime/cuda_memory.h"

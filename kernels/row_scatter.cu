@@ -1,4 +1,5 @@
 // CUDA row scatter: one thread per (row, column) of the written rows; see row_scatter.h.
+#include "kernels/launchers.h"
 #include "kernels/row_scatter.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"

@@ -15,13 +15,8 @@
 
 namespace elmo {
 
-// Host pointers. Throws Error naming the first id outside [0, table_rows) before writing.
-void scatter_rows_cpu(float* table, int64_t table_rows, int64_t dim, const int32_t* ids, int64_t n,
-                      const float* rows);
-// Device pointers on the current device, launched on the current stream.
-void scatter_rows_cuda(float* table, int64_t dim, const int32_t* ids, int64_t n, const float* rows);
-
-// Either twin by `device` (all pointers on that device).
+// Entry point: all pointers on `device`. CPU: throws Error naming the first id outside
+// [0, table_rows) before writing; CUDA: launched on the current stream, ids trusted.
 void scatter_rows(Device device, float* table, int64_t table_rows, int64_t dim, const int32_t* ids,
                   int64_t n, const float* rows);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "kernels/embedding.h"
+#include "kernels/launchers.h"
 #include "kernels/row_scatter.h"
 
 namespace elmo {

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "kernels/block_reduce.cuh"
+#include "kernels/launchers.h"
 #include "kernels/sampled_softmax.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"
@@ -75,43 +76,6 @@ __global__ void corrections_kernel(const float* __restrict__ bias,
   if (j < samples) correction[j] = __fsub_rn(bias[sample_ids[j]], log_expected[j]);
 }
 
-struct CallTable {
-  const float* h[kMaxSampledSoftmaxCalls];
-  const float* dtrue[kMaxSampledSoftmaxCalls];
-  int64_t begin[kMaxSampledSoftmaxCalls + 1];  // first global position of each call
-  int count;
-};
-
-// One thread per (touched row u, column c <= dim); column dim is the bias.
-__global__ void touched_rows_kernel(CallTable calls, int64_t dim, const int32_t* __restrict__ offsets,
-                                    const int32_t* __restrict__ positions,
-                                    const int32_t* __restrict__ sample_of_row,
-                                    const float* __restrict__ sample_dw,
-                                    const double* __restrict__ sample_db,
-                                    float* __restrict__ grad_w, float* __restrict__ grad_b) {
-  const int64_t u = blockIdx.x;
-  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (c > dim) return;
-  const bool bias = c == dim;
-  float acc = 0.0f;
-  for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
-    const int64_t p = positions[k];
-    int s = 0;
-    while (s + 1 < calls.count && p >= calls.begin[s + 1]) ++s;
-    const int64_t r = p - calls.begin[s];
-    const float g = calls.dtrue[s][r];
-    acc = bias ? __fadd_rn(acc, g) : __fadd_rn(acc, __fmul_rn(g, calls.h[s][r * dim + c]));
-  }
-  const int32_t j = sample_of_row[u];
-  if (j >= 0)
-    acc = bias ? __fadd_rn(acc, static_cast<float>(sample_db[j]))
-               : __fadd_rn(acc, sample_dw[static_cast<int64_t>(j) * dim + c]);
-  if (bias)
-    grad_b[u] = acc;
-  else
-    grad_w[u * dim + c] = acc;
-}
-
 }  // namespace
 
 void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, const float* h,
@@ -140,38 +104,8 @@ void sampled_softmax_corrections_cuda(const float* bias, const int32_t* sample_i
                                       float* correction) {
   if (samples <= 0) return;
   const unsigned blocks = static_cast<unsigned>((samples + kRowThreads - 1) / kRowThreads);
-  corrections_kernel<<<blocks, kRowThreads, 0, current_stream()>>>(bias, sample_ids,
-                                                                   log_expected, samples,
-                                                                   correction);
-  ELMO_CUDA_CHECK_LAUNCH();
-}
-
-void sampled_softmax_touched_rows_cuda(const float* const* h, const float* const* dtrue,
-                                       const int64_t* rows, int calls, int64_t dim,
-                                       const int32_t* offsets, const int32_t* positions,
-                                       const int32_t* sample_of_row, const float* sample_dw,
-                                       const double* sample_db, int64_t n_touched,
-                                       float* grad_w, float* grad_b) {
-  ELMO_CHECK(calls >= 0 && calls <= kMaxSampledSoftmaxCalls, "sampled softmax: ", calls,
-             " forward_backward calls in one step (at most ", kMaxSampledSoftmaxCalls,
-             " on CUDA)");
-  ELMO_CHECK(n_touched < (int64_t{1} << 31), "sampled softmax: ", n_touched, " touched rows");
-  if (n_touched == 0) return;
-  CallTable table{};
-  table.count = calls;
-  int64_t total = 0;
-  for (int s = 0; s < calls; ++s) {
-    table.h[s] = h[s];
-    table.dtrue[s] = dtrue[s];
-    table.begin[s] = total;
-    total += rows[s];
-  }
-  table.begin[calls] = total;
-  const int threads = static_cast<int>(std::min<int64_t>(kRowThreads, (dim + 1 + 31) / 32 * 32));
-  const dim3 grid(static_cast<unsigned>(n_touched),
-                  static_cast<unsigned>((dim + 1 + threads - 1) / threads));
-  touched_rows_kernel<<<grid, threads, 0, current_stream()>>>(
-      table, dim, offsets, positions, sample_of_row, sample_dw, sample_db, grad_w, grad_b);
+  corrections_kernel<<<blocks, kRowThreads, 0, current_stream()>>>(bias, sample_ids, log_expected,
+                                                                   samples, correction);
   ELMO_CUDA_CHECK_LAUNCH();
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/log_uniform_sampler.h"
+#include "runtime/dtype.h"
 #include "runtime/hd.h"
 
 namespace elmo {
@@ -38,18 +39,16 @@ struct SampledSoftmaxRowsParams {
   bool compute_grad = true;  // false: loss only, logits and true_logits are left as they were
 };
 
+// Entry points: every pointer on `device` (CUDA: launched on the current stream).
+//
 // true_logits[r] = dot(h[r], weight[row_r]) + bias[row_r]
 //                  - log_expected_count(targets[r], tries, vocab)
 // weight [V, dim], bias [V], h [N, dim], targets [N] (in [0, V), checked by the caller).
 // row_r = target_rows[r] when given (a compacted table, model/row_layout.h), else targets[r].
-void sampled_softmax_target_logits_cpu(const float* weight, const float* bias, const float* h,
-                                       const int32_t* targets, int64_t rows, int64_t dim,
-                                       int64_t tries, int64_t vocab, float* true_logits,
-                                       const int32_t* target_rows = nullptr);
-void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, const float* h,
-                                        const int32_t* targets, int64_t rows, int64_t dim,
-                                        int64_t tries, int64_t vocab, float* true_logits,
-                                        const int32_t* target_rows = nullptr);
+void sampled_softmax_target_logits(Device device, const float* weight, const float* bias,
+                                   const float* h, const int32_t* targets, int64_t rows,
+                                   int64_t dim, int64_t tries, int64_t vocab, float* true_logits,
+                                   const int32_t* target_rows = nullptr);
 
 // The fused row pass.
 //   logits       [N, S] in: h @ W_s^T (raw);  out (compute_grad): dz_j
@@ -57,36 +56,22 @@ void sampled_softmax_target_logits_cuda(const float* weight, const float* bias, 
 //   correction   [S]    b[s_j] - log E(s_j)
 //   sample_ids   [S], targets [N]
 //   loss         [N]    out: loss_r (unscaled NLL)
-void sampled_softmax_rows_cpu(float* logits, float* true_logits, const float* correction,
-                              const int32_t* sample_ids, const int32_t* targets, float* loss,
-                              const SampledSoftmaxRowsParams& params);
-void sampled_softmax_rows_cuda(float* logits, float* true_logits, const float* correction,
-                               const int32_t* sample_ids, const int32_t* targets, float* loss,
-                               const SampledSoftmaxRowsParams& params);
+void sampled_softmax_rows(Device device, float* logits, float* true_logits, const float* correction,
+                          const int32_t* sample_ids, const int32_t* targets, float* loss,
+                          const SampledSoftmaxRowsParams& params);
 
-// ---- Device path helpers of model/sampled_softmax (CUDA only; their CPU counterparts are the
-// loops of the CPU layer, which the model-level GPU tests compare against) -----------------
+// correction[j] = bias[sample_ids[j]] - log_expected[j]      ([S]; one rounded subtraction)
+void sampled_softmax_corrections(Device device, const float* bias, const int32_t* sample_ids,
+                                 const float* log_expected, int64_t samples, float* correction);
 
-// correction[j] = bias[sample_ids[j]] - log_expected[j]      (all device pointers, [S])
-void sampled_softmax_corrections_cuda(const float* bias, const int32_t* sample_ids,
-                                      const float* log_expected, int64_t samples,
-                                      float* correction);
+// db[j] += sum_r dlogits[r, j] in double (dlogits [N, S]): the sampled rows' bias gradient. CPU:
+// rows in ascending order, each added into db[j] directly (the CPU layer's order since its first
+// version); CUDA: the lane order of column_sums_add_f64 (kernels/pointwise.h), which spreads the
+// rows over many threads. The two differ in the last bits of the double sums.
+void sampled_softmax_sample_bias_grad(Device device, const float* dlogits, int64_t rows,
+                                      int64_t samples, double* db);
 
-// Most forward_backward calls (directions) one step's touched rows are gathered from.
-constexpr int kMaxSampledSoftmaxCalls = 8;
-
-// The gradient rows of the touched ids U of one step, in the CPU layer's summation order:
-//   grad_w[u, :] = sum over k in [offsets[u], offsets[u+1]) of dtrue(p_k) * h(p_k)[:]
-//                  (+ sample_dw[j, :] when u is the row of sample j = sample_of_row[u] >= 0)
-//   grad_b[u]    = sum of dtrue(p_k)  (+ (float) sample_db[j])
-// p_k = positions[k] indexes the calls' rows concatenated in call order: call s holds
-// rows[s] rows with h[s] [rows[s], dim] and dtrue[s] [rows[s]]. Each element is one thread's
-// sequential, explicitly rounded sum: deterministic, no atomics. Device pointers.
-void sampled_softmax_touched_rows_cuda(const float* const* h, const float* const* dtrue,
-                                       const int64_t* rows, int calls, int64_t dim,
-                                       const int32_t* offsets, const int32_t* positions,
-                                       const int32_t* sample_of_row, const float* sample_dw,
-                                       const double* sample_db, int64_t n_touched,
-                                       float* grad_w, float* grad_b);
+// The gradient rows of the touched ids (targets and samples) are a planned row sum
+// (kernels/row_sum.h): the rows h scaled by dtrue, then each sample's own row as the tail.
 
 }  // namespace elmo

@@ -1,11 +1,13 @@
 // CPU twin of the sampled-softmax row kernels (see kernels/sampled_softmax.h): rows in
-// parallel, each row in three passes (mask + max, exp + sum, normalise); sums in double.
+// parallel, each row in three passes (mask + max, exp + sum, normalise); sums in double. And
+// the device dispatch.
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/sampled_softmax.h"
-
+#include "kernels/launchers.h"
 #include "kernels/lstmp_cell.h"
+#include "kernels/pointwise.h"
+#include "kernels/sampled_softmax.h"
 #include "runtime/parallel.h"
 
 namespace elmo {
@@ -74,6 +76,61 @@ void sampled_softmax_rows_cpu(float* logits, float* true_logits, const float* co
                    }
                  }
                });
+}
+
+void sampled_softmax_corrections_cpu(const float* bias, const int32_t* sample_ids,
+                                     const float* log_expected, int64_t samples,
+                                     float* correction) {
+  for (int64_t j = 0; j < samples; ++j) correction[j] = bias[sample_ids[j]] - log_expected[j];
+}
+
+void sampled_softmax_sample_bias_grad_cpu(const float* dlogits, int64_t rows, int64_t samples,
+                                          double* db) {
+  parallel_for(samples, 1024, [&](int64_t begin, int64_t end) {  // threads own columns
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = dlogits + r * samples;  // [S]
+      for (int64_t j = begin; j < end; ++j) db[j] += row[j];
+    }
+  });
+}
+
+void sampled_softmax_sample_bias_grad(Device device, const float* dlogits, int64_t rows,
+                                      int64_t samples, double* db) {
+  if (rows <= 0 || samples <= 0) return;
+  if (device.is_cpu())
+    sampled_softmax_sample_bias_grad_cpu(dlogits, rows, samples, db);
+  else
+    column_sums_add_f64(device, dlogits, rows, samples, samples, db);
+}
+
+void sampled_softmax_target_logits(Device device, const float* weight, const float* bias,
+                                   const float* h, const int32_t* targets, int64_t rows,
+                                   int64_t dim, int64_t tries, int64_t vocab, float* true_logits,
+                                   const int32_t* target_rows) {
+  if (device.is_cpu())
+    sampled_softmax_target_logits_cpu(weight, bias, h, targets, rows, dim, tries, vocab,
+                                      true_logits, target_rows);
+  else
+    sampled_softmax_target_logits_cuda(weight, bias, h, targets, rows, dim, tries, vocab,
+                                       true_logits, target_rows);
+}
+
+void sampled_softmax_rows(Device device, float* logits, float* true_logits, const float* correction,
+                          const int32_t* sample_ids, const int32_t* targets, float* loss,
+                          const SampledSoftmaxRowsParams& params) {
+  if (device.is_cpu())
+    sampled_softmax_rows_cpu(logits, true_logits, correction, sample_ids, targets, loss, params);
+  else
+    sampled_softmax_rows_cuda(logits, true_logits, correction, sample_ids, targets, loss, params);
+}
+
+void sampled_softmax_corrections(Device device, const float* bias, const int32_t* sample_ids,
+                                 const float* log_expected, int64_t samples, float* correction) {
+  if (samples <= 0) return;
+  if (device.is_cpu())
+    sampled_softmax_corrections_cpu(bias, sample_ids, log_expected, samples, correction);
+  else
+    sampled_softmax_corrections_cuda(bias, sample_ids, log_expected, samples, correction);
 }
 
 }  // namespace elmo

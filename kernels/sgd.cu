@@ -1,4 +1,5 @@
 // CUDA SGD: one thread per element (dense) or per (row, column) of the touched rows.
+#include "kernels/launchers.h"
 #include "kernels/sgd.h"
 #include "runtime/cuda_check.h"
 #include "runtime/stream.h"

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "runtime/dtype.h"
 #include "runtime/hd.h"
 
 namespace elmo {
@@ -22,14 +23,11 @@ ELMO_HD void sgd_update(float& p, float grad, float lr, float grad_scale) {
 #endif
 }
 
+// Entry points: every pointer on `device` (CUDA: launched on the current stream).
 // Dense: p, g [n].
-void sgd_dense_cpu(float* p, const float* g, int64_t n, float lr, float grad_scale);
-void sgd_dense_cuda(float* p, const float* g, int64_t n, float lr, float grad_scale);
-
+void sgd_dense(Device device, float* p, const float* g, int64_t n, float lr, float grad_scale);
 // Rows: table [rows, dim]; ids [n_ids] unique; grad_rows [n_ids, dim].
-void sgd_rows_cpu(float* table, int64_t dim, const int32_t* ids, const float* grad_rows,
-                  int64_t n_ids, float lr, float grad_scale);
-void sgd_rows_cuda(float* table, int64_t dim, const int32_t* ids, const float* grad_rows,
-                   int64_t n_ids, float lr, float grad_scale);
+void sgd_rows(Device device, float* table, int64_t dim, const int32_t* ids, const float* grad_rows,
+              int64_t n_ids, float lr, float grad_scale);
 
 }  // namespace elmo

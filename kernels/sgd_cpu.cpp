@@ -1,6 +1,8 @@
-// CPU SGD: dense (parallel over elements) and row-sparse (parallel over rows).
+// CPU SGD: dense (parallel over elements) and row-sparse (parallel over rows), and the device
+// dispatch.
 #include <algorithm>
 
+#include "kernels/launchers.h"
 #include "kernels/sgd.h"
 #include "runtime/parallel.h"
 
@@ -22,6 +24,21 @@ void sgd_rows_cpu(float* table, int64_t dim, const int32_t* ids, const float* gr
       for (int64_t c = 0; c < dim; ++c) sgd_update(row[c], g[c], lr, grad_scale);
     }
   });
+}
+
+void sgd_dense(Device device, float* p, const float* g, int64_t n, float lr, float grad_scale) {
+  if (device.is_cpu())
+    sgd_dense_cpu(p, g, n, lr, grad_scale);
+  else
+    sgd_dense_cuda(p, g, n, lr, grad_scale);
+}
+
+void sgd_rows(Device device, float* table, int64_t dim, const int32_t* ids, const float* grad_rows,
+              int64_t n_ids, float lr, float grad_scale) {
+  if (device.is_cpu())
+    sgd_rows_cpu(table, dim, ids, grad_rows, n_ids, lr, grad_scale);
+  else
+    sgd_rows_cuda(table, dim, ids, grad_rows, n_ids, lr, grad_scale);
 }
 
 }  // namespace elmo

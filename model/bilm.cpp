@@ -191,7 +191,7 @@ void BiLM::for_each_direction(int first, int end, const std::function<void(int)>
   // first direction's work wherever the caller's stream orders against the direction streams.)
   // The event is the first direction's, so calls for different directions from two threads
   // (evaluate) never share one.
-  cudaStream_t caller = current_stream();
+  CudaStreamHandle caller = current_stream();
   m.forked[first]->record(caller);
   for (int d = first; d < end; ++d) {
     m.forked[first]->wait(m.streams[d]->get());
@@ -217,16 +217,27 @@ void BiLM::require_every_row(const char* what) const {
                   "layout); load a whole model from a checkpoint to ", what));
 }
 
-void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
+void BiLM::init(uint64_t seed, const BilmInit& init) {
   const Scope scope(*this);
   Rng rng(seed, kRngInit);
-  init_uniform_rows(params_.get(kEmbeddingWeight), slots_[kEmbeddingRows].layout(), embedding_scale,
-                    rng);
+  init_uniform_rows(params_.get(kEmbeddingWeight), slots_[kEmbeddingRows].layout(),
+                    init.embedding_scale, rng);
   const LstmStackShape stack = stack_shape(shape_);
   for (int d = 0; d < shape_.directions(); ++d)
-    init_lstm_parameters(params_, direction_name(d), stack, init_scale, rng);
-  init_uniform_rows(params_.get("softmax.weight"), slots_[kSoftmaxRows].layout(), init_scale, rng);
-  params_.get("softmax.bias").value.zero_();
+    init_lstm_parameters(params_, direction_name(d), stack, init.init_scale, rng, init.forget_bias);
+  const RowLayout& softmax_rows = slots_[kSoftmaxRows].layout();
+  init_uniform_rows(params_.get("softmax.weight"), softmax_rows, init.init_scale, rng);
+  if (init.uniform_softmax_bias)
+    init_uniform_rows(params_.get("softmax.bias"), softmax_rows, init.init_scale, rng);
+  else
+    params_.get("softmax.bias").value.zero_();
+}
+
+void BiLM::init(uint64_t seed, float init_scale, float embedding_scale) {
+  BilmInit values;
+  values.init_scale = init_scale;
+  values.embedding_scale = embedding_scale;
+  init(seed, values);
 }
 
 LstmState BiLM::zero_state(int64_t rows) const {

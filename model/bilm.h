@@ -64,6 +64,15 @@ struct BilmTrainOptions {
   LstmKernel lstm_kernel = LstmKernel::kAuto;
 };
 
+// Starting values of the parameters (config model.init_scale, model.embedding_init_scale,
+// model.forget_bias, model.softmax_bias_init).
+struct BilmInit {
+  float init_scale = 0.05f;
+  float embedding_scale = 1.0f;
+  float forget_bias = 1.0f;           // bilm-tf's; the TF PTB tutorial's cell uses 0
+  bool uniform_softmax_bias = false;  // true: uniform(+-init_scale), as every TF variable
+};
+
 // Carried LSTM state of one direction: h [L, B, H] and c [L, B, C] (pre-residual), on the
 // model's device.
 struct LstmState {
@@ -128,9 +137,13 @@ class BiLM {
   ParameterStore& params() { return params_; }
   const ParameterStore& params() const { return params_; }
 
-  // Uniform(+-init_scale) LSTM and softmax weights, forget bias 1, embedding uniform
-  // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order (the same values on
-  // every device, and in every layout: a sharded table draws every row and keeps its own).
+  // Uniform(+-init_scale) LSTM and softmax weights, LSTM biases 0 but the forget gate's
+  // (init.forget_bias), softmax bias 0 or uniform(+-init_scale), embedding uniform
+  // (+-embedding_scale); all from Rng(seed, kRngInit) in parameter order, the softmax bias
+  // last (the same values on every device, and in every layout: a sharded table draws every
+  // row and keeps its own).
+  void init(uint64_t seed, const BilmInit& init);
+  // = init(seed, {init_scale, embedding_scale}): forget bias 1, softmax bias 0.
   void init(uint64_t seed, float init_scale, float embedding_scale);
 
   LstmState zero_state(int64_t rows) const;  // on the model's device

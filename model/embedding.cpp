@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "kernels/embedding.h"
-#include "runtime/pinned.h"
+#include "kernels/row_sum.h"
 
 namespace elmo {
 
@@ -64,23 +64,23 @@ void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& ou
   check_tensor(ids, "embedding_forward ids", DType::kI32, Shape{shape[0]});
   check_same_device(embedding.value, ids, "embedding_forward");
   check_row_ids(host_ids, shape[0], embedding.rows(), "embedding_forward");
-  embedding_gather_cuda(embedding.value.data<float>(), embedding.rows(), shape[1],
-                        ids.data<int32_t>(), shape[0], out.data<float>(), nullptr);
+  embedding_gather(device, embedding.value.data<float>(), embedding.rows(), shape[1],
+                   ids.data<int32_t>(), shape[0], out.data<float>());
 }
 
 namespace {
-// CUDA backward with the ids' host copies: sort on the host, sum on the device.
+// Backward with the ids' host copies: the plan is built on the host, the device only sums.
 void embedding_backward_planned(Parameter& embedding, const std::vector<EmbeddingGrad>& grads,
                                 int64_t id_rows) {
   const Device device = embedding.value.device();
   const int64_t dim = embedding.row_dim();
   SparseRows& grad = embedding.sparse_grad;
   std::vector<std::pair<const int32_t*, int64_t>> host_ids;
-  std::vector<RowGradSegment> segments;
+  std::vector<RowSumSegment> segments;
   if (!grad.ids.empty()) {  // the existing rows enter the sum first
     const int64_t n = static_cast<int64_t>(grad.ids.size());
     host_ids.emplace_back(grad.ids.data(), n);
-    segments.push_back({nullptr, grad.values.data<float>(), n});
+    segments.push_back({grad.values.data<float>(), nullptr, n});
   }
   for (const EmbeddingGrad& g : grads) {
     const int64_t n = g.dy.size(0);
@@ -88,22 +88,19 @@ void embedding_backward_planned(Parameter& embedding, const std::vector<Embeddin
     check_same_device(embedding.value, g.ids, "embedding_backward ids");
     check_same_device(embedding.value, g.dy, "embedding_backward dy");
     host_ids.emplace_back(g.host_ids, n);
-    segments.push_back({nullptr, g.dy.data<float>(), n});
+    segments.push_back({g.dy.data<float>(), nullptr, n});
   }
   RowSumPlan plan;
   build_row_sum_plan(host_ids, id_rows, plan);
   const int64_t n_unique = static_cast<int64_t>(plan.unique_ids.size());
-  const int64_t total = static_cast<int64_t>(plan.positions.size());
-  Tensor offsets = Tensor::empty({n_unique + 1}, DType::kI32, device);
-  Tensor positions = Tensor::empty({std::max<int64_t>(total, 1)}, DType::kI32, device);
-  upload_to_device(device.index, offsets.data<int32_t>(), plan.offsets.data(),
-                   sizeof(int32_t) * plan.offsets.size());
-  upload_to_device(device.index, positions.data<int32_t>(), plan.positions.data(),
-                   sizeof(int32_t) * plan.positions.size());
+  Tensor offsets, positions;  // device copies of the plan (unused on the CPU)
+  const auto* d_offsets = static_cast<const int32_t*>(
+      host_data_on(device, plan.offsets.data(), sizeof(int32_t) * plan.offsets.size(), offsets));
+  const auto* d_positions = static_cast<const int32_t*>(host_data_on(
+      device, plan.positions.data(), sizeof(int32_t) * plan.positions.size(), positions));
   Tensor values = Tensor::empty({n_unique, dim}, DType::kF32, device);  // [|U|, dim]
-  row_sum_by_plan_cuda(segments.data(), static_cast<int>(segments.size()), dim,
-                       offsets.data<int32_t>(), positions.data<int32_t>(), n_unique,
-                       values.data<float>());
+  row_sum_by_plan(device, segments.data(), static_cast<int>(segments.size()), dim, d_offsets,
+                  d_positions, n_unique, values.data<float>());
   grad.ids = std::move(plan.unique_ids);
   grad.values = std::move(values);
 }
@@ -119,7 +116,7 @@ void embedding_backward(Parameter& embedding, const std::vector<EmbeddingGrad>& 
     ELMO_CHECK(g.dy.defined() && g.dy.ndim() == 2 && g.dy.size(1) == embedding.row_dim(),
                "embedding_backward: d_emb must be [n, ", embedding.row_dim(), "], got ",
                g.dy.defined() ? g.dy.describe() : std::string("undefined"));
-  bool planned = device.is_cuda() && !grads.empty();
+  bool planned = !grads.empty();
   for (const EmbeddingGrad& g : grads) planned = planned && g.host_ids != nullptr;
   if (planned) {
     embedding_backward_planned(embedding, grads, id_rows);

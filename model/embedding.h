@@ -5,8 +5,9 @@
 // and produces one SparseRows (ids ascending unique, rows summed in (id, position) order, the
 // positions counting through the pairs in the order given). An existing sparse gradient is
 // kept and added to (it enters the sum first), so backward may be called more than once.
-// On CUDA, passing the ids' host copy as well (the batch came from the host) lets forward check
-// them on the host and backward sort them there: neither then waits for the device.
+// Passing the ids' host copy as well (the batch came from the host) lets backward sort them
+// there (kernels/row_sum.h) on every device, and forward check them there on CUDA: neither then
+// waits for the device.
 // What it is not: the optimizer update (model/optimizer.h) or the distributed row store.
 #pragma once
 
@@ -45,8 +46,8 @@ void embedding_forward(const Parameter& embedding, const Tensor& ids, Tensor& ou
 struct EmbeddingGrad {
   Tensor ids;  // i32 [n]
   Tensor dy;   // f32 [n, E]
-  // Optional host copy of ids ([n]). When every pair of a CUDA backward has one, the per-id
-  // sort runs on the host (kernels/embedding.h RowSumPlan) and nothing is read back.
+  // Optional host copy of ids ([n]). When every pair has one, the per-id sort runs on the host
+  // (kernels/row_sum.h RowSumPlan) and nothing is read back from a device.
   const int32_t* host_ids = nullptr;
 };
 

@@ -1,6 +1,5 @@
 // Chunked full softmax on the CPU or one CUDA device: one code path over runtime/gemm.h,
-// kernels/full_softmax.h and kernels/pointwise.h; only the per-row finish (lse, NLL sum) differs:
-// a host loop on the CPU, one kernel on CUDA.
+// kernels/full_softmax.h and kernels/pointwise.h, with every buffer on the calls' device.
 #include "model/full_softmax.h"
 
 #include <algorithm>
@@ -8,7 +7,6 @@
 #include <cstring>
 
 #include "kernels/pointwise.h"
-#include "runtime/cuda_memory.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
 
@@ -47,35 +45,22 @@ struct Rows {
 };
 
 Rows prepare_rows(FullSoftmaxWorkspace& ws, int64_t n, int64_t chunk, Device device) {
-  if (device.is_cpu()) {
-    if (static_cast<int64_t>(ws.logits.size()) < n * chunk)
-      ws.logits.resize(static_cast<size_t>(n * chunk));
-    ws.row_max.assign(static_cast<size_t>(n), -INFINITY);
-    ws.row_sum.assign(static_cast<size_t>(n), 0.0);
-    ws.target_logit.assign(static_cast<size_t>(n), 0.0f);
-    ws.lse.assign(static_cast<size_t>(n), 0.0f);
-    return {ws.logits.data(), ws.row_max.data(), ws.row_sum.data(), ws.target_logit.data(),
-            ws.lse.data()};
-  }
-  cuda_set_device(device.index);
-  if (!ws.d_logits.defined() || ws.d_logits.numel() < n * chunk || !(ws.d_logits.device() == device))
-    ws.d_logits = Tensor::empty({std::max<int64_t>(n * chunk, 1)}, DType::kF32, device);
-  ensure(ws.d_row_max, n, DType::kF32, device);
-  ensure(ws.d_row_sum, n, DType::kI64, device);
-  ensure(ws.d_target_logit, n, DType::kF32, device);
-  ensure(ws.d_lse, n, DType::kF32, device);
-  ensure(ws.d_result, 2, DType::kI64, device);
-  fill_floats(device, ws.d_row_max.data<float>(), n, -INFINITY);
-  cuda_zero(ws.d_row_sum.raw(), device.index, sizeof(double) * static_cast<size_t>(n));
-  fill_floats(device, ws.d_target_logit.data<float>(), n, 0.0f);
-  fill_floats(device, ws.d_lse.data<float>(), n, 0.0f);
-  return {ws.d_logits.data<float>(), ws.d_row_max.data<float>(), f64(ws.d_row_sum),
-          ws.d_target_logit.data<float>(), ws.d_lse.data<float>()};
+  ensure(ws.logits, n * chunk, DType::kF32, device);
+  ensure(ws.row_max, n, DType::kF32, device);
+  ensure(ws.row_sum, n, DType::kI64, device);
+  ensure(ws.target_logit, n, DType::kF32, device);
+  ensure(ws.lse, n, DType::kF32, device);
+  ensure(ws.result, 2, DType::kI64, device);
+  fill_floats(device, ws.row_max.data<float>(), n, -INFINITY);
+  ws.row_sum.rows(0, n).zero_();
+  fill_floats(device, ws.target_logit.data<float>(), n, 0.0f);
+  fill_floats(device, ws.lse.data<float>(), n, 0.0f);
+  return {ws.logits.data<float>(), ws.row_max.data<float>(), f64(ws.row_sum),
+          ws.target_logit.data<float>(), ws.lse.data<float>()};
 }
 
-// Sweep 1: running log-sum-exp over all chunks; fills the lse and the result (ws.result on the
-// CPU, ws.d_result on CUDA).
-// keep_row_nll: also store each row's NLL (ws.row_nll / ws.d_row_nll).
+// Sweep 1: running log-sum-exp over all chunks; fills the lse and ws.result.
+// keep_row_nll: also store each row's NLL (ws.row_nll).
 Rows lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t dim, const float* h,
                const int32_t* targets, int64_t n, int64_t chunk, FullSoftmaxWorkspace& ws,
                Device device, bool keep_row_nll) {
@@ -84,61 +69,43 @@ Rows lse_sweep(const float* weight, const float* bias, int64_t vocab, int64_t di
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
     // logits [N, c] = h [N, P] @ W_c^T [P, c]   (row stride chunk)
-    gemm(device, false, true, n, c, dim, 1.0f, h, dim, weight + begin * dim, dim, 0.0f,
-         rows.logits, chunk);
-    (device.is_cpu() ? full_softmax_chunk_lse_cpu : full_softmax_chunk_lse_cuda)(
-        rows.logits, chunk, bias + begin, targets, n, c, begin, rows.row_max, rows.row_sum,
-        rows.target_logit);
+    gemm(device, false, true, n, c, dim, 1.0f, h, dim, weight + begin * dim, dim, 0.0f, rows.logits,
+         chunk);
+    full_softmax_chunk_lse(device, rows.logits, chunk, bias + begin, targets, n, c, begin,
+                           rows.row_max, rows.row_sum, rows.target_logit);
   }
-  if (!device.is_cpu()) {
-    if (keep_row_nll) ensure(ws.d_row_nll, n, DType::kI64, device);
-    full_softmax_finish_cuda(rows.row_max, rows.row_sum, rows.target_logit, targets, n, rows.lse,
-                             f64(ws.d_result), keep_row_nll ? f64(ws.d_row_nll) : nullptr);
-    return rows;
+  if (keep_row_nll) {
+    ensure(ws.row_nll, n, DType::kI64, device);
+    ws.row_nll_rows = n;
   }
-  if (keep_row_nll) ws.row_nll.assign(static_cast<size_t>(n), std::nan(""));
-  NllSum out;
-  for (int64_t r = 0; r < n; ++r) {
-    if (targets[r] < 0) continue;
-    const double lse = static_cast<double>(ws.row_max[r]) + std::log(ws.row_sum[r]);
-    ws.lse[r] = static_cast<float>(lse);
-    const double nll = lse - ws.target_logit[r];
-    if (keep_row_nll) ws.row_nll[r] = nll;
-    out.nll += nll;
-    ++out.count;
-  }
-  ws.result = out;
+  full_softmax_finish(device, rows.row_max, rows.row_sum, rows.target_logit, targets, n, rows.lse,
+                      f64(ws.result), keep_row_nll ? f64(ws.row_nll) : nullptr);
   return rows;
 }
 
 void clear_result(FullSoftmaxWorkspace& ws, Device device) {
-  ws.result = {};
-  if (device.is_cpu()) return;
-  ensure(ws.d_result, 2, DType::kI64, device);
-  cuda_zero(ws.d_result.raw(), device.index, 2 * sizeof(double));
+  ensure(ws.result, 2, DType::kI64, device);
+  ws.result.rows(0, 2).zero_();
 }
 
 }  // namespace
 
 NllSum full_softmax_result(const FullSoftmaxWorkspace& ws, Device device) {
-  if (device.is_cpu()) return ws.result;
-  double values[2] = {0.0, 0.0};
-  cuda_copy(values, Device::cpu(), ws.d_result.raw(), device, sizeof values);  // synchronises
+  if (!ws.result.defined()) return {};
+  ELMO_CHECK(ws.result.device() == device, "full_softmax_result: the workspace is on ",
+             ws.result.device().str(), ", not ", device.str());
+  const Tensor host = ws.result.rows(0, 2).to(Device::cpu());  // CUDA: synchronises
+  const double* values = f64(host);
   return {values[0], static_cast<int64_t>(values[1])};
 }
 
 void full_softmax_row_nll(const FullSoftmaxWorkspace& ws, int64_t n, Device device, double* out) {
   if (n == 0) return;
-  if (device.is_cpu()) {
-    ELMO_CHECK(static_cast<int64_t>(ws.row_nll.size()) >= n, "full_softmax_row_nll: ", n,
-               " rows asked, the last full_softmax_nll call kept ", ws.row_nll.size());
-    std::copy_n(ws.row_nll.begin(), n, out);
-    return;
-  }
-  ELMO_CHECK(ws.d_row_nll.defined() && ws.d_row_nll.numel() >= n, "full_softmax_row_nll: ", n,
-             " rows asked, the last full_softmax_nll call kept fewer");
-  cuda_copy(out, Device::cpu(), ws.d_row_nll.raw(), device,
-            sizeof(double) * static_cast<size_t>(n));
+  const int64_t kept = ws.row_nll.defined() ? ws.row_nll_rows : 0;
+  ELMO_CHECK(kept >= n && ws.row_nll.device() == device, "full_softmax_row_nll: ", n,
+             " rows asked, the last full_softmax_nll call kept ", kept);
+  const Tensor host = ws.row_nll.rows(0, n).to(Device::cpu());  // CUDA: synchronises
+  std::copy_n(f64(host), n, out);
 }
 
 void full_softmax_partial(const float* weight, const float* bias, int64_t rows, int64_t dim,
@@ -156,19 +123,16 @@ void full_softmax_partial(const float* weight, const float* bias, int64_t rows, 
     const int64_t c = std::min(chunk, rows - begin);
     gemm(device, false, true, n, c, dim, 1.0f, h, dim, weight + begin * dim, dim, 0.0f,
          state.logits, chunk);
-    (device.is_cpu() ? full_softmax_chunk_lse_cpu : full_softmax_chunk_lse_cuda)(
-        state.logits, chunk, bias + begin, local_targets, n, c, begin, state.row_max, state.row_sum,
-        state.target_logit);
+    full_softmax_chunk_lse(device, state.logits, chunk, bias + begin, local_targets, n, c, begin,
+                           state.row_max, state.row_sum, state.target_logit);
   }
-  if (device.is_cpu()) {
-    out.max.assign(ws.row_max.begin(), ws.row_max.begin() + n);
-    out.sum.assign(ws.row_sum.begin(), ws.row_sum.begin() + n);
-    out.target.assign(ws.target_logit.begin(), ws.target_logit.begin() + n);
-    return;
-  }
-  cuda_copy(out.max.data(), Device::cpu(), state.row_max, device, sizeof(float) * n);
-  cuda_copy(out.sum.data(), Device::cpu(), state.row_sum, device, sizeof(double) * n);
-  cuda_copy(out.target.data(), Device::cpu(), state.target_logit, device, sizeof(float) * n);
+  // The parts to the host (CUDA: synchronises).
+  const Tensor max = ws.row_max.rows(0, n).to(Device::cpu());
+  const Tensor sum = ws.row_sum.rows(0, n).to(Device::cpu());
+  const Tensor target = ws.target_logit.rows(0, n).to(Device::cpu());
+  std::copy_n(max.data<float>(), n, out.max.data());
+  std::copy_n(f64(sum), n, out.sum.data());
+  std::copy_n(target.data<float>(), n, out.target.data());
 }
 
 NllSum full_softmax_nll(const float* weight, const float* bias, int64_t vocab, int64_t dim,
@@ -202,8 +166,8 @@ void full_softmax_forward_backward_deferred(const float* weight, const float* bi
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
     gemm(device, false, true, n, c, dim, 1.0f, h, dim, weight + begin * dim, dim, 0.0f, dz, chunk);
-    (device.is_cpu() ? full_softmax_chunk_grad_cpu : full_softmax_chunk_grad_cuda)(
-        dz, chunk, bias + begin, targets, rows.lse, n, c, begin, grad_scale);
+    full_softmax_chunk_grad(device, dz, chunk, bias + begin, targets, rows.lse, n, c, begin,
+                            grad_scale);
     // dh [N, P] += dz [N, c] @ W_c [c, P]
     if (dh != nullptr)
       gemm(device, false, false, n, dim, c, 1.0f, dz, chunk, weight + begin * dim, dim, 1.0f, dh,

@@ -11,8 +11,9 @@
 // Rows with target kIgnoreTarget (-1) are skipped: not counted, zero dh.
 // CUDA: targets are device memory and are not range-checked (the caller checks its host copy);
 // the NLL sum is summed on the device (a fixed tree, so it differs from the CPU's sequential
-// double sum in the last bits) and read back by the NllSum-returning calls (one
-// synchronisation); the _deferred form leaves it in the workspace until full_softmax_result.
+// double sum in the last bits: kernels/full_softmax.h) and read back by the NllSum-returning
+// calls (one synchronisation); the _deferred form leaves it in the workspace until
+// full_softmax_result.
 // What it is not: the sampled softmax used for training the big models (model/sampled_softmax.h).
 #pragma once
 
@@ -31,21 +32,14 @@ struct NllSum {
   int64_t count = 0;  // rows whose target is not kIgnoreTarget
 };
 
-// Scratch reused across calls (grows to the largest N * chunk seen). One workspace serves one
-// device and (CUDA) one stream at a time.
+// Scratch reused across calls (grows to the largest N * chunk seen), on the calls' device.
+// One workspace serves one device and (CUDA) one stream at a time.
 struct FullSoftmaxWorkspace {
-  // CPU
-  std::vector<float> logits;        // [N, chunk]
-  std::vector<float> row_max;       // [N]
-  std::vector<double> row_sum;      // [N]
-  std::vector<float> target_logit;  // [N]
-  std::vector<float> lse;           // [N]
-  std::vector<double> row_nll;      // [N] of the last full_softmax_nll call
-  NllSum result;                    // of the last call
-  // CUDA (f64 buffers are i64 tensors)
-  Tensor d_logits, d_row_max, d_row_sum, d_target_logit, d_lse;
-  Tensor d_result;   // f64 [2]: summed NLL and count of the last call
-  Tensor d_row_nll;  // f64 [N] of the last full_softmax_nll call
+  Tensor logits;                               // [N, chunk]
+  Tensor row_max, row_sum, target_logit, lse;  // [N] (row_sum f64, held in an i64 tensor)
+  Tensor result;                               // f64 [2]: summed NLL and count of the last call
+  Tensor row_nll;                              // f64 [N] of the last full_softmax_nll call
+  int64_t row_nll_rows = 0;                    // its N
 };
 
 // weight [V, P], bias [V], h [N, P], targets [N] in [0, V) or kIgnoreTarget. Also keeps each

@@ -20,9 +20,8 @@ float* FloatBuffer::ensure(int64_t n, Device device) {
 }
 
 int64_t LstmLayerWorkspace::bytes() const {
-  const FloatBuffer* all[] = {&gates_, &c_,  &c_raw_, &m_,    &r_,
-                              &h0_,    &c0_, &dr_,    &dm_,   &dc_,
-                              &ones_,  &persistent_.scratch};
+  const FloatBuffer* all[] = {&gates_, &c_,  &c_raw_, &m_,  &r_,    &h0_,
+                              &c0_,    &dr_, &dm_,    &dc_, &ones_, &persistent_.scratch};
   int64_t n = 0;
   for (const FloatBuffer* b : all) n += b->capacity();
   const int64_t bf16_bytes =
@@ -32,9 +31,12 @@ int64_t LstmLayerWorkspace::bytes() const {
 
 const char* lstm_kernel_name(LstmKernel kernel) {
   switch (kernel) {
-    case LstmKernel::kStandard: return "standard";
-    case LstmKernel::kPersistent: return "persistent";
-    case LstmKernel::kAuto: return "auto";
+    case LstmKernel::kStandard:
+      return "standard";
+    case LstmKernel::kPersistent:
+      return "persistent";
+    case LstmKernel::kAuto:
+      return "auto";
   }
   return "unknown";
 }
@@ -70,18 +72,7 @@ bool use_persistent(const LstmLayerShape& shape, const LstmLayerWeights& w,
   if (w.kernel != LstmKernel::kPersistent) return false;
   if (!state.planned || state.cell != shape.cell_size || state.proj != shape.proj_dim ||
       !(state.device == w.device)) {
-    if (w.device.is_cpu()) {
-      state.plan = lstmp_persistent_plan(shape.cell_size, shape.proj_dim,
-                                         lstmp_persistent_h100_limits());
-    } else {
-      state.plan = lstmp_persistent_plan(shape.cell_size, shape.proj_dim,
-                                         lstmp_persistent_device_limits(w.device.index));
-      if (state.plan.ok()) {
-        const std::string problem =
-            lstmp_persistent_supported(shape.cell_size, shape.proj_dim, w.device.index);
-        if (!problem.empty()) state.plan.reason = problem;
-      }
-    }
+    state.plan = lstmp_persistent_plan_for(shape.cell_size, shape.proj_dim, w.device);
     state.cell = shape.cell_size;
     state.proj = shape.proj_dim;
     state.device = w.device;
@@ -158,12 +149,16 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
 
   if (T == 0) {  // nothing to run: the state passes through
     if (h_last && h_last != h0) {
-      if (h0) copy_floats(dev, h_last, h0, B * H);
-      else fill_floats(dev, h_last, B * H, 0.0f);
+      if (h0)
+        copy_floats(dev, h_last, h0, B * H);
+      else
+        fill_floats(dev, h_last, B * H, 0.0f);
     }
     if (c_last && c_last != c0) {
-      if (c0) copy_floats(dev, c_last, c0, B * C);
-      else fill_floats(dev, c_last, B * C, 0.0f);
+      if (c0)
+        copy_floats(dev, c_last, c0, B * C);
+      else
+        fill_floats(dev, c_last, B * C, 0.0f);
     }
     if (training) {
       ws->saved_T_ = 0;
@@ -173,11 +168,11 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
     return;
   }
 
-  float* z = ws->gates_.ensure(T * B * G, dev);                            // [T, B, 4C]
-  float* c_all = ws->c_.ensure((training ? T : 2) * B * C, dev);           // [T|2, B, C]
+  float* z = ws->gates_.ensure(T * B * G, dev);                             // [T, B, 4C]
+  float* c_all = ws->c_.ensure((training ? T : 2) * B * C, dev);            // [T|2, B, C]
   float* c_raw = save_c_raw ? ws->c_raw_.ensure(T * B * C, dev) : nullptr;  // [T, B, C]
   float* m_all = project ? ws->m_.ensure((training ? T : 1) * B * C, dev) : nullptr;
-  float* r_all = save_r ? ws->r_.ensure(T * B * P, dev) : nullptr;         // [T, B, P]
+  float* r_all = save_r ? ws->r_.ensure(T * B * P, dev) : nullptr;  // [T, B, P]
   if (training) {
     ws->has_h0_ = h0 != nullptr;
     ws->has_c0_ = c0 != nullptr;
@@ -217,8 +212,7 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
     a.r = r_all;
     a.y = y;
     a.scratch = persistent_scratch(ws->persistent_, B, dev);
-    if (dev.is_cpu()) lstmp_persistent_forward_cpu(ws->persistent_.plan, a);
-    else lstmp_persistent_forward_cuda(ws->persistent_.plan, a);
+    lstmp_persistent_forward(dev, ws->persistent_.plan, a);
     c_last_src = c_all + ((T - 1) % a.c_slots) * B * C;
   } else {
     const float* h_prev = h0;  // [B, H]
@@ -231,9 +225,8 @@ void lstm_layer_forward(const LstmLayerShape& shape, const LstmLayerWeights& wei
       float* c_t = c_all + (training ? t : t % 2) * B * C;  // [B, C]
       float* y_t = y + t * B * H;                           // [B, H]
       float* m_t = project ? m_all + (training ? t * B * C : 0) : y_t;  // [B, C]
-      (dev.is_cpu() ? lstmp_cell_forward_cpu : lstmp_cell_forward_cuda)(
-          B, C, shape.cell_clip, z_t, c_prev, c_t, m_t, training ? z_t : nullptr,
-          c_raw ? c_raw + t * B * C : nullptr);
+      lstmp_cell_forward(dev, B, C, shape.cell_clip, z_t, c_prev, c_t, m_t,
+                         training ? z_t : nullptr, c_raw ? c_raw + t * B * C : nullptr);
       if (project) {
         float* r_t = r_all ? r_all + t * B * P : y_t;  // [B, P] pre-clip projection
         gemm_with_bf16_b(dev, false, true, B, P, C, 1.0f, m_t, C, weights.w_hr, w16[2], C, 0.0f,
@@ -261,8 +254,8 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
   ELMO_CHECK(ws.ready_for_backward_,
              "lstm_layer_backward: the workspace holds no training-mode forward (run "
              "lstm_layer_forward with training = true before each backward)");
-  ELMO_CHECK(ws.saved_T_ == T && ws.saved_B_ == B, "lstm_layer_backward: called with T ", T,
-             ", B ", B, " but the saved forward ran with T ", ws.saved_T_, ", B ", ws.saved_B_);
+  ELMO_CHECK(ws.saved_T_ == T && ws.saved_B_ == B, "lstm_layer_backward: called with T ", T, ", B ",
+             B, " but the saved forward ran with T ", ws.saved_T_, ", B ", ws.saved_B_);
   ELMO_CHECK(grads.w_ih && grads.w_hh && grads.bias && (shape.proj_dim == 0 || grads.w_hr),
              "lstm_layer_backward: a gradient pointer is missing");
   const bool persistent = use_persistent(shape, weights, ws.persistent_, "lstm_layer_backward");
@@ -276,7 +269,7 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
     return;
   }
 
-  float* gates = ws.gates_.data();  // [T, B, 4C] activated gates -> dZ in place
+  float* gates = ws.gates_.data();    // [T, B, 4C] activated gates -> dZ in place
   const float* c_all = ws.c_.data();  // [T, B, C]
   const float* c_raw_all = shape.cell_clip > 0.0f ? ws.c_raw_.data() : c_all;
   const float* m_all = project ? ws.m_.data() : nullptr;
@@ -305,8 +298,7 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
     a.dr = dr_all;
     a.dc = dc;
     a.scratch = persistent_scratch(ws.persistent_, B, dev);
-    if (dev.is_cpu()) lstmp_persistent_backward_cpu(ws.persistent_.plan, a);
-    else lstmp_persistent_backward_cuda(ws.persistent_.plan, a);
+    lstmp_persistent_backward(dev, ws.persistent_.plan, a);
   } else {
     for (int64_t t = T - 1; t >= 0; --t) {
       // dh_t = dy_t + dz_{t+1} W_hh, written where it is consumed: dR_t (projection) or dm.
@@ -323,9 +315,8 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
       }
       const float* c_prev = t > 0 ? c_all + (t - 1) * B * C : c0;
       float* z_t = gates + t * B * G;
-      (dev.is_cpu() ? lstmp_cell_backward_cpu : lstmp_cell_backward_cuda)(
-          B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm, t + 1 < T ? dc : nullptr,
-          z_t, t > 0 ? dc : nullptr);
+      lstmp_cell_backward(dev, B, C, shape.cell_clip, z_t, c_prev, c_raw_all + t * B * C, dm,
+                          t + 1 < T ? dc : nullptr, z_t, t > 0 ? dc : nullptr);
     }
   }
 
@@ -350,8 +341,7 @@ void lstm_layer_backward(const LstmLayerShape& shape, const LstmLayerWeights& we
     GemmPrecisionGuard exact(GemmPrecision::kFp32);  // a sum over T*B rows: keep it f32
     gemm(dev, false, false, 1, G, rows, 1.0f, ones, rows, dz, G, 1.0f, grads.bias, G);
   }
-  if (project)
-    gemm(dev, true, false, P, C, rows, 1.0f, dr_all, P, m_all, C, 1.0f, grads.w_hr, C);
+  if (project) gemm(dev, true, false, P, C, rows, 1.0f, dr_all, P, m_all, C, 1.0f, grads.w_hr, C);
 }
 
 }  // namespace elmo

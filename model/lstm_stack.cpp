@@ -19,14 +19,6 @@ int direction_index(const std::string& direction) {
   throw UsageError(str("LSTM direction must be \"fwd\" or \"bwd\", got \"", direction, "\""));
 }
 
-// x[n] -> y[n] dropout on `device` (y may be x).
-void dropout_on(Device device, const float* x, float* y, int64_t n, const DropoutParams& params) {
-  if (device.is_cpu())
-    dropout_cpu(x, y, n, params);
-  else
-    dropout_cuda(x, y, n, params);
-}
-
 }  // namespace
 
 void check_lstm_stack_shape(const LstmStackShape& s) {
@@ -58,7 +50,8 @@ void register_lstm_parameters(ParameterStore& store, const std::string& directio
 }
 
 void init_lstm_parameters(ParameterStore& store, const std::string& direction,
-                          const LstmStackShape& shape, float init_scale, Rng& rng) {
+                          const LstmStackShape& shape, float init_scale, Rng& rng,
+                          float forget_bias) {
   check_lstm_stack_shape(shape);
   // Values are drawn on the host (into the parameter itself on the CPU) and copied to the
   // parameter's device, so every device gets the same initial weights.
@@ -79,7 +72,7 @@ void init_lstm_parameters(ParameterStore& store, const std::string& direction,
     Tensor host = host_view(bias);
     host.zero_();
     float* b = host.data<float>();
-    std::fill(b + C, b + 2 * C, 1.0f);  // forget gate
+    std::fill(b + C, b + 2 * C, forget_bias);  // forget gate
     if (!bias.value.device().is_cpu()) bias.value.copy_from(host);
     if (shape.proj_dim > 0) fill_uniform(store.get(lstm_parameter_name(direction, l, "weight_hr")));
   }
@@ -150,7 +143,7 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
     layer.x = in;
     if (drop) {
       float* xd = layer.x_drop.ensure(n_in, device_);
-      dropout_on(device_, in, xd, n_in, dropout_params(run, dropout_site(l), B, ls.input_dim));
+      dropout(device_, in, xd, n_in, dropout_params(run, dropout_site(l), B, ls.input_dim));
       layer.x = xd;
     }
     float* y = layer.y.ensure(n_out, device_);
@@ -169,7 +162,7 @@ void LstmStack::forward(int64_t T, int64_t B, const float* x, const float* h0, c
   top_ = in;
   if (drop) {
     float* top = top_drop_.ensure(n_out, device_);
-    dropout_on(device_, in, top, n_out, dropout_params(run, dropout_site(kTopDropoutSite), B, H));
+    dropout(device_, in, top, n_out, dropout_params(run, dropout_site(kTopDropoutSite), B, H));
     top_ = top;
   }
   T_ = T;
@@ -191,8 +184,8 @@ void LstmStack::backward(const float* d_output, float* d_input,
   int cur = 0;
   const float* g = d_output;  // d out_l, [T, B, H]
   if (drop) {  // the top dropout's backward is the same mask and scale applied to the gradient
-    dropout_on(device_, d_output, buf[cur], n_out,
-               dropout_params(run_, dropout_site(kTopDropoutSite), B, H));
+    dropout(device_, d_output, buf[cur], n_out,
+            dropout_params(run_, dropout_site(kTopDropoutSite), B, H));
     g = buf[cur];
     cur ^= 1;
   }
@@ -211,7 +204,7 @@ void LstmStack::backward(const float* d_output, float* d_input,
     if (shape_.skip_connections && l > 0)
       add_floats(device_, dx, g, dx, n_in);  // residual: d x_l += d out_l
     if (drop)
-      dropout_on(device_, dx, dx, n_in, dropout_params(run_, dropout_site(l), B, ls.input_dim));
+      dropout(device_, dx, dx, n_in, dropout_params(run_, dropout_site(l), B, ls.input_dim));
     g = dx;
     cur ^= 1;
   }

@@ -53,10 +53,13 @@ void register_lstm_parameters(ParameterStore& store, const std::string& directio
                               const LstmStackShape& shape, Device device = Device::cpu());
 
 // weight_ih, weight_hh, weight_hr ~ uniform(-init_scale, init_scale) drawn from `rng` in
-// registration order; bias = 1.0 on the forget block [C, 2C), 0 elsewhere. Drawn on the host
-// and copied, so the values do not depend on the parameters' device.
+// registration order; bias = forget_bias on the forget block [C, 2C), 0 elsewhere (a starting
+// forget bias is the same as TF's forget_bias added inside the cell: the gradients and so the
+// updates do not depend on it). Drawn on the host and copied, so the values do not depend on the
+// parameters' device.
 void init_lstm_parameters(ParameterStore& store, const std::string& direction,
-                          const LstmStackShape& shape, float init_scale, Rng& rng);
+                          const LstmStackShape& shape, float init_scale, Rng& rng,
+                          float forget_bias = 1.0f);
 
 // How one forward runs. Dropout uses DropoutParams{p, seed, dropout_stream(step, site)}.
 struct LstmStackRun {

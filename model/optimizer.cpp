@@ -58,7 +58,13 @@ float Optimizer::learning_rate(int64_t epoch) const {
   const int64_t exponent = std::max<int64_t>(epoch + 1 - config_.decay_after_epochs, 0);
   return static_cast<float>(
       static_cast<double>(config_.learning_rate) *
-      std::pow(static_cast<double>(config_.lr_decay), static_cast<double>(exponent)));
+      std::pow(static_cast<double>(config_.lr_decay), static_cast<double>(exponent)) * lr_scale_);
+}
+
+void Optimizer::set_lr_scale(double scale) {
+  ELMO_CHECK(std::isfinite(scale) && scale > 0.0, "learning-rate scale must be positive, got ",
+             scale);
+  lr_scale_ = scale;
 }
 
 void Optimizer::check_sparse_grad(const Parameter& p) const {
@@ -129,10 +135,10 @@ void Optimizer::apply(float lr, float grad_scale) {
           const IndexRange r = even_part(p.value.numel(), t, threads);
           const float* g = p.grad.data<float>() + r.begin;
           if (adagrad_)
-            adagrad_dense_cpu(value + r.begin, acc + r.begin, g, r.end - r.begin, lr, eps,
-                              grad_scale);
+            adagrad_dense(Device::cpu(), value + r.begin, acc + r.begin, g, r.end - r.begin, lr,
+                          eps, grad_scale);
           else
-            sgd_dense_cpu(value + r.begin, g, r.end - r.begin, lr, grad_scale);
+            sgd_dense(Device::cpu(), value + r.begin, g, r.end - r.begin, lr, grad_scale);
           continue;
         }
         const SparseRows& sg = p.sparse_grad;
@@ -142,26 +148,28 @@ void Optimizer::apply(float lr, float grad_scale) {
         const int32_t* ids = sg.ids.data() + r.begin;
         const float* rows = sg.values.data<float>() + r.begin * dim;
         if (adagrad_)
-          adagrad_rows_cpu(value, acc, dim, ids, rows, r.end - r.begin, lr, eps, grad_scale);
+          adagrad_rows(Device::cpu(), value, acc, dim, ids, rows, r.end - r.begin, lr, eps,
+                       grad_scale);
         else
-          sgd_rows_cpu(value, dim, ids, rows, r.end - r.begin, lr, grad_scale);
+          sgd_rows(Device::cpu(), value, dim, ids, rows, r.end - r.begin, lr, grad_scale);
       }
     });
     return;
   }
   for (Slot& slot : slots_) {
     Parameter& p = *slot.param;
-    const bool cpu = p.value.device().is_cpu();
-    if (!cpu) cuda_set_device(p.value.device().index);  // launches go to the parameter's GPU
+    const Device device = p.value.device();
+    const bool cpu = device.is_cpu();
+    if (!cpu) cuda_set_device(device.index);  // launches go to the parameter's GPU
     float* value = p.value.data<float>();
     float* acc = adagrad_ ? slot.accumulator.data<float>() : nullptr;
     if (!p.row_sparse) {
       const float* g = p.grad.data<float>();
       const int64_t n = p.value.numel();
       if (adagrad_)
-        (cpu ? adagrad_dense_cpu : adagrad_dense_cuda)(value, acc, g, n, lr, eps, grad_scale);
+        adagrad_dense(device, value, acc, g, n, lr, eps, grad_scale);
       else
-        (cpu ? sgd_dense_cpu : sgd_dense_cuda)(value, g, n, lr, grad_scale);
+        sgd_dense(device, value, g, n, lr, grad_scale);
       continue;
     }
     const SparseRows& sg = p.sparse_grad;
@@ -177,10 +185,9 @@ void Optimizer::apply(float lr, float grad_scale) {
       ids = device_ids.data<int32_t>();
     }
     if (adagrad_)
-      (cpu ? adagrad_rows_cpu : adagrad_rows_cuda)(value, acc, dim, ids, rows, n_ids, lr, eps,
-                                                   grad_scale);
+      adagrad_rows(device, value, acc, dim, ids, rows, n_ids, lr, eps, grad_scale);
     else
-      (cpu ? sgd_rows_cpu : sgd_rows_cuda)(value, dim, ids, rows, n_ids, lr, grad_scale);
+      sgd_rows(device, value, dim, ids, rows, n_ids, lr, grad_scale);
   }
 }
 

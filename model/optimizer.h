@@ -44,7 +44,12 @@ class Optimizer {
   Optimizer(ParameterStore& params, const OptimizerOptions& config);
 
   const OptimizerOptions& config() const { return config_; }
+  // lr(epoch) (header comment) times lr_scale().
   float learning_rate(int64_t epoch) const;
+  // A factor on every learning rate (1 at the start): the trainer lowers it when it goes back to
+  // a checkpoint after steps that were not finite (train.bad_step_lr_scale).
+  void set_lr_scale(double scale);
+  double lr_scale() const { return lr_scale_; }
 
   struct StepStats {
     double grad_norm = 0.0;  // before clipping
@@ -75,6 +80,7 @@ class Optimizer {
   ParameterStore& params_;
   OptimizerOptions config_;
   bool adagrad_ = true;
+  double lr_scale_ = 1.0;
   std::vector<Slot> slots_;
 };
 

@@ -46,6 +46,9 @@ void RowSlots::place(const std::vector<int32_t>& ids) {
 
 Tensor take_home_rows(const RowLayout& layout, const Tensor& whole) {
   if (!layout.is_sharded()) return whole;
+  // Already the home rows (a rank's share of a checkpoint, io/checkpoint.h CheckpointPart).
+  if (whole.defined() && whole.size(0) == layout.home() && whole.dtype() == DType::kF32)
+    return whole.device().is_cpu() ? whole : whole.to(Device::cpu());
   ELMO_CHECK(whole.defined() && whole.size(0) == layout.vocab && whole.dtype() == DType::kF32,
              "table rows: expected f32 with ", layout.vocab, " rows, got ",
              whole.defined() ? whole.describe() : std::string("undefined"));

@@ -1,5 +1,5 @@
 // Where the rows of a sparse table (embedding [V, E], softmax weight [V, P] and bias [V]) live
-// in one process's storage (DESIGN.md §6, docs/ARCHITECTURE.md "Sharded tables").
+// in one process's storage (DESIGN.md §6, docs/ARCHITECTURE.md "Sharded storage").
 //
 // A process alone (world 1) stores every row at its id: the layout is the identity and nothing
 // below costs anything. A rank of a distributed run stores, in one [stored(), dim] tensor:

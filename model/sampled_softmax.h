@@ -15,16 +15,19 @@
 //
 // Per direction: logits [N, S] = h @ W_s^T (one GEMM over the gathered sample rows), true
 // logits by dot products, one fused row pass (kernels/sampled_softmax.h), then
-// dh = dlogits @ W_s + dtrue * w_target, dW_s += dlogits^T @ h, and the target rows summed per
-// unique id in row order (deterministic). Buffers grow to the largest step and are reused.
+// dh = dlogits @ W_s + dtrue * w_target, dW_s += dlogits^T @ h and db_s += column sums of dlogits.
+// finish_step sums the touched rows' gradients in one planned row sum (kernels/row_sum.h): per
+// id the target rows dtrue * h in call order, then row order, then the sample's own row; the
+// plan is built on the host in begin_step (from the host copies of the targets), so the sums
+// are deterministic and the same on every device. Buffers grow to the largest step and are
+// reused.
 //
-// CUDA (device given to the constructor): the sampler, U and the per-id summation plan are
-// computed on the host in begin_step (from the host copies of the targets) and uploaded
-// through pinned memory; everything else runs on the current stream with the same kernels'
-// device twins. The target rows of U are summed in finish_step instead of inside each call
-// (same order: calls in order, rows in order, then the sample row), which needs every call's h
-// to stay unchanged until finish_step. Losses stay on the device until loss_sums() (one
-// synchronisation per step); forward_backward and forward_loss read theirs back at once.
+// One code path for the CPU and one CUDA device (given to the constructor): every buffer lives
+// on the device, the kernels' entry points pick the backend; on CUDA the host data (samples,
+// plan) is uploaded through pinned memory and everything runs on the current stream. Call k
+// must pass begin_step's k-th target set (its device copy on CUDA) and keep h unchanged until
+// finish_step. Losses stay on the device until loss_sums() (one synchronisation per step);
+// forward_backward and forward_loss read theirs back at once.
 // What it is not: the full softmax used for evaluation (model/full_softmax.h).
 #pragma once
 
@@ -34,6 +37,7 @@
 #include <vector>
 
 #include "kernels/log_uniform_sampler.h"
+#include "kernels/row_sum.h"
 #include "model/parameters.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
@@ -50,8 +54,8 @@ class SampledSoftmax {
   SampledSoftmax& operator=(const SampledSoftmax&) = delete;
 
   // Draws this step's samples from rng (stream kRngSampler is the caller's choice) and fixes
-  // U from the targets of every direction ({pointer, count} per direction; HOST memory on
-  // every device). Zeroes the accumulated gradients. Every target must be in [0, V).
+  // U from the targets of every direction ({pointer, count} per direction, at most 8; HOST
+  // memory on every device). Zeroes the accumulated gradients. Every target must be in [0, V).
   void begin_step(Rng& rng,
                   const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
   // The same with samples drawn beforehand (model/negative_sampler.h): S distinct ids in
@@ -60,13 +64,12 @@ class SampledSoftmax {
   void begin_step(const SampleSet& samples,
                   const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
 
-  // One direction. weight [V, P], bias [V], h [N, P], targets [N] (each passed to begin_step).
+  // One direction. weight [V, P], bias [V], h [N, P], targets [N]: call k passes begin_step's
+  // k-th target set (checked on the CPU; on CUDA its device copy, of which only n is checked).
   // Returns the mean NLL over the N rows; writes dh [N, P] = grad_scale * d(sum NLL)/dh and
   // accumulates grad_scale * d(sum NLL)/d(weight, bias) for the rows of U. dh may be null
   // (no input gradient wanted). The weight and bias must not change between begin_step and
-  // finish_step (the sample rows are gathered once per step). CUDA: call k must pass the
-  // device copy of begin_step's k-th target set (same n; not re-checked on the device) and
-  // keep h unchanged until finish_step.
+  // finish_step (the sample rows are gathered once per step), nor h until finish_step.
   double forward_backward(const float* weight, const float* bias, const float* h,
                           const int32_t* targets, int64_t n, float grad_scale, float* dh);
   // The same without reading the loss back: it is kept (on the device) for loss_sums().
@@ -89,62 +92,51 @@ class SampledSoftmax {
 
   // Rows of the weight and bias that hold each id: a host map [V] (model/row_layout.h RowSlots;
   // every id the step reads must map to a row), or null (row = id, the default). Read at
-  // begin_step (CUDA) and in every call; ids, samples and gradients stay vocabulary ids.
+  // begin_step and by forward_loss; ids, samples and gradients stay vocabulary ids.
   // forward_loss on CUDA needs the identity.
   void set_row_slots(const int32_t* slots) { row_of_id_ = slots; }
 
   const SampleSet& samples() const { return samples_; }
-  const std::vector<int32_t>& touched_ids() const { return touched_; }  // U, ascending
+  const std::vector<int32_t>& touched_ids() const { return plan_.unique_ids; }  // U, ascending
   int64_t vocab() const { return vocab_; }
   int64_t dim() const { return dim_; }
   int64_t num_samples() const { return num_samples_; }
   Device device() const { return device_; }
 
  private:
-  struct Cuda;  // device buffers (sampled_softmax.cpp)
+  struct Buffers;  // on the layer's device (sampled_softmax.cpp)
   void check_targets(const int32_t* targets, int64_t n, bool must_be_touched) const;
   // The rest of begin_step once samples_ holds the step's samples: U, the slots, the buffers.
   void open_step(const std::vector<std::pair<const int32_t*, int64_t>>& targets_per_direction);
+  void use_device() const;  // CUDA: makes device_ the calling thread's current device
   void gather_samples(const float* weight, const float* bias);
-  // Fills logits_ [N, S] and true_ [N] and runs the row pass; returns the summed NLL.
-  double rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,
-                   int64_t n, float grad_scale, bool compute_grad);
-  void begin_step_cuda(const std::vector<std::pair<const int32_t*, int64_t>>& targets);
-  void gather_samples_cuda(const float* weight, const float* bias);
-  void forward_backward_cuda(const float* weight, const float* bias, const float* h,
-                             const int32_t* targets, int64_t n, float grad_scale, float* dh);
-  void finish_step_cuda();
+  // logits [N, S] and true_logits [N] filled and run through the row pass; the summed NLL goes
+  // to loss_sum (device memory). target_rows: the targets' rows in weight and bias (null: the ids).
+  void rows_pass(const float* weight, const float* bias, const float* h, const int32_t* targets,
+                 const int32_t* target_rows, int64_t n, float grad_scale, bool compute_grad,
+                 float* true_logits, double* loss_sum);
 
   int64_t vocab_, dim_, num_samples_;
   Device device_;
-  std::unique_ptr<Cuda> cuda_;
+  std::unique_ptr<Buffers> buf_;
   std::vector<int64_t> target_counts_;  // rows of each target set given to begin_step
-  std::vector<double> loss_sums_;       // CPU: summed NLL of each call since begin_step
+  std::vector<int32_t> step_targets_;   // those sets, concatenated (host)
   struct Call {
     const float* h;
     int64_t n;
   };
   std::vector<Call> calls_;  // forward_backward calls since begin_step
   SampleSet samples_;
-  std::vector<uint8_t> seen_;         // [V] sampler scratch, all zero between calls
-  std::vector<int32_t> slot_;         // [V] index in U of each id, -1 outside U
-  std::vector<int32_t> touched_;      // U, ascending
-  std::vector<int32_t> sample_slot_;  // [S] index in U of each sample
+  std::vector<uint8_t> seen_;           // [V] sampler scratch, all zero between calls
+  std::vector<int32_t> slot_;           // [V] index in U of each id, -1 outside U
+  RowSumPlan plan_;                     // U = plan_.unique_ids and the target rows of each
+  std::vector<int32_t> sample_of_row_;  // [|U|] sample index of each touched row, -1 if none
   bool step_open_ = false;
   const int32_t* row_of_id_ = nullptr;      // set_row_slots
-  std::vector<int32_t> target_rows_;        // CPU: [N] rows of the call's targets
-  const float* gathered_weight_ = nullptr;  // weight whose sample rows are in sample_w_
+  const float* gathered_weight_ = nullptr;  // weight whose sample rows are in the buffers
   const float* gathered_bias_ = nullptr;
-
-  std::vector<float> sample_w_;    // [S, P] weight rows of the samples
-  std::vector<float> correction_;  // [S] b[s_j] - log E(s_j)
-  std::vector<float> logits_;      // [N, S] logits, then dlogits
-  std::vector<float> true_;        // [N] corrected true logits, then dtrue
-  std::vector<float> loss_;        // [N]
-  std::vector<float> sample_dw_;   // [S, P] accumulated dW of the sample rows
-  std::vector<double> sample_db_;  // [S] accumulated db of the sample rows
-  Tensor grad_w_;                  // [capacity, P]; rows [0, |U|) = dW of U
-  Tensor grad_b_;                  // [capacity, 1]
+  Tensor grad_w_;  // [capacity, P]; rows [0, |U|) = dW of U
+  Tensor grad_b_;  // [capacity, 1]
 };
 
 }  // namespace elmo

@@ -31,17 +31,34 @@ const char* cublas_status_name(cublasStatus_t status) {
   }
 }
 
-int cuda_device_count() {
-  static const int count = [] {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+bool cuda_compiled_in() { return true; }
+
+namespace {
+struct DeviceCount {
+  int count = 0;
+  std::string why_none;  // "" when count > 0
+};
+const DeviceCount& device_count() {
+  static const DeviceCount result = [] {
+    DeviceCount r;
+    const cudaError_t status = cudaGetDeviceCount(&r.count);
+    if (status != cudaSuccess) {
       (void)cudaGetLastError();  // clear the sticky "no driver" error
-      return 0;
+      r.count = 0;
+      r.why_none = str("cudaGetDeviceCount failed: ", cudaGetErrorString(status), " (",
+                       cudaGetErrorName(status), ")");
+    } else if (r.count == 0) {
+      r.why_none = "cudaGetDeviceCount found no CUDA device";
     }
-    return n;
+    return r;
   }();
-  return count;
+  return result;
 }
+}  // namespace
+
+int cuda_device_count() { return device_count().count; }
+
+std::string cuda_unavailable_reason() { return device_count().why_none; }
 
 std::string cuda_device_name(int index) {
   cudaDeviceProp prop{};
@@ -121,17 +138,6 @@ bool device_uses_pool(int device) {
 void cuda_fall_back_to_plain_allocation(int device, const std::string& reason) {
   std::lock_guard<std::mutex> lock(allocation_mutex());
   fall_back_to_plain(device, allocations()[device], reason);
-}
-
-std::string cuda_pool_fallback_reason(int pools_supported, bool async_not_supported) {
-  if (pools_supported < 0)
-    return "the driver did not say whether it supports stream-ordered memory pools "
-           "(cudaDevAttrMemoryPoolsSupported could not be read)";
-  if (pools_supported == 0)
-    return "the driver does not support stream-ordered memory pools "
-           "(cudaDevAttrMemoryPoolsSupported = 0)";
-  if (async_not_supported) return "cudaMallocAsync is not supported here (cudaErrorNotSupported)";
-  return "";
 }
 
 bool cuda_uses_pool(int device) { return device_uses_pool(device); }

@@ -75,6 +75,10 @@ void gemm_cuda(int device, GemmPrecision precision, bool trans_a, bool trans_b, 
                int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                int64_t ldb, float beta, float* c, int64_t ldc, const uint16_t* b_bf16 = nullptr);
 
+// "C[m, n] = op(A)[m, k] @ op(B)[k, n] (row-major, trans_a .., lda ..)" for error messages.
+std::string gemm_shape_text(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            int64_t lda, int64_t ldb, int64_t ldc);
+
 // Throws Error naming the shapes when a stride is smaller than its row or a size is negative.
 void check_gemm_args(const char* where, bool trans_a, bool trans_b, int64_t m, int64_t n,
                      int64_t k, int64_t lda, int64_t ldb, int64_t ldc);

@@ -4,6 +4,9 @@
 
 namespace elmo {
 
+static_assert(kCudaStreamNonBlocking == cudaStreamNonBlocking,
+              "runtime/stream.h spells cudaStreamNonBlocking without the CUDA headers");
+
 // Defined in gemm.cpp and pinned.cpp (runtime-internal): drop the per-stream entries.
 void release_gemm_stream(int device, cudaStream_t stream) noexcept;
 void release_pinned_stream(int device, cudaStream_t stream) noexcept;

@@ -1,9 +1,11 @@
 #include "runtime/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "runtime/cuda_memory.h"
+#include "runtime/pinned.h"
 
 namespace elmo {
 
@@ -144,6 +146,16 @@ std::vector<float> Tensor::to_floats() const {
 
 std::string Tensor::describe() const {
   return str(dtype_name(dtype_), shape_.str(), "@", device().str());
+}
+
+const void* host_data_on(Device device, const void* host, size_t bytes, Tensor& staging) {
+  if (device.is_cpu()) return host;
+  const int64_t n = std::max<int64_t>(static_cast<int64_t>(bytes), 1);
+  if (!staging.defined() || staging.nbytes() < static_cast<size_t>(n) ||
+      !(staging.device() == device))
+    staging = Tensor::empty({n}, DType::kU8, device);
+  upload_to_device(device.index, staging.raw(), host, bytes);
+  return staging.raw();
 }
 
 void check_tensor(const Tensor& t, const char* what, DType dtype, const Shape& shape) {

@@ -102,6 +102,12 @@ class Tensor {
   DType dtype_ = DType::kF32;
 };
 
+// Host memory `host` [bytes] made readable on `device`: `host` itself on the CPU; on CUDA the
+// data of `staging` (a u8 tensor on the device, replaced when too small) after an asynchronous
+// pinned upload on the current stream (runtime/pinned.h). Keep `staging` (and, on the CPU,
+// `host`) alive and unchanged while the device reads it.
+const void* host_data_on(Device device, const void* host, size_t bytes, Tensor& staging);
+
 // Checks used by op entry points: "<what>: expected f32[4, 8]@cpu, got f32[4, 9]@cpu".
 void check_tensor(const Tensor& t, const char* what, DType dtype, const Shape& shape);
 void check_same_device(const Tensor& a, const Tensor& b, const char* what);

@@ -2,10 +2,13 @@
 // zero-state mode, the scalar mix and the error paths of the command.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/embeddings_hdf5.h"
 #include "tests/support/test_util.h"
 
@@ -116,6 +119,57 @@ TEST(Embed, BadInputIsAClearError) {
   EXPECT_NE(r.output.find("needs 3 weights"), std::string::npos) << r.output;
   r = run_elmo("embed --checkpoint " + f.dir + "/nothing --input " + f.sentences_file + " -o x.h5");
   EXPECT_NE(r.status, 0);
+}
+
+// A model trained with data.packing = "contiguous" never saw <S>: embed starts its sentences
+// with </S>. The same weights read as a sentence-packing model (<S> first) give the same token
+// layer and other LSTM outputs.
+TEST(Embed, ContiguousModelsStartSentencesWithTheEndMarker) {
+  const std::string dir = testing::temp_dir("embed_contiguous");
+  const std::string run = dir + "/run";
+  write_file_atomic(dir + "/run.toml",
+                    "[run]\ndir = \"" + run +
+                        "\"\n"
+                        "[synthetic]\nvocab_size = 60\nclasses = 4\ntrain_sentences = 200\n"
+                        "valid_sentences = 10\n"
+                        "[data]\npacking = \"contiguous\"\nshuffle = false\n"
+                        "[model]\nembedding_dim = 8\ncell_size = 16\nprojection_dim = 8\n"
+                        "bidirectional = false\n"
+                        "[softmax]\ntype = \"full\"\n"
+                        "[train]\nbatch_size = 4\nunroll_steps = 5\nmax_steps = 3\nthreads = 1\n"
+                        "device = \"cpu\"\n");
+  const auto trained = run_elmo("--config " + dir + "/run.toml");
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  std::string text;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(run + "/data"))
+    if (e.path().filename() == "valid.txt") text = read_file(e.path().string());
+  ASSERT_FALSE(text.empty());
+  const std::string sentences = dir + "/sentences.txt";
+  write_file_atomic(sentences, text);
+  const std::string contiguous = dir + "/contiguous.h5", sentence_packing = dir + "/sentences.h5";
+  auto r = run_elmo("embed --checkpoint " + run + " --input " + sentences + " -o " + contiguous);
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The same checkpoint, its config saying sentence packing.
+  const std::string state_path = run + "/checkpoints/step-3/state.json";
+  auto state = nlohmann::json::parse(read_file(state_path));
+  std::string config = state.at("config").get<std::string>();
+  const std::string from = "packing = \"contiguous\"";
+  ASSERT_NE(config.find(from), std::string::npos);
+  config.replace(config.find(from), from.size(), "packing = \"sentences\"");
+  update_checkpoint_state(run + "/checkpoints/step-3", {{"config", config}});  // its checksum too
+  r = run_elmo("embed --checkpoint " + run + " --input " + sentences + " -o " + sentence_packing);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto a = read_embeddings_hdf5(contiguous), b = read_embeddings_hdf5(sentence_packing);
+  ASSERT_EQ(a.sentences.size(), b.sentences.size());
+  ASSERT_GE(a.sentences.size(), 10u);
+  for (size_t i = 0; i < a.sentences.size(); ++i) {
+    const Tensor& x = a.sentences[i];  // [3, n, 8]: token layer, layer 1, layer 2
+    ASSERT_EQ(x.shape(), b.sentences[i].shape());
+    const int64_t layer = x.size(1) * x.size(2);
+    const std::vector<float> fx = x.to_floats(), fy = b.sentences[i].to_floats();
+    EXPECT_TRUE(std::equal(fx.begin(), fx.begin() + layer, fy.begin())) << "token layer " << i;
+    EXPECT_FALSE(std::equal(fx.begin() + layer, fx.end(), fy.begin() + layer)) << "sentence " << i;
+  }
 }
 
 }  // namespace

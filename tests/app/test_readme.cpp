@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <regex>
 
 #include "io/atomic_file.h"
 #include "io/config.h"
@@ -27,6 +28,31 @@ TEST(Readme, NamedFilesExist) {
         "bench/reference/torch_elmo.py", "bench/gpu_check.py", "tools/device_deps.py",
         "docs/ARCHITECTURE.md", "BENCHMARKS.md", "docs/report.png"})
     EXPECT_TRUE(std::filesystem::exists(testing::source_dir() + "/" + path)) << path;
+}
+
+// docs/FAULTS.md names the test that checks each fault: every one of them exists.
+TEST(Readme, FaultsTableNamesTestsThatExist) {
+  namespace fs = std::filesystem;
+  const std::string faults = read_file(testing::source_dir() + "/docs/FAULTS.md");
+  std::string sources;
+  for (const auto& e : fs::recursive_directory_iterator(testing::source_dir() + "/tests"))
+    if (e.path().extension() == ".cpp") sources += read_file(e.path().string());
+  const std::regex named("`([A-Z][A-Za-z0-9]*)\\.([A-Z][A-Za-z0-9]*)`");
+  int tests = 0;
+  for (auto it = std::sregex_iterator(faults.begin(), faults.end(), named);
+       it != std::sregex_iterator(); ++it) {
+    if ((*it)[1] == "Suite") continue;  // the naming pattern itself
+    ++tests;
+    EXPECT_NE(sources.find("TEST(" + (*it)[1].str() + ", " + (*it)[2].str() + ")"),
+              std::string::npos)
+        << (*it)[0];
+  }
+  EXPECT_GE(tests, 40);
+  const std::regex replay("`fuzz_replay_([a-z_]+)`");
+  for (auto it = std::sregex_iterator(faults.begin(), faults.end(), replay);
+       it != std::sregex_iterator(); ++it)
+    EXPECT_TRUE(fs::exists(testing::source_dir() + "/tests/fuzz/fuzz_" + (*it)[1].str() + ".cpp"))
+        << (*it)[0];
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // draws the same samples and leaves the batcher and sampler where the local runner does.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 #include <tuple>
 
@@ -43,8 +44,8 @@ struct Training {
   std::unique_ptr<Optimizer> optimizer;
   LstmState states[2];
 
-  explicit Training(const std::string& run_dir)
-      : config(config_from_string(config_text(run_dir), "test config")) {
+  explicit Training(const std::string& run_dir, const std::vector<std::string>& overrides = {})
+      : config(config_from_string(config_text(run_dir), "test config", overrides)) {
     files = resolve_data_files(config);
     vocab = prepare_vocab(config, files, /*rebuild=*/true);
     data = TokenCache::open_or_build(files.train, vocab, cache_dir(config));
@@ -52,16 +53,24 @@ struct Training {
     options.rows = config.train.batch_size;
     options.steps = config.train.unroll_steps;
     options.seed = static_cast<uint64_t>(config.run.seed);
+    options.shuffle = config.data.shuffle;
+    options.packing = packing_from_name(config.data.packing);
     batcher = std::make_unique<Batcher>(data, vocab, options);
     model = std::make_unique<BiLM>(bilm_shape(config, vocab.size()), bilm_options(config));
     model->init(static_cast<uint64_t>(config.run.seed), 0.1f, 1.0f);
     optimizer = std::make_unique<Optimizer>(model->params(), OptimizerOptions{});
-    for (int d = 0; d < 2; ++d) states[d] = model->zero_state(config.train.batch_size);
+    for (int d = 0; d < model->shape().directions(); ++d)
+      states[d] = model->zero_state(config.train.batch_size);
   }
   TrainingParts parts() {
     return {&config, &data, batcher.get(), model.get(), optimizer.get(), states};
   }
 };
+
+// The TF PTB tutorial's packing on a short text: a forward LM over contiguous rows.
+const std::vector<std::string> kContiguous = {"data.packing=contiguous", "data.shuffle=false",
+                                              "model.bidirectional=false",
+                                              "synthetic.train_sentences=60"};
 
 std::tuple<uint64_t, uint64_t, uint64_t> fields(const RngState& s) {
   return {s.seed, s.stream, s.position};
@@ -109,6 +118,43 @@ TEST(LocalStepRunner, StepsAreTheHandWrittenStepBitForBit) {
   EXPECT_EQ(fields(by_runner.model->sampler_state()), fields(sampler.state()));
 }
 
+// Contiguous packing: the first batch of every epoch trains from zero state (the tutorial's
+// run_epoch), every other batch from the state the previous one left.
+TEST(LocalStepRunner, ContiguousPackingRestartsTheRowsFromZeroStateEachEpoch) {
+  const std::string dir = testing::temp_dir("step_runner_epoch_reset");
+  Training runner_side(dir + "/a", kContiguous), zeroed(dir + "/b", kContiguous),
+      carried(dir + "/c", kContiguous);
+  const int64_t per_epoch =
+      runner_side.batcher->epoch_positions() /
+      (runner_side.config.train.batch_size * runner_side.config.train.unroll_steps);
+  ASSERT_GE(per_epoch, 2);
+  ASSERT_LE(per_epoch, 200);
+  LocalStepRunner runner, zeroed_runner, carried_runner;
+  runner.attach(runner_side.parts());
+  zeroed_runner.attach(zeroed.parts());
+  carried_runner.attach(carried.parts());
+  for (int64_t step = 0; step < per_epoch; ++step) {
+    runner.run_step(step, false, false);
+    zeroed_runner.run_step(step, false, false);
+    carried_runner.run_step(step, false, false);
+  }
+  EXPECT_EQ(runner_side.batcher->epoch(), 0);
+  // Step `per_epoch` starts epoch 1: by hand from zero state, and from the carried state.
+  const auto by_hand = [&](Training& t, bool zero) {
+    Batch batch[2];
+    t.batcher->next(&batch[0], &batch[1]);
+    EXPECT_TRUE(batch[0].reset_state);
+    if (zero) t.states[0] = t.model->zero_state(t.config.train.batch_size);
+    const TokenBatch tokens{batch[0].rows, batch[0].steps, batch[0].inputs.data(),
+                            batch[0].targets.data()};
+    return t.model->train_step(&tokens, t.states, static_cast<uint64_t>(per_epoch)).loss;
+  };
+  const StepOutcome outcome = runner.run_step(per_epoch, false, false);
+  EXPECT_EQ(runner_side.batcher->epoch(), 1);
+  EXPECT_EQ(outcome.loss, by_hand(zeroed, true));
+  EXPECT_NE(outcome.loss, by_hand(carried, false));  // the reset is what makes the difference
+}
+
 TEST(LocalStepRunner, AnswersAsAProcessAloneAndCheckpointsEverything) {
   const std::string dir = testing::temp_dir("step_runner_answers");
   Training t(dir + "/run");
@@ -151,18 +197,22 @@ TEST(LocalStepRunner, AnswersAsAProcessAloneAndCheckpointsEverything) {
 // A one-rank job in this process: the same rows, samples and updates as the local runner; the
 // global norm is summed in another order (replicated part + owned rows), hence the tolerance
 // (as tests/app/test_train_dist.cpp allows 1, 2 and 4 ranks).
-TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
-  const std::string dir = testing::temp_dir("step_runner_one_rank");
-  // Rank 0 of a job of one, serving its own rendezvous (no launcher makes such a job: a world
-  // of one trains as a single process, so the plan is written out here).
+// Rank 0 of a job of one, serving its own rendezvous (no launcher makes such a job: a world of
+// one trains as a single process, so the plan is written out here).
+ProcessPlan one_rank_plan(const std::string& job_token) {
   ProcessPlan plan;
   plan.kind = ProcessKind::kRank;
   plan.source = "test";
   plan.root_host = "127.0.0.1";
   plan.root_port = testing::free_port();
-  plan.job_token = "step-runner-test";
+  plan.job_token = job_token;
   plan.serve_store = true;
-  DataParallel dist(plan, 20.0);
+  return plan;
+}
+
+TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
+  const std::string dir = testing::temp_dir("step_runner_one_rank");
+  DataParallel dist(one_rank_plan("step-runner-test"), 20.0);
   DataParallelStepRunner ranked(dist);
   LocalStepRunner local;
   Training a(dir + "/rank"), b(dir + "/local");
@@ -195,5 +245,62 @@ TEST(DataParallelStepRunner, OneRankTrainsLikeTheLocalRunner) {
   ranked.finish();
 }
 
+// The same with contiguous packing, across the start of an epoch (its state reset).
+TEST(DataParallelStepRunner, OneRankResetsTheStateAtEpochStartLikeTheLocalRunner) {
+  const std::string dir = testing::temp_dir("step_runner_one_rank_contiguous");
+  DataParallel dist(one_rank_plan("step-runner-contiguous-test"), 20.0);
+  DataParallelStepRunner ranked(dist);
+  LocalStepRunner local;
+  Training a(dir + "/rank", kContiguous), b(dir + "/local", kContiguous);
+  const int64_t per_epoch =
+      a.batcher->epoch_positions() / (a.config.train.batch_size * a.config.train.unroll_steps);
+  const int64_t steps = per_epoch + 2;
+  ranked.attach(a.parts());
+  local.attach(b.parts());
+  ranked.start(0, steps);
+  local.start(0, steps);
+  for (int64_t step = 0; step < steps; ++step) {
+    const StepOutcome r = ranked.run_step(step, false, false);
+    const StepOutcome l = local.run_step(step, false, false);
+    EXPECT_NEAR(r.loss, l.loss, 1e-5) << "step " << step;
+    EXPECT_EQ(ranked.batcher_state().to_json(), local.batcher_state().to_json()) << step;
+  }
+  EXPECT_EQ(a.batcher->epoch(), 1);
+  for (const Parameter* p : a.model->params().all())
+    EXPECT_TRUE(testing::all_close(p->value.to_floats(),
+                                   b.model->params().get(p->name).value.to_floats(), 1e-5f, 1e-4f))
+        << p->name;
+  ranked.finish();
+}
+
+// A skipped step resets the rows of the carried state that are not finite (in h or c, any
+// layer) and leaves the others bit for bit.
+TEST(StepRunner, NonFiniteCarriedRowsAreReset) {
+  LstmState state;
+  state.h = Tensor::from_floats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 3, 2});  // [L, B, H]
+  state.c = Tensor::from_floats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 3, 2});
+  EXPECT_EQ(reset_nonfinite_rows(state), 0);
+  std::vector<float> h = state.h.to_floats(), c = state.c.to_floats();
+  h[7] = std::numeric_limits<float>::quiet_NaN();  // layer 1, row 0
+  c[4] = std::numeric_limits<float>::infinity();   // layer 0, row 2
+  state.h = Tensor::from_floats(h, {2, 3, 2});
+  state.c = Tensor::from_floats(c, {2, 3, 2});
+  EXPECT_EQ(reset_nonfinite_rows(state), 2);
+  EXPECT_EQ(state.h.to_floats(), (std::vector<float>{0, 0, 3, 4, 0, 0, 0, 0, 9, 10, 0, 0}));
+  EXPECT_EQ(state.c.to_floats(), (std::vector<float>{0, 0, 3, 4, 0, 0, 0, 0, 9, 10, 0, 0}));
+}
+
+TEST(StepRunner, NanInjectionSpecsAreParsedStrictlyAndFireOncePerStep) {
+  NanInjection hook("5, loss:6,7");
+  EXPECT_FALSE(hook.gradient(4));
+  EXPECT_TRUE(hook.gradient(5));
+  EXPECT_FALSE(hook.gradient(5)) << "once per step";
+  EXPECT_FALSE(hook.gradient(6));
+  EXPECT_TRUE(hook.loss(6));
+  EXPECT_TRUE(hook.gradient(7));
+  EXPECT_NO_THROW(NanInjection(""));
+  for (const char* bad : {"x", "0", "loss:", "5;6", "-3", "loss:1e3"})
+    EXPECT_THROW(NanInjection{bad}, UsageError) << bad;
+}
 }  // namespace
 }  // namespace elmo

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -133,6 +134,84 @@ TEST(Train, CheckpointedSamplerPositionIsTheStepsDrawsAndResumesExactly) {
         << file << " differs after resuming the old-format position";
 }
 
+// data.packing = "contiguous" (the TF PTB tutorial's rows), forward only, with the tutorial's
+// starting values: N steps == N/2 + --resume N/2 bit for bit, whether the resume lands in the
+// middle of an epoch or exactly on its end (the next step then restarts from zero state); `eval`
+// of the checkpoint predicts every id of the text but the first, as the run's own evaluation.
+std::string contiguous_config(const std::string& run_dir) {
+  return tiny_config(run_dir, "[data]\npacking = \"contiguous\"\nshuffle = false\n") + "\n";
+}
+
+const char* kContiguousSets =
+    " --set model.bidirectional=false --set synthetic.train_sentences=100"
+    " --set model.forget_bias=0 --set model.softmax_bias_init=uniform"
+    " --set checkpoint.every_steps=0";
+
+TEST(Train, ContiguousPackingResumesBitIdenticallyAcrossAnEpochEnd) {
+  const std::string dir = testing::temp_dir("contiguous");
+  const std::string full = dir + "/full";
+  fs::create_directories(dir + "/a");
+  const std::string config_full = write_config(dir + "/a", contiguous_config(full));
+  auto r = run_elmo("--config " + config_full + kContiguousSets + " --set train.max_steps=40");
+  ASSERT_EQ(r.status, 0) << r.output;
+  // Batches per epoch, from the batcher position of the final checkpoint.
+  const auto final_state =
+      nlohmann::json::parse(read_file(full + "/checkpoints/step-40/state.json"));
+  const auto& batcher = final_state.at("batcher");
+  ASSERT_EQ(batcher.at("packing"), "contiguous");
+  ASSERT_GE(batcher.at("epoch").get<int64_t>(), 1) << "40 steps must cross an epoch end";
+  const int64_t epoch = batcher.at("epoch").get<int64_t>();
+  const int64_t per_epoch = (40 - batcher.at("epoch_batch").get<int64_t>()) / epoch;
+  ASSERT_GE(per_epoch, 4);
+  for (const int64_t stop : {per_epoch - 3, per_epoch}) {
+    const std::string half = dir + "/half" + std::to_string(stop);
+    fs::create_directories(half + "-cfg");
+    const std::string config_half = write_config(half + "-cfg", contiguous_config(half));
+    r = run_elmo("--config " + config_half + kContiguousSets +
+                 " --set train.max_steps=" + std::to_string(stop));
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = run_elmo("--config " + config_half + kContiguousSets +
+                 " --set train.max_steps=40 --resume");
+    ASSERT_EQ(r.status, 0) << r.output;
+    for (const char* file : {"model.safetensors", "optimizer.safetensors", "carry.safetensors"})
+      EXPECT_TRUE(read_file(full + "/checkpoints/step-40/" + file) ==
+                  read_file(half + "/checkpoints/step-40/" + file))
+          << file << " differs after resuming at step " << stop;
+  }
+  // eval reads the packing from the checkpoint's config: the same numbers as the run's own.
+  const auto summary = nlohmann::json::parse(read_file(full + "/summary.json"));
+  std::string valid;
+  for (const auto& e : fs::recursive_directory_iterator(full + "/data"))
+    if (e.path().filename() == "valid.txt") valid = e.path().string();
+  ASSERT_FALSE(valid.empty());
+  r = run_elmo("eval --checkpoint " + full + " --corpus " + valid +
+               " --batch-size 4 --unroll-steps 20 --json " + dir + "/eval.json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto evaluated = nlohmann::json::parse(read_file(dir + "/eval.json"));
+  EXPECT_EQ(evaluated.at("ppl"), summary.at("valid").at("ppl"));
+  EXPECT_EQ(evaluated.at("tokens"), summary.at("valid").at("tokens"));
+  int64_t words = 0, lines = 0;
+  {
+    std::ifstream in(valid);
+    std::string line;
+    while (std::getline(in, line)) {
+      ++lines;
+      std::istringstream split(line);
+      std::string w;
+      while (split >> w) ++words;
+    }
+  }
+  EXPECT_EQ(evaluated.at("tokens").get<int64_t>(), words + lines - 1);
+  // Resuming with the other packing is refused, and the checkpoint stays as it was.
+  const std::string model = full + "/checkpoints/step-40/model.safetensors";
+  const std::string before = read_file(model);
+  r = run_elmo("--config " + config_full + kContiguousSets +
+               " --set train.max_steps=50 --resume --set data.packing=sentences");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("data.packing"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(model), before);
+}
+
 // A run stopped by SIGTERM (or Ctrl-C) still leaves its report, made from what it logged.
 TEST(Train, AStoppedOrFailedRunStillWritesItsReport) {
   const std::string dir = testing::temp_dir("train_stopped");
@@ -178,6 +257,8 @@ TEST(Train, BadInputGivesOneClearLineAndTheRightExitCode) {
   write_file_atomic(empty_file, "\n\n");
   write_file_atomic(bad_utf8, "a b c\nd \xc3\x28 e\n");
   write_file_atomic(empty_vocab, "");
+  const std::string tiny_text = dir + "/tiny.txt";  // 4 ids: no contiguous batch of 8 x 10
+  write_file_atomic(tiny_text, "a b c\n");
   const std::string base = tiny_config(run);
   const std::vector<BadCase> cases = {
       {"malformed toml", base + "[train\n", "", 2, "run.toml:"},
@@ -190,6 +271,19 @@ TEST(Train, BadInputGivesOneClearLineAndTheRightExitCode) {
       {"invalid utf-8", base, "--set data.corpus=" + bad_utf8, 1, "bad.txt:2"},
       {"empty vocab", base, "--set data.vocab=" + empty_vocab, 1, "empty"},
       {"samples >= vocab", base, "--set softmax.samples=100000", 2, "softmax.samples"},
+      {"bad packing", base, "--set data.packing=streams", 2, "data.packing"},
+      {"contiguous backward LM", base, "--set data.packing=contiguous --set data.shuffle=false", 2,
+       "model.bidirectional"},
+      {"contiguous shuffled", base, "--set data.packing=contiguous --set model.bidirectional=false",
+       2, "data.shuffle"},
+      {"contiguous text too short", base,
+       "--set data.packing=contiguous --set data.shuffle=false --set model.bidirectional=false "
+       "--set data.corpus=" +
+           tiny_text,
+       2, "train.batch_size"},
+      {"forget bias out of range", base, "--set model.forget_bias=500", 2, "model.forget_bias"},
+      {"bad softmax bias init", base, "--set model.softmax_bias_init=normal", 2,
+       "model.softmax_bias_init"},
   };
   for (const BadCase& c : cases) {
     fs::remove_all(run);
@@ -281,6 +375,12 @@ TEST(Train, PrecisionOnTheCpuIsRefusedWhenAskedOrFallsBackWithAWarning) {
   EXPECT_EQ(r.output.find("train.precision"), std::string::npos) << r.output;
   fs::remove_all(run);
 
+  if (!cuda_compiled_in()) {  // a CPU-only build refuses a GPU precision outright
+    r = run_elmo("--config " + config + " --set train.device=auto --set train.precision=tf32");
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("built without CUDA"), std::string::npos) << r.output;
+    return;
+  }
   // "auto": a GPU when there is one (the precision applies), else the CPU in fp32 with a warning.
   r = run_elmo("--config " + config +
                " --set train.max_steps=2 --set train.device=auto --set train.precision=tf32");
@@ -295,6 +395,198 @@ TEST(Train, PrecisionOnTheCpuIsRefusedWhenAskedOrFallsBackWithAWarning) {
     EXPECT_EQ(summary["device"], "cuda:0");
     EXPECT_EQ(summary["precision"], "tf32");
     EXPECT_TRUE(summary.contains("device_name"));
+  }
+}
+
+// The held-out text of the builtin corpus a run generated (run/data/synthetic-*/valid.txt).
+std::string synthetic_valid(const std::string& run) {
+  for (const auto& e : fs::recursive_directory_iterator(run + "/data"))
+    if (e.path().filename() == "valid.txt") return e.path().string();
+  return "";
+}
+
+// Issue 15's must-show: four flipped bytes in the middle of model.safetensors used to give a
+// slightly different perplexity; now every load refuses them naming the tensor, and names the
+// newest older checkpoint that verifies with the flag that loads it.
+TEST(Train, FlippedCheckpointBytesAreRefusedNamingTheTensor) {
+  const std::string dir = testing::temp_dir("flipped");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));
+  ASSERT_EQ(run_elmo("--config " + config).status, 0);  // checkpoints at steps 6 and 12
+  const std::string model = run + "/checkpoints/step-12/model.safetensors";
+  std::string bytes = read_file(model);
+  for (size_t i = 0; i < 4; ++i) bytes[bytes.size() / 2 + i] ^= 0x24;
+  write_file_atomic(model, bytes);
+  const std::string older = run + "/checkpoints/step-6";
+
+  auto r = run_elmo("eval --checkpoint " + run + " --corpus " + synthetic_valid(run));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(model + ": tensor '"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("' fails its checksum"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--checkpoint " + older), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("perplexity"), std::string::npos) << r.output;
+
+  r = run_elmo("--config " + config + " --resume");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("' fails its checksum"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resume from it with --resume=" + older), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(model), bytes) << "the damaged file is left as it was";
+
+  r = run_elmo("--config " + config + " --resume=" + older + " --set train.max_steps=8");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from step 6"), std::string::npos) << r.output;
+}
+
+// tests/data/legacy-checkpoint was written before checkpoints carried checksums: it evaluates
+// and resumes, with a one-line notice, and what the resumed run saves carries them.
+TEST(Train, CheckpointsWithoutChecksumsEvaluateAndResumeWithANotice) {
+  const std::string dir = testing::temp_dir("legacy");
+  const std::string run = dir + "/legacy";
+  fs::copy(testing::source_dir() + "/tests/data/legacy-checkpoint", run,
+           fs::copy_options::recursive);
+  const std::string notice = "carries no tensor checksums (written before elmo_fast had them)";
+  auto r = run_elmo("eval --checkpoint " + run + " --corpus " + run + "/valid.txt");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(notice), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("perplexity"), std::string::npos) << r.output;
+
+  r = run_elmo("--config " + run + "/run.toml --set run.dir=" + run +
+               " --set train.max_steps=4 --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(notice), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resumed from step 2"), std::string::npos) << r.output;
+  r = run_elmo("eval --checkpoint " + run + " --corpus " + run + "/valid.txt");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find(notice), std::string::npos) << "step-4 carries checksums: " << r.output;
+}
+
+// `elmo_fast <args>` with the test hook ELMO_INJECT_NAN_STEPS set (step_runner.h).
+testing::CommandResult run_poisoned(const std::string& steps, const std::string& args) {
+  return testing::run_command("ELMO_INJECT_NAN_STEPS=" + steps + " " + testing::elmo_binary() +
+                              " " + args);
+}
+
+std::vector<std::vector<float>> tensors_of(const std::string& step_dir, const char* file) {
+  const CheckpointData ckpt = load_checkpoint(step_dir);
+  std::vector<std::vector<float>> out;
+  for (const auto& [name, tensor] : *ckpt.file(file)) out.push_back(tensor.to_floats());
+  return out;
+}
+
+// A step whose gradient norm (step 5) or loss (step 6) is NaN changes neither the parameters
+// nor the optimizer state; it is logged and counted in metrics and summary.json.
+TEST(Train, NonFiniteStepsAreSkippedWithoutAnUpdate) {
+  const std::string dir = testing::temp_dir("nan_skip");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));
+  const auto r = run_poisoned("5,loss:6", "--config " + config +
+                                              " --set train.max_steps=8 --set train.log_every=4 "
+                                              "--set checkpoint.every_steps=1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("step 5 skipped: loss "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("gradient norm nan (not finite)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step 6 skipped: loss nan"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("went back"), std::string::npos) << "2 < train.max_bad_steps = 3";
+  const std::string ckpt = run + "/checkpoints/step-";
+  for (const char* file : {"model", "optimizer"}) {
+    EXPECT_EQ(tensors_of(ckpt + "4", file), tensors_of(ckpt + "6", file)) << file;
+    EXPECT_NE(tensors_of(ckpt + "6", file), tensors_of(ckpt + "7", file)) << file;
+  }
+  const auto summary = nlohmann::json::parse(read_file(run + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 8);
+  EXPECT_EQ(summary["skipped_steps"], 2);
+  EXPECT_EQ(summary["bad_step_reloads"], 0);
+  EXPECT_EQ(summary["lr_scale"], 1.0);
+  std::ifstream metrics(run + "/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(metrics, line))
+    if (line.find("\"loss\"") != std::string::npos) last = line;
+  EXPECT_EQ(nlohmann::json::parse(last)["skipped_steps"], 2) << last;
+}
+
+// train.max_bad_steps (3) bad steps in a row: the run goes back to its last checkpoint (step 6)
+// and trains steps 7.. again with the learning rate halved. Model, optimizer, carried state,
+// data position and sampler all come from the checkpoint: the result is bit for bit that of a
+// run resumed from step 6 with optimizer.learning_rate = 0.1.
+TEST(Train, ABadStreakGoesBackToTheLastCheckpointWithALowerLearningRate) {
+  const std::string dir = testing::temp_dir("nan_reload");
+  const std::string run = dir + "/run", reference = dir + "/reference";
+  const std::string config = write_config(dir, tiny_config(run));
+  auto r = run_poisoned("7,loss:8,9", "--config " + config);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("went back to checkpoint " + run + "/checkpoints/step-6"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("learning rate scaled by 0.5 (return 1 of 3)"), std::string::npos)
+      << r.output;
+  const auto summary = nlohmann::json::parse(read_file(run + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 12);
+  EXPECT_EQ(summary["skipped_steps"], 3);
+  EXPECT_EQ(summary["bad_step_reloads"], 1);
+  EXPECT_EQ(summary["lr_scale"], 0.5);
+  const auto state = nlohmann::json::parse(read_file(run + "/checkpoints/step-12/state.json"));
+  EXPECT_EQ(state["lr_scale"], 0.5);
+
+  ASSERT_EQ(
+      run_elmo("--config " + config + " --set run.dir=" + reference + " --set train.max_steps=6")
+          .status,
+      0);
+  r = run_elmo("--config " + config + " --set run.dir=" + reference +
+               " --set optimizer.learning_rate=0.1 --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* file : {"model.safetensors", "optimizer.safetensors", "carry.safetensors"})
+    EXPECT_TRUE(read_file(run + "/checkpoints/step-12/" + file) ==
+                read_file(reference + "/checkpoints/step-12/" + file))
+        << file << " differs from the resumed run";
+}
+
+TEST(Train, ABadStreakWithNowhereToGoStopsWithAClearError) {
+  const std::string dir = testing::temp_dir("nan_stop");
+  const std::string run = dir + "/run";
+  const std::string config = write_config(dir, tiny_config(run));
+  auto r = run_poisoned("1,2,3", "--config " + config);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("training diverged: steps 1 to 3 all had a NaN or Inf loss or gradient "
+                          "norm and there is no checkpoint to go back to"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+  fs::remove_all(run);
+  r = run_poisoned("7,8,9", "--config " + config + " --set train.max_bad_step_reloads=0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("after 0 return(s) to a checkpoint (train.max_bad_step_reloads = 0)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(load_checkpoint(run).step, 6) << "the last checkpoint stays";
+  // With one return allowed, a second streak after it stops the run.
+  fs::remove_all(run);
+  r = run_poisoned("7,8,9,loss:10,11,12", "--config " + config +
+                                              " --set train.max_steps=14 "
+                                              "--set train.max_bad_step_reloads=1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("steps 10 to 12 all had"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("after 1 return(s)"), std::string::npos) << r.output;
+
+  // Bad settings are usage errors before any work.
+  struct Case {
+    std::string args, must_mention;
+  };
+  for (const Case& c :
+       std::vector<Case>{{"--set train.max_bad_steps=0", "train.max_bad_steps"},
+                         {"--set train.bad_step_lr_scale=0", "train.bad_step_lr_scale"},
+                         {"--set train.bad_step_lr_scale=1.5", "train.bad_step_lr_scale"},
+                         {"--set train.max_bad_step_reloads=-1", "train.max_bad_step_reloads"}}) {
+    fs::remove_all(run);
+    r = run_elmo("--config " + config + " " + c.args);
+    EXPECT_EQ(r.status, 2) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find(c.must_mention), std::string::npos) << c.args << ": " << r.output;
+  }
+  for (const char* spec : {"x", "0", "5,loss:", "loss:-1", "5;6"}) {
+    fs::remove_all(run);
+    r = run_poisoned(std::string("'") + spec + "'", "--config " + config);
+    EXPECT_EQ(r.status, 2) << spec << ": " << r.output;
+    EXPECT_NE(r.output.find("ELMO_INJECT_NAN_STEPS"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(run + "/checkpoints")) << "refused before any work: " << spec;
   }
 }
 

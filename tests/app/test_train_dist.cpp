@@ -154,7 +154,7 @@ std::map<int64_t, double> valid_ppl_by_step(const std::string& run_dir) {
   return out;
 }
 
-// Sharded tables (docs/ARCHITECTURE.md "Sharded tables"): each rank stores its hot head, its
+// Sharded tables (docs/ARCHITECTURE.md "Sharded storage"): each rank stores its hot head, its
 // own tail rows and a step cache, never the whole table; the full-softmax evaluation during and
 // after training is distributed (each rank scores its rows) and gives one rank's perplexity.
 TEST(TrainDist, ShardedTablesEvaluateTogetherLikeOneRank) {
@@ -172,19 +172,33 @@ TEST(TrainDist, ShardedTablesEvaluateTogetherLikeOneRank) {
             std::string::npos)
       << four.output;
   EXPECT_NE(four.output.find("softmax rows stored: 130 of 153"), std::string::npos) << four.output;
-  const auto a = valid_ppl_by_step(dir + "/1/run"), b = valid_ppl_by_step(dir + "/4/run");
-  ASSERT_EQ(a.size(), 2u);  // step 3 and the end
-  ASSERT_EQ(b.size(), 2u);
-  for (const auto& [step, ppl] : a) EXPECT_NEAR(b.at(step), ppl, 1e-5 * ppl) << "step " << step;
+  const auto two =
+      run_elmo("--config " + write_config(dir + "/2", dist_config(dir + "/2/run", 6, 0)) + extra +
+               " --nodes 1 --workers_per_node 2");
+  ASSERT_EQ(two.status, 0) << two.output;
   const auto summary = [](const std::string& run) {
     return nlohmann::json::parse(read_file(run + "/summary.json"));
   };
-  const nlohmann::json s1 = summary(dir + "/1/run"), s4 = summary(dir + "/4/run");
-  for (const char* key : {"ppl", "ppl_fwd", "ppl_bwd"})
-    EXPECT_NEAR(s4["valid"][key].get<double>(), s1["valid"][key].get<double>(),
-                1e-5 * s1["valid"][key].get<double>())
-        << key;
-  EXPECT_EQ(s4["valid"]["tokens"], s1["valid"]["tokens"]);
+  const auto a = valid_ppl_by_step(dir + "/1/run");
+  const nlohmann::json s1 = summary(dir + "/1/run");
+  ASSERT_EQ(a.size(), 2u);  // step 3 and the end
+  for (const std::string world : {"2", "4"}) {
+    const auto b = valid_ppl_by_step(dir + "/" + world + "/run");
+    ASSERT_EQ(b.size(), 2u) << world << " ranks";
+    for (const auto& [step, ppl] : a)
+      EXPECT_NEAR(b.at(step), ppl, 1e-5 * ppl) << "step " << step << ", " << world << " ranks";
+    const nlohmann::json s = summary(dir + "/" + world + "/run");
+    for (const char* key : {"ppl", "ppl_fwd", "ppl_bwd"})
+      EXPECT_NEAR(s["valid"][key].get<double>(), s1["valid"][key].get<double>(),
+                  1e-5 * s1["valid"][key].get<double>())
+          << key << ", " << world << " ranks";
+    EXPECT_EQ(s["valid"]["tokens"], s1["valid"]["tokens"]);
+    // Every rank's table bytes and peak memory; a rank holds less than every row.
+    ASSERT_EQ(s["table_bytes_per_rank"].size(), std::stoul(world));
+    ASSERT_EQ(s["peak_host_memory_bytes_per_rank"].size(), std::stoul(world));
+    EXPECT_LT(s["table_bytes"]["host"].get<int64_t>(), s["table_bytes"]["every_row"].get<int64_t>());
+    for (const auto& peak : s["peak_host_memory_bytes_per_rank"]) EXPECT_GT(peak.get<int64_t>(), 0);
+  }
 }
 
 // Checkpoints stay one shard per rank and load into any world size, the rows dealt again: a
@@ -225,6 +239,89 @@ TEST(TrainDist, AFourRankCheckpointResumesOnTwoAndOneRanks) {
     }
   }
   EXPECT_FALSE(written.empty());
+}
+
+// A rank resuming a checkpoint written by as many ranks reads only its own shard: its share is
+// the replicated rows followed by its shard's rows, exactly its home rows of the whole tables,
+// and another rank's damaged shard does not stop it (that rank's own load would).
+TEST(TrainDist, ASameSizeResumeReadsOnlyTheRanksOwnShard) {
+  const std::string dir = testing::temp_dir("train_dist_own_shard");
+  const std::string run = dir + "/run";
+  const auto four = run_elmo("--config " + write_config(dir, dist_config(run, 3, 3)) +
+                             " --nodes 1 --workers_per_node 4");
+  ASSERT_EQ(four.status, 0) << four.output;
+  const CheckpointData whole = load_checkpoint(run);
+  const int64_t hot = whole.state.at("shards").at("hot_rows").get<int64_t>();
+  const int64_t vocab = whole.state.at("vocab_size").get<int64_t>();
+  ASSERT_GT(hot, 0);
+  ASSERT_EQ(whole.part_rank, -1);
+  // Damage rank 2's shard (its last bytes: tensor data) after the whole load above.
+  const std::string step_dir = whole.dir;
+  {
+    std::fstream f(step_dir + "/shard-2.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-8, std::ios::end);
+    f.write("garbage!", 8);
+  }
+  EXPECT_THROW(load_checkpoint(run), Error);
+  const CheckpointData mine = load_checkpoint(run, CheckpointPart{1, 4, hot});
+  ASSERT_EQ(mine.part_rank, 1);
+  for (const char* file : {"model", "optimizer"}) {
+    const NamedTensors* all = whole.file(file);
+    const NamedTensors* part = mine.file(file);
+    ASSERT_TRUE(all && part) << file;
+    for (const auto& [name, tensor] : *all) {
+      const Tensor* got = nullptr;
+      for (const auto& [n, t] : *part)
+        if (n == name) got = &t;
+      ASSERT_NE(got, nullptr) << file << " " << name;
+      if (tensor.ndim() == 0 || tensor.size(0) != vocab) {  // dense: the same tensor
+        EXPECT_EQ(got->to_floats(), tensor.to_floats()) << name;
+        continue;
+      }
+      // Rank 1 of 4 owns ids hot + 1 + 4k: its share is rows [0, hot) then those.
+      const int64_t width = tensor.numel() / vocab;
+      const std::vector<float> a = tensor.to_floats(), b = got->to_floats();
+      const int64_t owned = (vocab - hot - 1 + 3) / 4;
+      ASSERT_EQ(got->size(0), hot + owned) << name;
+      for (int64_t s = 0; s < hot + owned; ++s) {
+        const int64_t id = s < hot ? s : hot + 1 + (s - hot) * 4;
+        ASSERT_TRUE(std::equal(b.begin() + s * width, b.begin() + (s + 1) * width,
+                               a.begin() + id * width))
+            << file << " " << name << " slot " << s;
+      }
+    }
+  }
+  // Another world size or hot head: the whole checkpoint (here: the damaged shard is read).
+  EXPECT_THROW(load_checkpoint(run, CheckpointPart{1, 2, hot}), Error);
+  EXPECT_THROW(load_checkpoint(run, CheckpointPart{1, 4, hot + 1}), Error);
+}
+
+// Contiguous packing (the TF PTB tutorial's rows) over an epoch end: one rank and two ranks
+// split the same rows and both restart them from zero state, so they reach the same parameters.
+TEST(TrainDist, ContiguousPackingOneAndTwoRanksAgreeAcrossAnEpochEnd) {
+  const std::string dir = testing::temp_dir("train_dist_contiguous");
+  const std::string sets =
+      " --set data.packing=contiguous --set data.shuffle=false --set model.bidirectional=false"
+      " --set synthetic.train_sentences=40";
+  const int64_t steps = 12;
+  const auto one = run_elmo("--config " +
+                            write_config(dir + "/1", dist_config(dir + "/1/run", steps, 6)) + sets);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto two =
+      run_elmo("--config " + write_config(dir + "/2", dist_config(dir + "/2/run", steps, 6)) +
+               sets + " --nodes 2 --workers_per_node 1");
+  ASSERT_EQ(two.status, 0) << two.output;
+  const auto state = nlohmann::json::parse(
+      read_file(dir + "/2/run/checkpoints/step-" + std::to_string(steps) + "/state.json"));
+  ASSERT_GE(state.at("batcher").at("epoch").get<int64_t>(), 1) << "the run must cross an epoch";
+  const NamedTensors reference = final_model(dir + "/1/run");
+  const NamedTensors model = final_model(dir + "/2/run");
+  ASSERT_EQ(model.size(), reference.size());
+  ASSERT_FALSE(model.empty());
+  for (size_t i = 0; i < model.size(); ++i)
+    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
+                                   1e-5f, 1e-5f))
+        << model[i].first;
 }
 
 // A rank draws the next step's batch and samples one step ahead. Its checkpoints still hold the
@@ -374,6 +471,37 @@ TEST(TrainDist, KilledRankStopsTheOthersAndResumeContinues) {
             std::string::npos)
       << again[0]->output();
   EXPECT_EQ(load_checkpoint(run).step, resume_to);
+}
+
+// A NaN in the last rank's gradient (steps 7, 9) or loss (step 8) reaches every rank through the
+// summed norm and loss: every rank skips the same steps, goes back to the same checkpoint after
+// train.max_bad_steps of them, and 2 ranks end where 1 rank does.
+TEST(TrainDist, NonFiniteStepsAreSkippedAndReloadedAlikeOnEveryRank) {
+  const std::string dir = testing::temp_dir("train_dist_nan");
+  const std::string poison = "ELMO_INJECT_NAN_STEPS=7,loss:8,9 ";
+  for (const char* world : {"1", "2"}) {
+    const std::string launch = std::string(world) == "2" ? " --nodes 2 --workers_per_node 1" : "";
+    const auto r = testing::run_command(
+        poison + testing::elmo_binary() + " --config " +
+        write_config(dir + "/" + world, dist_config(dir + "/" + world + "/run", 12, 6)) + launch);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto summary = nlohmann::json::parse(read_file(dir + "/" + world + "/run/summary.json"));
+    EXPECT_EQ(summary["skipped_steps"], 3) << world;
+    EXPECT_EQ(summary["bad_step_reloads"], 1) << world;
+    if (std::string(world) == "2") {
+      for (const char* rank : {"rank 0/2", "rank 1/2"}) {
+        EXPECT_NE(r.output.find(std::string(rank) + "] warning: went back to checkpoint"),
+                  std::string::npos)
+            << rank << ": " << r.output;
+      }
+    }
+  }
+  const NamedTensors one = final_model(dir + "/1/run"), two = final_model(dir + "/2/run");
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t i = 0; i < one.size(); ++i)
+    EXPECT_TRUE(
+        testing::all_close(two[i].second.to_floats(), one[i].second.to_floats(), 1e-5f, 1e-5f))
+        << one[i].first;
 }
 
 // A launched job whose rank dies: rank 0 cannot write the report, so the local launcher, which

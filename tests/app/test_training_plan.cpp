@@ -183,7 +183,9 @@ Measured plan_and_train(const std::string& dir, const std::string& config_text) 
 constexpr double kTolerance = 0.15;
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
-  // 200,000 words, 256-wide embedding and softmax: ~1.2 GB of tables and accumulators.
+  ELMO_SKIP_UNDER_ASAN();
+  // 200,000 words, 256-wide embedding and softmax: the two tables and their Adagrad accumulators
+  // are 4 x 200,003 x 256 x 4 B = 819 MB.
   const std::string dir = testing::temp_dir("plan_tables");
   std::string vocab = "</S>\n<S>\n<UNK>\n", text;
   for (int i = 0; i < 200000; ++i) vocab += "w" + std::to_string(i) + "\n";
@@ -207,11 +209,14 @@ TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereTablesDominate) {
                "[softmax]\nsamples = 1024\n"
                "[train]\nbatch_size = 16\nunroll_steps = 10\nmax_steps = 2\nthreads = 2\n"
                "device = \"cpu\"\n[checkpoint]\nevery_steps = 0\n[metrics]\ntensorboard = false\n");
-  EXPECT_GT(m.peak, 1.0e9);  // the tables dominate
+  // The tables dominate: they are most of the peak. (Not an absolute floor above them: a CUDA
+  // build's binary maps the CUDA libraries too, a CPU-only build does not.)
+  EXPECT_GT(8.19e8 / m.peak, 0.75) << m.peak;
   EXPECT_NEAR(m.planned / m.peak, 1.0, kTolerance) << m.planned << " planned, " << m.peak;
 }
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereActivationsDominate) {
+  ELMO_SKIP_UNDER_ASAN();
   const std::string dir = testing::temp_dir("plan_activations");
   const Measured m = plan_and_train(
       dir, "[run]\ndir = \"" + dir +
@@ -227,6 +232,7 @@ TEST(TrainingPlan, HostBytesMatchPeakMemoryWhereActivationsDominate) {
 }
 
 TEST(TrainingPlan, HostBytesMatchPeakMemoryWithTheFullSoftmax) {
+  ELMO_SKIP_UNDER_ASAN();
   // 60,000 words, full softmax of 256: the [V, 256] gradient and the [B x T, 4096] chunks.
   const std::string dir = testing::temp_dir("plan_full");
   const Measured m = plan_and_train(
@@ -294,7 +300,7 @@ TEST(PlanCommand, PrintsCountsMemoryFlopsAndAProbe) {
 TEST(PlanCommand, BadFlagsAreUsageErrors) {
   const std::string dir = testing::temp_dir("plan_bad");
   const std::string config = testing::write_text_file(dir, "run.toml", tiny_config(dir + "/run"));
-  for (const std::string& args :
+  for (const char* args :
        {"--world-size 0", "--world-size 9", "--probe-steps 0", "--set model.cell_sise=3"}) {
     const auto r = run_elmo("plan --config " + config + " " + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
@@ -325,15 +331,21 @@ TEST(TrainMemoryCheck, RefusesBeforeAllocatingWhatCannotFit) {
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoints"));
   // Not absurd: about twice what this machine has available, in tensors each well below it (the
   // kind that allocates and then runs out mid-way). The address space is capped at 8 GiB, so a
-  // missing check fails on the allocation (out of host memory) instead of taking the machine.
+  // missing check fails on the allocation (out of host memory) instead of taking the machine
+  // (not under AddressSanitizer, which cannot start inside such a cap).
   // 2 directions x 2 layers of [4C, 2C] weights, each with an accumulator and a gradient:
   // 3 x 16 x 2 x C^2 x 4 bytes = 384 C^2.
   const HostMemoryAvailable available = host_memory_available();
   ASSERT_GT(available.bytes, 0) << "no MemAvailable here";
   const int64_t cell =
       static_cast<int64_t>(std::sqrt(2.0 * static_cast<double>(available.bytes) / 384.0));
+#if defined(__SANITIZE_ADDRESS__)
+  const std::string cap = "";  // ASan reserves terabytes of shadow address space: no ulimit -v
+#else
+  const std::string cap = "ulimit -v 8388608; ";
+#endif
   const auto twice =
-      testing::run_command("ulimit -v 8388608; " + testing::elmo_binary() + " train --config " +
+      testing::run_command(cap + testing::elmo_binary() + " train --config " +
                            config + " --set model.cell_size=" + std::to_string(cell) +
                            " --set model.embedding_dim=" + std::to_string(cell) +
                            " --set model.projection_dim=0 --set model.layers=2");

@@ -16,6 +16,7 @@ namespace {
 using testing::run_elmo;
 
 TEST(TrainingPlanDist, HostBytesPerRankMatchRankZerosPeakMemory) {
+  ELMO_SKIP_UNDER_ASAN();
   const std::string dir = testing::temp_dir("plan_dist");
   const std::string config = testing::write_text_file(
       dir, "run.toml",

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -407,5 +409,74 @@ TEST(Rendezvous, LocalAddressTowardsLoopbackIsLoopback) {
   EXPECT_EQ(format_seconds(0.5), "0.5 s");
 }
 
+// Frame payloads as the peer writes them: u32 little-endian length + bytes.
+std::string length_prefixed(const std::string& bytes) {
+  std::string out(4, '\0');
+  const uint32_t n = static_cast<uint32_t>(bytes.size());
+  std::memcpy(out.data(), &n, 4);
+  return out + bytes;
+}
+
+// What the server parses from the network (also fuzzed: tests/fuzz/fuzz_rendezvous.cpp).
+TEST(Rendezvous, FramesHandshakesAndRequestsAreParsedStrictly) {
+  const auto& blob = length_prefixed;
+  std::string error;
+  const unsigned char big[4] = {0x01, 0x00, 0x01, 0x00};  // 65537
+  EXPECT_FALSE(parse_rendezvous_frame_length(big, 65536, &error));
+  EXPECT_EQ(error, "a frame of 65537 bytes exceeds the limit of 65536");
+  EXPECT_EQ(parse_rendezvous_frame_length(big, 1 << 20, &error), 65537u);
+
+  const std::string hello = blob("tok") + std::string("\x03\x00\x00\x00", 4) +
+                            std::string(8, '\0') + blob("host") + std::string(1, '\0');
+  const auto parsed = parse_rendezvous_hello(hello, &error);
+  ASSERT_TRUE(parsed) << error;
+  EXPECT_EQ(parsed->token, "tok");
+  EXPECT_EQ(parsed->rank, 3);
+  EXPECT_EQ(parsed->host, "host");
+  EXPECT_FALSE(parse_rendezvous_hello(hello + "x", &error));
+  EXPECT_EQ(error, "malformed handshake (trailing bytes)");
+  EXPECT_FALSE(parse_rendezvous_hello(hello.substr(0, 10), &error));
+  EXPECT_EQ(error, "malformed handshake (truncated message)");
+  EXPECT_FALSE(parse_rendezvous_hello(blob("t") + "\xff\xff\xff\x7f", &error));
+
+  const std::string get = std::string(1, '\x02') + blob("key");
+  const double nan = std::numeric_limits<double>::quiet_NaN(), seconds = 2.5;
+  std::string nan_bytes(8, '\0'), seconds_bytes(8, '\0');
+  std::memcpy(nan_bytes.data(), &nan, 8);
+  std::memcpy(seconds_bytes.data(), &seconds, 8);
+  const auto request = parse_rendezvous_request(get + seconds_bytes, &error);
+  ASSERT_TRUE(request) << error;
+  EXPECT_EQ(request->key, "key");
+  EXPECT_EQ(request->timeout_s, 2.5);
+  EXPECT_FALSE(parse_rendezvous_request(get + nan_bytes, &error));
+  EXPECT_EQ(error, "malformed request (a wait of NaN seconds)");
+  EXPECT_FALSE(parse_rendezvous_request(get + seconds_bytes + "z", &error));
+  EXPECT_FALSE(parse_rendezvous_request("\x09", &error));
+  EXPECT_EQ(error, "malformed request (unknown request 9)");
+  EXPECT_FALSE(parse_rendezvous_request("", &error));
+}
+
+// A client that knows the token but sends a malformed request is cut off; the server and the
+// other clients carry on.
+TEST(Rendezvous, AMalformedRequestClosesOnlyItsConnection) {
+  const auto& blob = length_prefixed;
+  KvServer server("127.0.0.1", 0, kToken);
+  KvClient good(client_options(server.port()));
+  good.set("k", "v");
+  const int fd = connect_raw(server.port());
+  const std::string hello = blob(kToken) + std::string(4, '\xff') + std::string(8, '\0') +
+                            blob("h") + std::string(1, '\0');
+  std::string bytes = std::string("ELMOKV01") + length_prefixed(hello);
+  bytes += length_prefixed(std::string(1, '\x01') + blob("key") + blob("value") + "trailing");
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  EXPECT_TRUE(closed_by_peer(fd, 5));
+  ::close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("malformed request (trailing bytes)"), std::string::npos) << log;
+  EXPECT_FALSE(good.try_get("key").has_value()) << "the malformed set was not applied";
+  EXPECT_EQ(good.get("k"), "v");
+}
 }  // namespace
 }  // namespace elmo

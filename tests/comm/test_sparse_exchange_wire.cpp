@@ -122,5 +122,29 @@ TEST(SparseExchangeWire, IdRunChecksAndKindNames) {
   EXPECT_STREQ(kind_name(kLastKind + 1), "unknown");
 }
 
+// check_header, as a rank checks what arrives from a peer before anything else.
+TEST(SparseExchangeWire, HeadersFromPeersAreChecked) {
+  const auto has = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  };
+  MsgHeader h;
+  h.kind = static_cast<uint32_t>(MsgKind::kGradients);
+  h.src = 2;
+  h.num_tables = 3;
+  h.payload_bytes = 40;
+  MsgHeader out;
+  EXPECT_EQ(check_header(&h, sizeof h, 40, 1, 3, &out), "");
+  EXPECT_EQ(out.src, 2);
+  EXPECT_TRUE(has(check_header(&h, sizeof h - 1, 40, 1, 3, &out), "header of 31 bytes"));
+  EXPECT_TRUE(has(check_header(&h, sizeof h, 41, 1, 3, &out), "41 bytes, header says 40"));
+  EXPECT_TRUE(has(check_header(&h, sizeof h, 40, 2, 3, &out), "sender rank 2 is not a peer"));
+  EXPECT_TRUE(has(check_header(&h, sizeof h, 40, 1, 2, &out), "sender rank 2 is not a peer"));
+  MsgHeader bad = h;
+  bad.magic ^= 1;
+  EXPECT_EQ(check_header(&bad, sizeof bad, 40, 1, 3, &out), "wrong magic number");
+  bad = h;
+  bad.kind = 99;
+  EXPECT_EQ(check_header(&bad, sizeof bad, 40, 1, 3, &out), "unknown message kind 99");
+}
 }  // namespace
 }  // namespace elmo::sparse_wire

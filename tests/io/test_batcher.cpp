@@ -1,10 +1,9 @@
-#include "io/batcher.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
 
+#include "io/batcher.h"
 #include "io/corpus.h"
 #include "runtime/error.h"
 #include "tests/support/test_util.h"
@@ -463,6 +462,239 @@ TEST(EvalBatcher, PtbTestStreamPredictsWordsPlusOneEndPerLine) {
   int64_t valid = 0;
   while (e.next(&f, nullptr)) valid += f.valid;
   EXPECT_EQ(valid, 82430);
+}
+
+// ---- contiguous packing (the TF PTB tutorial's reader) --------------------------------------
+
+// Two shards, sentences [5 6 7] [8] | [9 10] [11 12 13]: the stream S (each sentence followed by
+// </S> = 1, no <S>) is 5 6 7 1 8 1 9 10 1 11 12 13 1, N = 13.
+TokenCache contiguous_corpus(const Vocab& vocab) {
+  return TokenCache::from_sentences({{{5, 6, 7}, {8}}, {{9, 10}, {11, 12, 13}}}, vocab.size());
+}
+
+BatcherOptions contiguous_options(int64_t rows, int64_t steps) {
+  BatcherOptions o;
+  o.rows = rows;
+  o.steps = steps;
+  o.shuffle = false;
+  o.packing = Packing::kContiguous;
+  return o;
+}
+
+TEST(Batcher, ContiguousRowsAreTheStreamCutAsTheTutorialCutsIt) {
+  const Vocab vocab = numbered_vocab(20);
+  const TokenCache data = contiguous_corpus(vocab);
+  // B = 2: L = 13 / 2 = 6, row 0 = S[0, 6) = 5 6 7 1 8 1, row 1 = S[6, 12) = 9 10 1 11 12 13
+  // (S[12] is never used); T = 2: (L - 1) / T = 2 batches per epoch.
+  Batcher b(data, vocab, contiguous_options(2, 2));
+  EXPECT_EQ(b.epoch_positions(), 2 * 2 * 2);
+  Batch f, r;
+  b.next(&f, &r);
+  EXPECT_EQ(f.inputs, (Ids{5, 6, 9, 10}));
+  EXPECT_EQ(f.targets, (Ids{6, 7, 10, 1}));
+  EXPECT_TRUE(f.reset_state);  // the first batch of an epoch starts from zero state
+  EXPECT_TRUE(f.mask.empty());
+  EXPECT_EQ(f.valid, 4);
+  EXPECT_EQ(b.epoch(), 0);
+  EXPECT_DOUBLE_EQ(b.epoch_progress(), 0.5);
+  b.next(&f, &r);
+  EXPECT_EQ(f.inputs, (Ids{7, 1, 1, 11}));
+  EXPECT_EQ(f.targets, (Ids{1, 8, 11, 12}));
+  EXPECT_FALSE(f.reset_state);
+  EXPECT_EQ(b.epoch(), 0);  // the batch that ends epoch 0 still belongs to it (lr schedule)
+  EXPECT_DOUBLE_EQ(b.epoch_progress(), 1.0);
+  b.next(&f, &r);  // epoch 1 starts again at the head of every row
+  EXPECT_EQ(f.inputs, (Ids{5, 6, 9, 10}));
+  EXPECT_EQ(f.targets, (Ids{6, 7, 10, 1}));
+  EXPECT_TRUE(f.reset_state);
+  EXPECT_EQ(b.epoch(), 1);
+  EXPECT_EQ(b.batches(), 3);
+
+  // B = 1, T = 4: one row of 13, (13 - 1) / 4 = 3 batches, the last reaching S[12].
+  Batcher one(data, vocab, contiguous_options(1, 4));
+  const auto batches = draw(one, 4);
+  EXPECT_EQ(batches[0].inputs, (Ids{5, 6, 7, 1}));
+  EXPECT_EQ(batches[0].targets, (Ids{6, 7, 1, 8}));
+  EXPECT_EQ(batches[1].inputs, (Ids{8, 1, 9, 10}));
+  EXPECT_EQ(batches[1].targets, (Ids{1, 9, 10, 1}));
+  EXPECT_EQ(batches[2].inputs, (Ids{1, 11, 12, 13}));
+  EXPECT_EQ(batches[2].targets, (Ids{11, 12, 13, 1}));
+  EXPECT_EQ(batches[3].inputs, batches[0].inputs);
+  EXPECT_TRUE(batches[3].reset_state);
+  EXPECT_FALSE(batches[2].reset_state);
+  EXPECT_EQ(one.epoch(), 1);
+}
+
+TEST(Batcher, ContiguousPtbRowsMatchTheTutorialsArithmetic) {
+  ELMO_SKIP_WITHOUT_DATA();
+  const std::string dir = testing::data_dir() + "/ptb/";
+  const Vocab vocab = build_vocab({dir + "ptb.train.txt"}, 1, 0);
+  const TokenCache data = TokenCache::tokenize(dir + "ptb.train.txt", vocab);
+  // 887,521 words + 42,068 line ends = 929,589 ids; / 20 rows = 46,479; (46,479 - 1) / 20 =
+  // 2,323 batches per epoch (the tutorial's small-config epoch_size).
+  Batcher b(data, vocab, contiguous_options(20, 20));
+  EXPECT_EQ(b.epoch_positions(), 2323 * 20 * 20);
+  Batch f;
+  b.next(&f, nullptr);
+  // Row 0 starts with the first words of the file; row 1 with id 46,479 of the stream.
+  std::vector<int32_t> stream;
+  for (int64_t i = 0; i < data.shard(0).sentences; ++i) {
+    for (const uint32_t w : data.shard(0).sentence(i)) stream.push_back(static_cast<int32_t>(w));
+    stream.push_back(vocab.eos_id());
+  }
+  ASSERT_EQ(stream.size(), 929589u);
+  for (int64_t r = 0; r < 20; ++r)
+    for (int64_t t = 0; t < 20; ++t) {
+      EXPECT_EQ(f.inputs[r * 20 + t], stream[r * 46479 + t]) << r << " " << t;
+      EXPECT_EQ(f.targets[r * 20 + t], stream[r * 46479 + t + 1]) << r << " " << t;
+    }
+  for (int k = 1; k < 2323; ++k) b.next(&f, nullptr);  // the last batch of epoch 0
+  EXPECT_EQ(b.epoch(), 0);
+  EXPECT_EQ(f.targets[19 * 20 + 19], stream[19 * 46479 + 2323 * 20]);
+  b.next(&f, nullptr);
+  EXPECT_EQ(b.epoch(), 1);
+  EXPECT_TRUE(f.reset_state);
+  EXPECT_EQ(f.inputs[0], stream[0]);
+}
+
+TEST(Batcher, ContiguousResumeContinuesIdenticallyAndRankRowsConcatenate) {
+  const Vocab vocab = numbered_vocab(60);
+  const TokenCache data = TokenCache::from_sentences(tagged_corpus(4, 9, 60), vocab.size());
+  const BatcherOptions o = contiguous_options(3, 4);
+  Batcher probe(data, vocab, o);
+  const int64_t per_epoch = probe.epoch_positions() / (3 * 4);
+  ASSERT_GE(per_epoch, 3);
+  for (const int64_t n : {int64_t{0}, int64_t{1}, per_epoch, per_epoch + 2}) {
+    Batcher a(data, vocab, o);
+    draw(a, static_cast<int>(n));
+    const std::string saved = a.state().to_json().dump();
+    const auto a_fwd = draw(a, static_cast<int>(2 * per_epoch));
+    Batcher b(data, vocab, o);
+    draw(b, 2);  // somewhere else
+    b.restore(BatcherState::from_json(nlohmann::json::parse(saved)));
+    EXPECT_EQ(b.batches(), n);
+    const auto b_fwd = draw(b, static_cast<int>(2 * per_epoch));
+    expect_same(a_fwd, b_fwd);
+    for (size_t i = 0; i < a_fwd.size(); ++i)
+      EXPECT_EQ(a_fwd[i].reset_state, b_fwd[i].reset_state) << i;
+    EXPECT_EQ(a.epoch(), b.epoch());
+    EXPECT_EQ(a.epoch_progress(), b.epoch_progress());
+  }
+  // Ranks: every rank computes the same rows as one process would, and copies its own.
+  Batcher whole(data, vocab, o);
+  BatcherOptions r0 = o, r1 = o;
+  r0.world_size = r1.world_size = 2;
+  r1.rank = 1;
+  Batcher first(data, vocab, r0), second(data, vocab, r1);
+  for (int i = 0; i < 2 * per_epoch; ++i) {
+    Batch w, a, c;
+    whole.next(&w, nullptr);
+    first.next(&a, nullptr);
+    second.next(&c, nullptr);
+    Ids joined = a.inputs;
+    joined.insert(joined.end(), c.inputs.begin(), c.inputs.end());
+    EXPECT_EQ(joined, w.inputs) << i;
+    EXPECT_EQ(c.row_begin, 2);
+    EXPECT_EQ(a.reset_state, w.reset_state);
+    EXPECT_EQ(c.reset_state, w.reset_state);
+  }
+  EXPECT_TRUE(first.state().to_json() == second.state().to_json());
+}
+
+TEST(Batcher, ContiguousRefusesShuffleShortTextsAndForeignStates) {
+  const Vocab vocab = numbered_vocab(20);
+  const TokenCache data = contiguous_corpus(vocab);
+  BatcherOptions shuffled = contiguous_options(2, 2);
+  shuffled.shuffle = true;
+  EXPECT_THROW(Batcher(data, vocab, shuffled), UsageError);
+  // 13 ids in 7 rows: rows of 1 id cannot give a batch of T = 1 (needs 2).
+  try {
+    Batcher(data, vocab, contiguous_options(7, 1));
+    ADD_FAILURE() << "a text too short for one batch was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.batch_size"), std::string::npos) << e.what();
+  }
+  Batcher contiguous(data, vocab, contiguous_options(2, 2));
+  draw(contiguous, 1);
+  BatcherOptions sentences = contiguous_options(2, 2);
+  sentences.packing = Packing::kSentences;
+  Batcher other(data, vocab, sentences);
+  EXPECT_THROW(other.restore(contiguous.state()), Error);  // packing differs
+  EXPECT_THROW(contiguous.restore(other.state()), Error);
+  Batcher longer(data, vocab, contiguous_options(2, 3));
+  EXPECT_THROW(longer.restore(contiguous.state()), Error);  // T differs: rows cut differently
+  nlohmann::json j = contiguous.state().to_json();
+  EXPECT_EQ(j.at("packing"), "contiguous");
+  j["epoch_batch"] = 9;  // more than the 2 batches of an epoch
+  EXPECT_THROW(contiguous.restore(BatcherState::from_json(j)), Error);
+  j.erase("epoch_batch");
+  EXPECT_THROW(BatcherState::from_json(j), Error);
+  j = contiguous.state().to_json();
+  j["packing"] = "rows";
+  EXPECT_THROW(BatcherState::from_json(j), Error);
+  // Sentence-packing states are written as before (no new fields) and read as sentences.
+  EXPECT_FALSE(other.state().to_json().contains("packing"));
+  EXPECT_EQ(BatcherState::from_json(other.state().to_json()).packing, Packing::kSentences);
+  EXPECT_EQ(packing_from_name("contiguous"), Packing::kContiguous);
+  EXPECT_THROW(packing_from_name("stream"), Error);
+}
+
+TEST(EvalBatcher, ContiguousStreamPredictsEveryIdButTheFirst) {
+  const Vocab vocab = numbered_vocab(20);
+  const TokenCache data = contiguous_corpus(vocab);
+  EvalOptions o;
+  o.packing = Packing::kContiguous;
+  o.rows = 1;
+  o.steps = 5;
+  EvalBatcher one(data, vocab, o);
+  EXPECT_EQ(one.total_positions(), 12);  // S[1 .. 13) from S[0 .. 12), as the tutorial's test
+  Batch f;
+  ASSERT_TRUE(one.next(&f, nullptr));
+  EXPECT_EQ(f.inputs, (Ids{5, 6, 7, 1, 8}));
+  EXPECT_EQ(f.targets, (Ids{6, 7, 1, 8, 1}));
+  ASSERT_TRUE(one.next(&f, nullptr));
+  EXPECT_EQ(f.inputs, (Ids{1, 9, 10, 1, 11}));
+  EXPECT_EQ(f.targets, (Ids{9, 10, 1, 11, 12}));
+  ASSERT_TRUE(one.next(&f, nullptr));
+  EXPECT_EQ(f.steps, 2);
+  EXPECT_EQ(f.inputs, (Ids{12, 13}));
+  EXPECT_EQ(f.targets, (Ids{13, 1}));
+  EXPECT_FALSE(one.next(&f, nullptr));
+  // Two rows: the 12 predictions cut into 6 + 6.
+  o.rows = 2;
+  o.steps = 6;
+  EvalBatcher two(data, vocab, o);
+  ASSERT_TRUE(two.next(&f, nullptr));
+  EXPECT_EQ(f.inputs, (Ids{5, 6, 7, 1, 8, 1, 9, 10, 1, 11, 12, 13}));
+  EXPECT_EQ(f.targets, (Ids{6, 7, 1, 8, 1, 9, 10, 1, 11, 12, 13, 1}));
+  EXPECT_EQ(f.valid, 12);
+  EXPECT_FALSE(two.next(&f, nullptr));
+  // Sentence mode: every sentence from zero state, </S> as its first input.
+  o.mode = EvalMode::kSentence;
+  o.rows = 4;
+  EvalBatcher sentences(data, vocab, o);
+  ASSERT_TRUE(sentences.next(&f, nullptr));
+  EXPECT_EQ(f.steps, 4);
+  EXPECT_EQ(f.inputs, (Ids{1, 5, 6, 7, 1, 8, 0, 0, 1, 9, 10, 0, 1, 11, 12, 13}));
+  EXPECT_EQ(f.targets, (Ids{5, 6, 7, 1, 8, 1, 0, 0, 9, 10, 1, 0, 11, 12, 13, 1}));
+  EXPECT_EQ(f.valid, 13);
+}
+
+TEST(EvalBatcher, ContiguousPtbTestPredictsAllButTheFirstWord) {
+  ELMO_SKIP_WITHOUT_DATA();
+  const std::string dir = testing::data_dir() + "/ptb/";
+  const Vocab vocab = build_vocab({dir + "ptb.train.txt"}, 1, 0);
+  const TokenCache test = TokenCache::tokenize(dir + "ptb.test.txt", vocab);
+  EvalOptions o;
+  o.packing = Packing::kContiguous;
+  o.rows = 1;
+  o.steps = 20;
+  EvalBatcher e(test, vocab, o);
+  EXPECT_EQ(e.total_positions(), 82429);  // the tutorial's test: (82,430 - 1) // 1 steps
+  Batch f;
+  int64_t valid = 0;
+  while (e.next(&f, nullptr)) valid += f.valid;
+  EXPECT_EQ(valid, 82429);
 }
 
 TEST(Batcher, Lm1bSampleEpochCoversEveryToken) {

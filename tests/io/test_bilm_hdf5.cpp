@@ -265,5 +265,46 @@ TEST(BilmHdf5, ExportRejectsInconsistentParameters) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/x.hdf5"));
 }
 
+// import_bilm_hdf5_image (the fuzzer's entry) reads what import_bilm_hdf5 reads; a dataset that
+// declares far more values than its file can hold is refused before anything is allocated for
+// it (an unwritten chunked dataset reads as fill values: a 10 KB file could ask for terabytes).
+TEST(BilmHdf5, ImagesImportLikeFilesAndImplausibleExtentsAreRefused) {
+  const std::string dir = testing::temp_dir("bilm_image");
+  const int64_t C = 3, in = 5;
+  export_bilm_hdf5(dir + "/w.hdf5", {{"lstm.fwd.0.weight_ih", grid_values({4 * C, in}, 2)},
+                                     {"lstm.fwd.0.weight_hh", grid_values({4 * C, C}, 3)},
+                                     {"lstm.fwd.0.bias", grid_values({4 * C}, 4)}});
+  const std::string bytes = read_file(dir + "/w.hdf5");
+  const BilmWeights a = import_bilm_hdf5(dir + "/w.hdf5");
+  const BilmWeights b = import_bilm_hdf5_image(bytes.data(), bytes.size(), "image");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i)
+    EXPECT_TRUE(bitwise_equal(a.tensors[i].second, b.tensors[i].second)) << a.tensors[i].first;
+  EXPECT_THROW(import_bilm_hdf5_image(bytes.data(), 100, "cut"), Error);
+  EXPECT_THROW(import_bilm_hdf5_image(bytes.data(), 0, "empty"), Error);
+
+  const std::string path = dir + "/huge.hdf5";
+  const std::string cell = "RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/";
+  hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const hsize_t chunk[2] = {64, 64};
+  H5Pset_chunk(dcpl, 2, chunk);
+  const hsize_t dims[2] = {hsize_t{1} << 20, hsize_t{1} << 16};  // 4 TiB of f32, none written
+  hid_t space = H5Screate_simple(2, dims, nullptr);
+  hid_t ds =
+      H5Dcreate2(file, (cell + "W_0").c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+  ASSERT_GE(ds, 0);
+  H5Dclose(ds);
+  H5Sclose(space);
+  H5Pclose(dcpl);
+  H5Pclose(lcpl);
+  H5Fclose(file);
+  EXPECT_LT(std::filesystem::file_size(path), 1u << 20);
+  EXPECT_THAT(import_error(path), HasSubstr("dataset '" + cell +
+                                            "W_0' declares 274877906944 "
+                                            "bytes of values in a file of "));
+}
 }  // namespace
 }  // namespace elmo

@@ -362,6 +362,108 @@ TEST(Checkpoint, StateUpdatesMergeKeysAndKeepTheReservedOnes) {
               }),
               HasSubstr("reserved key 'step'"));
   EXPECT_EQ(load_checkpoint(step).step, 7);
+  // The merged state.json carries its own recomputed checksum: it loaded above, and the
+  // checksum key is not part of the state the caller sees.
+  EXPECT_FALSE(loaded.state.contains("crc32c"));
+  EXPECT_NE(read_file(step + "/state.json").find("\"crc32c\""), std::string::npos);
+}
+
+// Checksums: a tensor whose bytes changed is refused naming the file and the tensor, never
+// skipped silently; the error names the newest older checkpoint that verifies.
+TEST(Checkpoint, DamagedTensorsAreRefusedNamingTheNewestOlderCheckpointThatVerifies) {
+  const std::string run = testing::temp_dir("ckpt_crc");
+  save_checkpoint(run, make_data(4), 0);
+  save_checkpoint(run, make_data(5), 0);
+  const std::string path = save_checkpoint(run, make_data(8), 0);
+  // step-5 is damaged too: the fallback is step-4.
+  for (const std::string& dir : {path, run + "/checkpoints/step-5"}) {
+    const std::string model = dir + "/model.safetensors";
+    std::string bytes = read_file(model);
+    for (int i = 0; i < 4; ++i) bytes[bytes.size() - 10 + i] ^= 0xff;  // inside softmax.bias
+    write_file_atomic(model, bytes);
+  }
+  for (const std::string& p : {run, run + "/checkpoints", path, path + "/"}) {
+    SCOPED_TRACE(p);
+    try {
+      load_checkpoint(p);
+      ADD_FAILURE() << "a damaged checkpoint loaded";
+    } catch (const CheckpointChecksumError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(" is damaged: " + path +
+                                      "/model.safetensors: tensor 'softmax.bias' fails its "
+                                      "checksum"));
+      EXPECT_EQ(e.fallback(), run + "/checkpoints/step-4");
+      EXPECT_THAT(e.what(), HasSubstr("the newest older checkpoint that verifies is " + run +
+                                      "/checkpoints/step-4"));
+    }
+  }
+  EXPECT_EQ(load_checkpoint(run + "/checkpoints/step-4").step, 4);
+  fs::remove_all(run + "/checkpoints/step-4");
+  try {
+    load_checkpoint(run);
+    ADD_FAILURE() << "a damaged checkpoint loaded";
+  } catch (const CheckpointChecksumError& e) {
+    EXPECT_EQ(e.fallback(), "");
+    EXPECT_THAT(e.what(), HasSubstr("no older checkpoint in " + run + "/checkpoints verifies"));
+  }
+}
+
+// tests/data/legacy-checkpoint: written by elmo_fast before checksums existed.
+TEST(Checkpoint, CheckpointsWithoutChecksumsLoadWithANotice) {
+  const std::string legacy = testing::source_dir() + "/tests/data/legacy-checkpoint";
+  ::testing::internal::CaptureStderr();
+  const CheckpointData data = load_checkpoint(legacy);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(data.step, 2);
+  EXPECT_EQ(data.dir, legacy + "/checkpoints/step-2");
+  ASSERT_NE(data.file("model"), nullptr);
+  EXPECT_THAT(log, HasSubstr("carries no tensor checksums (written before elmo_fast had them): "
+                             "loaded without verification"));
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  // Saved again, it carries them.
+  const std::string run = testing::temp_dir("ckpt_legacy_resave");
+  CheckpointData again = data;
+  save_checkpoint(run, again, 0);
+  ::testing::internal::CaptureStderr();
+  load_checkpoint(run);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
+// state.json carries the CRC32C of the rest of its content: a changed number is refused like a
+// damaged tensor (an edit that keeps the JSON valid would otherwise move the data position or the
+// step silently).
+TEST(Checkpoint, AChangedStateJsonIsRefusedLikeADamagedTensor) {
+  const std::string run = testing::temp_dir("ckpt_state_crc");
+  save_checkpoint(run, make_data(4), 0);
+  const std::string path = save_checkpoint(run, make_data(5), 0);
+  std::string text = read_file(path + "/state.json");
+  EXPECT_NE(text.find("\"crc32c\": \""), std::string::npos) << text;
+  const size_t at = text.find("5000");
+  ASSERT_NE(at, std::string::npos) << text;
+  text[at] = '6';  // tokens_seen 5000 -> 6000, still valid JSON
+  write_file_atomic(path + "/state.json", text);
+  try {
+    load_checkpoint(run);
+    ADD_FAILURE() << "a changed state.json loaded";
+  } catch (const CheckpointChecksumError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(path + "/state.json fails its checksum"));
+    EXPECT_EQ(e.fallback(), run + "/checkpoints/step-4");
+  }
+  EXPECT_EQ(find_latest_checkpoint(run), run + "/checkpoints/step-4") << "never picked";
+}
+
+// Values state.json's "shards" steers are checked before they are used (found by fuzzing:
+// a non-integer axis escaped as a JSON library exception).
+TEST(Checkpoint, ShardAxesMustBeDimensions) {
+  const std::string run = testing::temp_dir("ckpt_axis");
+  CheckpointData d = make_data(2);
+  for (const nlohmann::json& axis :
+       {nlohmann::json("x"), nlohmann::json(-1), nlohmann::json(9), nlohmann::json(1.5)}) {
+    d.state["shards"] = {{"files", nlohmann::json::array()}, {"axis", {{"model", axis}}}};
+    const std::string path = save_checkpoint(run, d, 0);
+    EXPECT_THAT(load_error(path),
+                HasSubstr("\"shards\".\"axis\" of 'model' is " + axis.dump() + ", not a dimension"))
+        << axis;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -14,6 +15,7 @@
 namespace elmo {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -41,6 +43,10 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.train.device, "auto");
   EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 0.2);
   EXPECT_EQ(c.eval.mode, "stream");
+  // The keys of the TF PTB recipe default to what every run did before they existed.
+  EXPECT_EQ(c.data.packing, "sentences");
+  EXPECT_DOUBLE_EQ(c.model.forget_bias, 1.0);
+  EXPECT_EQ(c.model.softmax_bias_init, "zero");
 }
 
 TEST(Config, ResolvedWidths) {
@@ -234,6 +240,39 @@ TEST(Config, CrossKeyChecksPointAtTheKey) {
   EXPECT_THROW(validate_config(c), UsageError);
 }
 
+// data.packing, model.forget_bias, model.softmax_bias_init: their values, the ones refused,
+// and the combinations contiguous packing cannot train (a backward LM, shuffled sentences).
+TEST(Config, PtbRecipeKeysAndTheCombinationsContiguousPackingRefuses) {
+  const Config c = config_from_string(
+      "[data]\npacking = \"contiguous\"\nshuffle = false\n[model]\nbidirectional = false\n"
+      "forget_bias = 0.0\nsoftmax_bias_init = \"uniform\"\n");
+  EXPECT_EQ(c.data.packing, "contiguous");
+  EXPECT_DOUBLE_EQ(c.model.forget_bias, 0.0);
+  EXPECT_EQ(c.model.softmax_bias_init, "uniform");
+  EXPECT_EQ(config_from_string(config_to_toml(c)), c);
+  EXPECT_EQ(config_from_string("[model]\nforget_bias = -2\n").model.forget_bias, -2.0);
+  EXPECT_EQ(error_of("[data]\npacking = \"contiguos\"\n"),
+            "run.toml:2: 'data.packing' = \"contiguos\" is not one of: sentences | contiguous "
+            "(did you mean 'contiguous'?)");
+  EXPECT_THAT(error_of("[data]\npacking = true\n"), HasSubstr("must be a string"));
+  EXPECT_EQ(error_of("[model]\nforget_bias = 1000\n"),
+            "run.toml:2: 'model.forget_bias' = 1000.0 is out of range [-100, 100]");
+  EXPECT_THAT(error_of("[model]\nforget_bias = nan\n"), HasSubstr("is out of range"));
+  EXPECT_THAT(error_of("[model]\nforget_bias = \"one\"\n"), HasSubstr("must be a number"));
+  EXPECT_THAT(error_of("[model]\nsoftmax_bias_init = \"normal\"\n"),
+              HasSubstr("'model.softmax_bias_init' = \"normal\" is not one of: zero | uniform"));
+  // Contiguous packing is a forward LM over the text in order.
+  EXPECT_THAT(error_of("[data]\npacking = \"contiguous\"\nshuffle = false\n"),
+              AllOf(StartsWith("run.toml:2: 'data.packing' = \"contiguous\""),
+                    HasSubstr("set model.bidirectional = false")));
+  EXPECT_THAT(error_of("[data]\npacking = \"contiguous\"\n[model]\nbidirectional = false\n"),
+              AllOf(StartsWith("run.toml:2:"), HasSubstr("set data.shuffle = false")));
+  EXPECT_THAT(error_of("[model]\nbidirectional = false\n", {"data.packing=contiguous"}),
+              StartsWith("--set data.packing=contiguous: 'data.packing' = \"contiguous\""));
+  EXPECT_NO_THROW(config_from_string("[model]\nbidirectional = false\n", "run.toml",
+                                     {"data.packing=contiguous", "data.shuffle=false"}));
+}
+
 TEST(Config, EvaluationSliceBoundsAreCheckedAndOrdered) {
   const Config set = config_from_string("[eval]\nhead_ids = 100\ntorso_ids = 1000\n");
   EXPECT_EQ(set.eval.head_ids, 100);
@@ -296,6 +335,27 @@ TEST(Config, BadOverridesNameSet) {
   EXPECT_THROW(apply_override(c, "model.layers=30"), UsageError);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/config/crash-set-invalid-utf8): a bare --set word that is
+// not UTF-8 was taken, and the config could then not be written back (checkpoints store it).
+TEST(Config, BareOverrideWordsMustBeUtf8) {
+  EXPECT_EQ(error_of("", {"run.dir=ru\xff"}),
+            "--set run.dir=...: the value is not valid UTF-8 text (byte 3)");
+  Config c;
+  apply_override(c, "run.dir=runs/\xc3\xa9t\xc3\xa9");  // UTF-8 is fine
+  EXPECT_EQ(config_from_string(config_to_toml(c)), c);
+}
+
+// Suggestions skip keys whose length alone rules them out: a huge unknown key is refused at once
+// (it used to cost a length x length table per known key).
+TEST(Config, AHugeUnknownKeyIsRefusedQuickly) {
+  const std::string key(1 << 20, 'k');
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(error_of("[model]\n" + key + " = 1\n"), HasSubstr("unknown key"));
+  EXPECT_THAT(error_of("", {"model." + key + "=1"}), HasSubstr("unknown key"));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  EXPECT_THAT(error_of("", {"model.cell_sise=5"}), HasSubstr("did you mean 'model.cell_size'"));
+}
+
 TEST(Config, LoadConfigReadsFilesAndNamesMissingOnes) {
   const std::string dir = testing::temp_dir("config");
   const std::string path = dir + "/my.toml";
@@ -328,7 +388,7 @@ TEST(Config, KeyTableIsCompleteAndDocumented) {
     const std::string name = k.key.substr(k.key.find('.') + 1);
     EXPECT_THAT(dump, HasSubstr("\n" + name + " = " + k.default_value + "\n")) << k.key;
   }
-  EXPECT_EQ(keys.size(), 67u);  // update with the table (and README) when adding keys
+  EXPECT_EQ(keys.size(), 74u);  // update with the table (and README) when adding keys
   const std::string md = config_reference_markdown();
   for (const ConfigKeyInfo& k : keys) EXPECT_THAT(md, HasSubstr("| `" + k.key + "` |"));
   EXPECT_THAT(md, HasSubstr("&lt;UNK&gt;"));
@@ -393,6 +453,23 @@ TEST(Config, EveryShippedConfigParses) {
   EXPECT_EQ(large.optimizer.decay_after_epochs, 14);
   EXPECT_EQ(large.train.unroll_steps, 35);
   EXPECT_DOUBLE_EQ(large.train.epochs, 55.0);
+
+  // The PTB configs follow the TF tutorial's recipe; ptb-small-sentences.toml keeps the
+  // bilm-tf packing and the default starting values (the issue-17 run of 117.80).
+  for (const char* name : {"ptb-small.toml", "ptb-medium.toml", "ptb-large.toml"}) {
+    const Config ptb = load_config((root / "configs" / name).string());
+    EXPECT_EQ(ptb.data.packing, "contiguous") << name;
+    EXPECT_FALSE(ptb.data.shuffle) << name;
+    EXPECT_DOUBLE_EQ(ptb.model.forget_bias, 0.0) << name;
+    EXPECT_EQ(ptb.model.softmax_bias_init, "uniform") << name;
+  }
+  const Config sentences = load_config((root / "configs/ptb-small-sentences.toml").string());
+  Config expected = load_config((root / "configs/ptb-small.toml").string());
+  expected.run.dir = "runs/ptb-small-sentences";
+  expected.data.packing = "sentences";
+  expected.model.forget_bias = 1.0;
+  expected.model.softmax_bias_init = "zero";
+  EXPECT_EQ(sentences, expected);
 }
 
 // keep_best and early stopping need validations during training; the message points at the

@@ -1,5 +1,3 @@
-#include "io/safetensors.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "io/crc32c.h"
+#include "io/safetensors.h"
 #include "runtime/error.h"
 #include "tests/support/test_util.h"
 
@@ -194,6 +194,103 @@ TEST(Safetensors, ErrorsOnTruncatedData) {
   EXPECT_THAT(load_error(path),
               HasSubstr(path + ": truncated safetensors file (header says 1200 bytes of data, "
                                "file has 1000)"));
+}
+
+// Checksums (safetensors.h): every tensor's CRC32C in __metadata__, verified on load.
+TEST(Safetensors, EveryTensorCarriesItsCrc32cAndMetadataHidesThem) {
+  const std::string dir = testing::temp_dir("st_crc");
+  const std::string path = dir + "/c.safetensors";
+  const Tensor a = Tensor::from_floats({1, 2, 3}, {3});
+  const Tensor empty = Tensor::empty({0, 4});
+  save_safetensors(path, {{"a", a}, {"e", empty}}, {{"k", "v"}});
+  const std::string bytes = read_file(path);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const auto meta = nlohmann::json::parse(bytes.substr(8, n))["__metadata__"];
+  EXPECT_EQ(meta["checksums"], "crc32c");
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", crc32c(a.raw(), a.nbytes()));
+  EXPECT_EQ(meta["crc32c:a"], hex);
+  EXPECT_EQ(meta["crc32c:e"], "00000000");
+  const SafetensorsFile f = load_safetensors(path);
+  EXPECT_TRUE(f.checksummed);
+  EXPECT_EQ(f.metadata, (std::map<std::string, std::string>{{"k", "v"}}));
+  // The in-memory parser gives the same.
+  const SafetensorsFile g = parse_safetensors(bytes, "image");
+  ASSERT_EQ(g.tensors.size(), 2u);
+  EXPECT_EQ(bytes_of(g.tensors[0].second), bytes_of(a));
+  // The checksum keys are reserved.
+  EXPECT_THROW(save_safetensors(path, {{"a", a}}, {{"checksums", "none"}}), Error);
+  EXPECT_THROW(save_safetensors(path, {{"a", a}}, {{"crc32c:a", "00000000"}}), Error);
+}
+
+TEST(Safetensors, FlippedDataBytesAreRefusedNamingTheTensor) {
+  const std::string dir = testing::temp_dir("st_flip");
+  const std::string path = dir + "/f.safetensors";
+  std::vector<float> w(1000, 0.25f);
+  save_safetensors(path, {{"first", Tensor::from_floats({1, 2}, {2})},
+                          {"weights", Tensor::from_floats(w, {10, 100})}});
+  std::string bytes = read_file(path);
+  for (int i = 0; i < 4; ++i) bytes[bytes.size() - 2000 + i] ^= 0x5a;  // inside "weights"
+  write_file_atomic(path, bytes);
+  try {
+    load_safetensors(path);
+    ADD_FAILURE() << "a damaged tensor loaded";
+  } catch (const ChecksumError& e) {
+    EXPECT_EQ(e.path(), path);
+    EXPECT_EQ(e.tensor(), "weights");
+    EXPECT_THAT(e.what(), HasSubstr(path + ": tensor 'weights' fails its checksum"));
+  }
+  EXPECT_THROW(parse_safetensors(bytes, "image"), ChecksumError);
+  // Without verification (the benchmark's baseline) it loads.
+  EXPECT_NO_THROW(load_safetensors(path, /*verify_checksums=*/false));
+}
+
+TEST(Safetensors, FilesWithoutChecksumsLoadUnverified) {
+  const std::string dir = testing::temp_dir("st_legacy");
+  const std::string path = raw_file(
+      dir,
+      R"({"__metadata__": {"step": "3"}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+      std::string(4, '\0'));
+  const SafetensorsFile f = load_safetensors(path);
+  EXPECT_FALSE(f.checksummed);
+  EXPECT_EQ(f.metadata.at("step"), "3");
+  ASSERT_EQ(f.tensors.size(), 1u);
+}
+
+TEST(Safetensors, DamagedOrIncompleteChecksumsAreErrors) {
+  const std::string dir = testing::temp_dir("st_badcrc");
+  const std::string tensor = R"("a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})";
+  const std::string data(4, '\0');
+  const std::string good = "48674bc7";  // crc32c of four zero bytes
+  EXPECT_EQ(load_error(raw_file(dir,
+                                R"({"__metadata__": {"checksums": "crc32c", "crc32c:a": ")" + good +
+                                    "\"}, " + tensor + "}",
+                                data)),
+            "(no error)");
+  EXPECT_THAT(load_error(raw_file(
+                  dir, R"({"__metadata__": {"checksums": "crc32c"}, )" + tensor + "}", data)),
+              HasSubstr("tensor 'a' has no checksum"));
+  EXPECT_THAT(
+      load_error(raw_file(
+          dir,
+          R"({"__metadata__": {"checksums": "crc32c", "crc32c:a": "48674BC7"}, )" + tensor + "}",
+          data)),
+      HasSubstr("not 8 lowercase hex digits"));
+  EXPECT_THAT(load_error(raw_file(dir,
+                                  R"({"__metadata__": {"checksums": "crc32c", "crc32c:a": ")" +
+                                      good + R"(", "crc32c:b": ")" + good + "\"}, " + tensor + "}",
+                                  data)),
+              HasSubstr("a checksum names tensor 'b', which the file does not hold"));
+  // A damaged marker is not taken for an old file.
+  EXPECT_THAT(load_error(raw_file(dir,
+                                  R"({"__metadata__": {"checksumz": "crc32c", "crc32c:a": ")" +
+                                      good + "\"}, " + tensor + "}",
+                                  data)),
+              HasSubstr("holds tensor checksums but no \"checksums\""));
+  EXPECT_THAT(
+      load_error(raw_file(dir, R"({"__metadata__": {"checksums": "md5"}, )" + tensor + "}", data)),
+      HasSubstr("unsupported tensor checksum 'md5'"));
 }
 
 }  // namespace

@@ -1,14 +1,14 @@
-#include "io/token_cache.h"
-
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "io/atomic_file.h"
 #include "io/corpus.h"
+#include "io/token_cache.h"
 #include "runtime/error.h"
 #include "tests/support/test_util.h"
 
@@ -183,5 +183,49 @@ TEST(TokenCache, PtbTrainCountsMatchTheDataReadme) {
   EXPECT_EQ(again.shards_rebuilt(), 0);
 }
 
+// check_token_cache_image (what open_or_build checks before it maps a file in), on images whose
+// checksums are resealed so that the checks behind them see the damage: sizes in the header are
+// checked before they are used, and a verified body holds only words and sentence ends.
+TEST(TokenCache, ImageChecksCatchWhatTheChecksumsWouldNot) {
+  Fixture f;
+  { TokenCache::open_or_build(f.corpus, f.vocab, f.cache); }
+  const std::string source = f.corpus + "/shard0";
+  const std::string good = read_file(token_cache_path(f.cache, source));
+  struct stat st {};
+  ASSERT_EQ(::stat(source.c_str(), &st), 0);
+  const TokenCacheSource src{
+      std::filesystem::absolute(source).lexically_normal().string(),
+      static_cast<uint64_t>(st.st_size),
+      static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+  const auto check = [&](std::string image, bool verify = true) {
+    seal_token_cache_image(image);
+    bool corrupt = false;
+    return check_token_cache_image(image, src, f.vocab.hash(), f.vocab.size(), verify, &corrupt);
+  };
+  EXPECT_EQ(check(good), "");
+  // ids_count and sentences (offsets 72 and 48) so large that their byte sizes wrap around.
+  for (const size_t field : {size_t{48}, size_t{56}, size_t{72}}) {
+    std::string image = good;
+    const uint64_t huge = uint64_t{1} << 62;
+    std::memcpy(image.data() + field, &huge, 8);
+    EXPECT_EQ(check(image), "corrupt (truncated or wrong size)") << field;
+  }
+  // A word id outside the vocabulary, and a sentence end replaced by a word.
+  uint32_t header_bytes = 0;
+  std::memcpy(&header_bytes, good.data() + 12, 4);
+  std::string image = good;
+  const uint32_t outside = 1000;
+  std::memcpy(image.data() + header_bytes, &outside, 4);
+  EXPECT_EQ(check(image), "corrupt (a word id outside the vocabulary)");
+  EXPECT_EQ(check(image, /*verify=*/false), "") << "the cheap check reads no ids";
+  image = good;
+  const uint32_t word = 3;
+  std::memcpy(image.data() + header_bytes + 3 * 4, &word, 4);  // "the cat ." then the end
+  EXPECT_EQ(check(image), "corrupt (a sentence without its end)");
+  bool corrupt = false;
+  EXPECT_EQ(check_token_cache_image(good.substr(0, 50), src, 0, 0, true, &corrupt),
+            "corrupt (truncated header)");
+  EXPECT_TRUE(corrupt);
+}
 }  // namespace
 }  // namespace elmo

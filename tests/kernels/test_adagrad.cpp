@@ -39,7 +39,7 @@ TEST(Adagrad, DenseMatchesDoubleReference) {
   for (int step = 0; step < 5; ++step) {
     const std::vector<float> g = random_vector(n, 100 + step, 3.0f);
     const float scale = step == 2 ? 0.5f : 1.0f;
-    adagrad_dense_cpu(p.data(), acc.data(), g.data(), n, 0.2f, 1e-7f, scale);
+    adagrad_dense(Device::cpu(), p.data(), acc.data(), g.data(), n, 0.2f, 1e-7f, scale);
     reference_step(ref_p, ref_acc, g, 0.2, 1e-7, scale);
   }
   std::vector<float> rp(ref_p.begin(), ref_p.end()), racc(ref_acc.begin(), ref_acc.end());
@@ -59,8 +59,8 @@ TEST(Adagrad, RowsUpdateOnlyTouchedRows) {
     const auto& ids = steps[s];
     const int64_t n_ids = static_cast<int64_t>(ids.size());
     const std::vector<float> g = random_vector(n_ids * dim, 200 + s, 2.0f);
-    adagrad_rows_cpu(table.data(), acc.data(), dim, ids.data(), g.data(), n_ids, 0.1f, 1e-6f,
-                     0.75f);
+    adagrad_rows(Device::cpu(), table.data(), acc.data(), dim, ids.data(), g.data(), n_ids, 0.1f,
+                 1e-6f, 0.75f);
     for (int64_t k = 0; k < n_ids; ++k) {
       touched[ids[k]] = true;
       for (int64_t c = 0; c < dim; ++c) {
@@ -91,7 +91,8 @@ TEST(Adagrad, RowsWithManyIdsUseThreads) {
   for (int32_t r = 1; r < rows; r += 2) ids.push_back(r);  // every odd row
   const int64_t n_ids = static_cast<int64_t>(ids.size());
   const std::vector<float> g = random_vector(n_ids * dim, 4);
-  adagrad_rows_cpu(table.data(), acc.data(), dim, ids.data(), g.data(), n_ids, 0.2f, 1e-7f, 1.0f);
+  adagrad_rows(Device::cpu(), table.data(), acc.data(), dim, ids.data(), g.data(), n_ids, 0.2f,
+               1e-7f, 1.0f);
   for (int64_t k = 0; k < n_ids; ++k)
     for (int64_t c = 0; c < dim; ++c) {
       const int64_t at = ids[k] * dim + c;

@@ -22,8 +22,10 @@ TEST(AdagradGpu, DenseMatchesCpu) {
   Tensor p = random_tensor({n}, 1), acc = Tensor::empty({n}), g = random_tensor({n}, 2);
   acc.fill_(1.0f);
   Tensor gp = p.to(gpu), gacc = acc.to(gpu), gg = g.to(gpu);
-  adagrad_dense_cpu(p.data<float>(), acc.data<float>(), g.data<float>(), n, 0.2f, 1e-7f, 0.9f);
-  adagrad_dense_cuda(gp.data<float>(), gacc.data<float>(), gg.data<float>(), n, 0.2f, 1e-7f, 0.9f);
+  adagrad_dense(Device::cpu(), p.data<float>(), acc.data<float>(), g.data<float>(), n, 0.2f, 1e-7f,
+                0.9f);
+  adagrad_dense(Device::cuda(0), gp.data<float>(), gacc.data<float>(), gg.data<float>(), n, 0.2f,
+                1e-7f, 0.9f);
   EXPECT_TRUE(testing::all_close(gp.to_floats(), p.to_floats(), kAtol, kRtol));
   EXPECT_TRUE(testing::all_close(gacc.to_floats(), acc.to_floats(), kAtol, kRtol));
 }
@@ -38,11 +40,11 @@ TEST(AdagradGpu, RowsMatchCpuAndLeaveOtherRowsAlone) {
   for (int32_t k = 0; k < 300; ++k) ids.data<int32_t>()[k] = 3 * k + 1;
   Tensor g = random_tensor({300, dim}, 4);
   Tensor gt = t.to(gpu), gacc = acc.to(gpu);
-  adagrad_rows_cpu(t.data<float>(), acc.data<float>(), dim, ids.data<int32_t>(), g.data<float>(),
-                   300, 0.2f, 1e-7f, 1.0f);
+  adagrad_rows(Device::cpu(), t.data<float>(), acc.data<float>(), dim, ids.data<int32_t>(),
+               g.data<float>(), 300, 0.2f, 1e-7f, 1.0f);
   Tensor gids = ids.to(gpu), gg = g.to(gpu);
-  adagrad_rows_cuda(gt.data<float>(), gacc.data<float>(), dim, gids.data<int32_t>(),
-                    gg.data<float>(), 300, 0.2f, 1e-7f, 1.0f);
+  adagrad_rows(Device::cuda(0), gt.data<float>(), gacc.data<float>(), dim, gids.data<int32_t>(),
+               gg.data<float>(), 300, 0.2f, 1e-7f, 1.0f);
   EXPECT_TRUE(testing::all_close(gt.to_floats(), t.to_floats(), kAtol, kRtol));
   EXPECT_TRUE(testing::all_close(gacc.to_floats(), acc.to_floats(), kAtol, kRtol));
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/embedding.h"
+#include "kernels/row_sum.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -149,12 +150,12 @@ TEST(RowSumPlan, MatchesEmbeddingBackward) {
   for (int i = 0; i < 2000; ++i) ids[1].push_back(static_cast<int32_t>(rng.below(rows)));
   std::vector<Tensor> id_tensors, dy;
   std::vector<std::pair<const int32_t*, int64_t>> host;
-  std::vector<RowGradSegment> segments;
+  std::vector<RowSumSegment> segments;
   for (size_t s = 0; s < ids.size(); ++s) {
     id_tensors.push_back(ids_tensor(ids[s]));
     dy.push_back(random_tensor({static_cast<int64_t>(ids[s].size()), dim}, 20 + s));
     host.emplace_back(ids[s].data(), static_cast<int64_t>(ids[s].size()));
-    segments.push_back({nullptr, dy.back().data<float>(), static_cast<int64_t>(ids[s].size())});
+    segments.push_back({dy.back().data<float>(), nullptr, static_cast<int64_t>(ids[s].size())});
   }
   std::vector<int32_t> unique;
   Tensor values;
@@ -165,9 +166,9 @@ TEST(RowSumPlan, MatchesEmbeddingBackward) {
   ASSERT_EQ(plan.offsets.size(), unique.size() + 1);
   EXPECT_EQ(plan.offsets.back(), 2011);
   Tensor planned = Tensor::empty({static_cast<int64_t>(unique.size()), dim});
-  row_sum_by_plan_cpu(segments.data(), static_cast<int>(segments.size()), dim, plan.offsets.data(),
-                      plan.positions.data(), static_cast<int64_t>(unique.size()),
-                      planned.data<float>());
+  row_sum_by_plan(Device::cpu(), segments.data(), static_cast<int>(segments.size()), dim,
+                  plan.offsets.data(), plan.positions.data(), static_cast<int64_t>(unique.size()),
+                  planned.data<float>());
   EXPECT_EQ(planned.to_floats(), values.to_floats());
   const std::vector<int32_t> bad = {1, 300};
   EXPECT_THROW(build_row_sum_plan({{bad.data(), 2}}, rows, plan), Error);

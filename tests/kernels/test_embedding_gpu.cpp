@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "kernels/embedding.h"
+#include "kernels/row_sum.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -91,26 +92,26 @@ TEST(EmbeddingGpu, RowSumByPlanMatchesCpu) {
   const Tensor dy[2] = {random_tensor({5000, dim}, 13), random_tensor({3000, dim}, 14)};
   const Tensor gdy[2] = {dy[0].to(gpu), dy[1].to(gpu)};
   std::vector<std::pair<const int32_t*, int64_t>> host;
-  RowGradSegment cpu_segments[2], gpu_segments[2];
+  RowSumSegment cpu_segments[2], gpu_segments[2];
   for (int s = 0; s < 2; ++s) {
     host.emplace_back(ids[s].data<int32_t>(), ids[s].size(0));
-    cpu_segments[s] = {nullptr, dy[s].data<float>(), ids[s].size(0)};
-    gpu_segments[s] = {nullptr, gdy[s].data<float>(), ids[s].size(0)};
+    cpu_segments[s] = {dy[s].data<float>(), nullptr, ids[s].size(0)};
+    gpu_segments[s] = {gdy[s].data<float>(), nullptr, ids[s].size(0)};
   }
   RowSumPlan plan;
   build_row_sum_plan(host, rows, plan);
   const int64_t u = static_cast<int64_t>(plan.unique_ids.size());
   Tensor expected = Tensor::empty({u, dim});
-  row_sum_by_plan_cpu(cpu_segments, 2, dim, plan.offsets.data(), plan.positions.data(), u,
-                      expected.data<float>());
+  row_sum_by_plan(Device::cpu(), cpu_segments, 2, dim, plan.offsets.data(), plan.positions.data(),
+                  u, expected.data<float>());
   Tensor offsets = Tensor::empty({u + 1}, DType::kI32);
   Tensor positions = Tensor::empty({static_cast<int64_t>(plan.positions.size())}, DType::kI32);
   std::copy(plan.offsets.begin(), plan.offsets.end(), offsets.data<int32_t>());
   std::copy(plan.positions.begin(), plan.positions.end(), positions.data<int32_t>());
   const Tensor goffsets = offsets.to(gpu), gpositions = positions.to(gpu);
   Tensor got = Tensor::empty({u, dim}, DType::kF32, gpu);
-  row_sum_by_plan_cuda(gpu_segments, 2, dim, goffsets.data<int32_t>(),
-                       gpositions.data<int32_t>(), u, got.data<float>());
+  row_sum_by_plan(gpu, gpu_segments, 2, dim, goffsets.data<int32_t>(), gpositions.data<int32_t>(),
+                  u, got.data<float>());
   EXPECT_TRUE(testing::all_close(got.to_floats(), expected.to_floats(), 0.0f, 0.0f));
 }
 

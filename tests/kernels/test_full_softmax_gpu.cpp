@@ -1,7 +1,9 @@
 // GPU twin check: the CUDA full-softmax chunk kernels against the CPU twins.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -48,11 +50,13 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_sum = device_copy(c_sum, DType::kI64);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_lse_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(), n,
-                               c, begin, c_max.data(), c_sum.data(), c_target.data());
-    full_softmax_chunk_lse_cuda(g_logits.data<float>() + begin, vocab, g_bias.data<float>() + begin,
-                                g_targets.data<int32_t>(), n, c, begin, g_max.data<float>(),
-                                static_cast<double*>(g_sum.raw()), g_target.data<float>());
+    full_softmax_chunk_lse(Device::cpu(), logits.data() + begin, vocab, bias.data() + begin,
+                           targets.data(), n, c, begin, c_max.data(), c_sum.data(),
+                           c_target.data());
+    full_softmax_chunk_lse(Device::cuda(0), g_logits.data<float>() + begin, vocab,
+                           g_bias.data<float>() + begin, g_targets.data<int32_t>(), n, c, begin,
+                           g_max.data<float>(), static_cast<double*>(g_sum.raw()),
+                           g_target.data<float>());
   }
   const std::vector<double> g_sum_host = host_copy<double>(g_sum);
   const std::vector<float> g_max_host = g_max.to_floats();
@@ -69,15 +73,73 @@ TEST(FullSoftmaxGpu, ChunkMergeAndGradientMatchCpu) {
   Tensor g_lse_dev = device_copy(c_lse, DType::kF32);
   for (int64_t begin = 0; begin < vocab; begin += chunk) {
     const int64_t c = std::min(chunk, vocab - begin);
-    full_softmax_chunk_grad_cpu(logits.data() + begin, vocab, bias.data() + begin, targets.data(),
-                                c_lse.data(), n, c, begin, 0.25f);
-    full_softmax_chunk_grad_cuda(g_logits.data<float>() + begin, vocab,
-                                 g_bias.data<float>() + begin, g_targets.data<int32_t>(),
-                                 g_lse_dev.data<float>(), n, c, begin, 0.25f);
+    full_softmax_chunk_grad(Device::cpu(), logits.data() + begin, vocab, bias.data() + begin,
+                            targets.data(), c_lse.data(), n, c, begin, 0.25f);
+    full_softmax_chunk_grad(Device::cuda(0), g_logits.data<float>() + begin, vocab,
+                            g_bias.data<float>() + begin, g_targets.data<int32_t>(),
+                            g_lse_dev.data<float>(), n, c, begin, 0.25f);
   }
   // Same f32 formula; expf may differ by an ulp or two between host and device.
   EXPECT_TRUE(testing::all_close(g_logits.to_floats(), logits, 1e-7f, 1e-5f));
 }
 
+// The finish on both backends, from 1000 random rows (several rows per thread of the one block)
+// where every ignore_every-th row (from ignore_first) has no target; with_row_nll: the per-row
+// NLLs too. The lse: the device's log in double, then the f32 rounding, at most an ulp apart.
+// result[0]: a fixed tree against a sequential double sum of ~860 terms, 1e-12 relative. The row
+// NLLs: the same double formula on both sides (the device's log may differ from the host's by an
+// ulp: 1e-13 relative to the row's lse covers it), NaN on both for the rows without a target.
+void expect_finish_matches_cpu(uint64_t seed, int64_t ignore_every, int64_t ignore_first,
+                               bool with_row_nll) {
+  const int64_t n = 1000;
+  Rng rng(seed, kRngSynthetic);
+  std::vector<float> row_max(n), target_logit(n), c_lse(n, 0.0f);
+  std::vector<double> row_sum(n), c_row_nll(n, 0.0);
+  std::vector<int32_t> targets(n);
+  for (int64_t r = 0; r < n; ++r) {
+    row_max[r] = 3.0f * rng.normal();
+    row_sum[r] = 1.0 + 100.0 * rng.uniform();
+    target_logit[r] = row_max[r] - 2.0f * rng.uniform();
+    targets[r] = r % ignore_every == ignore_first ? kIgnoreTarget : static_cast<int32_t>(r);
+  }
+  double c_result[2] = {0.0, 0.0};
+  full_softmax_finish(Device::cpu(), row_max.data(), row_sum.data(), target_logit.data(),
+                      targets.data(), n, c_lse.data(), c_result,
+                      with_row_nll ? c_row_nll.data() : nullptr);
+  Tensor g_max = device_copy(row_max, DType::kF32), g_sum = device_copy(row_sum, DType::kI64);
+  Tensor g_target = device_copy(target_logit, DType::kF32);
+  Tensor g_targets = device_copy(targets, DType::kI32);
+  Tensor g_lse = device_copy(std::vector<float>(n, 0.0f), DType::kF32);
+  Tensor g_result = device_copy(std::vector<double>(2, 0.0), DType::kI64);
+  Tensor g_row_nll = device_copy(std::vector<double>(n, 0.0), DType::kI64);
+  full_softmax_finish(Device::cuda(0), g_max.data<float>(), static_cast<double*>(g_sum.raw()),
+                      g_target.data<float>(), g_targets.data<int32_t>(), n, g_lse.data<float>(),
+                      static_cast<double*>(g_result.raw()),
+                      with_row_nll ? static_cast<double*>(g_row_nll.raw()) : nullptr);
+  EXPECT_TRUE(testing::all_close(g_lse.to_floats(), c_lse, 0.0f, 2e-7f));
+  const std::vector<double> g = host_copy<double>(g_result);
+  EXPECT_NEAR(g[0], c_result[0], 1e-12 * std::fabs(c_result[0]));
+  EXPECT_EQ(g[1], c_result[1]);
+  if (!with_row_nll) return;
+  const std::vector<double> g_rows = host_copy<double>(g_row_nll);
+  for (int64_t r = 0; r < n; ++r) {
+    if (targets[r] < 0) {
+      EXPECT_TRUE(std::isnan(g_rows[r]) && std::isnan(c_row_nll[r])) << r;
+      continue;
+    }
+    const double row_lse = std::fabs(static_cast<double>(c_lse[r]));
+    EXPECT_NEAR(g_rows[r], c_row_nll[r], 1e-13 * std::max(1.0, row_lse)) << r;
+  }
+}
+
+TEST(FullSoftmaxGpu, FinishMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  expect_finish_matches_cpu(22, 7, 3, /*with_row_nll=*/false);
+}
+
+TEST(FullSoftmaxGpu, FinishRowNllMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  expect_finish_matches_cpu(23, 5, 1, /*with_row_nll=*/true);
+}
 }  // namespace
 }  // namespace elmo

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/grad_norm.h"
+#include "kernels/launchers.h"  // the CPU twin itself, on spans
 #include "runtime/parallel.h"
 #include "runtime/rng.h"
 

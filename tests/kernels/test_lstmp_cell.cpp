@@ -1,13 +1,12 @@
 // Fused LSTM cell (CPU twin): forward against double math, backward against central differences
 // of the double forward, clip semantics at the boundary, aliasing, optional inputs, the
 // parallel path and entry-point checks.
-#include "kernels/lstmp_cell.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "kernels/lstmp_cell.h"
 #include "runtime/rng.h"
 #include "tests/support/test_util.h"
 
@@ -31,8 +30,8 @@ struct RefElem {
   double c, m, raw;
 };
 RefElem ref_elem(const double* z_row, int64_t C, int64_t j, double c_prev, double clip) {
-  const double i = sigmoid_d(z_row[j]), f = sigmoid_d(z_row[C + j]), g = std::tanh(z_row[2 * C + j]),
-               o = sigmoid_d(z_row[3 * C + j]);
+  const double i = sigmoid_d(z_row[j]), f = sigmoid_d(z_row[C + j]),
+               g = std::tanh(z_row[2 * C + j]), o = sigmoid_d(z_row[3 * C + j]);
   const double raw = f * c_prev + i * g;
   const double c = clip_d(raw, clip);
   return {c, o * std::tanh(c), raw};
@@ -40,7 +39,8 @@ RefElem ref_elem(const double* z_row, int64_t C, int64_t j, double c_prev, doubl
 
 // loss = sum(m * wm + c * wc) in double over all rows.
 double ref_loss(const std::vector<double>& z, const std::vector<double>& c_prev, int64_t B,
-                int64_t C, double clip, const std::vector<float>& wm, const std::vector<float>& wc) {
+                int64_t C, double clip, const std::vector<float>& wm,
+                const std::vector<float>& wc) {
   double loss = 0;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < C; ++j) {
@@ -59,8 +59,8 @@ TEST(LstmpCell, ForwardAndBackwardMatchDoubleReference) {
     const std::vector<float> wm = random_floats(3, B * C, -1.0f, 1.0f);
     const std::vector<float> wc = random_floats(4, B * C, -1.0f, 1.0f);
     std::vector<float> c(B * C), m(B * C), gates(B * 4 * C), c_raw(B * C);
-    lstmp_cell_forward_cpu(B, C, clip, z.data(), c_prev.data(), c.data(), m.data(), gates.data(),
-                           c_raw.data());
+    lstmp_cell_forward(Device::cpu(), B, C, clip, z.data(), c_prev.data(), c.data(), m.data(),
+                       gates.data(), c_raw.data());
     std::vector<double> zd(z.begin(), z.end()), cpd(c_prev.begin(), c_prev.end());
     int clipped = 0;
     for (int64_t b = 0; b < B; ++b)
@@ -82,8 +82,8 @@ TEST(LstmpCell, ForwardAndBackwardMatchDoubleReference) {
 
     // Backward: dm = wm, dc_next = wc (the loss's direct weight on c) -> dz, dc_prev.
     std::vector<float> dz(B * 4 * C), dc_prev(B * C);
-    lstmp_cell_backward_cpu(B, C, clip, gates.data(), c_prev.data(), c_raw.data(), wm.data(),
-                            wc.data(), dz.data(), dc_prev.data());
+    lstmp_cell_backward(Device::cpu(), B, C, clip, gates.data(), c_prev.data(), c_raw.data(),
+                        wm.data(), wc.data(), dz.data(), dc_prev.data());
     const double eps = 1e-6;
     auto fd = [&](std::vector<double>& v, size_t k) {
       const double saved = v[k];
@@ -145,9 +145,9 @@ TEST(LstmpCell, ClipGradientPassesOnTheBoundaryOnly) {
   const float dm = 0.0f, dc_next = 1.0f;
   float dz[4], dc_prev;
   const float on = 0.5f, beyond = 0.75f;
-  lstmp_cell_backward_cpu(1, C, 0.5f, gates, &on, &on, &dm, &dc_next, dz, &dc_prev);
+  lstmp_cell_backward(Device::cpu(), 1, C, 0.5f, gates, &on, &on, &dm, &dc_next, dz, &dc_prev);
   EXPECT_EQ(dc_prev, 0.5f);  // dc * f
-  lstmp_cell_backward_cpu(1, C, 0.5f, gates, &on, &beyond, &dm, &dc_next, dz, &dc_prev);
+  lstmp_cell_backward(Device::cpu(), 1, C, 0.5f, gates, &on, &beyond, &dm, &dc_next, dz, &dc_prev);
   EXPECT_EQ(dc_prev, 0.0f);
   for (float v : dz) EXPECT_EQ(v, 0.0f);
 }
@@ -162,33 +162,34 @@ TEST(LstmpCell, AliasingAndOptionalArguments) {
   const std::vector<float> dm = random_floats(6, B * C, -1.0f, 1.0f);
   const std::vector<float> dc_next = random_floats(7, B * C, -1.0f, 1.0f);
   std::vector<float> c(B * C), m(B * C), gates(B * 4 * C), c_raw(B * C);
-  lstmp_cell_forward_cpu(B, C, clip, z.data(), zeros.data(), c.data(), m.data(), gates.data(),
-                         c_raw.data());
+  lstmp_cell_forward(Device::cpu(), B, C, clip, z.data(), zeros.data(), c.data(), m.data(),
+                     gates.data(), c_raw.data());
   std::vector<float> z2 = z, c2(B * C), m2(B * C), c_raw2(B * C);
-  lstmp_cell_forward_cpu(B, C, clip, z2.data(), nullptr, c2.data(), m2.data(), z2.data(),
-                         c_raw2.data());
+  lstmp_cell_forward(Device::cpu(), B, C, clip, z2.data(), nullptr, c2.data(), m2.data(), z2.data(),
+                     c_raw2.data());
   EXPECT_EQ(z2, gates);
   EXPECT_EQ(c2, c);
   EXPECT_EQ(m2, m);
   EXPECT_EQ(c_raw2, c_raw);
   std::vector<float> c3(B * C), m3(B * C);
-  lstmp_cell_forward_cpu(B, C, clip, z.data(), nullptr, c3.data(), m3.data(), nullptr, nullptr);
+  lstmp_cell_forward(Device::cpu(), B, C, clip, z.data(), nullptr, c3.data(), m3.data(), nullptr,
+                     nullptr);
   EXPECT_EQ(c3, c);  // inference: same outputs, nothing saved
   EXPECT_EQ(m3, m);
 
   std::vector<float> dz(B * 4 * C), dc_prev(B * C);
-  lstmp_cell_backward_cpu(B, C, clip, gates.data(), zeros.data(), c_raw.data(), dm.data(),
-                          dc_next.data(), dz.data(), dc_prev.data());
+  lstmp_cell_backward(Device::cpu(), B, C, clip, gates.data(), zeros.data(), c_raw.data(),
+                      dm.data(), dc_next.data(), dz.data(), dc_prev.data());
   std::vector<float> g2 = gates, dc2 = dc_next;
-  lstmp_cell_backward_cpu(B, C, clip, g2.data(), nullptr, c_raw.data(), dm.data(), dc2.data(),
-                          g2.data(), dc2.data());
+  lstmp_cell_backward(Device::cpu(), B, C, clip, g2.data(), nullptr, c_raw.data(), dm.data(),
+                      dc2.data(), g2.data(), dc2.data());
   EXPECT_EQ(g2, dz);
   EXPECT_EQ(dc2, dc_prev);
   std::vector<float> dz4(B * 4 * C), dz5(B * 4 * C);
-  lstmp_cell_backward_cpu(B, C, clip, gates.data(), nullptr, c_raw.data(), dm.data(), nullptr,
-                          dz4.data(), nullptr);
-  lstmp_cell_backward_cpu(B, C, clip, gates.data(), nullptr, c_raw.data(), dm.data(),
-                          zeros.data(), dz5.data(), nullptr);
+  lstmp_cell_backward(Device::cpu(), B, C, clip, gates.data(), nullptr, c_raw.data(), dm.data(),
+                      nullptr, dz4.data(), nullptr);
+  lstmp_cell_backward(Device::cpu(), B, C, clip, gates.data(), nullptr, c_raw.data(), dm.data(),
+                      zeros.data(), dz5.data(), nullptr);
   EXPECT_EQ(dz4, dz5);
 }
 
@@ -198,12 +199,12 @@ TEST(LstmpCell, ParallelRowsEqualSerialRows) {
   const std::vector<float> z = random_floats(8, B * 4 * C, -4.0f, 4.0f);
   const std::vector<float> c_prev = random_floats(9, B * C, -2.0f, 2.0f);
   std::vector<float> c(B * C), m(B * C), gates(B * 4 * C), c_raw(B * C);
-  lstmp_cell_forward_cpu(B, C, 1.0f, z.data(), c_prev.data(), c.data(), m.data(), gates.data(),
-                         c_raw.data());
+  lstmp_cell_forward(Device::cpu(), B, C, 1.0f, z.data(), c_prev.data(), c.data(), m.data(),
+                     gates.data(), c_raw.data());
   for (int64_t b : {int64_t{0}, int64_t{349}, B - 1}) {
     std::vector<float> c1(C), m1(C), g1(4 * C), r1(C);
-    lstmp_cell_forward_cpu(1, C, 1.0f, z.data() + b * 4 * C, c_prev.data() + b * C, c1.data(),
-                           m1.data(), g1.data(), r1.data());
+    lstmp_cell_forward(Device::cpu(), 1, C, 1.0f, z.data() + b * 4 * C, c_prev.data() + b * C,
+                       c1.data(), m1.data(), g1.data(), r1.data());
     EXPECT_EQ(c1, std::vector<float>(c.begin() + b * C, c.begin() + (b + 1) * C));
     EXPECT_EQ(m1, std::vector<float>(m.begin() + b * C, m.begin() + (b + 1) * C));
   }
@@ -216,8 +217,8 @@ TEST(LstmpCell, TensorEntryPointsCheckShapes) {
   Tensor gates = Tensor::empty({B, 4 * C}), c_raw = Tensor::empty({B, C});
   lstmp_cell_forward(z, Tensor(), 0.5f, c, m, gates, c_raw);
   std::vector<float> c_ref(B * C), m_ref(B * C);
-  lstmp_cell_forward_cpu(B, C, 0.5f, z.data<float>(), nullptr, c_ref.data(), m_ref.data(),
-                         nullptr, nullptr);
+  lstmp_cell_forward(Device::cpu(), B, C, 0.5f, z.data<float>(), nullptr, c_ref.data(),
+                     m_ref.data(), nullptr, nullptr);
   EXPECT_EQ(c.to_floats(), c_ref);
   EXPECT_EQ(m.to_floats(), m_ref);
 
@@ -225,8 +226,8 @@ TEST(LstmpCell, TensorEntryPointsCheckShapes) {
   Tensor dz = Tensor::empty({B, 4 * C}), dc_prev = Tensor::empty({B, C});
   lstmp_cell_backward(gates, Tensor(), c_raw, 0.5f, dm, Tensor(), dz, dc_prev);
   std::vector<float> dz_ref(B * 4 * C), dcp_ref(B * C);
-  lstmp_cell_backward_cpu(B, C, 0.5f, gates.data<float>(), nullptr, c_raw.data<float>(),
-                          dm.data<float>(), nullptr, dz_ref.data(), dcp_ref.data());
+  lstmp_cell_backward(Device::cpu(), B, C, 0.5f, gates.data<float>(), nullptr, c_raw.data<float>(),
+                      dm.data<float>(), nullptr, dz_ref.data(), dcp_ref.data());
   EXPECT_EQ(dz.to_floats(), dz_ref);
   EXPECT_EQ(dc_prev.to_floats(), dcp_ref);
 

@@ -97,7 +97,7 @@ Result run(const Problem& p, bool gpu, const Result* saved) {
     f.m = out.m.data();
     f.r = proj_clip ? out.r.data() : nullptr;
     f.y = out.y.data();
-    lstmp_persistent_forward_cpu(p.plan, f);
+    lstmp_persistent_forward(Device::cpu(), p.plan, f);
     Result in = saved ? *saved : out;
     b.w_hh = p.w_hh.data();
     b.w_hr = p.w_hr.data();
@@ -109,7 +109,7 @@ Result run(const Problem& p, bool gpu, const Result* saved) {
     b.dy = p.dy.data();
     b.dr = out.dr.data();
     b.dc = dc.data();
-    lstmp_persistent_backward_cpu(p.plan, b);
+    lstmp_persistent_backward(Device::cpu(), p.plan, b);
     out.dz = in.gates;
     return out;
   }
@@ -132,7 +132,7 @@ Result run(const Problem& p, bool gpu, const Result* saved) {
   f.r = proj_clip ? r.data<float>() : nullptr;
   f.y = y.data<float>();
   f.scratch = aligned;
-  lstmp_persistent_forward_cuda(p.plan, f);
+  lstmp_persistent_forward(Device::cuda(0), p.plan, f);
   out.gates = gates.to_floats();
   out.c = c.to_floats();
   out.c_raw = c_raw.to_floats();
@@ -156,7 +156,7 @@ Result run(const Problem& p, bool gpu, const Result* saved) {
   b.dr = dr.data<float>();
   b.dc = dcg.data<float>();
   b.scratch = aligned;
-  lstmp_persistent_backward_cuda(p.plan, b);
+  lstmp_persistent_backward(Device::cuda(0), p.plan, b);
   out.dz = gates.to_floats();
   out.dr = dr.to_floats();
   return out;

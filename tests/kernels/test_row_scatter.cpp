@@ -34,9 +34,9 @@ TEST(RowScatter, InverseOfGather) {
   for (size_t i = 0; i < table.size(); ++i) table[i] = 0.5f * static_cast<float>(i);
   const std::vector<int32_t> ids = {0, 3, 17, 49};
   std::vector<float> gathered(ids.size() * dim);
-  embedding_gather_cpu(table.data(), rows, dim, ids.data(), 4, gathered.data());
+  embedding_gather(Device::cpu(), table.data(), rows, dim, ids.data(), 4, gathered.data());
   std::vector<float> copy(rows * dim, 0.0f);
-  scatter_rows_cpu(copy.data(), rows, dim, ids.data(), 4, gathered.data());
+  scatter_rows(Device::cpu(), copy.data(), rows, dim, ids.data(), 4, gathered.data());
   for (const int32_t id : ids)
     for (int64_t c = 0; c < dim; ++c) EXPECT_EQ(copy[id * dim + c], table[id * dim + c]);
 }
@@ -45,7 +45,8 @@ TEST(RowScatter, OutOfRangeIdThrowsBeforeWriting) {
   std::vector<float> table(4 * 2, 1.0f);
   const std::vector<int32_t> ids = {0, 4};
   const std::vector<float> values(4, 9.0f);
-  EXPECT_THROW(scatter_rows_cpu(table.data(), 4, 2, ids.data(), 2, values.data()), Error);
+  EXPECT_THROW(scatter_rows(Device::cpu(), table.data(), 4, 2, ids.data(), 2, values.data()),
+               Error);
   for (const float x : table) EXPECT_EQ(x, 1.0f);
 }
 

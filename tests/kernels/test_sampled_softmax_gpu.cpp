@@ -38,11 +38,11 @@ TEST(SampledSoftmaxGpu, RowsMatchCpu) {
       Tensor g_targets = device_copy(targets), g_loss = device_copy(loss);
       std::vector<float> c_logits = logits, c_true = true_logits, c_loss(n);
       const SampledSoftmaxRowsParams params{n, s, 0.3f, grad};
-      sampled_softmax_rows_cpu(c_logits.data(), c_true.data(), correction.data(), ids.data(),
-                               targets.data(), c_loss.data(), params);
-      sampled_softmax_rows_cuda(g_logits.data<float>(), g_true.data<float>(), g_corr.data<float>(),
-                                g_ids.data<int32_t>(), g_targets.data<int32_t>(),
-                                g_loss.data<float>(), params);
+      sampled_softmax_rows(Device::cpu(), c_logits.data(), c_true.data(), correction.data(),
+                           ids.data(), targets.data(), c_loss.data(), params);
+      sampled_softmax_rows(Device::cuda(0), g_logits.data<float>(), g_true.data<float>(),
+                           g_corr.data<float>(), g_ids.data<int32_t>(), g_targets.data<int32_t>(),
+                           g_loss.data<float>(), params);
       // f32 block reductions in another order than the CPU's double sums: 1e-5 relative.
       EXPECT_TRUE(testing::all_close(g_loss.to_floats(), c_loss, 1e-5f, 1e-5f)) << s;
       EXPECT_TRUE(testing::all_close(g_logits.to_floats(), c_logits, 1e-7f, 1e-5f)) << s;
@@ -61,15 +61,52 @@ TEST(SampledSoftmaxGpu, TargetLogitsMatchCpu) {
   for (auto& v : bias) v = rng.normal();
   for (auto& v : h) v = rng.normal();
   for (auto& t : targets) t = static_cast<int32_t>(rng.below(vocab));
-  sampled_softmax_target_logits_cpu(weight.data(), bias.data(), h.data(), targets.data(), n, dim,
-                                    tries, vocab, out.data());
+  sampled_softmax_target_logits(Device::cpu(), weight.data(), bias.data(), h.data(), targets.data(),
+                                n, dim, tries, vocab, out.data());
   Tensor g_w = device_copy(weight), g_b = device_copy(bias), g_h = device_copy(h);
   Tensor g_t = device_copy(targets), g_out = device_copy(out);
-  sampled_softmax_target_logits_cuda(g_w.data<float>(), g_b.data<float>(), g_h.data<float>(),
-                                     g_t.data<int32_t>(), n, dim, tries, vocab,
-                                     g_out.data<float>());
+  sampled_softmax_target_logits(Device::cuda(0), g_w.data<float>(), g_b.data<float>(),
+                                g_h.data<float>(), g_t.data<int32_t>(), n, dim, tries, vocab,
+                                g_out.data<float>());
   // Dot products of 77 terms in another order: 1e-5 relative + 1e-5 absolute.
   EXPECT_TRUE(testing::all_close(g_out.to_floats(), out, 1e-5f, 1e-5f));
+}
+
+TEST(SampledSoftmaxGpu, CorrectionsMatchCpuBitwise) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t vocab = 5000, s = 1000;  // several blocks and a partial one
+  Rng rng(5, kRngSynthetic);
+  std::vector<float> bias(vocab), log_expected(s), out(s);
+  std::vector<int32_t> ids(s);
+  for (auto& v : bias) v = rng.normal();
+  for (auto& v : log_expected) v = -3.0f * rng.uniform();
+  for (auto& id : ids) id = static_cast<int32_t>(rng.below(vocab));
+  sampled_softmax_corrections(Device::cpu(), bias.data(), ids.data(), log_expected.data(), s,
+                              out.data());
+  Tensor g_b = device_copy(bias), g_ids = device_copy(ids), g_le = device_copy(log_expected);
+  Tensor g_out = device_copy(out);
+  sampled_softmax_corrections(Device::cuda(0), g_b.data<float>(), g_ids.data<int32_t>(),
+                              g_le.data<float>(), s, g_out.data<float>());
+  EXPECT_TRUE(testing::all_close(g_out.to_floats(), out, 0.0f, 0.0f));  // one rounded subtraction
+}
+
+TEST(SampledSoftmaxGpu, SampleBiasGradMatchesCpu) {
+  ELMO_SKIP_WITHOUT_GPU();
+  const int64_t n = 2560, s = 1000;  // the lane order spreads the rows; a partial 32-column block
+  Rng rng(7, kRngSynthetic);
+  std::vector<float> dlogits(n * s);
+  for (auto& v : dlogits) v = 1e-3f * rng.normal();
+  std::vector<double> db(s, 0.25);
+  Tensor host_db = Tensor::empty({s}, DType::kI64);  // f64 values in an i64 tensor
+  std::memcpy(host_db.raw(), db.data(), sizeof(double) * db.size());
+  Tensor g_dlogits = device_copy(dlogits), g_db = host_db.to(Device::cuda(0));
+  sampled_softmax_sample_bias_grad(Device::cpu(), dlogits.data(), n, s, db.data());
+  sampled_softmax_sample_bias_grad(Device::cuda(0), g_dlogits.data<float>(), n, s,
+                                   reinterpret_cast<double*>(g_db.raw()));
+  const Tensor host = g_db.to(Device::cpu());
+  const double* got = reinterpret_cast<const double*>(host.raw());
+  // Double sums of 2560 f32 terms in two orders: far below 1e-12 of the magnitudes involved.
+  for (int64_t j = 0; j < s; ++j) ASSERT_NEAR(got[j], db[j], 1e-12) << j;
 }
 
 }  // namespace

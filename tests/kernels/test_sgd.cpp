@@ -27,7 +27,7 @@ TEST(Sgd, DenseMatchesDoubleReference) {
   for (int step = 0; step < 3; ++step) {
     const std::vector<float> g = random_vector(n, 10 + step);
     const float lr = step == 0 ? 1.0f : 0.5f, scale = step == 1 ? 0.3f : 1.0f;
-    sgd_dense_cpu(p.data(), g.data(), n, lr, scale);
+    sgd_dense(Device::cpu(), p.data(), g.data(), n, lr, scale);
     for (int64_t e = 0; e < n; ++e)
       ref[e] -= static_cast<double>(lr) * (g[e] * static_cast<double>(scale));
   }
@@ -40,7 +40,7 @@ TEST(Sgd, RowsUpdateOnlyTouchedRows) {
   const std::vector<float> table0 = table;
   const std::vector<int32_t> ids = {2, 9, 29};
   const std::vector<float> g = random_vector(3 * dim, 3);
-  sgd_rows_cpu(table.data(), dim, ids.data(), g.data(), 3, 0.7f, 0.5f);
+  sgd_rows(Device::cpu(), table.data(), dim, ids.data(), g.data(), 3, 0.7f, 0.5f);
   for (int64_t r = 0; r < rows; ++r) {
     int64_t k = -1;
     for (int64_t j = 0; j < 3; ++j)

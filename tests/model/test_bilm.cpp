@@ -792,6 +792,47 @@ TEST(BiLM, InitIsDeterministicWithZeroSoftmaxBias) {
             b.params().get("softmax.weight").value.to_floats());
 }
 
+// model.forget_bias and model.softmax_bias_init (the TF PTB tutorial's starting values): the
+// forget block [C, 2C) of every LSTM bias holds forget_bias, the other blocks 0; a uniform softmax
+// bias is drawn after everything else, so every other parameter keeps the values of the default
+// init of the same seed.
+TEST(BiLM, InitTakesTheForgetBiasAndAUniformSoftmaxBias) {
+  BiLM defaults(projected_shape(), train_options(SoftmaxKind::kSampled, 0.0f));
+  BiLM tutorial(projected_shape(), train_options(SoftmaxKind::kSampled, 0.0f));
+  defaults.init(21, 0.1f, 0.7f);
+  BilmInit init;
+  init.init_scale = 0.1f;
+  init.embedding_scale = 0.7f;
+  init.forget_bias = -0.5f;
+  init.uniform_softmax_bias = true;
+  tutorial.init(21, init);
+  const int64_t C = projected_shape().cell_size;
+  for (Parameter* p : tutorial.params().all()) {
+    const std::vector<float> values = p->value.to_floats();
+    if (p->name.find(".bias") != std::string::npos && p->name.rfind("lstm.", 0) == 0) {
+      for (int64_t i = 0; i < 4 * C; ++i)
+        EXPECT_EQ(values[i], i >= C && i < 2 * C ? -0.5f : 0.0f) << p->name << " " << i;
+      const std::vector<float> old = defaults.params().get(p->name).value.to_floats();
+      EXPECT_EQ(old[C], 1.0f);  // the default forget bias
+    } else if (p->name == "softmax.bias") {
+      float most = 0.0f;
+      for (float v : values) most = std::max(most, std::fabs(v));
+      EXPECT_LE(most, 0.1f);
+      EXPECT_GT(most, 0.0f);
+    } else {
+      EXPECT_EQ(values, defaults.params().get(p->name).value.to_floats()) << p->name;
+    }
+  }
+  // The two-scale form is the default BilmInit.
+  BiLM same(projected_shape(), train_options(SoftmaxKind::kSampled, 0.0f));
+  BilmInit plain;
+  plain.init_scale = 0.1f;
+  plain.embedding_scale = 0.7f;
+  same.init(21, plain);
+  for (Parameter* p : same.params().all())
+    EXPECT_EQ(p->value.to_floats(), defaults.params().get(p->name).value.to_floats()) << p->name;
+}
+
 TEST(BiLM, InvalidConfigurationsAreUsageErrors) {
   const BilmShape shape = projected_shape();
   BilmTrainOptions o = train_options(SoftmaxKind::kSampled, 0.0f);

@@ -2,14 +2,13 @@
 // sites, residual of the dropped input, top dropout) against a manual composition of layers,
 // finite-difference gradients with residuals and dropout, state carrying, inference mode and
 // changing T / B.
-#include "model/lstm_stack.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
 #include "kernels/dropout.h"
+#include "model/lstm_stack.h"
 #include "tests/support/test_util.h"
 
 namespace elmo {
@@ -90,17 +89,16 @@ TEST(LstmStack, ForwardMatchesManualComposition) {
       };
       return LstmLayerWeights{p("weight_ih"), p("weight_hh"), p("bias"), p("weight_hr")};
     };
-    std::vector<float> x0(T * B * E), y0(T * B * H), x1(T * B * H), y1(T * B * H),
-        out1(T * B * H), top(T * B * H), h(2 * B * H), c(2 * B * C);
-    dropout_cpu(x.data(), x0.data(), x0.size(), params(0));
+    std::vector<float> x0(T * B * E), y0(T * B * H), x1(T * B * H), y1(T * B * H), out1(T * B * H),
+        top(T * B * H), h(2 * B * H), c(2 * B * C);
+    dropout(Device::cpu(), x.data(), x0.data(), x0.size(), params(0));
     lstm_layer_forward(kShape.layer(0), w(0), T, B, x0.data(), h0.data(), c0.data(), y0.data(),
                        h.data(), c.data(), nullptr, false);
-    dropout_cpu(y0.data(), x1.data(), x1.size(), params(1));
-    lstm_layer_forward(kShape.layer(1), w(1), T, B, x1.data(), h0.data() + B * H,
-                       c0.data() + B * C, y1.data(), h.data() + B * H, c.data() + B * C,
-                       nullptr, false);
+    dropout(Device::cpu(), y0.data(), x1.data(), x1.size(), params(1));
+    lstm_layer_forward(kShape.layer(1), w(1), T, B, x1.data(), h0.data() + B * H, c0.data() + B * C,
+                       y1.data(), h.data() + B * H, c.data() + B * C, nullptr, false);
     for (size_t e = 0; e < out1.size(); ++e) out1[e] = y1[e] + x1[e];  // the dropped input
-    dropout_cpu(out1.data(), top.data(), top.size(), params(63));
+    dropout(Device::cpu(), out1.data(), top.data(), top.size(), params(63));
 
     const int64_t n = T * B * H;
     // Bitwise: the same operations in the same order.
@@ -216,7 +214,7 @@ TEST(LstmStack, InferenceEqualsTrainingWithoutDropoutAndShapesMayChange) {
   stack.forward(7, 3, x.data(), nullptr, nullptr, nullptr, nullptr, {});
   stack.forward(4, 2, x.data(), nullptr, nullptr, nullptr, nullptr, {});
   EXPECT_EQ(std::vector<float>(stack.output(), stack.output() + 4 * 2 * H), train);
-  EXPECT_EQ(stack.output(), stack.layer_output(1));  // no top dropout in inference
+  EXPECT_EQ(stack.output(), stack.layer_output(1));        // no top dropout in inference
   EXPECT_THROW(stack.backward(r.data(), nullptr), Error);  // inference saved nothing
 
   f.store.zero_grads();
@@ -254,9 +252,8 @@ TEST(LstmStack, MisuseIsAnError) {
   LstmStack stack(f.store, "fwd", kShape);
   std::vector<float> x(2 * 5), d(2 * 3);
   EXPECT_THROW(stack.backward(d.data(), nullptr), Error);
-  EXPECT_THROW(stack.forward(1, 2, x.data(), nullptr, nullptr, nullptr, nullptr,
-                             {true, 1.0f, 0, 0}),
-               Error);
+  EXPECT_THROW(
+      stack.forward(1, 2, x.data(), nullptr, nullptr, nullptr, nullptr, {true, 1.0f, 0, 0}), Error);
   EXPECT_THROW(stack.layer_output(2), Error);
 }
 

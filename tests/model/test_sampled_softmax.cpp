@@ -257,5 +257,37 @@ TEST(SampledSoftmax, GivenSamplesEqualDrawingThemFromTheStream) {
   EXPECT_EQ(given.touched_ids(), std::vector<int32_t>(touched.begin(), touched.end()));
 }
 
+// The touched rows are summed from begin_step's target sets, so a call must pass its set: the
+// CPU checks the contents (here a reordering of the set, every id touched), and every device the
+// row count and the number of calls.
+TEST(SampledSoftmax, CallsMustPassTheirBeginStepTargetSets) {
+  Fixture f;
+  SampledSoftmax layer(kVocab, kDim, kSamples);
+  Rng rng(kSeed, kRngSampler);
+  layer.begin_step(rng, {{f.t_fwd.data(), kRows}});
+  std::vector<int32_t> reordered(f.t_fwd.rbegin(), f.t_fwd.rend());
+  std::vector<float> dh(kRows * kDim);
+  std::string message = testing::error_of([&] {
+    layer.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(), reordered.data(), kRows, 1.0f,
+                           dh.data());
+  });
+  EXPECT_NE(message.find("differ from target set 0 given to begin_step"), std::string::npos)
+      << message;
+  message = testing::error_of([&] {
+    layer.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(), f.t_fwd.data(), kRows - 1, 1.0f,
+                           dh.data());
+  });
+  EXPECT_NE(message.find("target set 0 given to begin_step has 7"), std::string::npos) << message;
+  EXPECT_THROW(layer.finish_step(*f.weight, *f.bias), Error);  // no call for the set yet
+  layer.forward_backward(f.w.data(), f.b.data(), f.h_fwd.data(), f.t_fwd.data(), kRows, 1.0f,
+                         dh.data());
+  message = testing::error_of([&] {
+    layer.forward_backward(f.w.data(), f.b.data(), f.h_bwd.data(), f.t_bwd.data(), kRows, 1.0f,
+                           dh.data());
+  });
+  EXPECT_NE(message.find("begin_step was given only 1 target sets"), std::string::npos) << message;
+  layer.finish_step(*f.weight, *f.bias);
+}
+
 }  // namespace
 }  // namespace elmo

@@ -9,11 +9,11 @@ namespace {
 
 TEST(Stream, GuardRestoresAndStreamsArePerThread) {
   EXPECT_EQ(current_stream(), nullptr);
-  auto fake = reinterpret_cast<cudaStream_t>(0x1234);
+  auto fake = reinterpret_cast<CudaStreamHandle>(0x1234);
   {
     StreamGuard guard(fake);
     EXPECT_EQ(current_stream(), fake);
-    cudaStream_t seen_by_other = fake;
+    CudaStreamHandle seen_by_other = fake;
     std::thread([&] { seen_by_other = current_stream(); }).join();
     EXPECT_EQ(seen_by_other, nullptr);
   }
@@ -24,7 +24,7 @@ TEST(Stream, GuardRestoresAndStreamsArePerThread) {
 // stream makes every event recorded on stream 0 wait for its queued work, so BiLM's second
 // direction would wait for the whole first one (forward and backward).
 TEST(Stream, CudaStreamsAreNonBlocking) {
-  EXPECT_EQ(kCudaStreamFlags & cudaStreamNonBlocking, cudaStreamNonBlocking);
+  EXPECT_EQ(kCudaStreamFlags & kCudaStreamNonBlocking, kCudaStreamNonBlocking);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // CudaStream and CudaEvent on a device: the stream really is non-blocking (kCudaStreamFlags),
 // and a fork/join through events orders work between it and the legacy default stream (the
 // pattern BiLM and DenseOverlap use now that nothing orders them implicitly).
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <vector>

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include <algorithm>
 #include <filesystem>
@@ -147,6 +148,8 @@ std::string data_dir() {
 
 std::string source_dir() { return ELMO_SOURCE_DIR; }
 std::string elmo_binary() { return ELMO_BINARY; }
+std::string build_dir() { return ELMO_BUILD_DIR; }
+std::string cmake_command() { return ELMO_CMAKE_COMMAND; }
 
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -159,6 +162,13 @@ int free_port() {
   ::close(fd);
   return ntohs(address.sin_port);
 }
+
+bool gpu_required() {
+  const char* value = std::getenv("ELMO_REQUIRE_GPU");
+  return value != nullptr && *value != '\0' && std::string(value) != "0";
+}
+
+std::string no_gpu_message() { return "no GPU on this machine: " + cuda_unavailable_reason(); }
 
 std::string temp_dir(const std::string& tag) {
   static int counter = 0;

@@ -62,17 +62,33 @@ std::string error_of(const std::function<void()>& f);
 std::string data_dir();
 std::string source_dir();
 std::string elmo_binary();
+std::string build_dir();      // the CMake build folder (ELMO_BUILD_DIR)
+std::string cmake_command();  // the cmake that configured it
 // A fresh, empty temporary folder for this test (removed by the OS, not by the test).
 std::string temp_dir(const std::string& tag);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (for servers a test starts).
 int free_port();
 
+// True when ELMO_REQUIRE_GPU is set in the environment to anything but "" or "0": a GPU test
+// that finds no usable GPU then fails instead of skipping (ELMO_SKIP_WITHOUT_GPU).
+bool gpu_required();
+// "no GPU on this machine: <why>" (why: cuda_unavailable_reason(), the CUDA runtime's error).
+std::string no_gpu_message();
+
 }  // namespace elmo::testing
 
-#define ELMO_SKIP_WITHOUT_GPU()                                                    \
-  do {                                                                             \
-    if (::elmo::cuda_device_count() == 0) GTEST_SKIP() << "no GPU on this machine"; \
+// First line of every GPU test. Without a usable GPU the test is skipped, printing why (the
+// CUDA error text); with ELMO_REQUIRE_GPU=1 it fails instead, so a GPU machine whose driver or
+// devices are broken cannot report green.
+#define ELMO_SKIP_WITHOUT_GPU()                                                              \
+  do {                                                                                       \
+    if (::elmo::cuda_device_count() == 0) {                                                  \
+      if (::elmo::testing::gpu_required())                                                   \
+        GTEST_FAIL() << "ELMO_REQUIRE_GPU is set but " << ::elmo::testing::no_gpu_message(); \
+      else                                                                                   \
+        GTEST_SKIP() << ::elmo::testing::no_gpu_message();                                   \
+    }                                                                                        \
   } while (0)
 
 #define ELMO_SKIP_WITHOUT_DATA()                                                            \
@@ -80,3 +96,16 @@ int free_port();
     if (::elmo::testing::data_dir().empty())                                                \
       GTEST_SKIP() << "shared data folder not found (configure with -DELMO_DATA_DIR=...)"; \
   } while (0)
+
+// Tests that compare a measured resident memory (VmHWM) with the plan skip under
+// AddressSanitizer: its shadow memory and freed-memory quarantine inflate the peak by a factor
+// that is not the program's (.ci/sanitize.sh runs the rest of the suite there).
+#if defined(__SANITIZE_ADDRESS__)
+#define ELMO_SKIP_UNDER_ASAN()                                                                 \
+  GTEST_SKIP() << "built with AddressSanitizer: its shadow memory and quarantine change the " \
+                  "peak resident memory this test compares with the plan"
+#else
+#define ELMO_SKIP_UNDER_ASAN() \
+  do {                         \
+  } while (0)
+#endif

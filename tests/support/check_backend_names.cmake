@@ -1,0 +1,45 @@
+# model/, app/, io/ and comm/ name no backend (registered in tests/CMakeLists.txt, label unit):
+#   cmake -DSOURCE_DIR=<repository> -P check_backend_names.cmake
+# 1. No call of a `<name>_cpu(` or `<name>_cuda(` function outside kernels/ (the ops' raw
+#    launchers are private to kernels/; model and app call the entry points, which take a Device).
+#    Device::is_cpu() / is_cuda() are device queries, not backends, and are allowed.
+# 2. kernels/launchers.h is included only by kernels/ and tests/kernels/.
+if(NOT SOURCE_DIR)
+  message(FATAL_ERROR "check_backend_names.cmake needs -DSOURCE_DIR=<repository>")
+endif()
+set(failures "")
+set(checked 0)
+foreach(folder model app io comm)
+  file(GLOB_RECURSE sources "${SOURCE_DIR}/${folder}/*.cpp" "${SOURCE_DIR}/${folder}/*.h"
+       "${SOURCE_DIR}/${folder}/*.cu")
+  foreach(source ${sources})
+    math(EXPR checked "${checked} + 1")
+    file(STRINGS "${source}" lines REGEX "[a-z0-9_]+_(cpu|cuda)\\(")
+    foreach(line ${lines})
+      string(REGEX REPLACE "(^|[^A-Za-z0-9_])is_(cpu|cuda)\\(" "" stripped "${line}")
+      string(REGEX REPLACE "^[ \t]*//.*" "" stripped "${stripped}")
+      if(stripped MATCHES "(^|[^A-Za-z0-9_])[a-z0-9_]+_(cpu|cuda)\\(")
+        string(APPEND failures "\n  ${source}: ${line}")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+file(GLOB_RECURSE all_sources "${SOURCE_DIR}/*.cpp" "${SOURCE_DIR}/*.h" "${SOURCE_DIR}/*.cu"
+     "${SOURCE_DIR}/*.cuh")
+foreach(source ${all_sources})
+  file(RELATIVE_PATH relative "${SOURCE_DIR}" "${source}")
+  if(relative MATCHES "^(kernels|tests/kernels)/" OR relative MATCHES "^(build|\\.)")
+    continue()
+  endif()
+  file(STRINGS "${source}" includes REGEX "#include \"kernels/launchers.h\"")
+  if(includes)
+    string(APPEND failures "\n  ${relative} includes kernels/launchers.h (private to kernels/)")
+  endif()
+endforeach()
+if(checked EQUAL 0)
+  message(FATAL_ERROR "no source found under ${SOURCE_DIR}/{model,app,io,comm}")
+endif()
+if(failures)
+  message(FATAL_ERROR "backend names outside kernels/:${failures}")
+endif()
+message("ok: ${checked} sources of model/, app/, io/ and comm/ call entry points only")

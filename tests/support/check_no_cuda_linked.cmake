@@ -1,0 +1,43 @@
+# A CPU-only build links no CUDA library (registered in tests/CMakeLists.txt when ELMO_HAVE_CUDA
+# is off, label unit):
+#   cmake -DBINARIES="<a>;<b>;..." -P check_no_cuda_linked.cmake
+# For every binary: no NEEDED entry names a CUDA, cuBLAS, NCCL or cuDNN library (readelf -d),
+# and no symbol, defined or undefined, is a CUDA runtime/driver, cuBLAS or NCCL function (nm and
+# nm -D: cudaMalloc, cuInit, cublasCreate_v2, ncclCommInitRank, ...; a statically linked cudart
+# shows up here, not in NEEDED). It also checks that it saw NEEDED entries and symbols at all.
+if(NOT BINARIES)
+  message(FATAL_ERROR "check_no_cuda_linked.cmake needs -DBINARIES=<binary;...>")
+endif()
+set(libraries "lib(cuda|cudart|cublas|cublasLt|nccl|cudnn[a-z_]*|nvrtc|nvJitLink)\\.so")
+set(functions "(^|\n)[0-9a-fA-F ]* [A-Za-z] (cuda[A-Z]|cu[A-Z]|cublas[A-Z]|nccl[A-Z])[A-Za-z0-9_]*")
+foreach(binary ${BINARIES})
+  if(NOT EXISTS "${binary}")
+    message(FATAL_ERROR "${binary} does not exist (build it first)")
+  endif()
+  execute_process(COMMAND readelf -d "${binary}" OUTPUT_VARIABLE dynamic RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "readelf -d ${binary} failed (${rc})")
+  endif()
+  string(REGEX MATCHALL "\\(NEEDED\\)[^\n]*" needed "${dynamic}")
+  list(LENGTH needed count)
+  if(count EQUAL 0)
+    message(FATAL_ERROR "readelf -d ${binary} lists no NEEDED library: cannot check it")
+  endif()
+  foreach(entry ${needed})
+    if(entry MATCHES "${libraries}")
+      message(FATAL_ERROR "${binary} links a CUDA library: ${entry}")
+    endif()
+  endforeach()
+  execute_process(COMMAND nm "${binary}" OUTPUT_VARIABLE symbols RESULT_VARIABLE rc ERROR_QUIET)
+  execute_process(COMMAND nm -D "${binary}" OUTPUT_VARIABLE dynamic_symbols ERROR_QUIET)
+  string(APPEND symbols "\n${dynamic_symbols}")
+  if(NOT symbols MATCHES " main\n")
+    message(FATAL_ERROR "nm ${binary} shows no symbol main: cannot check its symbols")
+  endif()
+  string(REGEX MATCH "${functions}" found "${symbols}")
+  if(found)
+    string(STRIP "${found}" found)
+    message(FATAL_ERROR "${binary} contains a CUDA symbol: ${found}")
+  endif()
+  message("ok: ${binary}: ${count} libraries (${needed}), no CUDA library or symbol")
+endforeach()
