@@ -89,7 +89,12 @@ class TrainingRun {
   EvalResult evaluate(const std::string& spec, const char* label);
   // The model holds only this rank's rows of its tables: evaluations are collective (every rank
   // evaluates, the root reports).
-  bool distributed_evaluation() { return !model_->holds_every_row() && runner_.rank_sum(); }
+  // A softmax in the whole layout (softmax.type = "full": every row read at every step) is
+  // evaluated by the root from a checkpoint instead.
+  bool distributed_evaluation() {
+    const RowLayout* softmax = model_->table_layout("softmax.weight");
+    return !model_->holds_every_row() && softmax && softmax->is_sharded() && runner_.rank_sum();
+  }
   // After the loop (root): evaluation and summary.json.
   void evaluate_and_summarise();
 

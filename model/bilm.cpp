@@ -477,6 +477,10 @@ NllSum BiLM::evaluate_sharded(int direction, const TokenBatch& batch, LstmState&
     // This rank's softmax rows: targets held here as rows of its slice, others elsewhere.
     const RowSlots& out_rows = slots_[kSoftmaxRows];
     const RowLayout& layout = out_rows.layout();
+    // A softmax in the whole layout (softmax.type = "full") holds rows that other ranks own,
+    // stale since their last update: it cannot be scored here (the run evaluates a checkpoint).
+    ELMO_CHECK(layout.is_sharded(), "BiLM::evaluate with the other ranks needs a sharded ",
+               "softmax; this one holds every row");
     const int64_t first = first_scored_slot(layout), count = layout.home() - first;
     Tensor local = Tensor::empty({N}, DType::kI32);
     for (int64_t r = 0; r < N; ++r) {

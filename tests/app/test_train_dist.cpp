@@ -201,6 +201,25 @@ TEST(TrainDist, ShardedTablesEvaluateTogetherLikeOneRank) {
   }
 }
 
+// The full softmax reads every row at every step, so its table keeps the whole layout (rows
+// owned elsewhere are a step old on each rank): the root evaluates the checkpoint of the step,
+// and 2 ranks report the perplexities of one.
+TEST(TrainDist, FullSoftmaxRanksEvaluateLikeOneRank) {
+  const std::string dir = testing::temp_dir("train_dist_full_eval");
+  const std::string extra = " --set train.eval_every=3 --set softmax.type=full";
+  const auto one =
+      run_elmo("--config " + write_config(dir + "/1", dist_config(dir + "/1/run", 6, 0)) + extra);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto two =
+      run_elmo("--config " + write_config(dir + "/2", dist_config(dir + "/2/run", 6, 0)) + extra +
+               " --nodes 1 --workers_per_node 2");
+  ASSERT_EQ(two.status, 0) << two.output;
+  const auto a = valid_ppl_by_step(dir + "/1/run"), b = valid_ppl_by_step(dir + "/2/run");
+  ASSERT_EQ(a.size(), 2u);  // step 3 and the end
+  ASSERT_EQ(b.size(), 2u);
+  for (const auto& [step, ppl] : a) EXPECT_NEAR(b.at(step), ppl, 1e-5 * ppl) << "step " << step;
+}
+
 // Checkpoints stay one shard per rank and load into any world size, the rows dealt again: a
 // checkpoint written by 4 ranks resumes on 2 and on 1 with the very parameters it holds.
 TEST(TrainDist, AFourRankCheckpointResumesOnTwoAndOneRanks) {
