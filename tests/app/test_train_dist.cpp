@@ -201,6 +201,32 @@ TEST(TrainDist, ShardedTablesEvaluateTogetherLikeOneRank) {
   }
 }
 
+// --init-from on sharded ranks: each rank copies its home rows (values and, with
+// --init-optimizer, accumulators) from the source, so 4 ranks continue like one process.
+TEST(TrainDist, InitFromFillsEachRanksOwnRows) {
+  const std::string dir = testing::temp_dir("train_dist_init_from");
+  const auto source =
+      run_elmo("--config " + write_config(dir + "/src", dist_config(dir + "/src/run", 3, 3)));
+  ASSERT_EQ(source.status, 0) << source.output;
+  const std::string init = " --init-from " + dir + "/src/run --init-optimizer";
+  const auto one = run_elmo(
+      "--config " + write_config(dir + "/1", dist_config(dir + "/1/run", 4, 4)) + init);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto four =
+      run_elmo("--config " + write_config(dir + "/4", dist_config(dir + "/4/run", 4, 4)) + init +
+               " --nodes 1 --workers_per_node 4");
+  ASSERT_EQ(four.status, 0) << four.output;
+  EXPECT_NE(four.output.find("init: weights from"), std::string::npos) << four.output;
+  const NamedTensors reference = final_model(dir + "/1/run");
+  const NamedTensors model = final_model(dir + "/4/run");
+  ASSERT_EQ(model.size(), reference.size());
+  ASSERT_FALSE(model.empty());
+  for (size_t i = 0; i < model.size(); ++i)
+    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
+                                   1e-5f, 1e-5f))
+        << model[i].first;
+}
+
 // The full softmax reads every row at every step, so its table keeps the whole layout (rows
 // owned elsewhere are a step old on each rank): the root evaluates the checkpoint of the step,
 // and 2 ranks report the perplexities of one.
