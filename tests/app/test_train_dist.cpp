@@ -104,6 +104,18 @@ NamedTensors final_model(const std::string& run_dir) {
   return model ? *model : NamedTensors{};
 }
 
+// The final models of two runs agree within 1e-5 (float summation order), tensor by tensor.
+void expect_same_models(const std::string& run_dir, const std::string& reference_dir) {
+  const NamedTensors reference = final_model(reference_dir);
+  const NamedTensors model = final_model(run_dir);
+  ASSERT_EQ(model.size(), reference.size());
+  ASSERT_FALSE(model.empty());
+  for (size_t i = 0; i < model.size(); ++i)
+    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
+                                   1e-5f, 1e-5f))
+        << model[i].first << " of " << run_dir;
+}
+
 // Must-show: 1, 2 and 4 ranks with the same global batch (8 rows) reach the same parameters.
 // Tolerance 1e-5: the ranks' partial gradient sums are added in another order than one rank's
 // (float rounding), nothing else differs (same rows, samples and dropout masks).
@@ -217,14 +229,7 @@ TEST(TrainDist, InitFromFillsEachRanksOwnRows) {
                " --nodes 1 --workers_per_node 4");
   ASSERT_EQ(four.status, 0) << four.output;
   EXPECT_NE(four.output.find("init: weights from"), std::string::npos) << four.output;
-  const NamedTensors reference = final_model(dir + "/1/run");
-  const NamedTensors model = final_model(dir + "/4/run");
-  ASSERT_EQ(model.size(), reference.size());
-  ASSERT_FALSE(model.empty());
-  for (size_t i = 0; i < model.size(); ++i)
-    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
-                                   1e-5f, 1e-5f))
-        << model[i].first;
+  expect_same_models(dir + "/4/run", dir + "/1/run");
 }
 
 // The full softmax reads every row at every step, so its table keeps the whole layout (rows
@@ -359,14 +364,7 @@ TEST(TrainDist, ContiguousPackingOneAndTwoRanksAgreeAcrossAnEpochEnd) {
   const auto state = nlohmann::json::parse(
       read_file(dir + "/2/run/checkpoints/step-" + std::to_string(steps) + "/state.json"));
   ASSERT_GE(state.at("batcher").at("epoch").get<int64_t>(), 1) << "the run must cross an epoch";
-  const NamedTensors reference = final_model(dir + "/1/run");
-  const NamedTensors model = final_model(dir + "/2/run");
-  ASSERT_EQ(model.size(), reference.size());
-  ASSERT_FALSE(model.empty());
-  for (size_t i = 0; i < model.size(); ++i)
-    EXPECT_TRUE(testing::all_close(model[i].second.to_floats(), reference[i].second.to_floats(),
-                                   1e-5f, 1e-5f))
-        << model[i].first;
+  expect_same_models(dir + "/2/run", dir + "/1/run");
 }
 
 // A rank draws the next step's batch and samples one step ahead. Its checkpoints still hold the
