@@ -5,11 +5,13 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
 
 #include "io/atomic_file.h"
+#include "io/isolated_read.h"
 #include "runtime/error.h"
 
 namespace elmo {
@@ -101,11 +103,36 @@ std::string param_prefix(int direction, int64_t layer) {
   return str("lstm.", kDirections[direction], ".", layer, ".");
 }
 
+// libhdf5 reads a user's file in a child process (io/isolated_read.h): a damaged file can crash
+// the library, and that must become an error, not the end of the caller.
+const char* const kDamagedHint =
+    "The file is damaged or is not an HDF5 file written by h5py, bilm-tf, allennlp or "
+    "elmo_fast export-bilm: export it again from its source.";
+
+// Time for the child: a minute plus 1 s per 8 MiB, far beyond a healthy read.
+int read_limit_seconds(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t bytes = std::filesystem::file_size(path, ec);
+  return 60 + static_cast<int>(std::min<uintmax_t>(ec ? 0 : bytes >> 23, 1 << 20));
+}
+
+void check_exists(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw Error(str(path, ": no such file"));
+}
+
 }  // namespace
 
 Tensor read_hdf5_matrix(const std::string& path, const std::string& dataset) {
-  H5Id file = open_for_reading(path);
-  return read_dataset(file.get(), path, dataset);
+  check_exists(path);
+  IsolatedResult r = run_isolated(path, read_limit_seconds(path), [&] {
+    H5Id file = open_for_reading(path);
+    IsolatedResult out;
+    out.tensors.emplace_back(dataset, read_dataset(file.get(), path, dataset));
+    return out;
+  }, kDamagedHint);
+  ELMO_CHECK(r.tensors.size() == 1, "read_hdf5_matrix: the reader returned ", r.tensors.size(),
+             " tensors");
+  return r.tensors[0].second;
 }
 
 namespace {
@@ -234,8 +261,27 @@ BilmWeights import_bilm(hid_t f, const std::string& path) {
 }  // namespace
 
 BilmWeights import_bilm_hdf5(const std::string& path) {
-  H5Id file = open_for_reading(path);
-  return import_bilm(file.get(), path);
+  check_exists(path);
+  IsolatedResult r = run_isolated(path, read_limit_seconds(path), [&] {
+    H5Id file = open_for_reading(path);
+    BilmWeights w = import_bilm(file.get(), path);
+    IsolatedResult out;
+    out.numbers = {w.layers,         w.input_dim,         w.cell_size,
+                   w.proj_dim,       w.has_projection,    w.bidirectional};
+    out.tensors = std::move(w.tensors);
+    return out;
+  }, kDamagedHint);
+  ELMO_CHECK(r.numbers.size() == 6, "import_bilm_hdf5: the reader returned ", r.numbers.size(),
+             " numbers");
+  BilmWeights w;
+  w.layers = r.numbers[0];
+  w.input_dim = r.numbers[1];
+  w.cell_size = r.numbers[2];
+  w.proj_dim = r.numbers[3];
+  w.has_projection = r.numbers[4] != 0;
+  w.bidirectional = r.numbers[5] != 0;
+  w.tensors = std::move(r.tensors);
+  return w;
 }
 
 BilmWeights import_bilm_hdf5_image(const void* data, size_t bytes, const std::string& origin) {

@@ -41,14 +41,16 @@ struct BilmWeights {
 
 // Reads and converts the LSTM (and optional embedding/softmax) weights. Errors name the file and
 // the dataset: not an HDF5 file, missing dataset, inconsistent shapes between cells, a dataset
-// that declares more values than a file of its size can hold.
+// that declares more values than a file of its size can hold. libhdf5 reads the file in a child
+// process (io/isolated_read.h): a file that crashes the library is an Error too.
 BilmWeights import_bilm_hdf5(const std::string& weights_path);
 // The same from a whole file image in memory (HDF5's core driver; `origin` names it in
-// messages): what the fuzzer calls (tests/fuzz).
+// messages), in this process: for images libhdf5 itself wrote, as the fuzzer's (tests/fuzz).
 BilmWeights import_bilm_hdf5_image(const void* data, size_t bytes, const std::string& origin);
 
 // Reads one float dataset (any rank 1..4, converted to float32), e.g.
-// elmo_token_embeddings.hdf5 "embedding" [V, P]. Nested names use '/'.
+// elmo_token_embeddings.hdf5 "embedding" [V, P]. Nested names use '/'. In a child process, as
+// import_bilm_hdf5.
 Tensor read_hdf5_matrix(const std::string& path, const std::string& dataset);
 
 // Writes the bilm-tf layout from our parameter names: every lstm.{fwd,bwd}.{l}.* present, plus

@@ -36,6 +36,16 @@ put("corpus", "text.txt", b"the cat sat\n\n  on\tthe mat \r\n\xe2\x82\xac 5\nlas
 put("corpus", "bad_utf8.txt", b"ok line\nbad \xc3\x28 here\n")
 put("corpus", "long_line.txt", (b"word " * 1200) + b"\n" + (b"\xf0\x9f\x98\x80 " * 300))
 
+# ---- bilm-tf HDF5 weights (tests/fuzz/fuzz_bilm_hdf5.cpp: a plan, mutations, float values) ----
+# plan bytes: layers-1, directions-1, projection, C-1, P-1, input-1, extras (bit 0 embedding,
+# bit 1 softmax, bits 2+ mutation count), V-1; then 3 bytes per mutation (op, which, arg).
+put("bilm_hdf5", "one_layer", bytes([0, 0, 0, 1, 0, 2, 0, 2]))
+put("bilm_hdf5", "elmo_like", bytes([1, 1, 1, 3, 1, 4, 3, 5]) + struct.pack("<8f", *range(8)))
+put("bilm_hdf5", "reshaped", bytes([1, 1, 1, 2, 2, 3, 3 | 4, 3, 1, 5, 17]))
+put("bilm_hdf5", "unwritten_huge", bytes([0, 1, 1, 1, 1, 1, 1 | 8, 2, 6, 9, 3, 3, 2, 1]))
+put("bilm_hdf5", "retyped_and_group", bytes([2, 0, 0, 3, 0, 4, 2 | 12, 4, 3, 1, 2, 7, 4, 0, 7,
+                                             0, 4, 1, 200]))
+
 # ---- token cache (io/token_cache.h; the fuzz target's source and vocabulary) -------------------
 def token_cache(sentences, vocab_size=7):
     path = b"/fuzz/corpus.txt"
