@@ -2,6 +2,7 @@
 // give the parameters of one rank; resuming a mid-run or a final checkpoint is exact; the
 // rendezvous refuses a wrong job token and names a rank that never joins; killing a rank stops
 // the others with its number and --resume continues.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "runtime/host_memory.h"
 #include "tests/app/sampler_position.h"
 #include "tests/support/test_util.h"
 
@@ -26,6 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using testing::run_elmo;
+using ::testing::HasSubstr;
 
 std::string dist_config(const std::string& run_dir, int64_t max_steps, int64_t every_steps) {
   return "[run]\ndir = \"" + run_dir + "\"\nseed = 5\n"
@@ -289,6 +292,40 @@ TEST(TrainDist, AFourRankCheckpointResumesOnTwoAndOneRanks) {
     }
   }
   EXPECT_FALSE(written.empty());
+}
+
+// One process refuses, before reading anything, a sharded checkpoint whose files are larger than
+// the memory it has, and names the distributed command that evaluates it instead. The shard is
+// made that large by extending it sparsely (no disk used): the check reads the files' sizes.
+TEST(TrainDist, AOneProcessLoadThatCannotFitNamesTheDistributedCommand) {
+  const std::string dir = testing::temp_dir("train_dist_too_big");
+  const std::string run = dir + "/run";
+  const auto two = run_elmo("--config " + write_config(dir, dist_config(run, 2, 2)) +
+                            " --nodes 1 --workers_per_node 2");
+  ASSERT_EQ(two.status, 0) << two.output;
+  const std::string shard = run + "/checkpoints/step-2/shard-1.safetensors";
+  ASSERT_TRUE(fs::exists(shard));
+  const HostMemoryAvailable available = host_memory_available();
+  ASSERT_GT(available.bytes, 0) << "no MemAvailable here";
+  const std::string text = testing::write_text_file(dir, "held_out.txt", "a b c\n");
+  const std::string before = read_file(run + "/checkpoints/step-2/model.safetensors");
+  fs::resize_file(shard, static_cast<uintmax_t>(available.bytes) * 2);
+  for (const std::string& command :
+       {"eval --checkpoint " + run + " --corpus " + text,
+        "export-bilm --checkpoint " + run + "/checkpoints/step-2 --out " + dir + "/w.hdf5"}) {
+    const auto r = run_elmo(command);
+    EXPECT_EQ(r.status, 2) << command << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr("was written by 2 ranks, each holding its rows"));
+    EXPECT_THAT(r.output, HasSubstr("--resume --nodes 1 --workers_per_node 2 --set run.dir=" +
+                                    run + " --set data.test=FILE"));
+  }
+  EXPECT_FALSE(fs::exists(dir + "/w.hdf5"));
+  EXPECT_EQ(read_file(run + "/checkpoints/step-2/model.safetensors"), before);
+  // A checkpoint that fits still loads: the same run with the shard back to its size.
+  fs::remove_all(run);
+  ASSERT_EQ(run_elmo("--config " + dir + "/run.toml --nodes 1 --workers_per_node 2").status, 0);
+  const auto r = run_elmo("eval --checkpoint " + run + " --corpus " + text);
+  EXPECT_EQ(r.status, 0) << r.output;
 }
 
 // A rank resuming a checkpoint written by as many ranks reads only its own shard: its share is
