@@ -48,7 +48,9 @@ std::optional<int64_t> parse_step_name(const std::string& name) {
 std::string step_name(int64_t step) { return str("step-", step); }
 
 bool valid_file_name(const std::string& name) {
-  if (name.empty() || name == "state" || name[0] == '.') return false;
+  // "<name>.safetensors" must fit a file name (255 bytes; longer makes the filesystem calls
+  // throw ENAMETOOLONG, found by fuzz_checkpoint_state); ours are "model", "shard-12" and such.
+  if (name.empty() || name.size() > 128 || name == "state" || name[0] == '.') return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
   });
