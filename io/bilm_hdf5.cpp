@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 
@@ -103,33 +104,28 @@ std::string param_prefix(int direction, int64_t layer) {
   return str("lstm.", kDirections[direction], ".", layer, ".");
 }
 
-// libhdf5 reads a user's file in a child process (io/isolated_read.h): a damaged file can crash
-// the library, and that must become an error, not the end of the caller.
-const char* const kDamagedHint =
-    "The file is damaged or is not an HDF5 file written by h5py, bilm-tf, allennlp or "
-    "elmo_fast export-bilm: export it again from its source.";
-
-// Time for the child: a minute plus 1 s per 8 MiB, far beyond a healthy read.
-int read_limit_seconds(const std::string& path) {
+// Runs `read` (which opens `path` with open_for_reading) in a child process
+// (io/isolated_read.h): a damaged file can crash libhdf5, and that must become an error, not the
+// end of the caller. The child has a minute plus 1 s per 8 MiB, far beyond a healthy read.
+IsolatedResult read_in_child(const std::string& path,
+                             const std::function<IsolatedResult()>& read) {
   std::error_code ec;
   const uintmax_t bytes = std::filesystem::file_size(path, ec);
-  return 60 + static_cast<int>(std::min<uintmax_t>(ec ? 0 : bytes >> 23, 1 << 20));
-}
-
-void check_exists(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw Error(str(path, ": no such file"));
+  const int limit = 60 + static_cast<int>(std::min<uintmax_t>(ec ? 0 : bytes >> 23, 1 << 20));
+  return run_isolated(path, limit, read,
+                      "The file is damaged or is not an HDF5 file written by h5py, bilm-tf, "
+                      "allennlp or elmo_fast export-bilm: export it again from its source.");
 }
 
 }  // namespace
 
 Tensor read_hdf5_matrix(const std::string& path, const std::string& dataset) {
-  check_exists(path);
-  IsolatedResult r = run_isolated(path, read_limit_seconds(path), [&] {
+  IsolatedResult r = read_in_child(path, [&] {
     H5Id file = open_for_reading(path);
     IsolatedResult out;
     out.tensors.emplace_back(dataset, read_dataset(file.get(), path, dataset));
     return out;
-  }, kDamagedHint);
+  });
   ELMO_CHECK(r.tensors.size() == 1, "read_hdf5_matrix: the reader returned ", r.tensors.size(),
              " tensors");
   return r.tensors[0].second;
@@ -261,16 +257,15 @@ BilmWeights import_bilm(hid_t f, const std::string& path) {
 }  // namespace
 
 BilmWeights import_bilm_hdf5(const std::string& path) {
-  check_exists(path);
-  IsolatedResult r = run_isolated(path, read_limit_seconds(path), [&] {
+  IsolatedResult r = read_in_child(path, [&] {
     H5Id file = open_for_reading(path);
     BilmWeights w = import_bilm(file.get(), path);
     IsolatedResult out;
-    out.numbers = {w.layers,         w.input_dim,         w.cell_size,
-                   w.proj_dim,       w.has_projection,    w.bidirectional};
+    out.numbers = {w.layers,   w.input_dim,      w.cell_size,
+                   w.proj_dim, w.has_projection, w.bidirectional};
     out.tensors = std::move(w.tensors);
     return out;
-  }, kDamagedHint);
+  });
   ELMO_CHECK(r.numbers.size() == 6, "import_bilm_hdf5: the reader returned ", r.numbers.size(),
              " numbers");
   BilmWeights w;

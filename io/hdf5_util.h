@@ -1,5 +1,6 @@
 // Small helpers for the HDF5 C API shared by io's HDF5 readers and writers (bilm-tf weights,
-// embedding output). Include only from io/*.cpp (HDF5 headers are private to elmo_io).
+// embedding output). Include only from io/*.cpp and tests that write HDF5 files themselves
+// (HDF5 headers are private to elmo_io).
 #pragma once
 
 #include <hdf5.h>

@@ -13,18 +13,18 @@
 //               with a huge extent, replace by a group), then the float values
 // Invariants: an unmutated file imports and reports its plan; an accepted file's tensors have
 // the sizes the import reports.
-#include <hdf5.h>
-
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "io/bilm_hdf5.h"
+#include "io/hdf5_util.h"
 #include "runtime/error.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
+using elmo::H5Id;
 using elmo::str;
 
 struct Bytes {
@@ -49,22 +49,13 @@ std::string cell(int d, int l, const char* leaf) {
   return str("RNN_", d, "/RNN/MultiRNNCell/Cell", l, "/LSTMCell/", leaf);
 }
 
-// Closes an HDF5 identifier on scope exit.
-struct Id {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~Id() {
-    if (id >= 0) close(id);
-  }
-};
-
 // Writes one dataset; false when libhdf5 refuses it (duplicate name, extent beyond its limits).
 bool write(hid_t file, const Dataset& ds, Bytes& values) {
-  Id lcpl{H5Pcreate(H5P_LINK_CREATE), H5Pclose};
-  H5Pset_create_intermediate_group(lcpl.id, 1);
+  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
   if (ds.kind == Kind::kGroup) {
-    Id g{H5Gcreate2(file, ds.name.c_str(), lcpl.id, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
-    return g.id >= 0;
+    H5Id g(H5Gcreate2(file, ds.name.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    return g.ok();
   }
   uint64_t numel = 1;
   for (hsize_t d : ds.dims)
@@ -72,24 +63,25 @@ bool write(hid_t file, const Dataset& ds, Bytes& values) {
   const bool unwritten = ds.kind == Kind::kUnwritten || numel > (1u << 14);
   std::vector<hsize_t> max(ds.dims.size(), H5S_UNLIMITED), chunk(ds.dims.size());
   for (size_t i = 0; i < ds.dims.size(); ++i) chunk[i] = ds.dims[i] < 4 ? 1 : 4;
-  Id space{ds.dims.empty() ? H5Screate(H5S_SCALAR)
-                           : H5Screate_simple(static_cast<int>(ds.dims.size()), ds.dims.data(),
-                                              unwritten ? max.data() : nullptr),
-           H5Sclose};
-  Id dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
-  if (space.id < 0 || dcpl.id < 0) return false;
+  H5Id space(ds.dims.empty() ? H5Screate(H5S_SCALAR)
+                             : H5Screate_simple(static_cast<int>(ds.dims.size()), ds.dims.data(),
+                                                unwritten ? max.data() : nullptr),
+             H5Sclose);
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!space.ok() || !dcpl.ok()) return false;
   if (unwritten && !ds.dims.empty() &&
-      H5Pset_chunk(dcpl.id, static_cast<int>(chunk.size()), chunk.data()) < 0)
+      H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) < 0)
     return false;
-  Id text{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(text.id, 4);
+  H5Id text(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(text.get(), 4);
   const hid_t type = ds.kind == Kind::kF64BE ? H5T_IEEE_F64BE
                      : ds.kind == Kind::kI32 ? H5T_STD_I32LE
-                     : ds.kind == Kind::kText ? text.id
+                     : ds.kind == Kind::kText ? text.get()
                                               : H5T_IEEE_F32LE;
-  Id set{H5Dcreate2(file, ds.name.c_str(), type, space.id, lcpl.id, dcpl.id, H5P_DEFAULT),
-         H5Dclose};
-  if (set.id < 0) return false;
+  H5Id set(H5Dcreate2(file, ds.name.c_str(), type, space.get(), lcpl.get(), dcpl.get(),
+                      H5P_DEFAULT),
+           H5Dclose);
+  if (!set.ok()) return false;
   if (unwritten || numel == 0) return true;
   // Values: the input's bytes as floats (NaN and Inf included), then a ramp.
   std::vector<float> v(numel);
@@ -98,24 +90,25 @@ bool write(hid_t file, const Dataset& ds, Bytes& values) {
     std::memcpy(&v[i], b, 4);
     if (values.n == 0) v[i] = 0.25f * static_cast<float>(i % 17);
   }
-  std::vector<char> chars(numel * 4, 'x');
-  return H5Dwrite(set.id, ds.kind == Kind::kText ? text.id : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
-                  H5P_DEFAULT, ds.kind == Kind::kText ? static_cast<void*>(chars.data())
-                                                      : static_cast<void*>(v.data())) >= 0;
+  const bool is_text = ds.kind == Kind::kText;
+  std::vector<char> chars(is_text ? numel * 4 : 0, 'x');
+  return H5Dwrite(set.get(), is_text ? text.get() : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                  H5P_DEFAULT,
+                  is_text ? static_cast<void*>(chars.data()) : static_cast<void*>(v.data())) >= 0;
 }
 
 // The file image libhdf5 writes for `sets` (empty when it refuses to create the file).
 std::vector<uint8_t> build_image(const std::vector<Dataset>& sets, Bytes values) {
-  Id fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
-  if (H5Pset_fapl_core(fapl.id, 1 << 16, /*backing_store=*/0) < 0) return {};
-  Id file{H5Fcreate("fuzz-build.hdf5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id), H5Fclose};
-  if (file.id < 0) return {};
-  for (const Dataset& ds : sets) write(file.id, ds, values);
-  if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) return {};
-  const ssize_t bytes = H5Fget_file_image(file.id, nullptr, 0);
+  H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (H5Pset_fapl_core(fapl.get(), 1 << 16, /*backing_store=*/0) < 0) return {};
+  H5Id file(H5Fcreate("fuzz-build.hdf5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+  if (!file.ok()) return {};
+  for (const Dataset& ds : sets) write(file.get(), ds, values);
+  if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) return {};
+  const ssize_t bytes = H5Fget_file_image(file.get(), nullptr, 0);
   if (bytes <= 0) return {};
   std::vector<uint8_t> image(static_cast<size_t>(bytes));
-  if (H5Fget_file_image(file.id, image.data(), image.size()) != bytes) return {};
+  if (H5Fget_file_image(file.get(), image.data(), image.size()) != bytes) return {};
   return image;
 }
 
@@ -123,7 +116,7 @@ std::vector<uint8_t> build_image(const std::vector<Dataset>& sets, Bytes values)
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   elmo::fuzz::quiet();
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  elmo::silence_hdf5();
   return 0;
 }
 
